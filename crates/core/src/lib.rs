@@ -1,0 +1,20 @@
+//! Townhall's domain core: spaces, roles, membership and access tokens.
+//!
+//! Everything here is plain data and state machines driven by explicit inputs, with time passed
+//! in as [`UnixTime`]. No sockets, no tasks, no clocks: the server crate owns those.
+
+pub mod directory;
+pub mod id;
+pub mod role;
+pub mod space;
+pub mod stage;
+pub mod time;
+pub mod token;
+
+pub use directory::{Directory, DirectoryError};
+pub use id::{Identity, IdError, SpaceId};
+pub use role::Role;
+pub use space::{NewSpace, Space, SpaceError, SpaceState};
+pub use stage::{Seated, Stage, StageError};
+pub use time::UnixTime;
+pub use token::{Claims, SpaceScope, TokenError, TokenKeys};

@@ -1,0 +1,18 @@
+//! Townhall's media core: Opus frames, the wire format, per-speaker jitter buffers, the mixer
+//! and Ogg/Opus muxing.
+//!
+//! Sans-IO: every type here is driven by explicit inputs (frames, ticks, timestamps). The server
+//! crate owns the clock, the threads and the sockets.
+
+pub mod analysis;
+pub mod frame;
+pub mod jitter;
+pub mod mixer;
+pub mod ogg;
+pub mod wire;
+
+pub use frame::{CHANNELS, FRAME_MS, FRAME_SAMPLES, FrameError, SAMPLE_RATE, check_opus_frame};
+pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+pub use mixer::{Mixer, MixerConfig, MixerError, ProgramFrame, SourceId, Tick};
+pub use ogg::{OggOpusMuxer, OggOpusReader, OpusHead};
+pub use wire::{ProgramBatchWriter, ProgramFrameView, SpeakerFrame, WireError};
