@@ -64,8 +64,10 @@ pub struct JitterBuffer {
     frames: BTreeMap<u32, SpeakerFrame>,
     /// The sequence number to play next; `None` while (re)buffering.
     next: Option<u32>,
-    /// Frames below this were already played or skipped.
+    /// Frames below this were already played, concealed or skipped.
     floor: Option<u32>,
+    /// Frames below this were already played or dropped (concealed ones excluded).
+    played_floor: Option<u32>,
     missing_run: usize,
     stats: JitterStats,
 }
@@ -83,6 +85,7 @@ impl JitterBuffer {
             frames: BTreeMap::new(),
             next: None,
             floor: None,
+            played_floor: None,
             missing_run: 0,
             stats: JitterStats::default(),
         }
@@ -126,6 +129,7 @@ impl JitterBuffer {
         };
         if let Some(frame) = self.frames.remove(&next) {
             self.advance_to(next.wrapping_add(1));
+            self.played_floor = self.floor;
             self.missing_run = 0;
             self.stats.played += 1;
             return Playout::Frame(frame);
@@ -133,7 +137,9 @@ impl JitterBuffer {
         self.missing_run += 1;
         if self.missing_run > self.cfg.max_conceal {
             // Speaker silent, or a long gap: stop concealing and rebuffer from what is there.
+            // Frames we concealed may still arrive (a speaker resuming after a pause): accept them.
             self.next = None;
+            self.floor = self.played_floor;
             self.missing_run = 0;
             return Playout::Idle;
         }
@@ -147,6 +153,7 @@ impl JitterBuffer {
         self.frames.clear();
         self.next = None;
         self.floor = None;
+        self.played_floor = None;
         self.missing_run = 0;
     }
 
@@ -173,6 +180,9 @@ impl JitterBuffer {
         }
         if self.floor.is_none_or(|f| f <= seq) {
             self.floor = Some(past);
+        }
+        if self.played_floor.is_none_or(|f| f <= seq) {
+            self.played_floor = Some(past);
         }
     }
 }
@@ -240,6 +250,27 @@ mod tests {
             jb.push(f(s));
         }
         assert_eq!(seq_of(&jb.pop()), Some(10));
+    }
+
+    #[test]
+    fn a_speaker_resuming_after_a_pause_is_not_dropped_as_late() {
+        let mut jb = buffer();
+        for s in 0..3 {
+            jb.push(f(s));
+        }
+        for _ in 0..3 {
+            jb.pop();
+        }
+        // Pause: two concealed ticks, then idle.
+        assert_eq!(jb.pop(), Playout::Conceal);
+        assert_eq!(jb.pop(), Playout::Conceal);
+        assert_eq!(jb.pop(), Playout::Idle);
+        // Resumes with the very next sequence numbers.
+        for s in 3..6 {
+            jb.push(f(s));
+        }
+        assert_eq!(jb.stats().late, 0);
+        assert_eq!(seq_of(&jb.pop()), Some(3));
     }
 
     #[test]

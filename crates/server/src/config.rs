@@ -1,0 +1,186 @@
+//! Configuration: built-in defaults, overridden by an optional TOML file, overridden by
+//! environment variables and command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a node can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// Directory for recordings and state (unused by the in-memory default so far).
+    pub data_dir: PathBuf,
+    /// Start the demo space with its speaker bot.
+    pub demo: bool,
+    /// The URL users reach this node at, for printed links (default: `http://{listen}`).
+    pub public_url: Option<String>,
+    /// API key that names the token issuer (env `TOWNHALL_API_KEY`).
+    pub api_key: Option<String>,
+    /// Secret that signs tokens (env `TOWNHALL_API_SECRET`).
+    pub api_secret: Option<String>,
+    /// Most open (scheduled or live) spaces on this node.
+    pub max_spaces: usize,
+    /// Seats on each stage (host, co-hosts and speakers together).
+    pub stage_seats: usize,
+    /// Program stream bitrate, bit/s.
+    pub bitrate: i32,
+    /// Duration of one Ogg page of the HTTP stream, ms (multiple of 20).
+    pub ogg_page_ms: u32,
+    /// Recent audio a new Ogg listener receives at once so players start quickly, ms.
+    pub ogg_burst_ms: u32,
+    /// Frames per WebSocket message for listeners who do not ask (1 = lowest latency).
+    pub ws_batch_frames: usize,
+    /// A connection whose socket accepts no bytes for this long is closed (slow-read defence).
+    pub stall_timeout_secs: u64,
+    /// On shutdown, how long listeners get to leave before the process exits.
+    pub drain_secs: u64,
+    /// Anyone may listen to public spaces without a token.
+    pub anonymous_listeners: bool,
+    /// Speaker frames per second allowed on average (a 20 ms stream sends 50).
+    pub speaker_max_fps: u32,
+    /// Speaker frames allowed in a burst above the average.
+    pub speaker_burst: u32,
+    /// Largest JSON request body, bytes.
+    pub max_body_bytes: usize,
+    /// Lifetime of the listener tickets `join` hands out, seconds.
+    pub ticket_ttl_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("townhall-data"),
+            demo: true,
+            public_url: None,
+            api_key: None,
+            api_secret: None,
+            max_spaces: 100,
+            stage_seats: townhall_core::Stage::DEFAULT_SEATS,
+            bitrate: 32_000,
+            ogg_page_ms: 200,
+            ogg_burst_ms: 1_000,
+            ws_batch_frames: 1,
+            stall_timeout_secs: 10,
+            drain_secs: 5,
+            anonymous_listeners: true,
+            speaker_max_fps: 60,
+            speaker_burst: 25,
+            max_body_bytes: 16 * 1024,
+            ticket_ttl_secs: 3_600,
+        }
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The development key pair used when none is configured. Announced loudly at start-up.
+pub const DEV_API_KEY: &str = "devkey";
+/// The development secret (never use in production).
+pub const DEV_API_SECRET: &str = "townhall-development-secret-change-me";
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+
+    /// Checks ranges that would otherwise fail later or silently misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.ogg_page_ms < 20 || self.ogg_page_ms > 1_000 || self.ogg_page_ms % 20 != 0 {
+            return bad("ogg_page_ms must be a multiple of 20 between 20 and 1000");
+        }
+        if !(1..=50).contains(&self.ws_batch_frames) {
+            return bad("ws_batch_frames must be 1 to 50");
+        }
+        if !(6_000..=256_000).contains(&self.bitrate) {
+            return bad("bitrate must be 6000 to 256000");
+        }
+        if self.stage_seats == 0 || self.max_spaces == 0 {
+            return bad("stage_seats and max_spaces must be at least 1");
+        }
+        if self.api_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return bad("api_secret must be at least 16 bytes");
+        }
+        Ok(())
+    }
+
+    /// The API key and secret, or the development pair; the flag says which.
+    pub fn credentials(&self) -> (String, String, bool) {
+        match (&self.api_key, &self.api_secret) {
+            (Some(k), Some(s)) => (k.clone(), s.clone(), false),
+            _ => (DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned(), true),
+        }
+    }
+
+    /// Frames per Ogg page.
+    pub fn ogg_page_frames(&self) -> usize {
+        (self.ogg_page_ms / townhall_media::FRAME_MS) as usize
+    }
+
+    /// Pages of recent audio a new Ogg listener receives.
+    pub fn ogg_burst_pages(&self) -> usize {
+        self.ogg_burst_ms.div_ceil(self.ogg_page_ms.max(1)) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = Config::default();
+        c.validate().expect("defaults valid");
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(toml::from_str::<Config>(&text).expect("parse"), c);
+    }
+
+    #[test]
+    fn files_override_defaults_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("ogg_page_ms = 1000\ndemo = false").expect("parse");
+        assert_eq!((c.ogg_page_ms, c.demo, c.bitrate), (1000, false, 32_000));
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for c in [
+            Config { ogg_page_ms: 30, ..Config::default() },
+            Config { ws_batch_frames: 0, ..Config::default() },
+            Config { api_secret: Some("short".into()), ..Config::default() },
+        ] {
+            assert!(c.validate().is_err());
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The Townhall server: HTTP API, WebSocket and Ogg egress, WebSocket ingest, web page, metrics.
+//!
+//! The binary (`townhall`) is a thin command line over [`start`]; tests start servers in-process
+//! the same way.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod feed;
+pub mod live;
+pub mod metrics;
+pub mod net;
+pub mod ogg_http;
+pub mod state;
+pub mod web;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use townhall_core::{Identity, Role, SpaceScope, TokenKeys};
+
+pub use config::Config;
+use error::ApiError;
+use state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The listen address could not be bound, or the engine thread not started.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The demo space could not be created.
+    #[error("demo: {}", .0.message)]
+    Demo(ApiError),
+    /// A token could not be minted.
+    #[error("token: {0}")]
+    Token(#[from] townhall_core::TokenError),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    app: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+    host_token: String,
+    dev_credentials: bool,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// Builds the router over shared state.
+pub fn router(app: Arc<AppState>) -> Router {
+    let limit = app.config.max_body_bytes;
+    Router::new()
+        .merge(api::routes())
+        .route("/ws/{id}", get(ws::handler))
+        .route("/live/{file}", get(ogg_http::handler))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(web::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// Starts a server: binds, starts the media engine and (if configured) the demo space.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    config.validate()?;
+    let (key, secret, dev_credentials) = config.credentials();
+    let keys = TokenKeys::new(key, secret.as_bytes());
+    let listener = net::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let engine = engine::Engine::start()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stall = Duration::from_secs(config.stall_timeout_secs.max(1));
+    let app = Arc::new(AppState::new(config, keys, engine, shutdown_rx, metrics::handle()));
+    if app.config.demo {
+        demo::start(&app).await.map_err(StartError::Demo)?;
+    }
+    let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
+    let host_token = app.keys.mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
+    let service = router(app.clone()).into_make_service_with_connect_info::<net::PeerAddr>();
+    let mut drained = shutdown_tx.subscribe();
+    let task = tokio::spawn(async move {
+        axum::serve(net::GuardedListener::new(listener, stall), service)
+            .with_graceful_shutdown(async move {
+                let _ = drained.wait_for(|d| *d).await;
+            })
+            .await
+    });
+    Ok(Server { addr, app, shutdown: shutdown_tx, task, host_token, dev_credentials })
+}
+
+impl Server {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A host token for every space, valid for a day (printed at start-up).
+    pub fn host_token(&self) -> &str {
+        &self.host_token
+    }
+
+    /// Whether the built-in development key pair is in use.
+    pub fn dev_credentials(&self) -> bool {
+        self.dev_credentials
+    }
+
+    /// Shared state, for tests and embedding.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.app
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Drains: stops admitting, tells listeners to reconnect elsewhere, waits for them to leave
+    /// (at most `drain_secs`), then stops.
+    pub async fn shutdown(self) {
+        self.app.set_draining();
+        let _ = self.shutdown.send(true);
+        let deadline = Duration::from_secs(self.app.config.drain_secs);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(deadline, self.task).await.is_err() {
+            tracing::warn!("drain deadline reached; closing remaining connections");
+            abort.abort();
+        }
+    }
+}
+
+async fn metrics_text(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.metrics.render(),
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    if app.is_draining() {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down").into_response()
+    } else {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}

@@ -1,0 +1,56 @@
+//! Prometheus metrics: names in one place, and the process-wide recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Gauge: listeners connected, by `space` and `protocol` (`ws`, `ogg`).
+pub const LISTENERS: &str = "townhall_listeners";
+/// Gauge: speakers on stage, by `space`.
+pub const SPEAKERS: &str = "townhall_speakers";
+/// Counter: program frames written to listeners, by `protocol`.
+pub const FRAMES_SENT: &str = "townhall_frames_sent_total";
+/// Counter: program frames a listener skipped because it could not keep up, by `protocol`.
+pub const FRAMES_DROPPED: &str = "townhall_frames_dropped_total";
+/// Counter: listeners that connected, by `protocol`.
+pub const JOINS: &str = "townhall_joins_total";
+/// Counter: requests refused, by `reason` (the API error code).
+pub const REJECTIONS: &str = "townhall_rejections_total";
+/// Counter: speaker frames, by `result` (`accepted`, `invalid`, `rate_limited`, `overloaded`).
+pub const SPEAKER_FRAMES: &str = "townhall_speaker_frames_total";
+/// Counter: mixer ticks run.
+pub const MIXER_TICKS: &str = "townhall_mixer_ticks_total";
+/// Counter: mixer ticks that started more than one frame late.
+pub const MIXER_LATE_TICKS: &str = "townhall_mixer_late_ticks_total";
+/// Counter: connections closed because their socket stopped accepting bytes.
+pub const STALLED_CONNECTIONS: &str = "townhall_stalled_connections_total";
+
+/// The process-wide Prometheus recorder (installed once; every server in the process shares it).
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program's); then ours
+            // only renders what it sees, which is nothing, and /metrics says so.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(LISTENERS, "Listeners connected, by space and protocol.");
+    describe_gauge!(SPEAKERS, "Speakers on stage, by space.");
+    describe_counter!(FRAMES_SENT, "Program frames written to listeners, by protocol.");
+    describe_counter!(FRAMES_DROPPED, "Program frames skipped by listeners that fell behind.");
+    describe_counter!(JOINS, "Listener connections accepted, by protocol.");
+    describe_counter!(REJECTIONS, "Requests refused, by reason.");
+    describe_counter!(SPEAKER_FRAMES, "Speaker frames received, by result.");
+    describe_counter!(MIXER_TICKS, "Mixer ticks run.");
+    describe_counter!(MIXER_LATE_TICKS, "Mixer ticks started more than a frame late.");
+    describe_counter!(STALLED_CONNECTIONS, "Connections closed for not reading.");
+}

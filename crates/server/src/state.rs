@@ -1,0 +1,223 @@
+//! Shared server state: configuration, keys, the directory of spaces and the live ones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::http::HeaderMap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::sync::watch;
+use townhall_core::{Claims, Directory, Identity, NewSpace, Role, Space, SpaceId, SpaceState, TokenKeys};
+
+use crate::clock::now_unix;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::feed::Protocol;
+use crate::live::LiveSpace;
+
+/// Everything request handlers share.
+pub struct AppState {
+    /// The node's configuration.
+    pub config: Config,
+    /// Token keys.
+    pub keys: TokenKeys,
+    directory: Mutex<Directory>,
+    live: RwLock<HashMap<SpaceId, Arc<LiveSpace>>>,
+    engine: Engine,
+    /// Flips to `true` when the node starts draining.
+    pub shutdown: watch::Receiver<bool>,
+    draining: AtomicBool,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("listen", &self.config.listen).finish_non_exhaustive()
+    }
+}
+
+/// Listener counts of a space, by protocol.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ListenerCounts {
+    /// WebSocket listeners.
+    pub ws: usize,
+    /// Ogg/HTTP listeners.
+    pub ogg: usize,
+}
+
+/// A speaker as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeakerView {
+    /// Who.
+    pub identity: Identity,
+    /// Their role.
+    pub role: Role,
+}
+
+/// Where to listen to a space.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceUrls {
+    /// WebSocket (listen, or speak with `mode=speak` and a token).
+    pub ws: String,
+    /// Ogg/Opus over HTTP.
+    pub ogg: String,
+}
+
+/// A space as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceView {
+    /// The space itself.
+    #[serde(flatten)]
+    pub space: Space,
+    /// Listeners right now, all protocols.
+    pub listeners: usize,
+    /// Listeners by protocol.
+    pub listeners_by_protocol: ListenerCounts,
+    /// Who is on stage.
+    pub speakers: Vec<SpeakerView>,
+    /// Where to listen.
+    pub urls: SpaceUrls,
+}
+
+impl AppState {
+    /// State for a node with this configuration.
+    pub fn new(
+        config: Config,
+        keys: TokenKeys,
+        engine: Engine,
+        shutdown: watch::Receiver<bool>,
+        metrics: PrometheusHandle,
+    ) -> AppState {
+        let directory = Directory::new(config.max_spaces, config.max_spaces.max(100));
+        AppState {
+            config,
+            keys,
+            directory: Mutex::new(directory),
+            live: RwLock::new(HashMap::new()),
+            engine,
+            shutdown,
+            draining: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live runtime of a space, if it is on air.
+    pub fn live(&self, id: &SpaceId) -> Option<Arc<LiveSpace>> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// A copy of a space's record.
+    pub fn space(&self, id: &SpaceId) -> Result<Space, ApiError> {
+        Ok(self.directory().get(id)?.clone())
+    }
+
+    /// The API view of a space.
+    pub fn view(&self, space: Space) -> SpaceView {
+        let live = self.live(&space.id);
+        let counts = live.as_ref().map_or(ListenerCounts::default(), |l| ListenerCounts {
+            ws: l.feed().listeners(Protocol::Ws),
+            ogg: l.feed().listeners(Protocol::Ogg),
+        });
+        let speakers = live.as_ref().map_or_else(Vec::new, |l| {
+            l.speakers().into_iter().map(|(identity, role)| SpeakerView { identity, role }).collect()
+        });
+        let urls = SpaceUrls { ws: format!("/ws/{}", space.id), ogg: format!("/live/{}.opus", space.id) };
+        SpaceView {
+            listeners: counts.ws + counts.ogg,
+            listeners_by_protocol: counts,
+            speakers,
+            urls,
+            space,
+        }
+    }
+
+    /// Every space, live first.
+    pub fn list(&self) -> Vec<SpaceView> {
+        let spaces: Vec<Space> = self.directory().list().into_iter().cloned().collect();
+        spaces.into_iter().map(|s| self.view(s)).collect()
+    }
+
+    /// Creates a space; a live one gets its mixer at once.
+    pub fn create(&self, req: NewSpace, host: Identity) -> Result<Space, ApiError> {
+        let mut directory = self.directory();
+        let space = directory.create(req, host, now_unix())?.clone();
+        if space.state == SpaceState::Live {
+            self.open_live(&space)?;
+        }
+        Ok(space)
+    }
+
+    /// Takes a scheduled space live.
+    pub fn start(&self, id: &SpaceId) -> Result<Space, ApiError> {
+        let mut directory = self.directory();
+        let space = directory.start(id, now_unix())?.clone();
+        self.open_live(&space)?;
+        Ok(space)
+    }
+
+    /// Ends a space and its stream.
+    pub fn end(&self, id: &SpaceId) -> Result<Space, ApiError> {
+        let mut directory = self.directory();
+        let space = directory.end(id, now_unix())?.clone();
+        let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(live) = live {
+            live.end(&self.engine);
+        }
+        Ok(space)
+    }
+
+    fn open_live(&self, space: &Space) -> Result<(), ApiError> {
+        let live = LiveSpace::open(space, &self.config, &self.engine)
+            .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
+        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live);
+        Ok(())
+    }
+
+    /// Verifies a token for `space`.
+    pub fn verify(&self, token: &str, space: &SpaceId) -> Result<Claims, ApiError> {
+        Ok(self.keys.verify_for(token, space, now_unix())?)
+    }
+
+    /// Verifies a bearer token that may manage `space` (scope unchecked when `None`).
+    pub fn authorize_manage(
+        &self,
+        headers: &HeaderMap,
+        space: Option<&SpaceId>,
+    ) -> Result<Claims, ApiError> {
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized("an Authorization: Bearer token with a host or cohost role is required")
+        })?;
+        let claims = self.keys.verify(token, now_unix())?;
+        if space.is_some_and(|id| !claims.space.covers(id)) {
+            return Err(ApiError::forbidden("the token does not grant this space"));
+        }
+        if !claims.role.can_manage() {
+            return Err(ApiError::forbidden(format!("role {} may not manage spaces", claims.role)));
+        }
+        Ok(claims)
+    }
+
+    /// Marks the node as draining (readyz fails, new joins are refused).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}

@@ -1,0 +1,313 @@
+//! WebSocket endpoint `GET /ws/{space}`: listen to the program stream, or speak into it.
+//!
+//! Query: `token` (a join ticket or access token; also accepted as `Authorization: Bearer`),
+//! `mode=listen|speak` (default `listen`), `batch=1..5` (frames per message for listeners).
+//! The binary formats are in [`townhall_media::wire`]; text messages are JSON events.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+use townhall_core::{Claims, Identity, Role, Space, SpaceState};
+use townhall_media::{SpeakerFrame, check_opus_frame};
+use townhall_shield::Gcra;
+
+use crate::api::space_id;
+use crate::error::ApiError;
+use crate::feed::{ListenerGuard, MAX_WS_BATCH, Protocol};
+use crate::live::{LiveSpace, SpeakerSeat};
+use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT, SPEAKER_FRAMES};
+use crate::state::{AppState, bearer};
+
+/// Largest WebSocket message accepted from a client.
+const MAX_MESSAGE: usize = 16 * 1024;
+/// A speaker session is closed after this many invalid frames.
+const MAX_INVALID_FRAMES: u32 = 200;
+/// Error messages sent back to a misbehaving speaker per second, at most.
+const ERRORS_PER_SECOND: u32 = 5;
+
+/// Query parameters of `/ws/{space}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsQuery {
+    token: Option<String>,
+    mode: Option<String>,
+    batch: Option<usize>,
+}
+
+enum Mode {
+    Listen { batch: usize },
+    Speak,
+}
+
+/// Checks the request, then upgrades it into a listener or speaker session.
+pub async fn handler(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let id = space_id(path)?;
+    let Query(q) = query?;
+    let space = app.space(&id)?;
+    let token = q.token.as_deref().or_else(|| bearer(&headers));
+    let claims = token.map(|t| app.verify(t, &id)).transpose()?;
+    let mode = match q.mode.as_deref().unwrap_or("listen") {
+        "listen" => {
+            let batch = q.batch.unwrap_or(app.config.ws_batch_frames.min(MAX_WS_BATCH));
+            if !(1..=MAX_WS_BATCH).contains(&batch) {
+                return Err(ApiError::bad_request("bad_query", "batch must be 1 to 5 frames"));
+            }
+            Mode::Listen { batch }
+        }
+        "speak" => Mode::Speak,
+        other => return Err(ApiError::bad_request("bad_query", format!("unknown mode {other:?}: use listen or speak"))),
+    };
+    let live = live_space(&app, &space)?;
+    let upgrade = upgrade
+        .map_err(|r| ApiError::new(r.status(), "websocket_required", r.body_text()))?
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE);
+    let shutdown = app.shutdown.clone();
+    match mode {
+        Mode::Listen { batch } => {
+            let who = listener_identity(&app, &space, claims)?;
+            let rx = live.feed().subscribe_ws(batch).map_err(|_| ended())?;
+            let guard = live.feed().count_listener(Protocol::Ws);
+            let hello = hello(&space, &who, Role::Listener, batch);
+            Ok(upgrade.on_upgrade(move |socket| listen(socket, rx, batch, hello, guard, shutdown)))
+        }
+        Mode::Speak => {
+            let claims = claims.ok_or_else(|| ApiError::unauthorized("speaking needs a token (?token=)"))?;
+            if !claims.role.can_speak() {
+                return Err(ApiError::forbidden(format!("role {} may not speak", claims.role)));
+            }
+            let seat = live.seat(claims.sub.clone(), claims.role, true).await?;
+            let hello = hello(&space, &claims.sub, claims.role, 1);
+            let limiter = Gcra::new(app.config.speaker_max_fps, app.config.speaker_burst);
+            Ok(upgrade.on_upgrade(move |socket| speak(socket, seat, hello, limiter, shutdown)))
+        }
+    }
+}
+
+fn ended() -> ApiError {
+    ApiError::new(StatusCode::GONE, "ended", "this space has ended")
+}
+
+/// The live runtime of a space, or the error that says why there is none.
+pub fn live_space(app: &AppState, space: &Space) -> Result<Arc<LiveSpace>, ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down; retry"));
+    }
+    match space.state {
+        SpaceState::Scheduled => Err(ApiError::conflict("not_live", "this space has not started yet")),
+        SpaceState::Ended => Err(ended()),
+        SpaceState::Live => app.live(&space.id).ok_or_else(ended),
+    }
+}
+
+/// Who a listener is: the token's identity, or anonymous on a public space.
+pub fn listener_identity(app: &AppState, space: &Space, claims: Option<Claims>) -> Result<Identity, ApiError> {
+    match claims {
+        Some(c) => Ok(c.sub),
+        None if space.public && app.config.anonymous_listeners => {
+            Ok(Identity::new("anonymous").unwrap_or_else(|_| unreachable!("valid identity")))
+        }
+        None => Err(ApiError::unauthorized("this space needs a token to listen (?token=)")),
+    }
+}
+
+fn hello(space: &Space, who: &Identity, role: Role, batch: usize) -> Message {
+    let body = json!({
+        "type": "hello",
+        "space": { "id": space.id, "title": space.title, "state": space.state },
+        "identity": who,
+        "role": role,
+        "batch": batch,
+        "codec": { "name": "opus", "sample_rate": townhall_media::SAMPLE_RATE, "channels": 1, "frame_ms": townhall_media::FRAME_MS },
+    });
+    Message::Text(Utf8Bytes::from(body.to_string()))
+}
+
+fn event(body: serde_json::Value) -> Message {
+    Message::Text(Utf8Bytes::from(body.to_string()))
+}
+
+fn bye(reason: &'static str) -> Message {
+    event(json!({ "type": "bye", "reason": reason, "reconnect_after_ms": 1000 }))
+}
+
+/// A listener session: program batches and events out; pings and close in.
+async fn listen(
+    socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<Message>,
+    batch: usize,
+    hello: Message,
+    _guard: ListenerGuard,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let sent = metrics::counter!(FRAMES_SENT, "protocol" => "ws");
+    let dropped = metrics::counter!(FRAMES_DROPPED, "protocol" => "ws");
+    let (mut sink, mut stream) = socket.split();
+    if sink.send(hello).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(msg) => {
+                    let frames = if matches!(msg, Message::Binary(_)) { batch as u64 } else { 0 };
+                    if sink.send(msg).await.is_err() {
+                        break;
+                    }
+                    sent.increment(frames);
+                }
+                Err(RecvError::Lagged(n)) => dropped.increment(n * batch as u64),
+                Err(RecvError::Closed) => {
+                    let _ = sink.send(close(close_code::NORMAL, "space ended")).await;
+                    break;
+                }
+            },
+            incoming = stream.next() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = shutdown.changed() => {
+                let _ = sink.send(bye("server_shutdown")).await;
+                let _ = sink.send(close(close_code::AWAY, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+/// Counts and throttles what a speaker did wrong.
+struct Misbehaviour {
+    invalid: u32,
+    window: Instant,
+    reported_in_window: u32,
+}
+
+impl Misbehaviour {
+    /// Records one problem; returns whether to tell the speaker (at most a few per second).
+    fn record(&mut self, now: Instant) -> bool {
+        self.invalid += 1;
+        if now.duration_since(self.window).as_secs() >= 1 {
+            self.window = now;
+            self.reported_in_window = 0;
+        }
+        self.reported_in_window += 1;
+        self.reported_in_window <= ERRORS_PER_SECOND
+    }
+}
+
+/// A speaker session: Opus frames in; their mix-minus and events out.
+async fn speak(
+    socket: WebSocket,
+    mut seat: SpeakerSeat,
+    hello: Message,
+    mut limiter: Gcra,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    if sink.send(hello).await.is_err() {
+        return;
+    }
+    let mut returns = seat.returns.take();
+    let kick = seat.kick.clone();
+    let mut trouble = Misbehaviour { invalid: 0, window: Instant::now(), reported_in_window: 0 };
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let reply = match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Binary(bytes))) => on_frame(&seat, &mut limiter, bytes),
+                    Some(Ok(Message::Text(_))) => Err(("unsupported", "text messages are not accepted yet".to_owned())),
+                    Some(Ok(_)) => Ok(()),
+                };
+                if let Err((code, message)) = reply {
+                    if trouble.record(Instant::now()) {
+                        let msg = event(json!({ "type": "error", "code": code, "message": message }));
+                        if sink.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    if trouble.invalid >= MAX_INVALID_FRAMES {
+                        let _ = sink.send(close(close_code::POLICY, "too many invalid frames")).await;
+                        break;
+                    }
+                }
+            }
+            batch = recv_opt(&mut returns) => match batch {
+                Some(batch) => {
+                    if sink.send(Message::Binary(batch)).await.is_err() {
+                        break;
+                    }
+                }
+                // The engine dropped this speaker's channel: the space has ended.
+                None => {
+                    let _ = sink.send(event(json!({ "type": "state", "state": "ended" }))).await;
+                    let _ = sink.send(close(close_code::NORMAL, "space ended")).await;
+                    break;
+                }
+            },
+            _ = kick.notified() => {
+                let _ = sink.send(bye("replaced_by_new_session")).await;
+                let _ = sink.send(close(close_code::NORMAL, "replaced by a new session")).await;
+                break;
+            }
+            _ = shutdown.changed() => {
+                let _ = sink.send(bye("server_shutdown")).await;
+                let _ = sink.send(close(close_code::AWAY, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+}
+
+async fn recv_opt(rx: &mut Option<tokio::sync::mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Validates a speaker frame and queues it for the mixer.
+fn on_frame(seat: &SpeakerSeat, limiter: &mut Gcra, bytes: Bytes) -> Result<(), (&'static str, String)> {
+    let result = SpeakerFrame::parse(bytes)
+        .map_err(|e| ("bad_frame", e.to_string()))
+        .and_then(|frame| {
+            check_opus_frame(&frame.payload).map_err(|e| ("bad_frame", e.to_string()))?;
+            Ok(frame)
+        })
+        .and_then(|frame| {
+            limiter
+                .check(Instant::now())
+                .map_err(|e| ("rate_limited", format!("more than the allowed frames per second; {e}")))?;
+            Ok(frame)
+        })
+        .and_then(|frame| seat.send(frame).map_err(|_| ("overloaded", "the mixer is busy; frame dropped".to_owned())));
+    let label = match &result {
+        Ok(()) => "accepted",
+        Err(("bad_frame", _)) => "invalid",
+        Err((code, _)) => code,
+    };
+    metrics::counter!(SPEAKER_FRAMES, "result" => label).increment(1);
+    result
+}
