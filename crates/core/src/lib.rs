@@ -12,7 +12,7 @@ pub mod time;
 pub mod token;
 
 pub use directory::{Directory, DirectoryError};
-pub use id::{Identity, IdError, SpaceId};
+pub use id::{IdError, Identity, SpaceId};
 pub use role::Role;
 pub use space::{NewSpace, Space, SpaceError, SpaceState};
 pub use stage::{Seated, Stage, StageError};

@@ -60,12 +60,19 @@ async fn create_space(
     if let SpaceScope::One(granted) = &claims.space
         && req.id.as_ref() != Some(granted)
     {
-        return Err(ApiError::forbidden("the token grants one space; create it by that id"));
+        return Err(ApiError::forbidden(
+            "the token grants one space; create it by that id",
+        ));
     }
     let space = app.create(req, claims.sub)?;
     let location = format!("/api/v1/spaces/{}", space.id);
     let view = app.view(space);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response())
 }
 
 async fn start_space(
@@ -115,11 +122,26 @@ async fn join_space(
     let id = space_id(path)?;
     let space = app.space(&id)?;
     if app.is_draining() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down; retry"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; retry",
+        ));
     }
     match space.state {
-        SpaceState::Ended => return Err(ApiError::new(StatusCode::GONE, "ended", "this space has ended")),
-        SpaceState::Scheduled => return Err(ApiError::conflict("not_live", "this space has not started yet")),
+        SpaceState::Ended => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "ended",
+                "this space has ended",
+            ));
+        }
+        SpaceState::Scheduled => {
+            return Err(ApiError::conflict(
+                "not_live",
+                "this space has not started yet",
+            ));
+        }
         SpaceState::Live => {}
     }
     let (identity, role) = match bearer(&headers) {
@@ -127,14 +149,28 @@ async fn join_space(
             let claims = app.verify(token, &id)?;
             (claims.sub, claims.role)
         }
-        None if space.public && app.config.anonymous_listeners => (anonymous_identity(), Role::Listener),
+        None if space.public && app.config.anonymous_listeners => {
+            (anonymous_identity(), Role::Listener)
+        }
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
     };
     let now = now_unix();
     let ttl = app.config.ticket_ttl_secs;
-    let token = app.keys.mint(identity.clone(), role, SpaceScope::One(id.clone()), now, ttl)?;
+    let token = app.keys.mint(
+        identity.clone(),
+        role,
+        SpaceScope::One(id.clone()),
+        now,
+        ttl,
+    )?;
     let urls = app.view(space).urls;
-    Ok(Json(JoinTicket { token, identity, role, expires_at: now.0 + ttl, urls }))
+    Ok(Json(JoinTicket {
+        token,
+        identity,
+        role,
+        expires_at: now.0 + ttl,
+        urls,
+    }))
 }
 
 fn anonymous_identity() -> Identity {
@@ -143,5 +179,8 @@ fn anonymous_identity() -> Identity {
 }
 
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
 }

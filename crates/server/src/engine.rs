@@ -164,7 +164,9 @@ impl SpaceMix {
                 self.feed.publish_ws(i + 1, batch);
             }
         }
-        self.feed.publish_event(Utf8Bytes::from_static(r#"{"type":"state","state":"ended"}"#));
+        self.feed.publish_event(Utf8Bytes::from_static(
+            r#"{"type":"state","state":"ended"}"#,
+        ));
         self.feed.close();
     }
 }
@@ -208,7 +210,10 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("townhall-mixer".into())
             .spawn(move || run(rx))?;
-        Ok(Engine { tx, thread: Some(thread) })
+        Ok(Engine {
+            tx,
+            thread: Some(thread),
+        })
     }
 
     /// Starts mixing a space.

@@ -22,7 +22,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 404 for an unknown space or route.
@@ -90,8 +94,12 @@ impl From<DirectoryError> for ApiError {
 impl From<SpaceError> for ApiError {
     fn from(e: SpaceError) -> Self {
         match e {
-            SpaceError::InvalidTransition { .. } => ApiError::conflict("invalid_state", e.to_string()),
-            SpaceError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+            SpaceError::InvalidTransition { .. } => {
+                ApiError::conflict("invalid_state", e.to_string())
+            }
+            SpaceError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
         }
     }
 }
@@ -110,7 +118,9 @@ impl From<JsonRejection> for ApiError {
         let status = r.status();
         let code = match &r {
             JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-            JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+                "too_large"
+            }
             JsonRejection::JsonDataError(_) => "invalid",
             _ => "malformed_json",
         };

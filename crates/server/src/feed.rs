@@ -95,13 +95,18 @@ impl ProgramFeed {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Channels>> {
         // A panic while holding this lock cannot leave the channels inconsistent.
-        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Subscribes to WebSocket messages of `batch` frames each (1..=MAX_WS_BATCH).
     pub fn subscribe_ws(&self, batch: usize) -> Result<broadcast::Receiver<Message>, FeedEnded> {
         let idx = batch.clamp(1, MAX_WS_BATCH) - 1;
-        self.lock().as_ref().map(|c| c.ws[idx].subscribe()).ok_or(FeedEnded)
+        self.lock()
+            .as_ref()
+            .map(|c| c.ws[idx].subscribe())
+            .ok_or(FeedEnded)
     }
 
     /// Subscribes to the Ogg stream.
@@ -182,7 +187,10 @@ impl ProgramFeed {
         let n = self.counter(protocol).fetch_add(1, Ordering::Relaxed) + 1;
         self.report(protocol, n);
         metrics::counter!(crate::metrics::JOINS, "protocol" => protocol.label()).increment(1);
-        ListenerGuard { feed: self.clone(), protocol }
+        ListenerGuard {
+            feed: self.clone(),
+            protocol,
+        }
     }
 
     fn report(&self, protocol: Protocol, n: usize) {
@@ -199,7 +207,11 @@ pub struct ListenerGuard {
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        let n = self.feed.counter(self.protocol).fetch_sub(1, Ordering::Relaxed) - 1;
+        let n = self
+            .feed
+            .counter(self.protocol)
+            .fetch_sub(1, Ordering::Relaxed)
+            - 1;
         self.feed.report(self.protocol, n);
     }
 }

@@ -64,7 +64,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,17 +92,25 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     config.validate()?;
     let (key, secret, dev_credentials) = config.credentials();
     let keys = TokenKeys::new(key, secret.as_bytes());
-    let listener = net::bind(config.listen)?;
+    let listener = net::bind(config.listen, config.socket_send_buffer)?;
     let addr = listener.local_addr()?;
     let engine = engine::Engine::start()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stall = Duration::from_secs(config.stall_timeout_secs.max(1));
-    let app = Arc::new(AppState::new(config, keys, engine, shutdown_rx, metrics::handle()));
+    let app = Arc::new(AppState::new(
+        config,
+        keys,
+        engine,
+        shutdown_rx,
+        metrics::handle(),
+    ));
     if app.config.demo {
         demo::start(&app).await.map_err(StartError::Demo)?;
     }
     let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
-    let host_token = app.keys.mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
+    let host_token = app
+        .keys
+        .mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
     let service = router(app.clone()).into_make_service_with_connect_info::<net::PeerAddr>();
     let mut drained = shutdown_tx.subscribe();
     let task = tokio::spawn(async move {
@@ -110,7 +120,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             })
             .await
     });
-    Ok(Server { addr, app, shutdown: shutdown_tx, task, host_token, dev_credentials })
+    Ok(Server {
+        addr,
+        app,
+        shutdown: shutdown_tx,
+        task,
+        host_token,
+        dev_credentials,
+    })
 }
 
 impl Server {
@@ -136,7 +153,9 @@ impl Server {
 
     /// Waits until the server stops by itself (it does not, unless it fails).
     pub async fn wait(&mut self) -> std::io::Result<()> {
-        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        (&mut self.task)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Drains: stops admitting, tells listeners to reconnect elsewhere, waits for them to leave
@@ -155,7 +174,10 @@ impl Server {
 
 async fn metrics_text(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         app.metrics.render(),
     )
 }
@@ -166,7 +188,12 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     if app.is_draining() {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down").into_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down",
+        )
+        .into_response()
     } else {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     }
@@ -177,5 +204,9 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }

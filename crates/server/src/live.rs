@@ -55,17 +55,35 @@ pub struct LiveSpace {
 
 impl std::fmt::Debug for LiveSpace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveSpace").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("LiveSpace")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl LiveSpace {
     /// Builds the mixer and muxer for `space` and hands them to the engine.
-    pub fn open(space: &Space, config: &Config, engine: &Engine) -> Result<Arc<LiveSpace>, OpenError> {
-        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
+    pub fn open(
+        space: &Space,
+        config: &Config,
+        engine: &Engine,
+    ) -> Result<Arc<LiveSpace>, OpenError> {
+        let mixer = Mixer::new(MixerConfig {
+            bitrate: config.bitrate,
+            ..MixerConfig::default()
+        })?;
         let serial: u32 = rand::random();
-        let ogg = OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
-        let feed = Arc::new(ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages()));
+        let ogg = OggOpusMuxer::new(
+            serial,
+            mixer.pre_skip(),
+            config.ogg_page_frames(),
+            &space.title,
+        )?;
+        let feed = Arc::new(ProgramFeed::new(
+            space.id.clone(),
+            ogg.headers(),
+            config.ogg_burst_pages(),
+        ));
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         engine.add(SpaceMix::new(feed.clone(), mixer, ogg, rx));
         Ok(Arc::new(LiveSpace {
@@ -73,7 +91,10 @@ impl LiveSpace {
             feed,
             ingest: tx,
             next_source: AtomicU64::new(1),
-            seats: Mutex::new(Seats { stage: Stage::new(config.stage_seats), sessions: HashMap::new() }),
+            seats: Mutex::new(Seats {
+                stage: Stage::new(config.stage_seats),
+                sessions: HashMap::new(),
+            }),
         }))
     }
 
@@ -88,12 +109,18 @@ impl LiveSpace {
     }
 
     fn seats(&self) -> std::sync::MutexGuard<'_, Seats> {
-        self.seats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.seats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Speakers on stage.
     pub fn speakers(&self) -> Vec<(Identity, Role)> {
-        self.seats().stage.speakers().map(|(who, role)| (who.clone(), role)).collect()
+        self.seats()
+            .stage
+            .speakers()
+            .map(|(who, role)| (who.clone(), role))
+            .collect()
     }
 
     /// Seats a speaker and connects them to the mixer. A second session of the same identity
@@ -113,7 +140,13 @@ impl LiveSpace {
             {
                 old.kick.notify_one();
             }
-            seats.sessions.insert(who.clone(), Session { source, kick: kick.clone() });
+            seats.sessions.insert(
+                who.clone(),
+                Session {
+                    source,
+                    kick: kick.clone(),
+                },
+            );
             seats.stage.len()
         };
         metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
@@ -124,8 +157,20 @@ impl LiveSpace {
             (None, None)
         };
         // Join must not be lost: wait for room rather than drop it.
-        let _ = self.ingest.send(Ingest::Join { source, returns: returns_tx }).await;
-        Ok(SpeakerSeat { space: self.clone(), who, source, kick, returns })
+        let _ = self
+            .ingest
+            .send(Ingest::Join {
+                source,
+                returns: returns_tx,
+            })
+            .await;
+        Ok(SpeakerSeat {
+            space: self.clone(),
+            who,
+            source,
+            kick,
+            returns,
+        })
     }
 
     /// Ends the stream (the engine closes the feed after a final page).
@@ -167,7 +212,13 @@ pub struct SpeakerSeat {
 impl SpeakerSeat {
     /// Sends a frame towards the mixer without waiting.
     pub fn send(&self, frame: SpeakerFrame) -> Result<(), Overloaded> {
-        self.space.ingest.try_send(Ingest::Frame { source: self.source, frame }).map_err(|_| Overloaded)
+        self.space
+            .ingest
+            .try_send(Ingest::Frame {
+                source: self.source,
+                frame,
+            })
+            .map_err(|_| Overloaded)
     }
 }
 

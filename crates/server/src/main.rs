@@ -79,11 +79,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let config = Config { api_key: args.keys.api_key, api_secret: args.keys.api_secret, ..Config::default() };
+    let config = Config {
+        api_key: args.keys.api_key,
+        api_secret: args.keys.api_secret,
+        ..Config::default()
+    };
     config.validate()?;
     let (key, secret, dev) = config.credentials();
     if dev {
-        eprintln!("note: TOWNHALL_API_KEY/TOWNHALL_API_SECRET unset; signing with the development pair");
+        eprintln!(
+            "note: TOWNHALL_API_KEY/TOWNHALL_API_SECRET unset; signing with the development pair"
+        );
     }
     let keys = TokenKeys::new(key, secret.as_bytes());
     let scope = SpaceScope::try_from(args.space).context("--space")?;
@@ -117,20 +123,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.api_key = args.keys.api_key;
         config.api_secret = args.keys.api_secret;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let public_url = config.public_url.clone();
     let demo = config.demo;
-    let mut server = townhall_server::start(config).await.context("starting server")?;
+    let mut server = townhall_server::start(config)
+        .await
+        .context("starting server")?;
     let url = public_url.unwrap_or_else(|| format!("http://{}", server.addr()));
     println!("Townhall is listening on {url}");
     println!("  page:        {url}/");
     if demo {
-        println!("  demo space:  {url}/#/space/{}", townhall_server::demo::DEMO_SPACE);
-        println!("  Ogg stream:  {url}/live/{}.opus", townhall_server::demo::DEMO_SPACE);
+        println!(
+            "  demo space:  {url}/#/space/{}",
+            townhall_server::demo::DEMO_SPACE
+        );
+        println!(
+            "  Ogg stream:  {url}/live/{}.opus",
+            townhall_server::demo::DEMO_SPACE
+        );
     }
     println!("  host token (all spaces, 24 h):\n{}", server.host_token());
     if server.dev_credentials() {
@@ -155,10 +171,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -23,10 +23,17 @@ use crate::metrics::STALLED_CONNECTIONS;
 /// Listen backlog requested from the kernel.
 pub const BACKLOG: u32 = 4096;
 
-/// Binds a TCP listener with a large backlog.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+/// Binds a TCP listener with a large backlog. Accepted sockets inherit `send_buffer`, if set.
+pub fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
@@ -93,7 +100,12 @@ pub struct GuardedStream {
 
 impl GuardedStream {
     fn new(inner: TcpStream, stall: Duration) -> GuardedStream {
-        GuardedStream { inner, stall, timer: Box::pin(tokio::time::sleep(stall)), armed: false }
+        GuardedStream {
+            inner,
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+            armed: false,
+        }
     }
 
     /// Called when the inner write is pending: arm the timer, or fail if it has run out.
@@ -105,7 +117,10 @@ impl GuardedStream {
         match self.timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 metrics::counter!(STALLED_CONNECTIONS).increment(1);
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")))
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                )))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -113,13 +128,21 @@ impl GuardedStream {
 }
 
 impl AsyncRead for GuardedStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for GuardedStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {

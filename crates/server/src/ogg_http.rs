@@ -41,28 +41,45 @@ pub async fn handler(
         .strip_suffix(".opus")
         .or_else(|| file.strip_suffix(".ogg"))
         .ok_or_else(|| ApiError::not_found("streams are at /live/{space}.opus"))?;
-    let id = SpaceId::new(raw).map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
+    let id =
+        SpaceId::new(raw).map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
     let Query(q) = query?;
     let space = app.space(&id)?;
     let token = q.token.as_deref().or_else(|| bearer(&headers));
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
     listener_identity(&app, &space, claims)?;
     let live = live_space(&app, &space)?;
-    let sub = live
-        .feed()
-        .subscribe_ogg()
-        .map_err(|_| ApiError::new(axum::http::StatusCode::GONE, "ended", "this space has ended"))?;
+    let sub = live.feed().subscribe_ogg().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::GONE,
+            "ended",
+            "this space has ended",
+        )
+    })?;
     let guard = live.feed().count_listener(Protocol::Ogg);
     let frames_per_page = app.config.ogg_page_frames() as u64;
     let body = Body::from_stream(pages(sub, guard, frames_per_page, app.shutdown.clone()));
-    let title = HeaderValue::from_str(&space.title.replace(|c: char| !c.is_ascii() || c.is_control(), " "))
-        .unwrap_or_else(|_| HeaderValue::from_static("Townhall"));
+    let title = HeaderValue::from_str(
+        &space
+            .title
+            .replace(|c: char| !c.is_ascii() || c.is_control(), " "),
+    )
+    .unwrap_or_else(|_| HeaderValue::from_static("Townhall"));
     let response_headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg")),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store")),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-store"),
+        ),
         (header::HeaderName::from_static("icy-name"), title),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        ),
     ];
     Ok((response_headers, body).into_response())
 }

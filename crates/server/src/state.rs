@@ -8,7 +8,9 @@ use axum::http::HeaderMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::watch;
-use townhall_core::{Claims, Directory, Identity, NewSpace, Role, Space, SpaceId, SpaceState, TokenKeys};
+use townhall_core::{
+    Claims, Directory, Identity, NewSpace, Role, Space, SpaceId, SpaceState, TokenKeys,
+};
 
 use crate::clock::now_unix;
 use crate::config::Config;
@@ -35,7 +37,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("listen", &self.config.listen).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("listen", &self.config.listen)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,7 +114,11 @@ impl AppState {
 
     /// The live runtime of a space, if it is on air.
     pub fn live(&self, id: &SpaceId) -> Option<Arc<LiveSpace>> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// A copy of a space's record.
@@ -121,14 +129,22 @@ impl AppState {
     /// The API view of a space.
     pub fn view(&self, space: Space) -> SpaceView {
         let live = self.live(&space.id);
-        let counts = live.as_ref().map_or(ListenerCounts::default(), |l| ListenerCounts {
-            ws: l.feed().listeners(Protocol::Ws),
-            ogg: l.feed().listeners(Protocol::Ogg),
-        });
+        let counts = live
+            .as_ref()
+            .map_or(ListenerCounts::default(), |l| ListenerCounts {
+                ws: l.feed().listeners(Protocol::Ws),
+                ogg: l.feed().listeners(Protocol::Ogg),
+            });
         let speakers = live.as_ref().map_or_else(Vec::new, |l| {
-            l.speakers().into_iter().map(|(identity, role)| SpeakerView { identity, role }).collect()
+            l.speakers()
+                .into_iter()
+                .map(|(identity, role)| SpeakerView { identity, role })
+                .collect()
         });
-        let urls = SpaceUrls { ws: format!("/ws/{}", space.id), ogg: format!("/live/{}.opus", space.id) };
+        let urls = SpaceUrls {
+            ws: format!("/ws/{}", space.id),
+            ogg: format!("/live/{}.opus", space.id),
+        };
         SpaceView {
             listeners: counts.ws + counts.ogg,
             listeners_by_protocol: counts,
@@ -166,7 +182,11 @@ impl AppState {
     pub fn end(&self, id: &SpaceId) -> Result<Space, ApiError> {
         let mut directory = self.directory();
         let space = directory.end(id, now_unix())?.clone();
-        let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let live = self
+            .live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
         }
@@ -176,7 +196,10 @@ impl AppState {
     fn open_live(&self, space: &Space) -> Result<(), ApiError> {
         let live = LiveSpace::open(space, &self.config, &self.engine)
             .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
-        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live);
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(space.id.clone(), live);
         Ok(())
     }
 
@@ -192,14 +215,19 @@ impl AppState {
         space: Option<&SpaceId>,
     ) -> Result<Claims, ApiError> {
         let token = bearer(headers).ok_or_else(|| {
-            ApiError::unauthorized("an Authorization: Bearer token with a host or cohost role is required")
+            ApiError::unauthorized(
+                "an Authorization: Bearer token with a host or cohost role is required",
+            )
         })?;
         let claims = self.keys.verify(token, now_unix())?;
         if space.is_some_and(|id| !claims.space.covers(id)) {
             return Err(ApiError::forbidden("the token does not grant this space"));
         }
         if !claims.role.can_manage() {
-            return Err(ApiError::forbidden(format!("role {} may not manage spaces", claims.role)));
+            return Err(ApiError::forbidden(format!(
+                "role {} may not manage spaces",
+                claims.role
+            )));
         }
         Ok(claims)
     }
@@ -217,7 +245,10 @@ impl AppState {
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

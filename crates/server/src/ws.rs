@@ -66,14 +66,24 @@ pub async fn handler(
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
     let mode = match q.mode.as_deref().unwrap_or("listen") {
         "listen" => {
-            let batch = q.batch.unwrap_or(app.config.ws_batch_frames.min(MAX_WS_BATCH));
+            let batch = q
+                .batch
+                .unwrap_or(app.config.ws_batch_frames.min(MAX_WS_BATCH));
             if !(1..=MAX_WS_BATCH).contains(&batch) {
-                return Err(ApiError::bad_request("bad_query", "batch must be 1 to 5 frames"));
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    "batch must be 1 to 5 frames",
+                ));
             }
             Mode::Listen { batch }
         }
         "speak" => Mode::Speak,
-        other => return Err(ApiError::bad_request("bad_query", format!("unknown mode {other:?}: use listen or speak"))),
+        other => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("unknown mode {other:?}: use listen or speak"),
+            ));
+        }
     };
     let live = live_space(&app, &space)?;
     let upgrade = upgrade
@@ -90,9 +100,13 @@ pub async fn handler(
             Ok(upgrade.on_upgrade(move |socket| listen(socket, rx, batch, hello, guard, shutdown)))
         }
         Mode::Speak => {
-            let claims = claims.ok_or_else(|| ApiError::unauthorized("speaking needs a token (?token=)"))?;
+            let claims =
+                claims.ok_or_else(|| ApiError::unauthorized("speaking needs a token (?token=)"))?;
             if !claims.role.can_speak() {
-                return Err(ApiError::forbidden(format!("role {} may not speak", claims.role)));
+                return Err(ApiError::forbidden(format!(
+                    "role {} may not speak",
+                    claims.role
+                )));
             }
             let seat = live.seat(claims.sub.clone(), claims.role, true).await?;
             let hello = hello(&space, &claims.sub, claims.role, 1);
@@ -109,23 +123,36 @@ fn ended() -> ApiError {
 /// The live runtime of a space, or the error that says why there is none.
 pub fn live_space(app: &AppState, space: &Space) -> Result<Arc<LiveSpace>, ApiError> {
     if app.is_draining() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down; retry"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; retry",
+        ));
     }
     match space.state {
-        SpaceState::Scheduled => Err(ApiError::conflict("not_live", "this space has not started yet")),
+        SpaceState::Scheduled => Err(ApiError::conflict(
+            "not_live",
+            "this space has not started yet",
+        )),
         SpaceState::Ended => Err(ended()),
         SpaceState::Live => app.live(&space.id).ok_or_else(ended),
     }
 }
 
 /// Who a listener is: the token's identity, or anonymous on a public space.
-pub fn listener_identity(app: &AppState, space: &Space, claims: Option<Claims>) -> Result<Identity, ApiError> {
+pub fn listener_identity(
+    app: &AppState,
+    space: &Space,
+    claims: Option<Claims>,
+) -> Result<Identity, ApiError> {
     match claims {
         Some(c) => Ok(c.sub),
         None if space.public && app.config.anonymous_listeners => {
             Ok(Identity::new("anonymous").unwrap_or_else(|_| unreachable!("valid identity")))
         }
-        None => Err(ApiError::unauthorized("this space needs a token to listen (?token=)")),
+        None => Err(ApiError::unauthorized(
+            "this space needs a token to listen (?token=)",
+        )),
     }
 }
 
@@ -194,7 +221,10 @@ async fn listen(
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
 }
 
 /// Counts and throttles what a speaker did wrong.
@@ -231,7 +261,11 @@ async fn speak(
     }
     let mut returns = seat.returns.take();
     let kick = seat.kick.clone();
-    let mut trouble = Misbehaviour { invalid: 0, window: Instant::now(), reported_in_window: 0 };
+    let mut trouble = Misbehaviour {
+        invalid: 0,
+        window: Instant::now(),
+        reported_in_window: 0,
+    };
     loop {
         tokio::select! {
             incoming = stream.next() => {
@@ -289,7 +323,11 @@ async fn recv_opt(rx: &mut Option<tokio::sync::mpsc::Receiver<Bytes>>) -> Option
 }
 
 /// Validates a speaker frame and queues it for the mixer.
-fn on_frame(seat: &SpeakerSeat, limiter: &mut Gcra, bytes: Bytes) -> Result<(), (&'static str, String)> {
+fn on_frame(
+    seat: &SpeakerSeat,
+    limiter: &mut Gcra,
+    bytes: Bytes,
+) -> Result<(), (&'static str, String)> {
     let result = SpeakerFrame::parse(bytes)
         .map_err(|e| ("bad_frame", e.to_string()))
         .and_then(|frame| {
@@ -297,12 +335,18 @@ fn on_frame(seat: &SpeakerSeat, limiter: &mut Gcra, bytes: Bytes) -> Result<(), 
             Ok(frame)
         })
         .and_then(|frame| {
-            limiter
-                .check(Instant::now())
-                .map_err(|e| ("rate_limited", format!("more than the allowed frames per second; {e}")))?;
+            limiter.check(Instant::now()).map_err(|e| {
+                (
+                    "rate_limited",
+                    format!("more than the allowed frames per second; {e}"),
+                )
+            })?;
             Ok(frame)
         })
-        .and_then(|frame| seat.send(frame).map_err(|_| ("overloaded", "the mixer is busy; frame dropped".to_owned())));
+        .and_then(|frame| {
+            seat.send(frame)
+                .map_err(|_| ("overloaded", "the mixer is busy; frame dropped".to_owned()))
+        });
     let label = match &result {
         Ok(()) => "accepted",
         Err(("bad_frame", _)) => "invalid",
