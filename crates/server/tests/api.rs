@@ -747,3 +747,21 @@ async fn health_readiness_metrics_and_drain() {
         .expect("drain finishes")
         .expect("drain task");
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_names_every_route() {
+    let server = server().await;
+    let doc: Value = http()
+        .get(url(server.addr(), "/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/api/v1/spaces", "/api/v1/spaces/{id}/join", "/ws/{id}", "/live/{file}", "/metrics"] {
+        assert!(doc["paths"][path].is_object(), "missing {path}");
+    }
+    server.shutdown().await;
+}
