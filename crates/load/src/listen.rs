@@ -1,0 +1,392 @@
+//! The `listen` scenario: N listeners over WebSocket or Ogg/HTTP, ramped, measured.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use townhall_media::wire::parse_program_batch;
+
+use crate::http::{self, Dechunker, Opcode, ReadBuf};
+use crate::ogg_scan::parse_page;
+use crate::stats::{SeqTracker, Stats};
+use crate::target::Target;
+
+/// How listeners connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Townhall's WebSocket program batches.
+    Ws,
+    /// Ogg/Opus over HTTP (Townhall's `/live/{id}.opus`, or any Icecast mount).
+    Ogg,
+}
+
+/// A listen run.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// Server to load.
+    pub target: Target,
+    /// Request path each listener opens.
+    pub path: String,
+    /// Listeners to open.
+    pub listeners: usize,
+    /// Listeners opened per second (`None`: all at once).
+    pub ramp: Option<f64>,
+    /// How long each listener listens after the first connects.
+    pub duration: Duration,
+    /// WebSocket or Ogg.
+    pub protocol: Protocol,
+    /// A frame arriving later than this is late (WebSocket: after mixing; Ogg: after its place
+    /// on the stream's own clock).
+    pub late_budget: Duration,
+    /// Per-connection read buffer, bytes.
+    pub read_buffer: usize,
+}
+
+/// Ogg lateness is only judged this long after connecting (the burst of recent pages a server
+/// sends to new listeners arrives early by design).
+const OGG_WARMUP: Duration = Duration::from_secs(2);
+/// Connecting (TCP and handshake) must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The path a listener opens for a space on Townhall.
+pub fn townhall_path(protocol: Protocol, space: &str, batch: usize, token: Option<&str>) -> String {
+    let token = token.map(|t| format!("token={t}&")).unwrap_or_default();
+    match protocol {
+        Protocol::Ws => format!("/ws/{space}?{token}batch={batch}"),
+        Protocol::Ogg if token.is_empty() => format!("/live/{space}.opus"),
+        Protocol::Ogg => format!("/live/{space}.opus?{}", token.trim_end_matches('&')),
+    }
+}
+
+/// Opens every listener (ramped), lets them listen until the end of the run, and returns.
+pub async fn run(cfg: Arc<ListenConfig>, stats: Arc<Stats>) {
+    let start = Instant::now();
+    let ramp_time = cfg.ramp.map_or(Duration::ZERO, |r| {
+        Duration::from_secs_f64(cfg.listeners as f64 / r.max(0.001))
+    });
+    let deadline = start + ramp_time + cfg.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..cfg.listeners {
+        if let Some(rate) = cfg.ramp {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate)).await;
+        }
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        tasks.spawn(async move {
+            match cfg.protocol {
+                Protocol::Ws => ws_listener(&cfg, &stats, n, deadline).await,
+                Protocol::Ogg => ogg_listener(&cfg, &stats, n, deadline).await,
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Counts a listener as connected for as long as it lives.
+struct Connected<'a> {
+    stats: &'a Stats,
+    since: Instant,
+}
+
+impl<'a> Connected<'a> {
+    fn new(stats: &'a Stats) -> Connected<'a> {
+        Stats::add(&stats.connected, 1);
+        Stats::add(&stats.ever_connected, 1);
+        Connected {
+            stats,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.stats
+            .connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Stats::add(
+            &self.stats.connected_us,
+            self.since.elapsed().as_micros() as u64,
+        );
+    }
+}
+
+async fn open(
+    cfg: &ListenConfig,
+    stats: &Stats,
+    n: usize,
+    buf: &mut ReadBuf,
+) -> Option<(TcpStream, http::Head)> {
+    Stats::add(&stats.attempted, 1);
+    let opened = timeout(CONNECT_TIMEOUT, async {
+        let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await?;
+        let head = match cfg.protocol {
+            Protocol::Ws => http::ws_handshake(&mut stream, &cfg.target, &cfg.path, buf).await?,
+            Protocol::Ogg => {
+                http::get(&mut stream, &cfg.target, &cfg.path, "Icy-MetaData: 0\r\n").await?;
+                http::read_head(&mut stream, buf).await?
+            }
+        };
+        let ok = match cfg.protocol {
+            Protocol::Ws => head.status == 101,
+            Protocol::Ogg => head.status == 200,
+        };
+        if ok {
+            Ok((stream, head))
+        } else {
+            Err(io::Error::other(format!("status {}", head.status)))
+        }
+    })
+    .await;
+    match opened {
+        Ok(Ok(opened)) => Some(opened),
+        _ => {
+            Stats::add(&stats.failed, 1);
+            None
+        }
+    }
+}
+
+/// Reads until the deadline; returns `false` if the connection was lost first.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut ReadBuf,
+    stats: &Stats,
+    deadline: Instant,
+) -> Option<bool> {
+    match timeout_at(deadline, buf.fill(stream)).await {
+        Err(_) => None,
+        Ok(Ok(0)) | Ok(Err(_)) => Some(false),
+        Ok(Ok(n)) => {
+            Stats::add(&stats.bytes, n as u64);
+            Some(true)
+        }
+    }
+}
+
+async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
+    let mut buf = ReadBuf::new(cfg.read_buffer);
+    let Some((mut stream, _)) = open(cfg, stats, n, &mut buf).await else {
+        return;
+    };
+    let _connected = Connected::new(stats);
+    let budget_us = cfg.late_budget.as_micros() as u64;
+    let mut seqs = SeqTracker::default();
+    loop {
+        let now_us = townhall_media_clock();
+        let mut closed = false;
+        loop {
+            let frame = match http::parse_ws_frame(buf.data()) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            };
+            let (op, range, total) = frame;
+            match op {
+                Opcode::Binary => {
+                    let (mut frames, mut late, mut gaps) = (0u64, 0u64, 0u64);
+                    let parsed = parse_program_batch(&buf.data()[range], |f| {
+                        frames += 1;
+                        gaps += seqs.observe(f.seq);
+                        let age = now_us.saturating_sub(f.mixed_at_us);
+                        stats.latency.record(age);
+                        if age > budget_us {
+                            late += 1;
+                        }
+                    });
+                    if parsed.is_err() {
+                        closed = true;
+                    }
+                    Stats::add(&stats.frames, frames);
+                    Stats::add(&stats.late, late);
+                    Stats::add(&stats.gaps, gaps);
+                }
+                Opcode::Close => closed = true,
+                _ => {}
+            }
+            buf.consume(total);
+            if closed {
+                break;
+            }
+        }
+        if closed {
+            Stats::add(&stats.disconnects, 1);
+            return;
+        }
+        match read_more(&mut stream, &mut buf, stats, deadline).await {
+            None => return,
+            Some(true) => {}
+            Some(false) => {
+                Stats::add(&stats.disconnects, 1);
+                return;
+            }
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch (the clock program frames are stamped with).
+fn townhall_media_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Judges Ogg pages against the stream's own clock: a page is late when it arrives more than the
+/// budget after the earliest arrival its granule position allows.
+#[derive(Debug, Default)]
+pub struct OggTiming {
+    /// Smallest (arrival − media time) seen, µs.
+    min_offset: Option<i64>,
+    seqs: SeqTracker,
+}
+
+impl OggTiming {
+    /// Records a page; returns (frames, late frames, gaps, lateness µs if judged).
+    pub fn page(
+        &mut self,
+        arrival_us: i64,
+        page: &crate::ogg_scan::PageInfo,
+        judge: bool,
+        budget_us: i64,
+    ) -> (u64, u64, u64, Option<u64>) {
+        // Header pages (granule 0) carry no audio.
+        if page.granule == 0 {
+            return (0, 0, 0, None);
+        }
+        let gaps = self.seqs.observe(page.seq);
+        let media_us = (page.granule as i64).saturating_mul(1_000_000) / 48_000;
+        let offset = arrival_us - media_us;
+        let min = *self.min_offset.get_or_insert(offset);
+        self.min_offset = Some(min.min(offset));
+        let frames = u64::from(page.packets);
+        if !judge {
+            return (frames, 0, gaps, None);
+        }
+        let lateness = (offset - min).max(0);
+        let late = if lateness > budget_us { frames } else { 0 };
+        (frames, late, gaps, Some(lateness as u64))
+    }
+}
+
+async fn ogg_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
+    let mut buf = ReadBuf::new(cfg.read_buffer);
+    let Some((mut stream, head)) = open(cfg, stats, n, &mut buf).await else {
+        return;
+    };
+    let chunked = head.chunked;
+    let _connected = Connected::new(stats);
+    let connected_at = Instant::now();
+    let budget_us = cfg.late_budget.as_micros() as i64;
+    let mut dechunk = Dechunker::default();
+    let mut body: Vec<u8> = Vec::with_capacity(cfg.read_buffer);
+    let mut timing = OggTiming::default();
+    loop {
+        if chunked {
+            match dechunk.feed(buf.data(), &mut body) {
+                Ok(used) => buf.consume(used),
+                Err(_) => {
+                    Stats::add(&stats.disconnects, 1);
+                    return;
+                }
+            }
+        } else {
+            body.extend_from_slice(buf.data());
+            let all = buf.data().len();
+            buf.consume(all);
+        }
+        let now_us = townhall_media_clock() as i64;
+        let judge = connected_at.elapsed() >= OGG_WARMUP;
+        let mut pos = 0;
+        loop {
+            match parse_page(&body[pos..]) {
+                Ok(Some(page)) => {
+                    let (frames, late, gaps, lateness) =
+                        timing.page(now_us, &page, judge, budget_us);
+                    Stats::add(&stats.frames, frames);
+                    Stats::add(&stats.late, late);
+                    Stats::add(&stats.gaps, gaps);
+                    if let Some(l) = lateness {
+                        stats.latency.record(l);
+                    }
+                    pos += page.len;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    Stats::add(&stats.disconnects, 1);
+                    return;
+                }
+            }
+        }
+        body.drain(..pos);
+        match read_more(&mut stream, &mut buf, stats, deadline).await {
+            None => return,
+            Some(true) => {}
+            Some(false) => {
+                Stats::add(&stats.disconnects, 1);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ogg_scan::PageInfo;
+
+    fn page(granule: u64, seq: u32) -> PageInfo {
+        PageInfo {
+            granule,
+            seq,
+            packets: 10,
+            bos: false,
+            len: 100,
+        }
+    }
+
+    #[test]
+    fn ogg_pages_on_time_are_not_late_and_delayed_ones_are() {
+        let mut t = OggTiming::default();
+        assert_eq!(
+            t.page(0, &page(0, 0), false, 0),
+            (0, 0, 0, None),
+            "header page"
+        );
+        // 200 ms pages arriving on time (a burst page first, arriving early).
+        let base = 1_000_000_000i64;
+        t.page(base, &page(9_600, 7), false, 500_000);
+        for k in 1..10u64 {
+            let arrival = base + (k as i64) * 200_000;
+            let (frames, late, gaps, _) =
+                t.page(arrival, &page(9_600 * (k + 1), 7 + k as u32), true, 500_000);
+            assert_eq!((frames, late, gaps), (10, 0, 0));
+        }
+        // The next page arrives 800 ms late and one page is missing before it.
+        let (_, late, gaps, lateness) = t.page(
+            base + 11 * 200_000 + 800_000,
+            &page(9_600 * 12, 18),
+            true,
+            500_000,
+        );
+        assert_eq!((late, gaps), (10, 1));
+        assert!(lateness.is_some_and(|l| l >= 800_000));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            townhall_path(Protocol::Ws, "demo", 5, None),
+            "/ws/demo?batch=5"
+        );
+        assert_eq!(
+            townhall_path(Protocol::Ogg, "demo", 5, Some("t")),
+            "/live/demo.opus?token=t"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The `speak` scenario: a speaker bot sending a real Opus stream with embedded send timestamps.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::time::{Instant, MissedTickBehavior};
+use townhall_media::analysis::ToneGenerator;
+use townhall_media::{OggOpusReader, SAMPLE_RATE, SpeakerFrame, check_opus_frame};
+
+use crate::http::{self, Opcode, ReadBuf};
+use crate::target::Target;
+
+/// What the bot says.
+#[derive(Debug, Clone)]
+pub enum Voice {
+    /// A sine tone at this frequency (Hz).
+    Tone(f32),
+    /// The packets of an Ogg/Opus file (mono, 20 ms frames), looped.
+    File(PathBuf),
+}
+
+/// A speak run.
+#[derive(Debug, Clone)]
+pub struct SpeakConfig {
+    /// Server.
+    pub target: Target,
+    /// Space to speak in.
+    pub space: String,
+    /// A speaker, co-host or host token for the space.
+    pub token: String,
+    /// How long to speak.
+    pub duration: Duration,
+    /// What to send.
+    pub voice: Voice,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpeakReport {
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Mix-minus frames received back.
+    pub frames_received: u64,
+    /// Error events the server sent.
+    pub errors: Vec<String>,
+}
+
+/// Why speaking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakError {
+    /// Network trouble.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server refused the WebSocket.
+    #[error("server answered {0} to the speaker upgrade")]
+    Refused(u16),
+    /// The voice file could not be used.
+    #[error("voice: {0}")]
+    Voice(String),
+}
+
+/// Produces 20 ms Opus packets.
+enum Source {
+    Tone(ToneGenerator, Box<opus::Encoder>),
+    File(Vec<Bytes>, usize),
+}
+
+impl Source {
+    fn new(voice: &Voice) -> Result<Source, SpeakError> {
+        match voice {
+            Voice::Tone(freq) => {
+                let enc =
+                    opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)
+                        .map_err(|e| SpeakError::Voice(e.to_string()))?;
+                Ok(Source::Tone(ToneGenerator::new(*freq, 0.4), Box::new(enc)))
+            }
+            Voice::File(path) => {
+                let data = std::fs::read(path)?;
+                let stream =
+                    OggOpusReader::parse(&data).map_err(|e| SpeakError::Voice(e.to_string()))?;
+                if let Some(bad) = stream.packets.iter().find(|p| check_opus_frame(p).is_err()) {
+                    let why = check_opus_frame(bad)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    return Err(SpeakError::Voice(format!("{}: {why}", path.display())));
+                }
+                if stream.packets.is_empty() {
+                    return Err(SpeakError::Voice("no audio packets".into()));
+                }
+                Ok(Source::File(stream.packets, 0))
+            }
+        }
+    }
+
+    fn next(&mut self) -> Bytes {
+        match self {
+            Source::Tone(tone, enc) => {
+                let pcm = tone.next_frame();
+                Bytes::from(
+                    enc.encode_vec_float(&pcm, 1275)
+                        .unwrap_or_else(|_| vec![0xF8, 0xFF, 0xFE]),
+                )
+            }
+            Source::File(packets, i) => {
+                let p = packets[*i % packets.len()].clone();
+                *i += 1;
+                p
+            }
+        }
+    }
+}
+
+/// Speaks for the configured duration in real time (one frame every 20 ms).
+pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
+    let mut source = Source::new(&cfg.voice)?;
+    let mut stream = http::connect(&cfg.target, cfg.target.source_ip(0)).await?;
+    let mut buf = ReadBuf::new(16 * 1024);
+    let path = format!("/ws/{}?mode=speak&token={}", cfg.space, cfg.token);
+    let head = http::ws_handshake(&mut stream, &cfg.target, &path, &mut buf).await?;
+    if head.status != 101 {
+        return Err(SpeakError::Refused(head.status));
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut report = SpeakReport::default();
+        let mut buf = buf;
+        loop {
+            while let Ok(Some((op, range, total))) = http::parse_ws_frame(buf.data()) {
+                match op {
+                    Opcode::Binary => {
+                        let _ =
+                            townhall_media::wire::parse_program_batch(&buf.data()[range], |_| {
+                                report.frames_received += 1
+                            });
+                    }
+                    Opcode::Text => {
+                        let text = String::from_utf8_lossy(&buf.data()[range]).into_owned();
+                        if text.contains("\"error\"") {
+                            report.errors.push(text);
+                        }
+                    }
+                    _ => {}
+                }
+                buf.consume(total);
+            }
+            match buf.fill_from(&mut rd).await {
+                Ok(0) | Err(_) => return report,
+                Ok(_) => {}
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let end = Instant::now() + cfg.duration;
+    let mut frames_sent = 0u64;
+    let mut out = Vec::with_capacity(2_048);
+    let mut mask_state = 0x9E37_79B9u32;
+    while Instant::now() < end {
+        tick.tick().await;
+        let sent_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let frame = SpeakerFrame {
+            seq: frames_sent as u32,
+            sent_at_us,
+            payload: source.next(),
+        };
+        mask_state ^= mask_state << 13;
+        mask_state ^= mask_state >> 17;
+        mask_state ^= mask_state << 5;
+        out.clear();
+        http::encode_ws_frame(
+            Opcode::Binary,
+            &frame.encode(),
+            mask_state.to_be_bytes(),
+            &mut out,
+        );
+        wr.write_all(&out).await?;
+        frames_sent += 1;
+    }
+    out.clear();
+    http::encode_ws_frame(Opcode::Close, &[0x03, 0xE8], [1, 2, 3, 4], &mut out);
+    let _ = wr.write_all(&out).await;
+    let mut report = tokio::time::timeout(Duration::from_secs(2), reader)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    report.frames_sent = frames_sent;
+    Ok(report)
+}

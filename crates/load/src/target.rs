@@ -1,0 +1,124 @@
+//! Where load goes: loopback only, by construction.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+/// A refused or malformed target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not `http://HOST:PORT` (or `HOST:PORT`).
+    #[error("target must look like http://127.0.0.1:8080, got {0:?}")]
+    Malformed(String),
+    /// Outside 127.0.0.0/8 and ::1.
+    #[error(
+        "refusing target {0}: townhall-load only sends traffic to loopback (127.0.0.0/8 or ::1)"
+    )]
+    NotLoopback(String),
+}
+
+/// A loopback HTTP server to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Its socket address (always loopback).
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// A target at a loopback socket address.
+    pub fn new(addr: SocketAddr) -> Result<Target, TargetError> {
+        if !addr.ip().is_loopback() {
+            return Err(TargetError::NotLoopback(addr.to_string()));
+        }
+        Ok(Target { addr })
+    }
+
+    /// Source addresses to spread connections over, so ephemeral ports never run out:
+    /// 127.0.0.1 to 127.0.0.254 for an IPv4 target, ::1 alone for IPv6.
+    pub fn source_ip(&self, n: usize) -> IpAddr {
+        match self.addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n % 254) as u8)),
+            v6 => v6,
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let text = raw
+            .strip_prefix("http://")
+            .unwrap_or(raw)
+            .trim_end_matches('/');
+        let text = match text.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => text.to_owned(),
+        };
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| TargetError::Malformed(raw.to_owned()))?;
+        Target::new(addr)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn loopback_targets_are_accepted() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "127.0.0.5:1",
+            "http://localhost:9000/",
+            "http://[::1]:80",
+        ] {
+            assert!(ok.parse::<Target>().is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn other_targets_are_refused_with_a_clear_error() {
+        for bad in [
+            "http://10.0.0.1:80",
+            "http://192.168.1.1:8080",
+            "8.8.8.8:53",
+            "http://[2001:db8::1]:80",
+        ] {
+            assert!(
+                matches!(bad.parse::<Target>(), Err(TargetError::NotLoopback(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["http://example.com:80", "", "http://127.0.0.1"] {
+            assert!(
+                matches!(bad.parse::<Target>(), Err(TargetError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_stay_in_loopback() {
+        let t: Target = "127.0.0.1:80".parse().expect("target");
+        for n in 0..1000 {
+            assert!(t.source_ip(n).is_loopback());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn nothing_outside_loopback_is_ever_accepted(a in 0u8..=255, b in 0u8..=255, c in 0u8..=255, d in 0u8..=255, port in 1u16..) {
+            let parsed = format!("http://{a}.{b}.{c}.{d}:{port}").parse::<Target>();
+            prop_assert_eq!(parsed.is_ok(), a == 127);
+        }
+    }
+}

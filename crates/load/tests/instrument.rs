@@ -1,0 +1,214 @@
+//! The instrument is checked too: it counts what a real server sends, sees an injected gap and an
+//! injected late frame, and refuses targets outside loopback.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use townhall_media::wire::{ProgramBatchWriter, ProgramFrameView};
+
+const BIN: &str = env!("CARGO_BIN_EXE_townhall-load");
+
+/// Tests here read process-wide server metrics: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn run_load(args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("townhall-load runs");
+    parse_output(out)
+}
+
+/// Runs the binary off the async runtime (the server under test lives on it).
+async fn run_load_async(args: &[&str]) -> (i32, Value, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output())
+        .await
+        .expect("join")
+        .expect("townhall-load runs");
+    parse_output(out)
+}
+
+fn parse_output(out: std::process::Output) -> (i32, Value, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_listen_counts_what_the_server_sent() {
+    let _serial = SERIAL.lock().await;
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: true,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let target = format!("http://{}", server.addr());
+    let args = [
+        "listen",
+        "--quick",
+        "--target",
+        &target,
+        "--space",
+        "demo",
+        "--listeners",
+        "40",
+        "--protocol",
+        "ws",
+        "--batch",
+        "5",
+        "--json",
+        "--expect",
+        "gaps==0,disconnects==0",
+    ];
+    let (code, report, stderr) = run_load_async(&args).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["connected"], 40);
+    let received = report["frames"].as_f64().expect("frames");
+    assert!(
+        received >= 40.0 * 100.0,
+        "about 3 s of frames each: {received}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = reqwest_get(server.addr(), "/metrics").await;
+    let sent = metric(&metrics, "townhall_frames_sent_total{protocol=\"ws\"}");
+    // The server counts a batch once written; frames still in flight when the client stopped
+    // reading (at most a few batches per listener) are the only difference.
+    assert!(received <= sent, "received {received} > sent {sent}");
+    assert!(
+        sent - received <= 40.0 * 15.0,
+        "sent {sent}, received {received}"
+    );
+    server.shutdown().await;
+}
+
+async fn reqwest_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("read");
+    body
+}
+
+/// A fake server that sends 100 program frames with seq 50 missing and seq 70 stamped 2 s old.
+async fn doctored_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let _ = ws.send(Message::Text(r#"{"type":"hello"}"#.into())).await;
+                let mut writer = ProgramBatchWriter::new(1);
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                for seq in 0..100u32 {
+                    tick.tick().await;
+                    if seq == 50 {
+                        continue;
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64);
+                    let mixed_at_us = if seq == 70 { now - 2_000_000 } else { now };
+                    let frame = ProgramFrameView {
+                        seq,
+                        mixed_at_us,
+                        capture_age_us: u32::MAX,
+                        payload: &[0xF8, 0xFF, 0xFE],
+                    };
+                    if let Some(batch) = writer.push(&frame)
+                        && ws.send(Message::Binary(batch)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = ws.close(None).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_injected_gap_and_late_frame_are_detected() {
+    let addr = doctored_server().await;
+    let target = format!("http://{addr}");
+    let args = [
+        "listen",
+        "--target",
+        &target,
+        "--listeners",
+        "1",
+        "--duration",
+        "3",
+        "--protocol",
+        "ws",
+        "--json",
+        "--late-ms",
+        "500",
+    ];
+    let (code, report, stderr) = run_load_async(&args).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["frames"], 99, "{report}");
+    assert_eq!(report["gaps"], 1, "{report}");
+    assert_eq!(report["late_frames"], 1, "{report}");
+    assert_eq!(
+        report["disconnects"], 1,
+        "the fake server closes before the end: {report}"
+    );
+    // And --expect turns that into a failing exit code.
+    let args = [
+        "listen",
+        "--target",
+        &target,
+        "--listeners",
+        "1",
+        "--duration",
+        "3",
+        "--json",
+        "--expect",
+        "gaps==0",
+    ];
+    let (code, _, stderr) = run_load_async(&args).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("expected gaps == 0"), "{stderr}");
+}
+
+#[test]
+fn targets_outside_loopback_are_refused() {
+    for target in [
+        "http://192.0.2.1:80",
+        "http://10.1.2.3:8080",
+        "http://[2001:db8::1]:80",
+    ] {
+        for scenario in ["listen", "speak", "join-storm"] {
+            let (code, _, stderr) = run_load(&[scenario, "--target", target, "--quick"]);
+            assert_ne!(code, 0, "{scenario} {target}");
+            assert!(
+                stderr.contains("only sends traffic to loopback"),
+                "{scenario} {target}: {stderr}"
+            );
+        }
+    }
+}
