@@ -236,6 +236,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     let me_start = procstat::sample("self");
     let run = tokio::spawn(listen::run(cfg.clone(), stats.clone()));
     let mut server_start = None;
+    let mut server_end = None;
     let started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -243,8 +244,14 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     while !run.is_finished() {
         tick.tick().await;
         let now = stats.snapshot();
-        if server_start.is_none() && started.elapsed().as_secs_f64() >= ramp_secs + 1.0 {
-            server_start = a.server_pid.and_then(|p| procstat::sample(&p.to_string()));
+        // The server is measured over the steady phase: from a second after the ramp to the
+        // last tick at which the listeners were still connected.
+        if let Some(pid) = a.server_pid {
+            if server_start.is_none() && started.elapsed().as_secs_f64() >= ramp_secs + 1.0 {
+                server_start = procstat::sample(&pid.to_string());
+            } else if server_start.is_some() && now.connected > 0 {
+                server_end = procstat::sample(&pid.to_string());
+            }
         }
         eprintln!(
             "t={:>4}s connected={} frames=+{} late=+{} gaps=+{} disconnects={} failed={} rx={:.0} kbit/s",
@@ -261,7 +268,6 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     }
     run.await.context("listeners")?;
     let elapsed = started.elapsed();
-    let server_end = a.server_pid.and_then(|p| procstat::sample(&p.to_string()));
     let me_end = procstat::sample("self");
     let s = stats.snapshot();
     let connected_secs = stats

@@ -32,6 +32,8 @@ use crate::state::{AppState, bearer};
 
 /// Largest WebSocket message accepted from a client.
 const MAX_MESSAGE: usize = 16 * 1024;
+/// Read buffer per WebSocket connection.
+const READ_BUFFER: usize = 4 * 1024;
 /// A speaker session is closed after this many invalid frames.
 const MAX_INVALID_FRAMES: u32 = 200;
 /// Error messages sent back to a misbehaving speaker per second, at most.
@@ -89,7 +91,11 @@ pub async fn handler(
     let upgrade = upgrade
         .map_err(|r| ApiError::new(r.status(), "websocket_required", r.body_text()))?
         .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE);
+        .max_frame_size(MAX_MESSAGE)
+        // tungstenite's default 128 KiB read buffer per connection would dominate a listener's
+        // memory; clients send little, so a small one suffices.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
     let shutdown = app.shutdown.clone();
     match mode {
         Mode::Listen { batch } => {
