@@ -35,11 +35,7 @@ pub struct Directory {
 impl Directory {
     /// An empty directory with the given bounds.
     pub fn new(max_open: usize, max_ended: usize) -> Directory {
-        Directory {
-            spaces: BTreeMap::new(),
-            max_open,
-            max_ended,
-        }
+        Directory { spaces: BTreeMap::new(), max_open, max_ended }
     }
 
     /// Creates a space hosted by `host`. Without a requested id, one is derived from the title.
@@ -49,11 +45,7 @@ impl Directory {
         host: Identity,
         now: UnixTime,
     ) -> Result<&Space, DirectoryError> {
-        let open = self
-            .spaces
-            .values()
-            .filter(|s| s.state != SpaceState::Ended)
-            .count();
+        let open = self.spaces.values().filter(|s| s.state != SpaceState::Ended).count();
         if open >= self.max_open {
             return Err(DirectoryError::Full(self.max_open));
         }
@@ -70,9 +62,7 @@ impl Directory {
 
     /// The space with this id.
     pub fn get(&self, id: &SpaceId) -> Result<&Space, DirectoryError> {
-        self.spaces
-            .get(id)
-            .ok_or_else(|| DirectoryError::NotFound(id.clone()))
+        self.spaces.get(id).ok_or_else(|| DirectoryError::NotFound(id.clone()))
     }
 
     /// All spaces, live first, then scheduled, then ended; by id within each.
@@ -88,20 +78,14 @@ impl Directory {
 
     /// Starts a scheduled space.
     pub fn start(&mut self, id: &SpaceId, now: UnixTime) -> Result<&Space, DirectoryError> {
-        let space = self
-            .spaces
-            .get_mut(id)
-            .ok_or_else(|| DirectoryError::NotFound(id.clone()))?;
+        let space = self.spaces.get_mut(id).ok_or_else(|| DirectoryError::NotFound(id.clone()))?;
         space.start(now)?;
         Ok(space)
     }
 
     /// Ends a space.
     pub fn end(&mut self, id: &SpaceId, now: UnixTime) -> Result<&Space, DirectoryError> {
-        let space = self
-            .spaces
-            .get_mut(id)
-            .ok_or_else(|| DirectoryError::NotFound(id.clone()))?;
+        let space = self.spaces.get_mut(id).ok_or_else(|| DirectoryError::NotFound(id.clone()))?;
         space.end(now)?;
         let id = id.clone();
         self.forget_old_ended();
@@ -111,13 +95,7 @@ impl Directory {
     fn fresh_id(&self, title: &str) -> SpaceId {
         let base = slug(title);
         (1..)
-            .map(|n| {
-                if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}-{n}")
-                }
-            })
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
             .filter_map(|candidate| SpaceId::new(candidate).ok())
             .find(|id| !self.spaces.contains_key(id))
             .unwrap_or_else(|| unreachable!("an unbounded sequence always has a free id"))
@@ -144,10 +122,7 @@ impl Directory {
 /// Lowercase ASCII letters and digits of `title`, words joined by '-', at most 48 characters.
 fn slug(title: &str) -> String {
     let mut out = String::new();
-    for word in title
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for word in title.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
         if out.len() + word.len() + 1 > 48 {
             break;
         }
@@ -156,11 +131,7 @@ fn slug(title: &str) -> String {
         }
         out.push_str(&word.to_ascii_lowercase());
     }
-    if out.is_empty() {
-        "space".to_owned()
-    } else {
-        out
-    }
+    if out.is_empty() { "space".to_owned() } else { out }
 }
 
 #[cfg(test)]
@@ -173,68 +144,32 @@ mod tests {
     }
 
     fn new(title: &str) -> NewSpace {
-        NewSpace {
-            title: title.into(),
-            public: true,
-            ..NewSpace::default()
-        }
+        NewSpace { title: title.into(), public: true, ..NewSpace::default() }
     }
 
     #[test]
     fn ids_derive_from_titles_and_stay_unique() {
         let mut d = Directory::new(10, 10);
-        let a = d
-            .create(new("Launch Day!"), host(), UnixTime(1))
-            .expect("a")
-            .id
-            .clone();
-        let b = d
-            .create(new("Launch day"), host(), UnixTime(1))
-            .expect("b")
-            .id
-            .clone();
-        let c = d
-            .create(new("¿¿"), host(), UnixTime(1))
-            .expect("c")
-            .id
-            .clone();
-        assert_eq!(
-            (a.as_str(), b.as_str(), c.as_str()),
-            ("launch-day", "launch-day-2", "space")
-        );
+        let a = d.create(new("Launch Day!"), host(), UnixTime(1)).expect("a").id.clone();
+        let b = d.create(new("Launch day"), host(), UnixTime(1)).expect("b").id.clone();
+        let c = d.create(new("¿¿"), host(), UnixTime(1)).expect("c").id.clone();
+        assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("launch-day", "launch-day-2", "space"));
     }
 
     #[test]
     fn explicit_ids_must_be_free() {
         let mut d = Directory::new(10, 10);
-        let req = NewSpace {
-            id: Some(SpaceId::new("x").expect("id")),
-            ..new("X")
-        };
+        let req = NewSpace { id: Some(SpaceId::new("x").expect("id")), ..new("X") };
         d.create(req.clone(), host(), UnixTime(1)).expect("first");
-        assert!(matches!(
-            d.create(req, host(), UnixTime(1)),
-            Err(DirectoryError::Exists(_))
-        ));
+        assert!(matches!(d.create(req, host(), UnixTime(1)), Err(DirectoryError::Exists(_))));
     }
 
     #[test]
     fn open_spaces_are_capped_and_ended_ones_pruned() {
         let mut d = Directory::new(2, 1);
-        let a = d
-            .create(new("a"), host(), UnixTime(1))
-            .expect("a")
-            .id
-            .clone();
-        let b = d
-            .create(new("b"), host(), UnixTime(1))
-            .expect("b")
-            .id
-            .clone();
-        assert!(matches!(
-            d.create(new("c"), host(), UnixTime(1)),
-            Err(DirectoryError::Full(2))
-        ));
+        let a = d.create(new("a"), host(), UnixTime(1)).expect("a").id.clone();
+        let b = d.create(new("b"), host(), UnixTime(1)).expect("b").id.clone();
+        assert!(matches!(d.create(new("c"), host(), UnixTime(1)), Err(DirectoryError::Full(2))));
         d.end(&a, UnixTime(2)).expect("end a");
         d.end(&b, UnixTime(3)).expect("end b");
         assert!(d.get(&a).is_err(), "oldest ended space is forgotten");
@@ -245,10 +180,7 @@ mod tests {
     fn list_puts_live_first() {
         let mut d = Directory::new(10, 10);
         d.create(new("a"), host(), UnixTime(1)).expect("a");
-        let live = NewSpace {
-            live: true,
-            ..new("b")
-        };
+        let live = NewSpace { live: true, ..new("b") };
         d.create(live, host(), UnixTime(1)).expect("b");
         let states: Vec<SpaceState> = d.list().iter().map(|s| s.state).collect();
         assert_eq!(states, vec![SpaceState::Live, SpaceState::Scheduled]);
@@ -258,14 +190,8 @@ mod tests {
     fn unknown_ids_are_not_found() {
         let mut d = Directory::new(1, 1);
         let id = SpaceId::new("nope").expect("id");
-        assert!(matches!(
-            d.start(&id, UnixTime(0)),
-            Err(DirectoryError::NotFound(_))
-        ));
-        assert!(matches!(
-            d.end(&id, UnixTime(0)),
-            Err(DirectoryError::NotFound(_))
-        ));
+        assert!(matches!(d.start(&id, UnixTime(0)), Err(DirectoryError::NotFound(_))));
+        assert!(matches!(d.end(&id, UnixTime(0)), Err(DirectoryError::NotFound(_))));
     }
 
     proptest! {

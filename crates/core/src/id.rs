@@ -38,19 +38,11 @@ impl SpaceId {
     pub fn new(raw: impl Into<String>) -> Result<SpaceId, IdError> {
         let raw = raw.into();
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
-            return Err(IdError::Length {
-                what: "space id",
-                max: Self::MAX_LEN,
-            });
+            return Err(IdError::Length { what: "space id", max: Self::MAX_LEN });
         }
-        let ok = raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
-            return Err(IdError::Charset {
-                what: "space id",
-                allowed: "a-z, 0-9 and '-'",
-            });
+            return Err(IdError::Charset { what: "space id", allowed: "a-z, 0-9 and '-'" });
         }
         Ok(SpaceId(raw))
     }
@@ -93,16 +85,10 @@ impl Identity {
     pub fn new(raw: impl Into<String>) -> Result<Identity, IdError> {
         let raw = raw.into();
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
-            return Err(IdError::Length {
-                what: "identity",
-                max: Self::MAX_LEN,
-            });
+            return Err(IdError::Length { what: "identity", max: Self::MAX_LEN });
         }
         if raw.chars().any(char::is_control) {
-            return Err(IdError::Charset {
-                what: "identity",
-                allowed: "printable characters",
-            });
+            return Err(IdError::Charset { what: "identity", allowed: "printable characters" });
         }
         Ok(Identity(raw))
     }

@@ -104,9 +104,7 @@ impl Space {
         if let Some(d) = &req.description
             && d.chars().count() > Self::MAX_DESCRIPTION
         {
-            return Err(SpaceError::Invalid(
-                "description must be at most 2000 characters",
-            ));
+            return Err(SpaceError::Invalid("description must be at most 2000 characters"));
         }
         let mut space = Space {
             id,
@@ -134,10 +132,7 @@ impl Space {
                 self.started_at = Some(now);
                 Ok(())
             }
-            from => Err(SpaceError::InvalidTransition {
-                from,
-                action: "start",
-            }),
+            from => Err(SpaceError::InvalidTransition { from, action: "start" }),
         }
     }
 
@@ -149,10 +144,7 @@ impl Space {
                 self.ended_at = Some(now);
                 Ok(())
             }
-            from => Err(SpaceError::InvalidTransition {
-                from,
-                action: "end",
-            }),
+            from => Err(SpaceError::InvalidTransition { from, action: "end" }),
         }
     }
 
@@ -167,12 +159,7 @@ mod tests {
     use super::*;
 
     fn space(live: bool) -> Space {
-        let req = NewSpace {
-            title: "Town hall".into(),
-            live,
-            public: true,
-            ..NewSpace::default()
-        };
+        let req = NewSpace { title: "Town hall".into(), live, public: true, ..NewSpace::default() };
         Space::create(
             SpaceId::new("t").expect("id"),
             req,
@@ -187,16 +174,10 @@ mod tests {
         let mut s = space(false);
         assert_eq!(s.state, SpaceState::Scheduled);
         s.start(UnixTime(20)).expect("start");
-        assert_eq!(
-            (s.state, s.started_at),
-            (SpaceState::Live, Some(UnixTime(20)))
-        );
+        assert_eq!((s.state, s.started_at), (SpaceState::Live, Some(UnixTime(20))));
         assert!(s.start(UnixTime(21)).is_err(), "cannot start twice");
         s.end(UnixTime(30)).expect("end");
-        assert_eq!(
-            (s.state, s.ended_at),
-            (SpaceState::Ended, Some(UnixTime(30)))
-        );
+        assert_eq!((s.state, s.ended_at), (SpaceState::Ended, Some(UnixTime(30))));
         assert!(s.end(UnixTime(31)).is_err(), "cannot end twice");
         assert!(s.start(UnixTime(32)).is_err(), "cannot restart");
     }
@@ -220,10 +201,7 @@ mod tests {
         let id = SpaceId::new("t").expect("id");
         let host = Identity::new("h").expect("identity");
         for title in ["", "   ", &"x".repeat(201)] {
-            let req = NewSpace {
-                title: title.to_owned(),
-                ..NewSpace::default()
-            };
+            let req = NewSpace { title: title.to_owned(), ..NewSpace::default() };
             assert!(Space::create(id.clone(), req, host.clone(), UnixTime(0)).is_err());
         }
     }

@@ -37,10 +37,7 @@ impl Stage {
 
     /// An empty stage with `seats` seats.
     pub fn new(seats: usize) -> Stage {
-        Stage {
-            seats,
-            speakers: BTreeMap::new(),
-        }
+        Stage { seats, speakers: BTreeMap::new() }
     }
 
     /// Seats `who` with `role`, or says why not. A reconnect keeps the seat.
@@ -92,10 +89,7 @@ mod tests {
     #[test]
     fn listeners_cannot_take_the_stage() {
         let mut s = Stage::new(13);
-        assert_eq!(
-            s.take_seat(id(0), Role::Listener),
-            Err(StageError::NotAllowed(Role::Listener))
-        );
+        assert_eq!(s.take_seat(id(0), Role::Listener), Err(StageError::NotAllowed(Role::Listener)));
         for role in [Role::Host, Role::Cohost, Role::Speaker] {
             assert_eq!(s.take_seat(id(role as usize + 1), role), Ok(Seated::New));
         }

@@ -32,11 +32,7 @@ impl SpaceScope {
 impl TryFrom<String> for SpaceScope {
     type Error = crate::IdError;
     fn try_from(raw: String) -> Result<Self, Self::Error> {
-        if raw == "*" {
-            Ok(SpaceScope::Any)
-        } else {
-            SpaceId::new(raw).map(SpaceScope::One)
-        }
+        if raw == "*" { Ok(SpaceScope::Any) } else { SpaceId::new(raw).map(SpaceScope::One) }
     }
 }
 
@@ -100,9 +96,7 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys")
-            .field("api_key", &self.api_key)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenKeys").field("api_key", &self.api_key).finish_non_exhaustive()
     }
 }
 
@@ -207,13 +201,7 @@ mod tests {
     #[test]
     fn minted_tokens_verify_until_expiry() {
         let k = keys();
-        let t = k.mint(
-            who(),
-            Role::Speaker,
-            SpaceScope::One(space("a")),
-            UnixTime(100),
-            60,
-        );
+        let t = k.mint(who(), Role::Speaker, SpaceScope::One(space("a")), UnixTime(100), 60);
         let t = t.expect("mint");
         let c = k.verify_for(&t, &space("a"), UnixTime(159)).expect("valid");
         assert_eq!((c.sub, c.role, c.exp), (who(), Role::Speaker, 160));
@@ -225,58 +213,36 @@ mod tests {
     #[test]
     fn wildcard_scope_covers_every_space() {
         let k = keys();
-        let t = k
-            .mint(who(), Role::Host, SpaceScope::Any, UnixTime(0), 60)
-            .expect("mint");
+        let t = k.mint(who(), Role::Host, SpaceScope::Any, UnixTime(0), 60).expect("mint");
         assert!(k.verify_for(&t, &space("anything"), UnixTime(1)).is_ok());
     }
 
     #[test]
     fn other_secrets_and_issuers_are_refused() {
-        let t = keys()
-            .mint(who(), Role::Host, SpaceScope::Any, UnixTime(0), 60)
-            .expect("mint");
+        let t = keys().mint(who(), Role::Host, SpaceScope::Any, UnixTime(0), 60).expect("mint");
         let other_secret = TokenKeys::new("key", b"another secret entirely, also long");
-        assert_eq!(
-            other_secret.verify(&t, UnixTime(1)),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(other_secret.verify(&t, UnixTime(1)), Err(TokenError::BadSignature));
         let other_key = TokenKeys::new("other", b"a secret long enough for HS256 use");
-        assert_eq!(
-            other_key.verify(&t, UnixTime(1)),
-            Err(TokenError::UnknownIssuer)
-        );
+        assert_eq!(other_key.verify(&t, UnixTime(1)), Err(TokenError::UnknownIssuer));
     }
 
     #[test]
     fn tampered_claims_are_refused() {
         let k = keys();
-        let t = k
-            .mint(who(), Role::Listener, SpaceScope::Any, UnixTime(0), 60)
-            .expect("mint");
+        let t = k.mint(who(), Role::Listener, SpaceScope::Any, UnixTime(0), 60).expect("mint");
         let parts: Vec<&str> = t.split('.').collect();
         let forged_claims =
             r#"{"iss":"key","sub":"alice","space":"*","role":"host","iat":0,"exp":60}"#;
         use base64_like::encode_url_no_pad;
-        let forged = format!(
-            "{}.{}.{}",
-            parts[0],
-            encode_url_no_pad(forged_claims.as_bytes()),
-            parts[2]
-        );
-        assert_eq!(
-            k.verify(&forged, UnixTime(1)),
-            Err(TokenError::BadSignature)
-        );
+        let forged =
+            format!("{}.{}.{}", parts[0], encode_url_no_pad(forged_claims.as_bytes()), parts[2]);
+        assert_eq!(k.verify(&forged, UnixTime(1)), Err(TokenError::BadSignature));
     }
 
     #[test]
     fn oversize_tokens_are_refused_before_parsing() {
         let long = "a".repeat(TokenKeys::MAX_TOKEN_LEN + 1);
-        assert!(matches!(
-            keys().verify(&long, UnixTime(0)),
-            Err(TokenError::Malformed(_))
-        ));
+        assert!(matches!(keys().verify(&long, UnixTime(0)), Err(TokenError::Malformed(_))));
     }
 
     proptest! {
@@ -300,11 +266,7 @@ mod tests {
         pub fn encode_url_no_pad(input: &[u8]) -> String {
             let mut out = String::new();
             for chunk in input.chunks(3) {
-                let b = [
-                    chunk[0],
-                    *chunk.get(1).unwrap_or(&0),
-                    *chunk.get(2).unwrap_or(&0),
-                ];
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 let chars = chunk.len() + 1;
                 for i in 0..chars {

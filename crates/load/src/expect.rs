@@ -36,21 +36,12 @@ impl Condition {
         if name.is_empty() {
             return Err(bad());
         }
-        Ok(Condition {
-            name,
-            op,
-            value,
-            percent,
-        })
+        Ok(Condition { name, op, value, percent })
     }
 
     /// Checks the condition against named figures. Percent conditions read `NAME_percent`.
     pub fn check(&self, figures: &BTreeMap<String, f64>) -> Result<(), String> {
-        let key = if self.percent {
-            format!("{}_percent", self.name)
-        } else {
-            self.name.clone()
-        };
+        let key = if self.percent { format!("{}_percent", self.name) } else { self.name.clone() };
         let actual = *figures.get(&key).ok_or_else(|| {
             let known: Vec<&String> = figures.keys().collect();
             format!("unknown figure {key:?} (known: {known:?})")
@@ -67,20 +58,14 @@ impl Condition {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "expected {key} {} {}{unit}, got {actual}{unit}",
-                self.op, self.value
-            ))
+            Err(format!("expected {key} {} {}{unit}, got {actual}{unit}", self.op, self.value))
         }
     }
 }
 
 /// Parses a comma-separated list.
 pub fn parse_all(raw: &str) -> Result<Vec<Condition>, BadCondition> {
-    raw.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(Condition::parse)
-        .collect()
+    raw.split(',').filter(|s| !s.trim().is_empty()).map(Condition::parse).collect()
 }
 
 #[cfg(test)]
@@ -88,50 +73,20 @@ mod tests {
     use super::*;
 
     fn figures() -> BTreeMap<String, f64> {
-        [
-            ("late", 3.0),
-            ("late_percent", 0.05),
-            ("gaps", 0.0),
-            ("p99", 120.0),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        [("late", 3.0), ("late_percent", 0.05), ("gaps", 0.0), ("p99", 120.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
     }
 
     #[test]
     fn conditions_parse_and_check() {
         let f = figures();
-        assert!(
-            Condition::parse("late<0.1%")
-                .expect("parse")
-                .check(&f)
-                .is_ok()
-        );
-        assert!(
-            Condition::parse("late < 2")
-                .expect("parse")
-                .check(&f)
-                .is_err()
-        );
-        assert!(
-            Condition::parse("gaps==0")
-                .expect("parse")
-                .check(&f)
-                .is_ok()
-        );
-        assert!(
-            Condition::parse("p99<=100ms")
-                .expect("parse")
-                .check(&f)
-                .is_err()
-        );
-        assert!(
-            Condition::parse("nope>1")
-                .expect("parse")
-                .check(&f)
-                .is_err()
-        );
+        assert!(Condition::parse("late<0.1%").expect("parse").check(&f).is_ok());
+        assert!(Condition::parse("late < 2").expect("parse").check(&f).is_err());
+        assert!(Condition::parse("gaps==0").expect("parse").check(&f).is_ok());
+        assert!(Condition::parse("p99<=100ms").expect("parse").check(&f).is_err());
+        assert!(Condition::parse("nope>1").expect("parse").check(&f).is_err());
         assert_eq!(parse_all("late<0.1%, gaps==0").expect("parse").len(), 2);
         for bad in ["late", "<3", "late<abc", ""] {
             assert!(Condition::parse(bad).is_err(), "{bad}");

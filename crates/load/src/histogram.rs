@@ -14,17 +14,13 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
+        Histogram { counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
     }
 }
 
 impl std::fmt::Debug for Histogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Histogram")
-            .field("count", &self.count())
-            .finish()
+        f.debug_struct("Histogram").field("count", &self.count()).finish()
     }
 }
 

@@ -14,11 +14,7 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Connects to the target from `source` (a loopback address), with `TCP_NODELAY`.
 pub async fn connect(target: &Target, source: IpAddr) -> io::Result<TcpStream> {
-    let socket = if target.addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
@@ -36,11 +32,7 @@ pub struct ReadBuf {
 impl ReadBuf {
     /// A buffer of `capacity` bytes (it grows only for a message larger than that).
     pub fn new(capacity: usize) -> ReadBuf {
-        ReadBuf {
-            buf: vec![0; capacity],
-            start: 0,
-            end: 0,
-        }
+        ReadBuf { buf: vec![0; capacity], start: 0, end: 0 }
     }
 
     /// The unread bytes.
@@ -98,10 +90,7 @@ pub struct Head {
 pub fn parse_head(data: &[u8]) -> io::Result<Option<(Head, usize)>> {
     let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
         if data.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "response head too large",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "response head too large"));
         }
         return Ok(None);
     };
@@ -114,11 +103,7 @@ pub fn parse_head(data: &[u8]) -> io::Result<Option<(Head, usize)>> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
-    let mut head = Head {
-        status,
-        chunked: false,
-        content_length: None,
-    };
+    let mut head = Head { status, chunked: false, content_length: None };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -171,9 +156,7 @@ pub async fn post(
     auth: Option<&str>,
     body: &str,
 ) -> io::Result<()> {
-    let auth = auth
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: townhall-load\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         target.addr,
@@ -211,10 +194,7 @@ pub async fn read_body(
             return if head.content_length.is_none() && !head.chunked {
                 Ok(body)
             } else {
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "body cut short",
-                ))
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"))
             };
         }
     }
@@ -313,10 +293,7 @@ pub fn parse_ws_frame(data: &[u8]) -> io::Result<Option<(Opcode, std::ops::Range
         _ => Opcode::Other,
     };
     if data[1] & 0x80 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "server frames must not be masked",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "server frames must not be masked"));
     }
     let (len, header) = match data[1] & 0x7F {
         126 if data.len() >= 4 => (u64::from(u16::from_be_bytes([data[2], data[3]])), 4),
@@ -331,10 +308,7 @@ pub fn parse_ws_frame(data: &[u8]) -> io::Result<Option<(Opcode, std::ops::Range
     let len = usize::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
     if len > 16 * 1024 * 1024 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too large",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
     }
     if data.len() < header + len {
         return Ok(None);
@@ -376,14 +350,7 @@ mod tests {
         let raw =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: audio/ogg\r\n\r\nrest";
         let (head, len) = parse_head(raw).expect("ok").expect("complete");
-        assert_eq!(
-            head,
-            Head {
-                status: 200,
-                chunked: true,
-                content_length: None
-            }
-        );
+        assert_eq!(head, Head { status: 200, chunked: true, content_length: None });
         assert_eq!(&raw[len..], b"rest");
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").expect("ok"), None);
     }

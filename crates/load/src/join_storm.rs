@@ -131,10 +131,7 @@ async fn join_once(cfg: &StormConfig, n: usize) -> Outcome {
     };
     let mut buf = ReadBuf::new(4_096);
     let path = format!("/api/v1/spaces/{}/join", cfg.space);
-    if http::post(&mut stream, &cfg.target, &path, cfg.token.as_deref(), "")
-        .await
-        .is_err()
-    {
+    if http::post(&mut stream, &cfg.target, &path, cfg.token.as_deref(), "").await.is_err() {
         return Outcome::Error;
     }
     let Ok(head) = http::read_head(&mut stream, &mut buf).await else {

@@ -32,10 +32,6 @@ impl Quantiles {
     /// Reads the quantiles of a histogram of microseconds.
     pub fn of(h: &histogram::Histogram) -> Quantiles {
         let ms = |q| h.quantile(q) as f64 / 1_000.0;
-        Quantiles {
-            p50: ms(0.5),
-            p99: ms(0.99),
-            p999: ms(0.999),
-        }
+        Quantiles { p50: ms(0.5), p99: ms(0.99), p999: ms(0.999) }
     }
 }

@@ -65,9 +65,9 @@ pub fn townhall_path(protocol: Protocol, space: &str, batch: usize, token: Optio
 /// Opens every listener (ramped), lets them listen until the end of the run, and returns.
 pub async fn run(cfg: Arc<ListenConfig>, stats: Arc<Stats>) {
     let start = Instant::now();
-    let ramp_time = cfg.ramp.map_or(Duration::ZERO, |r| {
-        Duration::from_secs_f64(cfg.listeners as f64 / r.max(0.001))
-    });
+    let ramp_time = cfg
+        .ramp
+        .map_or(Duration::ZERO, |r| Duration::from_secs_f64(cfg.listeners as f64 / r.max(0.001)));
     let deadline = start + ramp_time + cfg.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..cfg.listeners {
@@ -95,22 +95,14 @@ impl<'a> Connected<'a> {
     fn new(stats: &'a Stats) -> Connected<'a> {
         Stats::add(&stats.connected, 1);
         Stats::add(&stats.ever_connected, 1);
-        Connected {
-            stats,
-            since: Instant::now(),
-        }
+        Connected { stats, since: Instant::now() }
     }
 }
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
-        self.stats
-            .connected
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        Stats::add(
-            &self.stats.connected_us,
-            self.since.elapsed().as_micros() as u64,
-        );
+        self.stats.connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Stats::add(&self.stats.connected_us, self.since.elapsed().as_micros() as u64);
     }
 }
 
@@ -341,23 +333,13 @@ mod tests {
     use crate::ogg_scan::PageInfo;
 
     fn page(granule: u64, seq: u32) -> PageInfo {
-        PageInfo {
-            granule,
-            seq,
-            packets: 10,
-            bos: false,
-            len: 100,
-        }
+        PageInfo { granule, seq, packets: 10, bos: false, len: 100 }
     }
 
     #[test]
     fn ogg_pages_on_time_are_not_late_and_delayed_ones_are() {
         let mut t = OggTiming::default();
-        assert_eq!(
-            t.page(0, &page(0, 0), false, 0),
-            (0, 0, 0, None),
-            "header page"
-        );
+        assert_eq!(t.page(0, &page(0, 0), false, 0), (0, 0, 0, None), "header page");
         // 200 ms pages arriving on time (a burst page first, arriving early).
         let base = 1_000_000_000i64;
         t.page(base, &page(9_600, 7), false, 500_000);
@@ -368,25 +350,15 @@ mod tests {
             assert_eq!((frames, late, gaps), (10, 0, 0));
         }
         // The next page arrives 800 ms late and one page is missing before it.
-        let (_, late, gaps, lateness) = t.page(
-            base + 11 * 200_000 + 800_000,
-            &page(9_600 * 12, 18),
-            true,
-            500_000,
-        );
+        let (_, late, gaps, lateness) =
+            t.page(base + 11 * 200_000 + 800_000, &page(9_600 * 12, 18), true, 500_000);
         assert_eq!((late, gaps), (10, 1));
         assert!(lateness.is_some_and(|l| l >= 800_000));
     }
 
     #[test]
     fn paths() {
-        assert_eq!(
-            townhall_path(Protocol::Ws, "demo", 5, None),
-            "/ws/demo?batch=5"
-        );
-        assert_eq!(
-            townhall_path(Protocol::Ogg, "demo", 5, Some("t")),
-            "/live/demo.opus?token=t"
-        );
+        assert_eq!(townhall_path(Protocol::Ws, "demo", 5, None), "/ws/demo?batch=5");
+        assert_eq!(townhall_path(Protocol::Ogg, "demo", 5, Some("t")), "/live/demo.opus?token=t");
     }
 }

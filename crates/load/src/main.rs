@@ -151,14 +151,9 @@ fn main() -> anyhow::Result<()> {
         Command::JoinStorm(a) => a.common.threads,
     };
     let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     let failures = runtime.block_on(async {
         match cli.command {
@@ -184,10 +179,7 @@ fn check(
         Some(raw) => expect::parse_all(raw)?,
         None => Vec::new(),
     };
-    Ok(conditions
-        .iter()
-        .filter_map(|c| c.check(figures).err())
-        .collect())
+    Ok(conditions.iter().filter_map(|c| c.check(figures).err()).collect())
 }
 
 fn bounded(duration: u64) -> anyhow::Result<Duration> {
@@ -270,22 +262,13 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     let elapsed = started.elapsed();
     let me_end = procstat::sample("self");
     let s = stats.snapshot();
-    let connected_secs = stats
-        .connected_us
-        .load(std::sync::atomic::Ordering::Relaxed) as f64
-        / 1e6;
+    let connected_secs = stats.connected_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
     let expected_frames = connected_secs * 50.0;
     let latency = Quantiles::of(&stats.latency);
-    let late_percent = if s.frames > 0 {
-        s.late_frames as f64 * 100.0 / s.frames as f64
-    } else {
-        0.0
-    };
-    let delivery_percent = if expected_frames > 0.0 {
-        s.frames as f64 * 100.0 / expected_frames
-    } else {
-        0.0
-    };
+    let late_percent =
+        if s.frames > 0 { s.late_frames as f64 * 100.0 / s.frames as f64 } else { 0.0 };
+    let delivery_percent =
+        if expected_frames > 0.0 { s.frames as f64 * 100.0 / expected_frames } else { 0.0 };
     let load_cpu = match (me_start, me_end) {
         (Some(a), Some(b)) => procstat::cpu_percent(&a, &b),
         _ => 0.0,
@@ -334,11 +317,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         latency.p99,
         latency.p999,
         load_cpu,
-        if server.is_null() {
-            String::new()
-        } else {
-            format!(", server {server}")
-        }
+        if server.is_null() { String::new() } else { format!(", server {server}") }
     );
     let figures: BTreeMap<String, f64> = [
         ("connected", s.ever_connected as f64),
@@ -370,18 +349,10 @@ fn speaker_token(a: &SpeakArgs) -> anyhow::Result<String> {
     let secret = std::env::var("TOWNHALL_API_SECRET")
         .unwrap_or_else(|_| "townhall-development-secret-change-me".into());
     let keys = TokenKeys::new(key, secret.as_bytes());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let scope = SpaceScope::try_from(a.space.clone())?;
     let who = Identity::new(a.identity.clone())?;
-    Ok(keys.mint(
-        who,
-        Role::Speaker,
-        scope,
-        townhall_core::UnixTime(now),
-        a.duration + 3_600,
-    )?)
+    Ok(keys.mint(who, Role::Speaker, scope, townhall_core::UnixTime(now), a.duration + 3_600)?)
 }
 
 async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
@@ -400,10 +371,7 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
         duration,
         voice,
     };
-    eprintln!(
-        "speak: into {} on {} for {}s",
-        cfg.space, cfg.target, a.duration
-    );
+    eprintln!("speak: into {} on {} for {}s", cfg.space, cfg.target, a.duration);
     let report = speak::run(&cfg).await?;
     println!(
         "speak: sent {} frames, received {} mix-minus frames, {} errors",
@@ -417,13 +385,11 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
             json!({ "scenario": "speak", "frames_sent": report.frames_sent, "frames_received": report.frames_received, "errors": report.errors })
         );
     }
-    let figures: BTreeMap<String, f64> = [
-        ("frames_sent", report.frames_sent as f64),
-        ("errors", report.errors.len() as f64),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let figures: BTreeMap<String, f64> =
+        [("frames_sent", report.frames_sent as f64), ("errors", report.errors.len() as f64)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
     check(a.common.expect.as_deref(), &figures)
 }
 
@@ -451,10 +417,7 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
         deadline: Duration::from_millis(a.deadline_ms),
         token: a.token.clone(),
     });
-    eprintln!(
-        "join-storm: {}/s into {} on {} for {}s",
-        a.rate, cfg.space, cfg.target, a.duration
-    );
+    eprintln!("join-storm: {}/s into {} on {} for {}s", a.rate, cfg.space, cfg.target, a.duration);
     let stats = Arc::new(StormStats::default());
     let started = tokio::time::Instant::now();
     let me_start = procstat::sample("self");
@@ -486,10 +449,7 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
     let figures: BTreeMap<String, f64> = [
         ("started", report.started as f64),
         ("admitted", report.admitted as f64),
-        (
-            "admitted_percent",
-            report.admitted as f64 * 100.0 / (report.started.max(1)) as f64,
-        ),
+        ("admitted_percent", report.admitted as f64 * 100.0 / (report.started.max(1)) as f64),
         ("timed_out", report.timed_out as f64),
         ("errors", report.errors as f64),
         ("rejected", rejected as f64),

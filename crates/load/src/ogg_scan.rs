@@ -24,11 +24,7 @@ pub struct LostSync;
 /// Parses the page at the start of `data`, if complete.
 pub fn parse_page(data: &[u8]) -> Result<Option<PageInfo>, LostSync> {
     if data.len() < 27 {
-        return if data.len() >= 4 && &data[..4] != b"OggS" {
-            Err(LostSync)
-        } else {
-            Ok(None)
-        };
+        return if data.len() >= 4 && &data[..4] != b"OggS" { Err(LostSync) } else { Ok(None) };
     }
     if &data[..4] != b"OggS" || data[4] != 0 {
         return Err(LostSync);
@@ -71,15 +67,9 @@ mod tests {
         }
         let page = page.expect("third packet ends a page");
         let info = parse_page(&page).expect("sync").expect("complete");
-        assert_eq!(
-            (info.granule, info.packets, info.len, info.bos),
-            (2_880, 3, page.len(), false)
-        );
+        assert_eq!((info.granule, info.packets, info.len, info.bos), (2_880, 3, page.len(), false));
         assert_eq!(parse_page(&page[..page.len() - 1]), Ok(None));
-        assert_eq!(
-            parse_page(b"HTTP/1.1 200 OK\r\n\r\n...................."),
-            Err(LostSync)
-        );
+        assert_eq!(parse_page(b"HTTP/1.1 200 OK\r\n\r\n...................."), Err(LostSync));
     }
 
     proptest! {

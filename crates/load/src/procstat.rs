@@ -28,11 +28,7 @@ pub fn sample(pid: &str) -> Option<Sample> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    Some(Sample {
-        at: Instant::now(),
-        cpu_ticks: utime + stime,
-        rss_kib,
-    })
+    Some(Sample { at: Instant::now(), cpu_ticks: utime + stime, rss_kib })
 }
 
 /// CPU use between two samples, in percent of one core.

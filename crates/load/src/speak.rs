@@ -82,10 +82,8 @@ impl Source {
                 let stream =
                     OggOpusReader::parse(&data).map_err(|e| SpeakError::Voice(e.to_string()))?;
                 if let Some(bad) = stream.packets.iter().find(|p| check_opus_frame(p).is_err()) {
-                    let why = check_opus_frame(bad)
-                        .err()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
+                    let why =
+                        check_opus_frame(bad).err().map(|e| e.to_string()).unwrap_or_default();
                     return Err(SpeakError::Voice(format!("{}: {why}", path.display())));
                 }
                 if stream.packets.is_empty() {
@@ -101,8 +99,7 @@ impl Source {
             Source::Tone(tone, enc) => {
                 let pcm = tone.next_frame();
                 Bytes::from(
-                    enc.encode_vec_float(&pcm, 1275)
-                        .unwrap_or_else(|_| vec![0xF8, 0xFF, 0xFE]),
+                    enc.encode_vec_float(&pcm, 1275).unwrap_or_else(|_| vec![0xF8, 0xFF, 0xFE]),
                 )
             }
             Source::File(packets, i) => {
@@ -164,21 +161,12 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
         let sent_at_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let frame = SpeakerFrame {
-            seq: frames_sent as u32,
-            sent_at_us,
-            payload: source.next(),
-        };
+        let frame = SpeakerFrame { seq: frames_sent as u32, sent_at_us, payload: source.next() };
         mask_state ^= mask_state << 13;
         mask_state ^= mask_state >> 17;
         mask_state ^= mask_state << 5;
         out.clear();
-        http::encode_ws_frame(
-            Opcode::Binary,
-            &frame.encode(),
-            mask_state.to_be_bytes(),
-            &mut out,
-        );
+        http::encode_ws_frame(Opcode::Binary, &frame.encode(), mask_state.to_be_bytes(), &mut out);
         wr.write_all(&out).await?;
         frames_sent += 1;
     }

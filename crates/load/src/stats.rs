@@ -105,10 +105,7 @@ mod tests {
     #[test]
     fn sequence_gaps_are_counted_once() {
         let mut t = SeqTracker::default();
-        let gaps: Vec<u64> = [5, 6, 9, 9, 8, 10, 20]
-            .iter()
-            .map(|s| t.observe(*s))
-            .collect();
+        let gaps: Vec<u64> = [5, 6, 9, 9, 8, 10, 20].iter().map(|s| t.observe(*s)).collect();
         assert_eq!(gaps, vec![0, 0, 2, 0, 0, 0, 9]);
     }
 }

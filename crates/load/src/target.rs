@@ -47,17 +47,12 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let text = raw
-            .strip_prefix("http://")
-            .unwrap_or(raw)
-            .trim_end_matches('/');
+        let text = raw.strip_prefix("http://").unwrap_or(raw).trim_end_matches('/');
         let text = match text.strip_prefix("localhost:") {
             Some(port) => format!("127.0.0.1:{port}"),
             None => text.to_owned(),
         };
-        let addr: SocketAddr = text
-            .parse()
-            .map_err(|_| TargetError::Malformed(raw.to_owned()))?;
+        let addr: SocketAddr = text.parse().map_err(|_| TargetError::Malformed(raw.to_owned()))?;
         Target::new(addr)
     }
 }
@@ -75,12 +70,9 @@ mod tests {
 
     #[test]
     fn loopback_targets_are_accepted() {
-        for ok in [
-            "http://127.0.0.1:8080",
-            "127.0.0.5:1",
-            "http://localhost:9000/",
-            "http://[::1]:80",
-        ] {
+        for ok in
+            ["http://127.0.0.1:8080", "127.0.0.5:1", "http://localhost:9000/", "http://[::1]:80"]
+        {
             assert!(ok.parse::<Target>().is_ok(), "{ok}");
         }
     }
@@ -93,16 +85,10 @@ mod tests {
             "8.8.8.8:53",
             "http://[2001:db8::1]:80",
         ] {
-            assert!(
-                matches!(bad.parse::<Target>(), Err(TargetError::NotLoopback(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Target>(), Err(TargetError::NotLoopback(_))), "{bad}");
         }
         for bad in ["http://example.com:80", "", "http://127.0.0.1"] {
-            assert!(
-                matches!(bad.parse::<Target>(), Err(TargetError::Malformed(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Target>(), Err(TargetError::Malformed(_))), "{bad}");
         }
     }
 

@@ -17,10 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_townhall-load");
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn run_load(args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("townhall-load runs");
+    let out = Command::new(BIN).args(args).output().expect("townhall-load runs");
     parse_output(out)
 }
 
@@ -37,11 +34,8 @@ async fn run_load_async(args: &[&str]) -> (i32, Value, String) {
 fn parse_output(out: std::process::Output) -> (i32, Value, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
+    let json =
+        stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
@@ -82,20 +76,14 @@ async fn quick_listen_counts_what_the_server_sent() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["connected"], 40);
     let received = report["frames"].as_f64().expect("frames");
-    assert!(
-        received >= 40.0 * 100.0,
-        "about 3 s of frames each: {received}"
-    );
+    assert!(received >= 40.0 * 100.0, "about 3 s of frames each: {received}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = reqwest_get(server.addr(), "/metrics").await;
     let sent = metric(&metrics, "townhall_frames_sent_total{protocol=\"ws\"}");
     // The server counts a batch once written; frames still in flight when the client stopped
     // reading (at most a few batches per listener) are the only difference.
     assert!(received <= sent, "received {received} > sent {sent}");
-    assert!(
-        sent - received <= 40.0 * 15.0,
-        "sent {sent}, received {received}"
-    );
+    assert!(sent - received <= 40.0 * 15.0, "sent {sent}, received {received}");
     server.shutdown().await;
 }
 
@@ -173,10 +161,7 @@ async fn an_injected_gap_and_late_frame_are_detected() {
     assert_eq!(report["frames"], 99, "{report}");
     assert_eq!(report["gaps"], 1, "{report}");
     assert_eq!(report["late_frames"], 1, "{report}");
-    assert_eq!(
-        report["disconnects"], 1,
-        "the fake server closes before the end: {report}"
-    );
+    assert_eq!(report["disconnects"], 1, "the fake server closes before the end: {report}");
     // And --expect turns that into a failing exit code.
     let args = [
         "listen",
@@ -197,11 +182,7 @@ async fn an_injected_gap_and_late_frame_are_detected() {
 
 #[test]
 fn targets_outside_loopback_are_refused() {
-    for target in [
-        "http://192.0.2.1:80",
-        "http://10.1.2.3:8080",
-        "http://[2001:db8::1]:80",
-    ] {
+    for target in ["http://192.0.2.1:80", "http://10.1.2.3:8080", "http://[2001:db8::1]:80"] {
         for scenario in ["listen", "speak", "join-storm"] {
             let (code, _, stderr) = run_load(&[scenario, "--target", target, "--quick"]);
             assert_ne!(code, 0, "{scenario} {target}");

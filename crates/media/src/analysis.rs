@@ -18,11 +18,7 @@ pub struct ToneGenerator {
 impl ToneGenerator {
     /// A tone of `freq_hz` at `amplitude` (0.0 to 1.0) at 48 kHz.
     pub fn new(freq_hz: f32, amplitude: f32) -> ToneGenerator {
-        ToneGenerator {
-            step: TAU * freq_hz / SAMPLE_RATE as f32,
-            phase: 0.0,
-            amplitude,
-        }
+        ToneGenerator { step: TAU * freq_hz / SAMPLE_RATE as f32, phase: 0.0, amplitude }
     }
 
     /// Fills `out` with the next samples.

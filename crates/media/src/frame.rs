@@ -48,8 +48,7 @@ mod tests {
         let mut enc =
             opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
                 .expect("encoder");
-        enc.encode_vec_float(&[0.1; FRAME_SAMPLES], 1275)
-            .expect("encode")
+        enc.encode_vec_float(&[0.1; FRAME_SAMPLES], 1275).expect("encode")
     }
 
     #[test]
@@ -62,9 +61,7 @@ mod tests {
         let mut enc =
             opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
                 .expect("encoder");
-        let ten_ms = enc
-            .encode_vec_float(&[0.1; FRAME_SAMPLES / 2], 1275)
-            .expect("encode");
+        let ten_ms = enc.encode_vec_float(&[0.1; FRAME_SAMPLES / 2], 1275).expect("encode");
         assert_eq!(check_opus_frame(&ten_ms), Err(FrameError::Duration(480)));
         assert_eq!(check_opus_frame(&[]), Err(FrameError::Size(0)));
         assert_eq!(check_opus_frame(&[0u8; 1276]), Err(FrameError::Size(1276)));

@@ -22,11 +22,7 @@ pub struct JitterConfig {
 
 impl Default for JitterConfig {
     fn default() -> Self {
-        JitterConfig {
-            target_depth: 3,
-            max_depth: 12,
-            max_conceal: 5,
-        }
+        JitterConfig { target_depth: 3, max_depth: 12, max_conceal: 5 }
     }
 }
 
@@ -198,11 +194,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn f(seq: u32) -> SpeakerFrame {
-        SpeakerFrame {
-            seq,
-            sent_at_us: 0,
-            payload: Bytes::from(seq.to_be_bytes().to_vec()),
-        }
+        SpeakerFrame { seq, sent_at_us: 0, payload: Bytes::from(seq.to_be_bytes().to_vec()) }
     }
 
     fn seq_of(p: &Playout) -> Option<u32> {
@@ -213,11 +205,7 @@ mod tests {
     }
 
     fn buffer() -> JitterBuffer {
-        JitterBuffer::new(JitterConfig {
-            target_depth: 3,
-            max_depth: 8,
-            max_conceal: 2,
-        })
+        JitterBuffer::new(JitterConfig { target_depth: 3, max_depth: 8, max_conceal: 2 })
     }
 
     #[test]

@@ -41,11 +41,7 @@ pub struct MixerConfig {
 
 impl Default for MixerConfig {
     fn default() -> Self {
-        MixerConfig {
-            bitrate: 32_000,
-            complexity: 8,
-            jitter: JitterConfig::default(),
-        }
+        MixerConfig { bitrate: 32_000, complexity: 8, jitter: JitterConfig::default() }
     }
 }
 
@@ -100,11 +96,7 @@ impl Output {
         encoder.set_bitrate(opus::Bitrate::Bits(cfg.bitrate))?;
         encoder.set_complexity(cfg.complexity)?;
         encoder.set_signal(opus::Signal::Voice)?;
-        Ok(Output {
-            encoder,
-            clip: opus::SoftClip::new(opus::Channels::Mono),
-            seq: 0,
-        })
+        Ok(Output { encoder, clip: opus::SoftClip::new(opus::Channels::Mono), seq: 0 })
     }
 
     /// Clips `pcm` in place and encodes it as the next frame.
@@ -124,17 +116,10 @@ impl Output {
             _ => Bytes::from_static(SILENT_FRAME),
         };
         let capture_age_us = capture_us.map_or(NO_CAPTURE, |c| {
-            u32::try_from(now_us.saturating_sub(c))
-                .unwrap_or(NO_CAPTURE - 1)
-                .min(NO_CAPTURE - 1)
+            u32::try_from(now_us.saturating_sub(c)).unwrap_or(NO_CAPTURE - 1).min(NO_CAPTURE - 1)
         });
-        let frame = ProgramFrame {
-            seq: self.seq,
-            mixed_at_us: now_us,
-            capture_age_us,
-            payload,
-            peak,
-        };
+        let frame =
+            ProgramFrame { seq: self.seq, mixed_at_us: now_us, capture_age_us, payload, peak };
         self.seq = self.seq.wrapping_add(1);
         frame
     }
@@ -200,11 +185,7 @@ impl Mixer {
             muted: false,
             peak: 0.0,
             capture_us: None,
-            ret: if wants_return {
-                Some(Output::new(&self.cfg)?)
-            } else {
-                None
-            },
+            ret: if wants_return { Some(Output::new(&self.cfg)?) } else { None },
         };
         self.sources.insert(id, source);
         Ok(())
@@ -238,9 +219,7 @@ impl Mixer {
 
     /// Peak level (0.0 to 1.0) each speaker contributed in the last tick.
     pub fn levels(&self) -> impl Iterator<Item = (SourceId, f32)> + '_ {
-        self.sources
-            .iter()
-            .map(|(id, s)| (*id, if s.active { s.peak } else { 0.0 }))
+        self.sources.iter().map(|(id, s)| (*id, if s.active { s.peak } else { 0.0 }))
     }
 
     /// Number of speakers.
@@ -263,13 +242,10 @@ impl Mixer {
         }
         self.work.copy_from_slice(&self.mix[..]);
         let program =
-            self.program
-                .encode(&mut self.work, &mut self.scratch, now_us, oldest_capture);
+            self.program.encode(&mut self.work, &mut self.scratch, now_us, oldest_capture);
         self.captures.clear();
         self.captures.extend(
-            self.sources
-                .iter()
-                .map(|(id, s)| (*id, if s.active { s.capture_us } else { None })),
+            self.sources.iter().map(|(id, s)| (*id, if s.active { s.capture_us } else { None })),
         );
         let mut returns = Vec::new();
         for (id, source) in self.sources.iter_mut() {
@@ -287,10 +263,7 @@ impl Mixer {
                 .iter()
                 .filter(|(other, _)| other != id)
                 .fold(None, |acc, (_, c)| min_opt(acc, *c));
-            returns.push((
-                *id,
-                ret.encode(&mut self.work, &mut self.scratch, now_us, others),
-            ));
+            returns.push((*id, ret.encode(&mut self.work, &mut self.scratch, now_us, others)));
         }
         Tick { program, returns }
     }
@@ -312,10 +285,7 @@ impl Source {
         let samples = match decoded {
             Ok(n) => n.min(FRAME_SAMPLES),
             // A packet libopus rejects is concealed instead.
-            Err(_) => self
-                .decoder
-                .decode_float(&[], &mut self.pcm[..], false)
-                .unwrap_or(0),
+            Err(_) => self.decoder.decode_float(&[], &mut self.pcm[..], false).unwrap_or(0),
         };
         self.pcm[samples..].fill(0.0);
         self.capture_us = capture;
@@ -349,22 +319,14 @@ mod tests {
             let enc =
                 opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)
                     .expect("encoder");
-            Bot {
-                tone: ToneGenerator::new(freq, amplitude),
-                enc,
-                seq: 0,
-            }
+            Bot { tone: ToneGenerator::new(freq, amplitude), enc, seq: 0 }
         }
 
         fn frame(&mut self, sent_at_us: u64) -> SpeakerFrame {
             let pcm = self.tone.next_frame();
             let payload = self.enc.encode_vec_float(&pcm, 1275).expect("encode");
             self.seq += 1;
-            SpeakerFrame {
-                seq: self.seq,
-                sent_at_us,
-                payload: Bytes::from(payload),
-            }
+            SpeakerFrame { seq: self.seq, sent_at_us, payload: Bytes::from(payload) }
         }
     }
 
@@ -383,10 +345,7 @@ mod tests {
 
         fn hear(&mut self, frame: &ProgramFrame) {
             let mut buf = [0.0f32; FRAME_SAMPLES];
-            let n = self
-                .dec
-                .decode_float(&frame.payload, &mut buf, false)
-                .expect("decode");
+            let n = self.dec.decode_float(&frame.payload, &mut buf, false).expect("decode");
             self.pcm.extend_from_slice(&buf[..n]);
         }
 
@@ -437,47 +396,27 @@ mod tests {
             program.hear(&t.program);
             assert_eq!(t.returns.len(), 2);
             for (id, frame) in &t.returns {
-                if *id == 1 {
-                    ret1.hear(frame)
-                } else {
-                    ret2.hear(frame)
-                }
+                if *id == 1 { ret1.hear(frame) } else { ret2.hear(frame) }
             }
         }
         assert!(tone_amplitude(program.tail(), 440.0) > 0.15);
         assert!(tone_amplitude(program.tail(), 660.0) > 0.15);
-        assert!(
-            tone_amplitude(ret1.tail(), 440.0) < 0.03,
-            "speaker 1 hears itself"
-        );
-        assert!(
-            tone_amplitude(ret1.tail(), 660.0) > 0.15,
-            "speaker 1 misses speaker 2"
-        );
-        assert!(
-            tone_amplitude(ret2.tail(), 660.0) < 0.03,
-            "speaker 2 hears itself"
-        );
-        assert!(
-            tone_amplitude(ret2.tail(), 440.0) > 0.15,
-            "speaker 2 misses speaker 1"
-        );
+        assert!(tone_amplitude(ret1.tail(), 440.0) < 0.03, "speaker 1 hears itself");
+        assert!(tone_amplitude(ret1.tail(), 660.0) > 0.15, "speaker 1 misses speaker 2");
+        assert!(tone_amplitude(ret2.tail(), 660.0) < 0.03, "speaker 2 hears itself");
+        assert!(tone_amplitude(ret2.tail(), 440.0) > 0.15, "speaker 2 misses speaker 1");
     }
 
     #[test]
     fn loud_speakers_are_soft_clipped_not_wrapped() {
         let mut mixer = Mixer::new(MixerConfig::default()).expect("mixer");
-        let mut bots: Vec<(SourceId, Bot)> = (1..=3)
-            .map(|i| (i, Bot::new(300.0 + 50.0 * i as f32, 0.9)))
-            .collect();
+        let mut bots: Vec<(SourceId, Bot)> =
+            (1..=3).map(|i| (i, Bot::new(300.0 + 50.0 * i as f32, 0.9))).collect();
         for (id, _) in &bots {
             mixer.add_source(*id, false).expect("add");
         }
         let ticks = run(&mut mixer, &mut bots, 60);
-        assert!(
-            ticks.iter().skip(10).any(|t| t.program.peak > 1.0),
-            "the sum does exceed 1.0"
-        );
+        assert!(ticks.iter().skip(10).any(|t| t.program.peak > 1.0), "the sum does exceed 1.0");
         let mut ear = Ear::new();
         ticks.iter().for_each(|t| ear.hear(&t.program));
         let max = ear.pcm.iter().fold(0.0f32, |m, s| m.max(s.abs()));
@@ -498,10 +437,7 @@ mod tests {
             assert_eq!(t.program.seq, i as u32);
             ear.hear(&t.program);
         }
-        assert!(
-            tone_amplitude(ear.tail(), 440.0) < 0.01,
-            "silence after the speaker left"
-        );
+        assert!(tone_amplitude(ear.tail(), 440.0) < 0.01, "silence after the speaker left");
         assert_eq!(ticks[99].program.capture_age_us, NO_CAPTURE);
     }
 
@@ -520,10 +456,7 @@ mod tests {
         }
         let stats = mixer.source_stats(1).expect("stats");
         assert_eq!(stats.concealed, 10);
-        assert!(
-            tone_amplitude(ear.tail(), 440.0) > 0.25,
-            "tone survives 10% loss"
-        );
+        assert!(tone_amplitude(ear.tail(), 440.0) > 0.25, "tone survives 10% loss");
     }
 
     #[test]

@@ -112,18 +112,9 @@ impl OggOpusMuxer {
         title: &str,
     ) -> Result<OggOpusMuxer, OggError> {
         let mut writer = PacketWriter::new(Vec::new());
-        let head = OpusHead {
-            channels: 1,
-            pre_skip,
-            input_rate: SAMPLE_RATE,
-            gain: 0,
-        };
+        let head = OpusHead { channels: 1, pre_skip, input_rate: SAMPLE_RATE, gain: 0 };
         writer.write_packet(head.encode(), serial, PacketWriteEndInfo::EndPage, 0)?;
-        let title: String = title
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
+        let title: String = title.chars().filter(|c| !c.is_control()).take(200).collect();
         let tags = opus_tags("townhall", &[format!("TITLE={title}")]);
         writer.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0)?;
         let headers = Bytes::from(std::mem::take(writer.inner_mut()));
@@ -154,8 +145,7 @@ impl OggOpusMuxer {
         } else {
             PacketWriteEndInfo::NormalPacket
         };
-        self.writer
-            .write_packet(packet.to_vec(), self.serial, end, self.granule)?;
+        self.writer.write_packet(packet.to_vec(), self.serial, end, self.granule)?;
         if end == PacketWriteEndInfo::NormalPacket {
             return Ok(None);
         }
@@ -180,13 +170,9 @@ impl OggOpusReader {
     /// a live HTTP capture is cut off, ends the packets without error.
     pub fn parse(data: &[u8]) -> Result<OggOpusReader, OggError> {
         let mut reader = PacketReader::new(Cursor::new(data));
-        let head_packet = reader
-            .read_packet()?
-            .ok_or(OggError::NotOpus("empty stream"))?;
+        let head_packet = reader.read_packet()?.ok_or(OggError::NotOpus("empty stream"))?;
         let head = OpusHead::parse(&head_packet.data)?;
-        let tags = reader
-            .read_packet()?
-            .ok_or(OggError::NotOpus("missing OpusTags"))?;
+        let tags = reader.read_packet()?.ok_or(OggError::NotOpus("missing OpusTags"))?;
         if !tags.data.starts_with(b"OpusTags") {
             return Err(OggError::NotOpus("missing OpusTags"));
         }
@@ -206,11 +192,7 @@ impl OggOpusReader {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(OggOpusReader {
-            head,
-            packets,
-            last_granule,
-        })
+        Ok(OggOpusReader { head, packets, last_granule })
     }
 }
 
@@ -227,12 +209,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let head = OpusHead {
-            channels: 1,
-            pre_skip: 312,
-            input_rate: 48_000,
-            gain: -3,
-        };
+        let head = OpusHead { channels: 1, pre_skip: 312, input_rate: 48_000, gain: -3 };
         assert_eq!(OpusHead::parse(&head.encode()).expect("parse"), head);
         assert!(OpusHead::parse(b"OpusHeaX0123456789012").is_err());
     }
@@ -244,9 +221,7 @@ mod tests {
         let mut tone = ToneGenerator::new(440.0, 0.4);
         let mut stream = mux.headers().to_vec();
         for i in 0..50 {
-            let pkt = enc
-                .encode_vec_float(&tone.next_frame(), 1275)
-                .expect("encode");
+            let pkt = enc.encode_vec_float(&tone.next_frame(), 1275).expect("encode");
             if let Some(page) = mux.push(&pkt, i == 49).expect("push") {
                 stream.extend_from_slice(&page);
             }
@@ -272,9 +247,7 @@ mod tests {
         let mut mux = OggOpusMuxer::new(1, 312, 2, "late").expect("muxer");
         let mut pages = Vec::new();
         for _ in 0..20 {
-            let pkt = enc
-                .encode_vec_float(&[0.0; FRAME_SAMPLES], 1275)
-                .expect("encode");
+            let pkt = enc.encode_vec_float(&[0.0; FRAME_SAMPLES], 1275).expect("encode");
             pages.extend(mux.push(&pkt, false).expect("push"));
         }
         let mut late = mux.headers().to_vec();

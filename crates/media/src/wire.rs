@@ -93,11 +93,7 @@ impl SpeakerFrame {
         if payload.is_empty() || payload.len() > MAX_OPUS_PACKET {
             return Err(WireError::PayloadSize(payload.len()));
         }
-        Ok(SpeakerFrame {
-            seq,
-            sent_at_us: u64::from_be_bytes(ts),
-            payload,
-        })
+        Ok(SpeakerFrame { seq, sent_at_us: u64::from_be_bytes(ts), payload })
     }
 
     /// Encodes the frame as a message.
@@ -127,10 +123,8 @@ pub struct ProgramFrameView<'a> {
 impl ProgramFrameView<'_> {
     /// When the oldest words in this frame were spoken, µs since the epoch, if any were.
     pub fn captured_at_us(&self) -> Option<u64> {
-        (self.capture_age_us != NO_CAPTURE).then(|| {
-            self.mixed_at_us
-                .saturating_sub(u64::from(self.capture_age_us))
-        })
+        (self.capture_age_us != NO_CAPTURE)
+            .then(|| self.mixed_at_us.saturating_sub(u64::from(self.capture_age_us)))
     }
 }
 
@@ -180,12 +174,8 @@ fn split_program_frame(buf: &[u8]) -> Result<(ProgramFrameView<'_>, &[u8]), Wire
         return Err(WireError::Truncated);
     }
     let (payload, tail) = rest.split_at(len);
-    let frame = ProgramFrameView {
-        seq,
-        mixed_at_us: u64::from_be_bytes(ts),
-        capture_age_us,
-        payload,
-    };
+    let frame =
+        ProgramFrameView { seq, mixed_at_us: u64::from_be_bytes(ts), capture_age_us, payload };
     Ok((frame, tail))
 }
 
@@ -201,11 +191,7 @@ impl ProgramBatchWriter {
     /// A writer emitting a batch every `frames_per_batch` frames (clamped to 1..=50).
     pub fn new(frames_per_batch: usize) -> ProgramBatchWriter {
         let frames_per_batch = frames_per_batch.clamp(1, MAX_BATCH_FRAMES);
-        ProgramBatchWriter {
-            frames_per_batch,
-            count: 0,
-            buf: BytesMut::new(),
-        }
+        ProgramBatchWriter { frames_per_batch, count: 0, buf: BytesMut::new() }
     }
 
     /// Frames per batch.
@@ -252,11 +238,7 @@ mod tests {
 
     #[test]
     fn speaker_frames_round_trip() {
-        let f = SpeakerFrame {
-            seq: 7,
-            sent_at_us: 1_234,
-            payload: Bytes::from_static(&[9, 8, 7]),
-        };
+        let f = SpeakerFrame { seq: 7, sent_at_us: 1_234, payload: Bytes::from_static(&[9, 8, 7]) };
         assert_eq!(SpeakerFrame::parse(f.encode()), Ok(f));
     }
 
@@ -267,15 +249,9 @@ mod tests {
             SpeakerFrame::parse(Bytes::from_static(&[3, 0])),
             Err(WireError::UnknownKind(3))
         );
-        assert_eq!(
-            SpeakerFrame::parse(Bytes::from_static(&[1, 0, 0])),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(SpeakerFrame::parse(Bytes::from_static(&[1, 0, 0])), Err(WireError::Truncated));
         let header_only = Bytes::from(vec![1u8; SPEAKER_HEADER_LEN]);
-        assert_eq!(
-            SpeakerFrame::parse(header_only),
-            Err(WireError::PayloadSize(0))
-        );
+        assert_eq!(SpeakerFrame::parse(header_only), Err(WireError::PayloadSize(0)));
         let huge = Bytes::from(vec![1u8; SPEAKER_HEADER_LEN + 1276]);
         assert_eq!(SpeakerFrame::parse(huge), Err(WireError::PayloadSize(1276)));
     }
@@ -284,12 +260,8 @@ mod tests {
     fn batches_fill_then_emit() {
         let mut w = ProgramBatchWriter::new(3);
         let payload = [1u8, 2, 3];
-        let frame = |seq| ProgramFrameView {
-            seq,
-            mixed_at_us: 5,
-            capture_age_us: 9,
-            payload: &payload,
-        };
+        let frame =
+            |seq| ProgramFrameView { seq, mixed_at_us: 5, capture_age_us: 9, payload: &payload };
         assert!(w.push(&frame(1)).is_none());
         assert!(w.push(&frame(2)).is_none());
         let batch = w.push(&frame(3)).expect("third frame completes the batch");
@@ -304,17 +276,9 @@ mod tests {
 
     #[test]
     fn capture_time_is_derived_from_age() {
-        let f = ProgramFrameView {
-            seq: 0,
-            mixed_at_us: 1_000,
-            capture_age_us: 250,
-            payload: &[1],
-        };
+        let f = ProgramFrameView { seq: 0, mixed_at_us: 1_000, capture_age_us: 250, payload: &[1] };
         assert_eq!(f.captured_at_us(), Some(750));
-        let none = ProgramFrameView {
-            capture_age_us: NO_CAPTURE,
-            ..f
-        };
+        let none = ProgramFrameView { capture_age_us: NO_CAPTURE, ..f };
         assert_eq!(none.captured_at_us(), None);
     }
 

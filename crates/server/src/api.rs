@@ -60,19 +60,12 @@ async fn create_space(
     if let SpaceScope::One(granted) = &claims.space
         && req.id.as_ref() != Some(granted)
     {
-        return Err(ApiError::forbidden(
-            "the token grants one space; create it by that id",
-        ));
+        return Err(ApiError::forbidden("the token grants one space; create it by that id"));
     }
     let space = app.create(req, claims.sub)?;
     let location = format!("/api/v1/spaces/{}", space.id);
     let view = app.view(space);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(view),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
 }
 
 async fn start_space(
@@ -130,17 +123,10 @@ async fn join_space(
     }
     match space.state {
         SpaceState::Ended => {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "ended",
-                "this space has ended",
-            ));
+            return Err(ApiError::new(StatusCode::GONE, "ended", "this space has ended"));
         }
         SpaceState::Scheduled => {
-            return Err(ApiError::conflict(
-                "not_live",
-                "this space has not started yet",
-            ));
+            return Err(ApiError::conflict("not_live", "this space has not started yet"));
         }
         SpaceState::Live => {}
     }
@@ -156,21 +142,9 @@ async fn join_space(
     };
     let now = now_unix();
     let ttl = app.config.ticket_ttl_secs;
-    let token = app.keys.mint(
-        identity.clone(),
-        role,
-        SpaceScope::One(id.clone()),
-        now,
-        ttl,
-    )?;
+    let token = app.keys.mint(identity.clone(), role, SpaceScope::One(id.clone()), now, ttl)?;
     let urls = app.view(space).urls;
-    Ok(Json(JoinTicket {
-        token,
-        identity,
-        role,
-        expires_at: now.0 + ttl,
-        urls,
-    }))
+    Ok(Json(JoinTicket { token, identity, role, expires_at: now.0 + ttl, urls }))
 }
 
 fn anonymous_identity() -> Identity {
@@ -179,8 +153,5 @@ fn anonymous_identity() -> Identity {
 }
 
 async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("../../../docs/openapi.json"),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
 }

@@ -6,9 +6,7 @@ use townhall_core::UnixTime;
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Seconds since the Unix epoch, for the core.

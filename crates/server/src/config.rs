@@ -36,6 +36,8 @@ pub struct Config {
     pub ws_batch_frames: usize,
     /// A connection whose socket accepts no bytes for this long is closed (slow-read defence).
     pub stall_timeout_secs: u64,
+    /// A request head must arrive within this many seconds (slowloris defence).
+    pub header_timeout_secs: u64,
     /// Kernel send buffer per connection, bytes (`None`: the kernel's autotuning). Smaller
     /// buffers cap kernel memory per listener and detect stalled readers sooner.
     pub socket_send_buffer: Option<u32>,
@@ -69,6 +71,7 @@ impl Default for Config {
             ogg_burst_ms: 1_000,
             ws_batch_frames: 1,
             stall_timeout_secs: 10,
+            header_timeout_secs: 10,
             socket_send_buffer: None,
             drain_secs: 5,
             anonymous_listeners: true,
@@ -112,10 +115,8 @@ pub const DEV_API_SECRET: &str = "townhall-development-secret-change-me";
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
@@ -125,7 +126,8 @@ impl Config {
     /// Checks ranges that would otherwise fail later or silently misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.ogg_page_ms < 20 || self.ogg_page_ms > 1_000 || !self.ogg_page_ms.is_multiple_of(20) {
+        if self.ogg_page_ms < 20 || self.ogg_page_ms > 1_000 || !self.ogg_page_ms.is_multiple_of(20)
+        {
             return bad("ogg_page_ms must be a multiple of 20 between 20 and 1000");
         }
         if !(1..=50).contains(&self.ws_batch_frames) {
@@ -184,18 +186,9 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         for c in [
-            Config {
-                ogg_page_ms: 30,
-                ..Config::default()
-            },
-            Config {
-                ws_batch_frames: 0,
-                ..Config::default()
-            },
-            Config {
-                api_secret: Some("short".into()),
-                ..Config::default()
-            },
+            Config { ogg_page_ms: 30, ..Config::default() },
+            Config { ws_batch_frames: 0, ..Config::default() },
+            Config { api_secret: Some("short".into()), ..Config::default() },
         ] {
             assert!(c.validate().is_err());
         }

@@ -35,20 +35,14 @@ pub async fn start(app: &Arc<AppState>) -> Result<SpaceId, ApiError> {
     let host = Identity::new("demo-host").map_err(|e| ApiError::internal(e.to_string()))?;
     app.create(req, host)?;
     let speech = OggOpusReader::parse(SPEECH).map_err(|e| ApiError::internal(e.to_string()))?;
-    let live = app
-        .live(&id)
-        .ok_or_else(|| ApiError::internal("demo space did not go live"))?;
+    let live = app.live(&id).ok_or_else(|| ApiError::internal("demo space did not go live"))?;
     let bot = Identity::new("demo-bot").map_err(|e| ApiError::internal(e.to_string()))?;
     let seat = live.seat(bot, Role::Speaker, false).await?;
     let feed = live.feed().clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let script = speech
-            .packets
-            .iter()
-            .map(Some)
-            .chain(std::iter::repeat_n(None, PAUSE_FRAMES));
+        let script = speech.packets.iter().map(Some).chain(std::iter::repeat_n(None, PAUSE_FRAMES));
         let mut seq: u32 = 0;
         for packet in script.cycle() {
             tick.tick().await;
@@ -59,11 +53,8 @@ pub async fn start(app: &Arc<AppState>) -> Result<SpaceId, ApiError> {
             let this = seq;
             seq = seq.wrapping_add(1);
             let Some(payload) = packet else { continue };
-            let frame = SpeakerFrame {
-                seq: this,
-                sent_at_us: now_us(),
-                payload: Bytes::clone(payload),
-            };
+            let frame =
+                SpeakerFrame { seq: this, sent_at_us: now_us(), payload: Bytes::clone(payload) };
             let _ = seat.send(frame);
         }
     });

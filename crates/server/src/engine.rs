@@ -10,7 +10,6 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use townhall_core::SpaceId;
@@ -65,6 +64,8 @@ pub struct SpaceMix {
     returns: HashMap<SourceId, mpsc::Sender<Bytes>>,
     ticks: u64,
     last_count: Option<usize>,
+    /// Frames muxed into the Ogg page being built.
+    ogg_pending: u64,
 }
 
 impl SpaceMix {
@@ -84,6 +85,7 @@ impl SpaceMix {
             returns: HashMap::new(),
             ticks: 0,
             last_count: None,
+            ogg_pending: 0,
         }
     }
 
@@ -132,14 +134,18 @@ impl SpaceMix {
         for (i, writer) in self.ws.iter_mut().enumerate() {
             if in_use[i] {
                 if let Some(batch) = writer.push(&view) {
-                    self.feed.publish_ws(i + 1, batch);
+                    self.feed.publish_ws(i + 1, &batch, u64::from(batch[1]));
                 }
             } else {
                 writer.finish();
             }
         }
+        self.ogg_pending += 1;
         match self.ogg.push(&frame.payload, end_of_stream) {
-            Ok(Some(page)) => self.feed.publish_ogg(page),
+            Ok(Some(page)) => {
+                self.feed.publish_ogg(page, self.ogg_pending);
+                self.ogg_pending = 0;
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(space = %self.feed.space(), "ogg muxing failed: {e}"),
         }
@@ -150,23 +156,21 @@ impl SpaceMix {
         if self.last_count != Some(count) {
             self.last_count = Some(count);
             let json = format!(r#"{{"type":"listeners","count":{count}}}"#);
-            self.feed.publish_event(Utf8Bytes::from(json));
+            self.feed.publish_event(&json);
         }
     }
 
-    /// Ends the stream: a last Ogg page marked end-of-stream, an `ended` event, channels closed.
+    /// Ends the stream: a last Ogg page marked end-of-stream, then the feed closes.
     fn finish(mut self, now_us: u64) {
         self.drain_ingest();
         let tick = self.mixer.tick(now_us);
         self.publish(&tick.program, true);
         for (i, writer) in self.ws.iter_mut().enumerate() {
             if let Some(batch) = writer.finish() {
-                self.feed.publish_ws(i + 1, batch);
+                self.feed.publish_ws(i + 1, &batch, u64::from(batch[1]));
             }
         }
-        self.feed.publish_event(Utf8Bytes::from_static(
-            r#"{"type":"state","state":"ended"}"#,
-        ));
+        // Closing the feed makes its shards send listeners the `ended` event and a close frame.
         self.feed.close();
     }
 }
@@ -207,13 +211,9 @@ impl Engine {
     /// Starts the engine thread.
     pub fn start() -> std::io::Result<Engine> {
         let (tx, rx) = std_mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("townhall-mixer".into())
-            .spawn(move || run(rx))?;
-        Ok(Engine {
-            tx,
-            thread: Some(thread),
-        })
+        let thread =
+            std::thread::Builder::new().name("townhall-mixer".into()).spawn(move || run(rx))?;
+        Ok(Engine { tx, thread: Some(thread) })
     }
 
     /// Starts mixing a space.

@@ -22,11 +22,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     /// 404 for an unknown space or route.
@@ -60,11 +56,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Counts the rejection in `/metrics`.
+    pub fn count(&self) {
+        metrics::counter!(crate::metrics::REJECTIONS, "reason" => self.code).increment(1);
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!(crate::metrics::REJECTIONS, "reason" => self.code).increment(1);
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        self.count();
+        (self.status, Json(self.body())).into_response()
     }
 }
 

@@ -1,18 +1,19 @@
-//! Fan-out of one space's program stream to every listener.
+//! One space's program stream, as listeners receive it.
 //!
-//! The media engine publishes each encoded frame once; listeners hold broadcast receivers over
-//! shared `Bytes`, so a frame costs the same memory for one listener as for ten thousand. A
-//! listener that falls behind finds its receiver lagged and skips ahead; nobody waits for it.
+//! The media engine publishes each batch or page once, already framed for the wire (a WebSocket
+//! frame, or Ogg pages). Listener sockets are served by [`fanout`](crate::fanout) shards that write
+//! those shared bytes to every socket; a frame costs the same memory for one listener as for ten
+//! thousand.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use axum::extract::ws::{Message, Utf8Bytes};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::broadcast;
 use townhall_core::SpaceId;
 
+use crate::fanout::{Catchup, Fanout, FanoutConfig, Farewell, WireMessage};
 use crate::metrics::LISTENERS;
 
 /// WebSocket listeners may ask for 1 to this many frames per message (up to 100 ms).
@@ -41,21 +42,66 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedEnded;
 
-/// What a new Ogg listener receives: headers, recent pages, then the live pages.
-pub struct OggSubscription {
-    /// ID and comment header pages.
-    pub headers: Bytes,
-    /// The last pages, so a player can start at once.
-    pub recent: Vec<Bytes>,
-    /// Live pages from now on.
-    pub live: broadcast::Receiver<Bytes>,
+/// A WebSocket frame opcode, for pre-framed server messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsOpcode {
+    /// UTF-8 text.
+    Text = 0x1,
+    /// Binary.
+    Binary = 0x2,
+    /// Close.
+    Close = 0x8,
+}
+
+/// Frames `payload` as one unmasked server-to-client WebSocket frame.
+pub fn ws_frame(opcode: WsOpcode, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    out.put_u8(0x80 | opcode as u8);
+    match payload.len() {
+        n if n < 126 => out.put_u8(n as u8),
+        n if n <= 0xFFFF => {
+            out.put_u8(126);
+            out.put_u16(n as u16);
+        }
+        n => {
+            out.put_u8(127);
+            out.put_u64(n as u64);
+        }
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A close frame with a status code and reason.
+pub fn ws_close(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    ws_frame(WsOpcode::Close, &payload)
+}
+
+struct Channel {
+    tx: broadcast::Sender<WireMessage>,
+    seq: u64,
+    fanout: Option<Arc<Fanout>>,
+}
+
+impl Channel {
+    fn new(capacity: usize) -> Channel {
+        Channel { tx: broadcast::channel(capacity).0, seq: 0, fanout: None }
+    }
+
+    fn send(&mut self, bytes: Bytes, frames: u64) -> u64 {
+        self.seq += 1;
+        let _ = self.tx.send(WireMessage { seq: self.seq, bytes, frames });
+        self.seq
+    }
 }
 
 struct Channels {
     /// One channel per batch size (index 0 = 1 frame per message).
-    ws: [broadcast::Sender<Message>; MAX_WS_BATCH],
-    ogg: broadcast::Sender<Bytes>,
-    ogg_recent: VecDeque<Bytes>,
+    ws: [Channel; MAX_WS_BATCH],
+    ogg: Channel,
+    ogg_recent: VecDeque<(u64, Bytes)>,
 }
 
 /// One space's program stream, as listeners see it.
@@ -63,6 +109,7 @@ pub struct ProgramFeed {
     space: SpaceId,
     ogg_headers: Bytes,
     ogg_burst_pages: usize,
+    fanout: FanoutConfig,
     channels: Mutex<Option<Channels>>,
     ws_listeners: AtomicUsize,
     ogg_listeners: AtomicUsize,
@@ -70,18 +117,23 @@ pub struct ProgramFeed {
 
 impl ProgramFeed {
     /// A feed whose Ogg listeners start with `ogg_headers` and up to `ogg_burst_pages` pages.
-    pub fn new(space: SpaceId, ogg_headers: Bytes, ogg_burst_pages: usize) -> ProgramFeed {
-        // About two seconds of buffer per channel: a listener further behind than that skips.
-        let ws = std::array::from_fn(|i| broadcast::channel(100 / (i + 1) + 8).0);
+    pub fn new(
+        space: SpaceId,
+        ogg_headers: Bytes,
+        ogg_burst_pages: usize,
+        fanout: FanoutConfig,
+    ) -> ProgramFeed {
+        // About two seconds of buffer per channel: a shard further behind than that skips.
         let channels = Channels {
-            ws,
-            ogg: broadcast::channel(32).0,
+            ws: std::array::from_fn(|i| Channel::new(100 / (i + 1) + 16)),
+            ogg: Channel::new(64),
             ogg_recent: VecDeque::with_capacity(ogg_burst_pages + 1),
         };
         ProgramFeed {
             space,
             ogg_headers,
             ogg_burst_pages,
+            fanout,
             channels: Mutex::new(Some(channels)),
             ws_listeners: AtomicUsize::new(0),
             ogg_listeners: AtomicUsize::new(0),
@@ -95,72 +147,124 @@ impl ProgramFeed {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Channels>> {
         // A panic while holding this lock cannot leave the channels inconsistent.
-        self.channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Subscribes to WebSocket messages of `batch` frames each (1..=MAX_WS_BATCH).
-    pub fn subscribe_ws(&self, batch: usize) -> Result<broadcast::Receiver<Message>, FeedEnded> {
+    /// The shards serving WebSocket listeners of `batch` frames per message.
+    pub fn ws_fanout(&self, batch: usize) -> Result<Arc<Fanout>, FeedEnded> {
         let idx = batch.clamp(1, MAX_WS_BATCH) - 1;
-        self.lock()
-            .as_ref()
-            .map(|c| c.ws[idx].subscribe())
-            .ok_or(FeedEnded)
+        let mut guard = self.lock();
+        let channels = guard.as_mut().ok_or(FeedEnded)?;
+        let channel = &mut channels.ws[idx];
+        let start_seq = channel.seq;
+        let cfg = &self.fanout;
+        let fanout = channel.fanout.get_or_insert_with(|| {
+            let farewell = Farewell {
+                ended: concat(&[
+                    ws_frame(WsOpcode::Text, br#"{"type":"state","state":"ended"}"#),
+                    ws_close(1000, "space ended"),
+                ]),
+                shutdown: concat(&[
+                    ws_frame(
+                        WsOpcode::Text,
+                        br#"{"type":"bye","reason":"server_shutdown","reconnect_after_ms":1000}"#,
+                    ),
+                    ws_close(1001, "server shutting down"),
+                ]),
+            };
+            let catchup: Catchup = Arc::new(|_| Vec::new());
+            Arc::new(Fanout::start(&channel.tx, start_seq, catchup, farewell, "ws", cfg))
+        });
+        Ok(fanout.clone())
     }
 
-    /// Subscribes to the Ogg stream.
-    pub fn subscribe_ogg(&self) -> Result<OggSubscription, FeedEnded> {
+    /// The shards serving Ogg listeners. New listeners get the recent pages the shard has not
+    /// yet passed, so their stream continues without a gap or a repeat.
+    pub fn ogg_fanout(self: &Arc<Self>) -> Result<Arc<Fanout>, FeedEnded> {
+        let weak: Weak<ProgramFeed> = Arc::downgrade(self);
+        let mut guard = self.lock();
+        let channels = guard.as_mut().ok_or(FeedEnded)?;
+        let start_seq = channels.ogg.seq;
+        let cfg = &self.fanout;
+        let tx = channels.ogg.tx.clone();
+        let fanout = channels.ogg.fanout.get_or_insert_with(|| {
+            let catchup: Catchup = Arc::new(move |last_seq| {
+                weak.upgrade().map_or_else(Vec::new, |f| f.ogg_recent(last_seq))
+            });
+            let farewell = Farewell { ended: Bytes::new(), shutdown: Bytes::new() };
+            Arc::new(Fanout::start(&tx, start_seq, catchup, farewell, "ogg", cfg))
+        });
+        Ok(fanout.clone())
+    }
+
+    /// Subscribes one listener directly to the Ogg pages (for a request that arrived on a reused
+    /// HTTP connection and so cannot join a shard): the recent pages, then live ones.
+    pub fn subscribe_ogg(
+        &self,
+    ) -> Result<(Vec<Bytes>, broadcast::Receiver<WireMessage>), FeedEnded> {
         let guard = self.lock();
         let c = guard.as_ref().ok_or(FeedEnded)?;
-        Ok(OggSubscription {
-            headers: self.ogg_headers.clone(),
-            recent: c.ogg_recent.iter().cloned().collect(),
-            live: c.ogg.subscribe(),
-        })
+        let recent = c.ogg_recent.iter().map(|(_, page)| page.clone()).collect();
+        Ok((recent, c.ogg.tx.subscribe()))
+    }
+
+    /// ID and comment header pages of the Ogg stream.
+    pub fn ogg_headers(&self) -> Bytes {
+        self.ogg_headers.clone()
+    }
+
+    /// The recent Ogg pages up to and including feed position `last_seq`.
+    fn ogg_recent(&self, last_seq: u64) -> Vec<Bytes> {
+        let guard = self.lock();
+        let Some(c) = guard.as_ref() else { return Vec::new() };
+        c.ogg_recent
+            .iter()
+            .filter(|(seq, _)| *seq <= last_seq)
+            .map(|(_, page)| page.clone())
+            .collect()
     }
 
     /// Which WebSocket batch sizes have listeners (index 0 = batch of 1).
     pub fn ws_batches_in_use(&self) -> [bool; MAX_WS_BATCH] {
         let guard = self.lock();
         match guard.as_ref() {
-            Some(c) => std::array::from_fn(|i| c.ws[i].receiver_count() > 0),
+            Some(c) => std::array::from_fn(|i| c.ws[i].tx.receiver_count() > 0),
             None => [false; MAX_WS_BATCH],
         }
     }
 
-    /// Publishes a batch to the WebSocket listeners of that batch size.
-    pub fn publish_ws(&self, batch: usize, msg: Bytes) {
-        if let Some(c) = self.lock().as_ref() {
-            let _ = c.ws[batch.clamp(1, MAX_WS_BATCH) - 1].send(Message::Binary(msg));
+    /// Publishes a program batch (the payload of one binary message) of `frames` frames.
+    pub fn publish_ws(&self, batch: usize, payload: &[u8], frames: u64) {
+        let frame = ws_frame(WsOpcode::Binary, payload);
+        if let Some(c) = self.lock().as_mut() {
+            c.ws[batch.clamp(1, MAX_WS_BATCH) - 1].send(frame, frames);
         }
     }
 
     /// Publishes a JSON event to every WebSocket listener.
-    pub fn publish_event(&self, json: Utf8Bytes) {
-        if let Some(c) = self.lock().as_ref() {
-            for tx in &c.ws {
-                if tx.receiver_count() > 0 {
-                    let _ = tx.send(Message::Text(json.clone()));
-                }
+    pub fn publish_event(&self, json: &str) {
+        let frame = ws_frame(WsOpcode::Text, json.as_bytes());
+        if let Some(c) = self.lock().as_mut() {
+            for channel in c.ws.iter_mut().filter(|ch| ch.tx.receiver_count() > 0) {
+                channel.send(frame.clone(), 0);
             }
         }
     }
 
-    /// Publishes an Ogg page and remembers it for the next listeners' burst.
-    pub fn publish_ogg(&self, page: Bytes) {
+    /// Publishes an Ogg page of `frames` frames and remembers it for new listeners' burst.
+    pub fn publish_ogg(&self, page: Bytes, frames: u64) {
         if let Some(c) = self.lock().as_mut() {
+            let seq = c.ogg.send(page.clone(), frames);
             if self.ogg_burst_pages > 0 {
                 if c.ogg_recent.len() >= self.ogg_burst_pages {
                     c.ogg_recent.pop_front();
                 }
-                c.ogg_recent.push_back(page.clone());
+                c.ogg_recent.push_back((seq, page));
             }
-            let _ = c.ogg.send(page);
         }
     }
 
-    /// Closes every channel: listeners drain what they have, then see the end.
+    /// Closes every channel: shards send their farewell and close their sockets.
     pub fn close(&self) {
         self.lock().take();
     }
@@ -183,14 +287,11 @@ impl ProgramFeed {
     }
 
     /// Counts a listener in until the returned guard drops.
-    pub fn count_listener(self: &std::sync::Arc<Self>, protocol: Protocol) -> ListenerGuard {
+    pub fn count_listener(self: &Arc<Self>, protocol: Protocol) -> ListenerGuard {
         let n = self.counter(protocol).fetch_add(1, Ordering::Relaxed) + 1;
         self.report(protocol, n);
         metrics::counter!(crate::metrics::JOINS, "protocol" => protocol.label()).increment(1);
-        ListenerGuard {
-            feed: self.clone(),
-            protocol,
-        }
+        ListenerGuard { feed: self.clone(), protocol }
     }
 
     fn report(&self, protocol: Protocol, n: usize) {
@@ -199,19 +300,37 @@ impl ProgramFeed {
     }
 }
 
+fn concat(parts: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    parts.iter().for_each(|p| out.put_slice(p));
+    out.freeze()
+}
+
 /// Keeps a listener counted while it lives.
 pub struct ListenerGuard {
-    feed: std::sync::Arc<ProgramFeed>,
+    feed: Arc<ProgramFeed>,
     protocol: Protocol,
 }
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        let n = self
-            .feed
-            .counter(self.protocol)
-            .fetch_sub(1, Ordering::Relaxed)
-            - 1;
+        let n = self.feed.counter(self.protocol).fetch_sub(1, Ordering::Relaxed) - 1;
         self.feed.report(self.protocol, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_use_the_right_length_encoding() {
+        for (len, header) in [(0usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let f = ws_frame(WsOpcode::Binary, &vec![0u8; len]);
+            assert_eq!(f.len(), len + header, "payload {len}");
+            assert_eq!(f[0], 0x82);
+        }
+        let close = ws_close(1000, "bye");
+        assert_eq!(&close[..], &[0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']);
     }
 }

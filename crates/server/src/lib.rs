@@ -9,11 +9,13 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod fanout;
 pub mod feed;
 pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod ogg_http;
+pub mod serve;
 pub mod state;
 pub mod web;
 pub mod ws;
@@ -64,9 +66,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -76,7 +76,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .merge(api::routes())
         .route("/ws/{id}", get(ws::handler))
-        .route("/live/{file}", get(ogg_http::handler))
+        .route("/live/{file}", get(ogg_http::routed).fallback(ogg_http::other))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -96,38 +96,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener.local_addr()?;
     let engine = engine::Engine::start()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let stall = Duration::from_secs(config.stall_timeout_secs.max(1));
-    let app = Arc::new(AppState::new(
-        config,
-        keys,
-        engine,
-        shutdown_rx,
-        metrics::handle(),
-    ));
+    let app = Arc::new(AppState::new(config, keys, engine, shutdown_rx, metrics::handle()));
     if app.config.demo {
         demo::start(&app).await.map_err(StartError::Demo)?;
     }
     let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
-    let host_token = app
-        .keys
-        .mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
-    let service = router(app.clone()).into_make_service_with_connect_info::<net::PeerAddr>();
-    let mut drained = shutdown_tx.subscribe();
-    let task = tokio::spawn(async move {
-        axum::serve(net::GuardedListener::new(listener, stall), service)
-            .with_graceful_shutdown(async move {
-                let _ = drained.wait_for(|d| *d).await;
-            })
-            .await
-    });
-    Ok(Server {
-        addr,
-        app,
-        shutdown: shutdown_tx,
-        task,
-        host_token,
-        dev_credentials,
-    })
+    let host_token = app.keys.mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
+    let task = tokio::spawn(serve::serve(
+        listener,
+        app.clone(),
+        router(app.clone()),
+        shutdown_tx.subscribe(),
+    ));
+    Ok(Server { addr, app, shutdown: shutdown_tx, task, host_token, dev_credentials })
 }
 
 impl Server {
@@ -153,9 +134,7 @@ impl Server {
 
     /// Waits until the server stops by itself (it does not, unless it fails).
     pub async fn wait(&mut self) -> std::io::Result<()> {
-        (&mut self.task)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Drains: stops admitting, tells listeners to reconnect elsewhere, waits for them to leave
@@ -173,13 +152,7 @@ impl Server {
 }
 
 async fn metrics_text(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -188,12 +161,8 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     if app.is_draining() {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this node is shutting down",
-        )
-        .into_response()
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down")
+            .into_response()
     } else {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     }

@@ -11,6 +11,7 @@ use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
 
 use crate::config::Config;
 use crate::engine::{Engine, Ingest, SpaceMix};
+use crate::fanout::FanoutConfig;
 use crate::feed::ProgramFeed;
 use crate::metrics::SPEAKERS;
 
@@ -55,9 +56,7 @@ pub struct LiveSpace {
 
 impl std::fmt::Debug for LiveSpace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveSpace")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("LiveSpace").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -67,22 +66,17 @@ impl LiveSpace {
         space: &Space,
         config: &Config,
         engine: &Engine,
+        fanout: FanoutConfig,
     ) -> Result<Arc<LiveSpace>, OpenError> {
-        let mixer = Mixer::new(MixerConfig {
-            bitrate: config.bitrate,
-            ..MixerConfig::default()
-        })?;
+        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
         let serial: u32 = rand::random();
-        let ogg = OggOpusMuxer::new(
-            serial,
-            mixer.pre_skip(),
-            config.ogg_page_frames(),
-            &space.title,
-        )?;
+        let ogg =
+            OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
         let feed = Arc::new(ProgramFeed::new(
             space.id.clone(),
             ogg.headers(),
             config.ogg_burst_pages(),
+            fanout,
         ));
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         engine.add(SpaceMix::new(feed.clone(), mixer, ogg, rx));
@@ -109,18 +103,12 @@ impl LiveSpace {
     }
 
     fn seats(&self) -> std::sync::MutexGuard<'_, Seats> {
-        self.seats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.seats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Speakers on stage.
     pub fn speakers(&self) -> Vec<(Identity, Role)> {
-        self.seats()
-            .stage
-            .speakers()
-            .map(|(who, role)| (who.clone(), role))
-            .collect()
+        self.seats().stage.speakers().map(|(who, role)| (who.clone(), role)).collect()
     }
 
     /// Seats a speaker and connects them to the mixer. A second session of the same identity
@@ -140,13 +128,7 @@ impl LiveSpace {
             {
                 old.kick.notify_one();
             }
-            seats.sessions.insert(
-                who.clone(),
-                Session {
-                    source,
-                    kick: kick.clone(),
-                },
-            );
+            seats.sessions.insert(who.clone(), Session { source, kick: kick.clone() });
             seats.stage.len()
         };
         metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
@@ -157,20 +139,8 @@ impl LiveSpace {
             (None, None)
         };
         // Join must not be lost: wait for room rather than drop it.
-        let _ = self
-            .ingest
-            .send(Ingest::Join {
-                source,
-                returns: returns_tx,
-            })
-            .await;
-        Ok(SpeakerSeat {
-            space: self.clone(),
-            who,
-            source,
-            kick,
-            returns,
-        })
+        let _ = self.ingest.send(Ingest::Join { source, returns: returns_tx }).await;
+        Ok(SpeakerSeat { space: self.clone(), who, source, kick, returns })
     }
 
     /// Ends the stream (the engine closes the feed after a final page).
@@ -214,10 +184,7 @@ impl SpeakerSeat {
     pub fn send(&self, frame: SpeakerFrame) -> Result<(), Overloaded> {
         self.space
             .ingest
-            .try_send(Ingest::Frame {
-                source: self.source,
-                frame,
-            })
+            .try_send(Ingest::Frame { source: self.source, frame })
             .map_err(|_| Overloaded)
     }
 }

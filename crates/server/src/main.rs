@@ -123,30 +123,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.api_key = args.keys.api_key;
         config.api_secret = args.keys.api_secret;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let public_url = config.public_url.clone();
     let demo = config.demo;
-    let mut server = townhall_server::start(config)
-        .await
-        .context("starting server")?;
+    let mut server = townhall_server::start(config).await.context("starting server")?;
     let url = public_url.unwrap_or_else(|| format!("http://{}", server.addr()));
     println!("Townhall is listening on {url}");
     println!("  page:        {url}/");
     if demo {
-        println!(
-            "  demo space:  {url}/#/space/{}",
-            townhall_server::demo::DEMO_SPACE
-        );
-        println!(
-            "  Ogg stream:  {url}/live/{}.opus",
-            townhall_server::demo::DEMO_SPACE
-        );
+        println!("  demo space:  {url}/#/space/{}", townhall_server::demo::DEMO_SPACE);
+        println!("  Ogg stream:  {url}/live/{}.opus", townhall_server::demo::DEMO_SPACE);
     }
     println!("  host token (all spaces, 24 h):\n{}", server.host_token());
     if server.dev_credentials() {

@@ -45,21 +45,12 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_gauge!(LISTENERS, "Listeners connected, by space and protocol.");
     describe_gauge!(SPEAKERS, "Speakers on stage, by space.");
-    describe_counter!(
-        FRAMES_SENT,
-        "Program frames written to listeners, by protocol."
-    );
-    describe_counter!(
-        FRAMES_DROPPED,
-        "Program frames skipped by listeners that fell behind."
-    );
+    describe_counter!(FRAMES_SENT, "Program frames written to listeners, by protocol.");
+    describe_counter!(FRAMES_DROPPED, "Program frames skipped by listeners that fell behind.");
     describe_counter!(JOINS, "Listener connections accepted, by protocol.");
     describe_counter!(REJECTIONS, "Requests refused, by reason.");
     describe_counter!(SPEAKER_FRAMES, "Speaker frames received, by result.");
     describe_counter!(MIXER_TICKS, "Mixer ticks run.");
-    describe_counter!(
-        MIXER_LATE_TICKS,
-        "Mixer ticks started more than a frame late."
-    );
+    describe_counter!(MIXER_LATE_TICKS, "Mixer ticks started more than a frame late.");
     describe_counter!(STALLED_CONNECTIONS, "Connections closed for not reading.");
 }

@@ -1,94 +1,155 @@
 //! `GET /live/{space}.opus`: the program stream as Ogg/Opus over plain HTTP, Icecast-style.
 //!
-//! Playable by `<audio>`, VLC, mpv, ffmpeg and radio apps. A new listener receives the stream's
-//! header pages, about a second of recent pages (so players start at once), then live pages.
+//! Playable by `<audio>`, VLC, mpv, ffmpeg and radio apps. Served from the raw socket (see
+//! [`serve`](crate::serve)): the request is checked like any API request (JSON errors), then the
+//! socket joins the feed's fan-out, which sends the header pages, about a second of recent pages
+//! (so players start at once), then live pages, to every listener from the same shared bytes.
+//! A stream request on a reused keep-alive connection goes through the router instead
+//! ([`routed`]): same checks and bytes, written by that connection's task.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::stream;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
-use townhall_core::SpaceId;
+use tokio::sync::{broadcast, watch};
+use townhall_core::{Space, SpaceId};
 
 use crate::error::ApiError;
-use crate::feed::{ListenerGuard, OggSubscription, Protocol};
+use crate::fanout::{Joiner, WireMessage};
+use crate::feed::{ListenerGuard, Protocol};
+use crate::live::LiveSpace;
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT};
+use crate::net::GuardedStream;
+use crate::serve::{streaming_head, write_error};
 use crate::state::{AppState, bearer};
 use crate::ws::{listener_identity, live_space};
 
 /// Query parameters of the Ogg stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OggQuery {
     token: Option<String>,
 }
 
-/// Serves the Ogg/Opus stream of a live space.
-pub async fn handler(
-    State(app): State<Arc<AppState>>,
-    Path(file): Path<String>,
-    query: Result<Query<OggQuery>, QueryRejection>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+/// Checks a stream request: the file name, the token, the space's state.
+fn check(
+    app: &AppState,
+    file: &str,
+    query: &str,
+    authorization: Option<&str>,
+) -> Result<(Space, Arc<LiveSpace>), ApiError> {
     let raw = file
         .strip_suffix(".opus")
         .or_else(|| file.strip_suffix(".ogg"))
         .ok_or_else(|| ApiError::not_found("streams are at /live/{space}.opus"))?;
     let id =
         SpaceId::new(raw).map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
-    let Query(q) = query?;
+    let q: OggQuery = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::bad_request("bad_query", e.to_string()))?;
     let space = app.space(&id)?;
-    let token = q.token.as_deref().or_else(|| bearer(&headers));
+    let token = q.token.as_deref().or(authorization);
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
-    listener_identity(&app, &space, claims)?;
-    let live = live_space(&app, &space)?;
-    let sub = live.feed().subscribe_ogg().map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::GONE,
-            "ended",
-            "this space has ended",
-        )
-    })?;
+    listener_identity(app, &space, claims)?;
+    let live = live_space(app, &space)?;
+    Ok((space, live))
+}
+
+fn icy_name(space: &Space) -> String {
+    space.title.chars().map(|c| if c.is_ascii() && !c.is_control() { c } else { ' ' }).collect()
+}
+
+/// Serves a `GET /live/...` request from its raw socket (`head` is the request head).
+pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState) {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let mut stream = stream.into_inner();
+    let parsed = req.parse(&head);
+    let target = match (parsed, req.path) {
+        (Ok(httparse::Status::Complete(_)), Some(path)) => path.to_owned(),
+        _ => {
+            write_error(
+                &mut stream,
+                &ApiError::bad_request("malformed_request", "malformed HTTP request"),
+            )
+            .await;
+            return;
+        }
+    };
+    let authorization = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let file = path.strip_prefix("/live/").unwrap_or("");
+    let checked = check(app, file, query, authorization.as_deref());
+    let (space, live) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            write_error(&mut stream, &e).await;
+            return;
+        }
+    };
+    let fanout = match live.feed().ogg_fanout() {
+        Ok(f) => f,
+        Err(_) => {
+            let e = ApiError::new(StatusCode::GONE, "ended", "this space has ended");
+            write_error(&mut stream, &e).await;
+            return;
+        }
+    };
     let guard = live.feed().count_listener(Protocol::Ogg);
-    let frames_per_page = app.config.ogg_page_frames() as u64;
-    let body = Body::from_stream(pages(sub, guard, frames_per_page, app.shutdown.clone()));
-    let title = HeaderValue::from_str(
-        &space
-            .title
-            .replace(|c: char| !c.is_ascii() || c.is_control(), " "),
+    let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
+    let first = vec![response_head, live.feed().ogg_headers()];
+    // A refused join means the feed just ended: dropping the socket closes it.
+    let _ = fanout.join(Joiner { stream, first, guard }).await;
+}
+
+/// `GET` or `HEAD /live/{space}.opus` through the router: a stream request that arrived on a
+/// reused (keep-alive) connection, whose socket cannot be handed to a shard. Same checks, same
+/// bytes; the stream is written by this connection's own task.
+pub async fn routed(
+    State(app): State<Arc<AppState>>,
+    Path(file): Path<String>,
+    query: axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query = query.0.unwrap_or_default();
+    let (space, live) = check(&app, &file, &query, bearer(&headers))?;
+    let (recent, rx) = live
+        .feed()
+        .subscribe_ogg()
+        .map_err(|_| ApiError::new(StatusCode::GONE, "ended", "this space has ended"))?;
+    let guard = live.feed().count_listener(Protocol::Ogg);
+    let mut prelude = vec![live.feed().ogg_headers()];
+    prelude.extend(recent);
+    let body = Body::from_stream(pages(prelude, rx, guard, app.shutdown.clone()));
+    let name = HeaderValue::from_str(&icy_name(&space))
+        .unwrap_or_else(|_| HeaderValue::from_static("Townhall"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+            (header::HeaderName::from_static("icy-name"), name),
+        ],
+        body,
     )
-    .unwrap_or_else(|_| HeaderValue::from_static("Townhall"));
-    let response_headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg")),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache, no-store"),
-        ),
-        (header::HeaderName::from_static("icy-name"), title),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        ),
-    ];
-    Ok((response_headers, body).into_response())
+        .into_response())
 }
 
 struct PageStream {
     prelude: std::vec::IntoIter<Bytes>,
-    live: tokio::sync::broadcast::Receiver<Bytes>,
+    live: broadcast::Receiver<WireMessage>,
     shutdown: watch::Receiver<bool>,
-    frames_per_page: u64,
     sent: metrics::Counter,
     dropped: metrics::Counter,
     _guard: ListenerGuard,
@@ -96,39 +157,41 @@ struct PageStream {
 
 /// Headers and burst first, then live pages until the space ends or the node drains.
 fn pages(
-    sub: OggSubscription,
+    prelude: Vec<Bytes>,
+    live: broadcast::Receiver<WireMessage>,
     guard: ListenerGuard,
-    frames_per_page: u64,
     shutdown: watch::Receiver<bool>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    let mut prelude = Vec::with_capacity(1 + sub.recent.len());
-    prelude.push(sub.headers);
-    prelude.extend(sub.recent);
     let state = PageStream {
         prelude: prelude.into_iter(),
-        live: sub.live,
+        live,
         shutdown,
-        frames_per_page,
         sent: metrics::counter!(FRAMES_SENT, "protocol" => "ogg"),
         dropped: metrics::counter!(FRAMES_DROPPED, "protocol" => "ogg"),
         _guard: guard,
     };
-    stream::unfold(state, |mut s| async move {
+    futures_util::stream::unfold(state, |mut s| async move {
         if let Some(first) = s.prelude.next() {
             return Some((Ok(first), s));
         }
         loop {
             tokio::select! {
                 page = s.live.recv() => match page {
-                    Ok(page) => {
-                        s.sent.increment(s.frames_per_page);
-                        return Some((Ok(page), s));
+                    Ok(msg) => {
+                        s.sent.increment(msg.frames);
+                        return Some((Ok(msg.bytes), s));
                     }
-                    Err(RecvError::Lagged(n)) => s.dropped.increment(n * s.frames_per_page),
-                    Err(RecvError::Closed) => return None,
+                    // Fell behind: skip ahead (whole pages, so the stream stays valid Ogg).
+                    Err(broadcast::error::RecvError::Lagged(n)) => s.dropped.increment(n),
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = s.shutdown.changed() => return None,
             }
         }
     })
+}
+
+/// Any other method on `/live/...`.
+pub async fn other() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
 }

@@ -16,6 +16,7 @@ use crate::clock::now_unix;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::fanout::FanoutConfig;
 use crate::feed::Protocol;
 use crate::live::LiveSpace;
 
@@ -37,9 +38,7 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("listen", &self.config.listen)
-            .finish_non_exhaustive()
+        f.debug_struct("AppState").field("listen", &self.config.listen).finish_non_exhaustive()
     }
 }
 
@@ -114,11 +113,7 @@ impl AppState {
 
     /// The live runtime of a space, if it is on air.
     pub fn live(&self, id: &SpaceId) -> Option<Arc<LiveSpace>> {
-        self.live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.live.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// A copy of a space's record.
@@ -129,22 +124,18 @@ impl AppState {
     /// The API view of a space.
     pub fn view(&self, space: Space) -> SpaceView {
         let live = self.live(&space.id);
-        let counts = live
-            .as_ref()
-            .map_or(ListenerCounts::default(), |l| ListenerCounts {
-                ws: l.feed().listeners(Protocol::Ws),
-                ogg: l.feed().listeners(Protocol::Ogg),
-            });
+        let counts = live.as_ref().map_or(ListenerCounts::default(), |l| ListenerCounts {
+            ws: l.feed().listeners(Protocol::Ws),
+            ogg: l.feed().listeners(Protocol::Ogg),
+        });
         let speakers = live.as_ref().map_or_else(Vec::new, |l| {
             l.speakers()
                 .into_iter()
                 .map(|(identity, role)| SpeakerView { identity, role })
                 .collect()
         });
-        let urls = SpaceUrls {
-            ws: format!("/ws/{}", space.id),
-            ogg: format!("/live/{}.opus", space.id),
-        };
+        let urls =
+            SpaceUrls { ws: format!("/ws/{}", space.id), ogg: format!("/live/{}.opus", space.id) };
         SpaceView {
             listeners: counts.ws + counts.ogg,
             listeners_by_protocol: counts,
@@ -182,11 +173,7 @@ impl AppState {
     pub fn end(&self, id: &SpaceId) -> Result<Space, ApiError> {
         let mut directory = self.directory();
         let space = directory.end(id, now_unix())?.clone();
-        let live = self
-            .live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
         }
@@ -194,12 +181,14 @@ impl AppState {
     }
 
     fn open_live(&self, space: &Space) -> Result<(), ApiError> {
-        let live = LiveSpace::open(space, &self.config, &self.engine)
+        let fanout = FanoutConfig {
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stall: std::time::Duration::from_secs(self.config.stall_timeout_secs.max(1)),
+            shutdown: self.shutdown.clone(),
+        };
+        let live = LiveSpace::open(space, &self.config, &self.engine, fanout)
             .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
-        self.live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(space.id.clone(), live);
+        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live);
         Ok(())
     }
 
@@ -224,10 +213,7 @@ impl AppState {
             return Err(ApiError::forbidden("the token does not grant this space"));
         }
         if !claims.role.can_manage() {
-            return Err(ApiError::forbidden(format!(
-                "role {} may not manage spaces",
-                claims.role
-            )));
+            return Err(ApiError::forbidden(format!("role {} may not manage spaces", claims.role)));
         }
         Ok(claims)
     }
@@ -245,10 +231,7 @@ impl AppState {
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

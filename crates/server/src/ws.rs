@@ -7,17 +7,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use base64::Engine;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use sha1::{Digest, Sha1};
 use tokio::sync::watch;
 use townhall_core::{Claims, Identity, Role, Space, SpaceState};
 use townhall_media::{SpeakerFrame, check_opus_frame};
@@ -25,9 +28,11 @@ use townhall_shield::Gcra;
 
 use crate::api::space_id;
 use crate::error::ApiError;
-use crate::feed::{ListenerGuard, MAX_WS_BATCH, Protocol};
+use crate::fanout::Joiner;
+use crate::feed::{MAX_WS_BATCH, Protocol, WsOpcode, ws_frame};
 use crate::live::{LiveSpace, SpeakerSeat};
-use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT, SPEAKER_FRAMES};
+use crate::metrics::SPEAKER_FRAMES;
+use crate::serve::ConnIo;
 use crate::state::{AppState, bearer};
 
 /// Largest WebSocket message accepted from a client.
@@ -58,24 +63,19 @@ pub async fn handler(
     State(app): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<WsQuery>, QueryRejection>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let id = space_id(path)?;
     let Query(q) = query?;
+    let (mut parts, _body) = request.into_parts();
     let space = app.space(&id)?;
-    let token = q.token.as_deref().or_else(|| bearer(&headers));
+    let token = q.token.as_deref().or_else(|| bearer(&parts.headers));
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
     let mode = match q.mode.as_deref().unwrap_or("listen") {
         "listen" => {
-            let batch = q
-                .batch
-                .unwrap_or(app.config.ws_batch_frames.min(MAX_WS_BATCH));
+            let batch = q.batch.unwrap_or(app.config.ws_batch_frames.min(MAX_WS_BATCH));
             if !(1..=MAX_WS_BATCH).contains(&batch) {
-                return Err(ApiError::bad_request(
-                    "bad_query",
-                    "batch must be 1 to 5 frames",
-                ));
+                return Err(ApiError::bad_request("bad_query", "batch must be 1 to 5 frames"));
             }
             Mode::Listen { batch }
         }
@@ -88,38 +88,94 @@ pub async fn handler(
         }
     };
     let live = live_space(&app, &space)?;
-    let upgrade = upgrade
-        .map_err(|r| ApiError::new(r.status(), "websocket_required", r.body_text()))?
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        // tungstenite's default 128 KiB read buffer per connection would dominate a listener's
-        // memory; clients send little, so a small one suffices.
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0);
-    let shutdown = app.shutdown.clone();
     match mode {
         Mode::Listen { batch } => {
             let who = listener_identity(&app, &space, claims)?;
-            let rx = live.feed().subscribe_ws(batch).map_err(|_| ended())?;
+            let (accept, on_upgrade) = handshake(&mut parts)?;
+            let fanout = live.feed().ws_fanout(batch).map_err(|_| ended())?;
             let guard = live.feed().count_listener(Protocol::Ws);
-            let hello = hello(&space, &who, Role::Listener, batch);
-            Ok(upgrade.on_upgrade(move |socket| listen(socket, rx, batch, hello, guard, shutdown)))
+            let hello =
+                ws_frame(WsOpcode::Text, hello(&space, &who, Role::Listener, batch).as_bytes());
+            tokio::spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else { return };
+                match upgraded.downcast::<ConnIo>() {
+                    Ok(io) => {
+                        let stream = io.io.into_inner().into_inner().into_inner();
+                        let _ = fanout.join(Joiner { stream, first: vec![hello], guard }).await;
+                    }
+                    Err(_) => tracing::error!("upgraded connection is not a server socket"),
+                }
+            });
+            Ok(switching_protocols(accept))
         }
         Mode::Speak => {
+            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &app)
+                .await
+                .map_err(|r| ApiError::new(r.status(), "websocket_required", r.body_text()))?
+                .max_message_size(MAX_MESSAGE)
+                .max_frame_size(MAX_MESSAGE)
+                // tungstenite's default 128 KiB read buffer per connection is far more than a
+                // speaker's 20 ms frames need.
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(0);
             let claims =
                 claims.ok_or_else(|| ApiError::unauthorized("speaking needs a token (?token=)"))?;
             if !claims.role.can_speak() {
-                return Err(ApiError::forbidden(format!(
-                    "role {} may not speak",
-                    claims.role
-                )));
+                return Err(ApiError::forbidden(format!("role {} may not speak", claims.role)));
             }
             let seat = live.seat(claims.sub.clone(), claims.role, true).await?;
-            let hello = hello(&space, &claims.sub, claims.role, 1);
+            let hello = Message::Text(Utf8Bytes::from(hello(&space, &claims.sub, claims.role, 1)));
             let limiter = Gcra::new(app.config.speaker_max_fps, app.config.speaker_burst);
+            let shutdown = app.shutdown.clone();
             Ok(upgrade.on_upgrade(move |socket| speak(socket, seat, hello, limiter, shutdown)))
         }
     }
+}
+
+/// The GUID RFC 6455 appends to the client's key.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Validates a WebSocket upgrade request (RFC 6455 §4.2.1); returns the accept key and the
+/// upgrade future.
+fn handshake(parts: &mut Parts) -> Result<(String, OnUpgrade), ApiError> {
+    let required = |m: &str| ApiError::bad_request("websocket_required", m.to_owned());
+    let header = |name: header::HeaderName| {
+        parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    };
+    let has_upgrade =
+        header(header::CONNECTION).split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !has_upgrade || !header(header::UPGRADE).eq_ignore_ascii_case("websocket") {
+        return Err(required(
+            "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        ));
+    }
+    if header(header::SEC_WEBSOCKET_VERSION) != "13" {
+        return Err(required("Sec-WebSocket-Version must be 13"));
+    }
+    let key = header(header::SEC_WEBSOCKET_KEY);
+    if key.is_empty() {
+        return Err(required("Sec-WebSocket-Key is missing"));
+    }
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or_else(|| required("this connection cannot be upgraded"))?;
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    Ok((base64::engine::general_purpose::STANDARD.encode(sha.finalize()), on_upgrade))
+}
+
+fn switching_protocols(accept: String) -> Response {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
 }
 
 fn ended() -> ApiError {
@@ -136,10 +192,9 @@ pub fn live_space(app: &AppState, space: &Space) -> Result<Arc<LiveSpace>, ApiEr
         ));
     }
     match space.state {
-        SpaceState::Scheduled => Err(ApiError::conflict(
-            "not_live",
-            "this space has not started yet",
-        )),
+        SpaceState::Scheduled => {
+            Err(ApiError::conflict("not_live", "this space has not started yet"))
+        }
         SpaceState::Ended => Err(ended()),
         SpaceState::Live => app.live(&space.id).ok_or_else(ended),
     }
@@ -156,13 +211,11 @@ pub fn listener_identity(
         None if space.public && app.config.anonymous_listeners => {
             Ok(Identity::new("anonymous").unwrap_or_else(|_| unreachable!("valid identity")))
         }
-        None => Err(ApiError::unauthorized(
-            "this space needs a token to listen (?token=)",
-        )),
+        None => Err(ApiError::unauthorized("this space needs a token to listen (?token=)")),
     }
 }
 
-fn hello(space: &Space, who: &Identity, role: Role, batch: usize) -> Message {
+fn hello(space: &Space, who: &Identity, role: Role, batch: usize) -> String {
     let body = json!({
         "type": "hello",
         "space": { "id": space.id, "title": space.title, "state": space.state },
@@ -171,7 +224,7 @@ fn hello(space: &Space, who: &Identity, role: Role, batch: usize) -> Message {
         "batch": batch,
         "codec": { "name": "opus", "sample_rate": townhall_media::SAMPLE_RATE, "channels": 1, "frame_ms": townhall_media::FRAME_MS },
     });
-    Message::Text(Utf8Bytes::from(body.to_string()))
+    body.to_string()
 }
 
 fn event(body: serde_json::Value) -> Message {
@@ -182,55 +235,8 @@ fn bye(reason: &'static str) -> Message {
     event(json!({ "type": "bye", "reason": reason, "reconnect_after_ms": 1000 }))
 }
 
-/// A listener session: program batches and events out; pings and close in.
-async fn listen(
-    socket: WebSocket,
-    mut rx: tokio::sync::broadcast::Receiver<Message>,
-    batch: usize,
-    hello: Message,
-    _guard: ListenerGuard,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let sent = metrics::counter!(FRAMES_SENT, "protocol" => "ws");
-    let dropped = metrics::counter!(FRAMES_DROPPED, "protocol" => "ws");
-    let (mut sink, mut stream) = socket.split();
-    if sink.send(hello).await.is_err() {
-        return;
-    }
-    loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Ok(msg) => {
-                    let frames = if matches!(msg, Message::Binary(_)) { batch as u64 } else { 0 };
-                    if sink.send(msg).await.is_err() {
-                        break;
-                    }
-                    sent.increment(frames);
-                }
-                Err(RecvError::Lagged(n)) => dropped.increment(n * batch as u64),
-                Err(RecvError::Closed) => {
-                    let _ = sink.send(close(close_code::NORMAL, "space ended")).await;
-                    break;
-                }
-            },
-            incoming = stream.next() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-            },
-            _ = shutdown.changed() => {
-                let _ = sink.send(bye("server_shutdown")).await;
-                let _ = sink.send(close(close_code::AWAY, "server shutting down")).await;
-                break;
-            }
-        }
-    }
-}
-
 fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
 /// Counts and throttles what a speaker did wrong.
@@ -267,11 +273,7 @@ async fn speak(
     }
     let mut returns = seat.returns.take();
     let kick = seat.kick.clone();
-    let mut trouble = Misbehaviour {
-        invalid: 0,
-        window: Instant::now(),
-        reported_in_window: 0,
-    };
+    let mut trouble = Misbehaviour { invalid: 0, window: Instant::now(), reported_in_window: 0 };
     loop {
         tokio::select! {
             incoming = stream.next() => {
@@ -342,10 +344,7 @@ fn on_frame(
         })
         .and_then(|frame| {
             limiter.check(Instant::now()).map_err(|e| {
-                (
-                    "rate_limited",
-                    format!("more than the allowed frames per second; {e}"),
-                )
+                ("rate_limited", format!("more than the allowed frames per second; {e}"))
             })?;
             Ok(frame)
         })

@@ -28,36 +28,15 @@ async fn creating_spaces_needs_a_manager_token() {
         req.send()
     };
     assert_error(create(None).await.expect("send"), 401, "unauthorized").await;
-    assert_error(
-        create(Some("not-a-jwt".into())).await.expect("send"),
-        401,
-        "invalid_token",
-    )
-    .await;
+    assert_error(create(Some("not-a-jwt".into())).await.expect("send"), 401, "invalid_token").await;
     let listener = token("bob", Role::Listener, "*");
-    assert_error(
-        create(Some(listener)).await.expect("send"),
-        403,
-        "forbidden",
-    )
-    .await;
+    assert_error(create(Some(listener)).await.expect("send"), 403, "forbidden").await;
     let speaker = token("bob", Role::Speaker, "*");
     assert_error(create(Some(speaker)).await.expect("send"), 403, "forbidden").await;
     let expired = keys()
-        .mint(
-            Identity::new("h").expect("id"),
-            Role::Host,
-            SpaceScope::Any,
-            UnixTime(1_000),
-            60,
-        )
+        .mint(Identity::new("h").expect("id"), Role::Host, SpaceScope::Any, UnixTime(1_000), 60)
         .expect("mint");
-    assert_error(
-        create(Some(expired)).await.expect("send"),
-        401,
-        "invalid_token",
-    )
-    .await;
+    assert_error(create(Some(expired)).await.expect("send"), 401, "invalid_token").await;
     let other_key = townhall_core::TokenKeys::new("other", b"some other secret, long enough").mint(
         Identity::new("h").expect("id"),
         Role::Host,
@@ -66,12 +45,7 @@ async fn creating_spaces_needs_a_manager_token() {
         60,
     );
     let other_key = other_key.expect("mint");
-    assert_error(
-        create(Some(other_key)).await.expect("send"),
-        401,
-        "invalid_token",
-    )
-    .await;
+    assert_error(create(Some(other_key)).await.expect("send"), 401, "invalid_token").await;
 
     let res = create(Some(host())).await.expect("send");
     assert_eq!(res.status(), 201);
@@ -84,14 +58,8 @@ async fn creating_spaces_needs_a_manager_token() {
     assert_eq!(space["host"], "host");
     assert_eq!(space["listeners"], 0);
 
-    let listed: Value = c
-        .get(url(addr, "/api/v1/spaces"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed: Value =
+        c.get(url(addr, "/api/v1/spaces")).send().await.expect("list").json().await.expect("json");
     assert_eq!(listed["spaces"][0]["id"], "morning-show");
     server.shutdown().await;
 }
@@ -149,107 +117,62 @@ async fn malformed_requests_get_json_errors() {
             .send()
     };
     assert_error(
-        post("{not json".into(), "application/json")
-            .await
-            .expect("send"),
+        post("{not json".into(), "application/json").await.expect("send"),
         400,
         "malformed_json",
     )
     .await;
     assert_error(
-        post(r#"{"title":"x"}"#.into(), "text/plain")
-            .await
-            .expect("send"),
+        post(r#"{"title":"x"}"#.into(), "text/plain").await.expect("send"),
         415,
         "unsupported_media_type",
     )
     .await;
     let huge = format!(r#"{{"title":"{}"}}"#, "x".repeat(100_000));
+    assert_error(post(huge, "application/json").await.expect("send"), 413, "too_large").await;
     assert_error(
-        post(huge, "application/json").await.expect("send"),
-        413,
-        "too_large",
-    )
-    .await;
-    assert_error(
-        post(r#"{"title":"x","bogus":1}"#.into(), "application/json")
-            .await
-            .expect("send"),
+        post(r#"{"title":"x","bogus":1}"#.into(), "application/json").await.expect("send"),
         422,
         "invalid",
     )
     .await;
     assert_error(
-        post(r#"{"title":"   "}"#.into(), "application/json")
-            .await
-            .expect("send"),
+        post(r#"{"title":"   "}"#.into(), "application/json").await.expect("send"),
         422,
         "invalid",
     )
     .await;
     assert_error(
-        post(r#"{"title":"x","id":"Bad Id"}"#.into(), "application/json")
-            .await
-            .expect("send"),
+        post(r#"{"title":"x","id":"Bad Id"}"#.into(), "application/json").await.expect("send"),
         422,
         "invalid",
     )
     .await;
 
     assert_error(
-        c.get(url(addr, "/api/v1/spaces/nope"))
-            .send()
-            .await
-            .expect("send"),
+        c.get(url(addr, "/api/v1/spaces/nope")).send().await.expect("send"),
         404,
         "not_found",
     )
     .await;
     assert_error(
-        c.get(url(addr, "/api/v1/spaces/NOPE!"))
-            .send()
-            .await
-            .expect("send"),
+        c.get(url(addr, "/api/v1/spaces/NOPE!")).send().await.expect("send"),
         400,
         "invalid_space_id",
     )
     .await;
+    assert_error(c.get(url(addr, "/no/such/route")).send().await.expect("send"), 404, "not_found")
+        .await;
     assert_error(
-        c.get(url(addr, "/no/such/route"))
-            .send()
-            .await
-            .expect("send"),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        c.delete(url(addr, "/api/v1/spaces"))
-            .send()
-            .await
-            .expect("send"),
+        c.delete(url(addr, "/api/v1/spaces")).send().await.expect("send"),
         405,
         "method_not_allowed",
     )
     .await;
-    assert_error(
-        c.get(url(addr, "/live/nope.opus"))
-            .send()
-            .await
-            .expect("send"),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        c.get(url(addr, "/live/nope.mp3"))
-            .send()
-            .await
-            .expect("send"),
-        404,
-        "not_found",
-    )
-    .await;
+    assert_error(c.get(url(addr, "/live/nope.opus")).send().await.expect("send"), 404, "not_found")
+        .await;
+    assert_error(c.get(url(addr, "/live/nope.mp3")).send().await.expect("send"), 404, "not_found")
+        .await;
     server.shutdown().await;
 }
 
@@ -267,25 +190,15 @@ async fn space_life_cycle_and_its_conflicts() {
         .expect("create");
     assert_eq!(res.status(), 201);
     assert_error(
-        c.post(url(addr, "/api/v1/spaces/later/join"))
-            .send()
-            .await
-            .expect("join"),
+        c.post(url(addr, "/api/v1/spaces/later/join")).send().await.expect("join"),
         409,
         "not_live",
     )
     .await;
     let ws_err = ws_status(addr, "/ws/later").await;
     assert_eq!(ws_err.0, 409, "{}", ws_err.1);
-    assert_error(
-        c.get(url(addr, "/live/later.opus"))
-            .send()
-            .await
-            .expect("ogg"),
-        409,
-        "not_live",
-    )
-    .await;
+    assert_error(c.get(url(addr, "/live/later.opus")).send().await.expect("ogg"), 409, "not_live")
+        .await;
 
     let started: Value = c
         .post(url(addr, "/api/v1/spaces/later/start"))
@@ -318,10 +231,7 @@ async fn space_life_cycle_and_its_conflicts() {
     // The listener is told and the socket closes.
     let heard = listen_ws(listener, Duration::from_secs(3)).await;
     assert!(
-        heard
-            .events
-            .iter()
-            .any(|e| e["type"] == "state" && e["state"] == "ended"),
+        heard.events.iter().any(|e| e["type"] == "state" && e["state"] == "ended"),
         "{:?}",
         heard.events
     );
@@ -334,23 +244,13 @@ async fn space_life_cycle_and_its_conflicts() {
         .expect("end");
     assert_error(again, 409, "invalid_state").await;
     assert_error(
-        c.post(url(addr, "/api/v1/spaces/later/join"))
-            .send()
-            .await
-            .expect("join"),
+        c.post(url(addr, "/api/v1/spaces/later/join")).send().await.expect("join"),
         410,
         "ended",
     )
     .await;
-    assert_error(
-        c.get(url(addr, "/live/later.opus"))
-            .send()
-            .await
-            .expect("ogg"),
-        410,
-        "ended",
-    )
-    .await;
+    assert_error(c.get(url(addr, "/live/later.opus")).send().await.expect("ogg"), 410, "ended")
+        .await;
     assert_eq!(ws_status(addr, "/ws/later").await.0, 410);
     server.shutdown().await;
 }
@@ -380,18 +280,12 @@ async fn websocket_checks_tokens_roles_and_parameters() {
         ("/ws/missing".to_owned(), 404, "not_found"),
         ("/ws/gate?mode=speak".to_owned(), 401, "unauthorized"),
         (
-            format!(
-                "/ws/gate?mode=speak&token={}",
-                token("l", Role::Listener, "gate")
-            ),
+            format!("/ws/gate?mode=speak&token={}", token("l", Role::Listener, "gate")),
             403,
             "forbidden",
         ),
         (
-            format!(
-                "/ws/gate?mode=speak&token={}",
-                token("s", Role::Speaker, "elsewhere")
-            ),
+            format!("/ws/gate?mode=speak&token={}", token("s", Role::Speaker, "elsewhere")),
             403,
             "forbidden",
         ),
@@ -430,20 +324,14 @@ async fn private_spaces_need_a_ticket_and_join_hands_one_out() {
         .expect("create");
     assert_eq!(res.status(), 201);
     assert_error(
-        c.post(url(addr, "/api/v1/spaces/vip/join"))
-            .send()
-            .await
-            .expect("join"),
+        c.post(url(addr, "/api/v1/spaces/vip/join")).send().await.expect("join"),
         401,
         "unauthorized",
     )
     .await;
     assert_eq!(ws_status(addr, "/ws/vip").await.0, 401);
     assert_error(
-        c.get(url(addr, "/live/vip.opus"))
-            .send()
-            .await
-            .expect("ogg"),
+        c.get(url(addr, "/live/vip.opus")).send().await.expect("ogg"),
         401,
         "unauthorized",
     )
@@ -467,11 +355,9 @@ async fn private_spaces_need_a_ticket_and_join_hands_one_out() {
     let mut listener = ws(addr, &format!("/ws/vip?token={t}")).await;
     let hello = next_json(&mut listener).await;
     assert_eq!(hello["identity"], "dana");
-    let (status, body) = capture_http(
-        &url(addr, &format!("/live/vip.opus?token={t}")),
-        Duration::from_millis(500),
-    )
-    .await;
+    let (status, body) =
+        capture_http(&url(addr, &format!("/live/vip.opus?token={t}")), Duration::from_millis(500))
+            .await;
     assert_eq!(status, 200);
     assert!(body.starts_with(b"OggS"));
 
@@ -485,12 +371,7 @@ async fn private_spaces_need_a_ticket_and_join_hands_one_out() {
         .json()
         .await
         .expect("json");
-    assert!(
-        anon["identity"]
-            .as_str()
-            .is_some_and(|i| i.starts_with("anon-")),
-        "{anon}"
-    );
+    assert!(anon["identity"].as_str().is_some_and(|i| i.starts_with("anon-")), "{anon}");
     assert_eq!(anon["urls"]["ogg"], "/live/open.opus");
     server.shutdown().await;
 }
@@ -502,19 +383,13 @@ async fn bad_speaker_frames_are_refused_counted_and_explained() {
     live_space(addr, "noisy").await;
     let mut speaker = ws(
         addr,
-        &format!(
-            "/ws/noisy?mode=speak&token={}",
-            token("mallory", Role::Speaker, "noisy")
-        ),
+        &format!("/ws/noisy?mode=speak&token={}", token("mallory", Role::Speaker, "noisy")),
     )
     .await;
     assert_eq!(next_json(&mut speaker).await["type"], "hello");
 
     // Not our wire format.
-    speaker
-        .send(Message::Binary(vec![0xFF, 1, 2, 3].into()))
-        .await
-        .expect("send");
+    speaker.send(Message::Binary(vec![0xFF, 1, 2, 3].into())).await.expect("send");
     let err = next_json(&mut speaker).await;
     assert_eq!(
         (err["type"].as_str(), err["code"].as_str()),
@@ -526,36 +401,20 @@ async fn bad_speaker_frames_are_refused_counted_and_explained() {
     let mut enc =
         opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).expect("enc");
     let short = enc.encode_vec_float(&[0.0; 480], 1275).expect("encode");
-    let frame = townhall_media::SpeakerFrame {
-        seq: 0,
-        sent_at_us: 0,
-        payload: short.into(),
-    };
-    speaker
-        .send(Message::Binary(frame.encode()))
-        .await
-        .expect("send");
+    let frame = townhall_media::SpeakerFrame { seq: 0, sent_at_us: 0, payload: short.into() };
+    speaker.send(Message::Binary(frame.encode())).await.expect("send");
     let err = next_json(&mut speaker).await;
     assert_eq!(err["code"], "bad_frame");
-    assert!(
-        err["message"].as_str().is_some_and(|m| m.contains("20 ms")),
-        "{err}"
-    );
+    assert!(err["message"].as_str().is_some_and(|m| m.contains("20 ms")), "{err}");
 
     // Text is not accepted.
-    speaker
-        .send(Message::Text("hello?".into()))
-        .await
-        .expect("send");
+    speaker.send(Message::Text("hello?".into())).await.expect("send");
     assert_eq!(next_json(&mut speaker).await["code"], "unsupported");
 
     // Far too many frames at once: the burst passes, the rest is rate limited.
     let mut bot = ToneSpeaker::new(440.0, 0.3);
     for _ in 0..100 {
-        speaker
-            .send(Message::Binary(bot.next_message()))
-            .await
-            .expect("send");
+        speaker.send(Message::Binary(bot.next_message())).await.expect("send");
     }
     let mut codes = Vec::new();
     while let Ok(msg) =
@@ -566,9 +425,7 @@ async fn bad_speaker_frames_are_refused_counted_and_explained() {
     assert!(codes.iter().any(|c| c == "rate_limited"), "codes {codes:?}");
 
     // Oversized messages end the session (the protocol cap is 16 KiB).
-    let _ = speaker
-        .send(Message::Binary(vec![1u8; 64 * 1024].into()))
-        .await;
+    let _ = speaker.send(Message::Binary(vec![1u8; 64 * 1024].into())).await;
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         use futures_util::StreamExt;
         loop {
@@ -579,10 +436,7 @@ async fn bad_speaker_frames_are_refused_counted_and_explained() {
         }
     })
     .await;
-    assert!(
-        closed.is_ok(),
-        "the session ends after an oversized message"
-    );
+    assert!(closed.is_ok(), "the session ends after an oversized message");
 
     let metrics = http()
         .get(url(addr, "/metrics"))
@@ -600,10 +454,7 @@ async fn bad_speaker_frames_are_refused_counted_and_explained() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    assert!(
-        count("invalid") >= 2.0,
-        "invalid frames counted:\n{metrics}"
-    );
+    assert!(count("invalid") >= 2.0, "invalid frames counted:\n{metrics}");
     assert!(count("rate_limited") >= 1.0, "rate-limited frames counted");
     assert!(count("accepted") >= 25.0, "the burst was accepted");
     // The space is still fine: a listener still gets audio.
@@ -619,10 +470,7 @@ async fn a_second_session_of_the_same_speaker_replaces_the_first() {
     let server = server().await;
     let addr = server.addr();
     live_space(addr, "dup").await;
-    let path = format!(
-        "/ws/dup?mode=speak&token={}",
-        token("erin", Role::Speaker, "dup")
-    );
+    let path = format!("/ws/dup?mode=speak&token={}", token("erin", Role::Speaker, "dup"));
     let mut first = ws(addr, &path).await;
     assert_eq!(next_json(&mut first).await["type"], "hello");
     let mut second = ws(addr, &path).await;
@@ -640,10 +488,7 @@ async fn a_second_session_of_the_same_speaker_replaces_the_first() {
         .json()
         .await
         .expect("json");
-    assert_eq!(
-        view["speakers"],
-        json!([{ "identity": "erin", "role": "speaker" }])
-    );
+    assert_eq!(view["speakers"], json!([{ "identity": "erin", "role": "speaker" }]));
     drop(second);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let view: Value = http()
@@ -654,38 +499,23 @@ async fn a_second_session_of_the_same_speaker_replaces_the_first() {
         .json()
         .await
         .expect("json");
-    assert_eq!(
-        view["speakers"],
-        json!([]),
-        "the seat is freed when the current session leaves"
-    );
+    assert_eq!(view["speakers"], json!([]), "the seat is freed when the current session leaves");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn stage_seats_are_limited() {
-    let config = townhall_server::Config {
-        stage_seats: 1,
-        ..Default::default()
-    };
+    let config = townhall_server::Config { stage_seats: 1, ..Default::default() };
     let server = server_with(config).await;
     let addr = server.addr();
     live_space(addr, "small").await;
-    let mut first = ws(
-        addr,
-        &format!(
-            "/ws/small?mode=speak&token={}",
-            token("a", Role::Speaker, "small")
-        ),
-    )
-    .await;
+    let mut first =
+        ws(addr, &format!("/ws/small?mode=speak&token={}", token("a", Role::Speaker, "small")))
+            .await;
     assert_eq!(next_json(&mut first).await["type"], "hello");
     let (status, body) = ws_status(
         addr,
-        &format!(
-            "/ws/small?mode=speak&token={}",
-            token("b", Role::Speaker, "small")
-        ),
+        &format!("/ws/small?mode=speak&token={}", token("b", Role::Speaker, "small")),
     )
     .await;
     assert_eq!(status, 409, "{body}");
@@ -698,47 +528,21 @@ async fn health_readiness_metrics_and_drain() {
     let server = server().await;
     let addr = server.addr();
     let c = http();
-    assert_eq!(
-        c.get(url(addr, "/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(url(addr, "/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    assert_eq!(c.get(url(addr, "/healthz")).send().await.expect("healthz").status(), 200);
+    assert_eq!(c.get(url(addr, "/readyz")).send().await.expect("readyz").status(), 200);
     live_space(addr, "drain").await;
     let mut listener = ws(addr, "/ws/drain").await;
     assert_eq!(next_json(&mut listener).await["type"], "hello");
-    let metrics = c
-        .get(url(addr, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains("townhall_listeners{space=\"drain\",protocol=\"ws\"} 1"),
-        "{metrics}"
-    );
+    let metrics =
+        c.get(url(addr, "/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("townhall_listeners{space=\"drain\",protocol=\"ws\"} 1"), "{metrics}");
     assert!(metrics.contains("townhall_mixer_ticks_total"));
 
     let state = server.state().clone();
     let drain = tokio::spawn(server.shutdown());
     let heard = listen_ws(listener, Duration::from_secs(4)).await;
-    let bye = heard
-        .events
-        .iter()
-        .find(|e| e["type"] == "bye")
-        .expect("listeners are told to reconnect");
+    let bye =
+        heard.events.iter().find(|e| e["type"] == "bye").expect("listeners are told to reconnect");
     assert_eq!(bye["reason"], "server_shutdown");
     assert!(bye["reconnect_after_ms"].as_u64().is_some());
     assert!(state.is_draining());
@@ -760,7 +564,9 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         .await
         .expect("json");
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/api/v1/spaces", "/api/v1/spaces/{id}/join", "/ws/{id}", "/live/{file}", "/metrics"] {
+    for path in
+        ["/api/v1/spaces", "/api/v1/spaces/{id}/join", "/ws/{id}", "/live/{file}", "/metrics"]
+    {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
     server.shutdown().await;

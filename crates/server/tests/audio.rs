@@ -28,19 +28,12 @@ async fn a_tone_reaches_websocket_and_ogg_listeners() {
     let speaker = spawn_speaker(addr, "tone", "alice", 440.0, 4 * SECOND);
     let heard = listen_ws(listener, 4 * SECOND).await;
 
-    assert!(
-        heard.seqs.len() >= 150,
-        "only {} frames in 4 s",
-        heard.seqs.len()
-    );
+    assert!(heard.seqs.len() >= 150, "only {} frames in 4 s", heard.seqs.len());
     assert_eq!(heard.gaps(), 0, "sequence numbers are continuous");
     let tail = heard.tail(1.0);
     let at_440 = tone_amplitude(tail, 440.0);
     assert!(at_440 > 0.25, "440 Hz amplitude over WebSocket: {at_440}");
-    assert!(
-        tone_amplitude(tail, 1_000.0) < 0.02,
-        "no energy where no tone was sent"
-    );
+    assert!(tone_amplitude(tail, 1_000.0) < 0.02, "no energy where no tone was sent");
 
     let (status, body) = ogg.await.expect("ogg task");
     assert_eq!(status, 200);
@@ -63,46 +56,25 @@ async fn two_speakers_are_both_heard_and_neither_hears_itself() {
     let heard = listen_ws(listener, 4 * SECOND).await;
     let tail = heard.tail(1.0);
     let (a, b) = (tone_amplitude(tail, 440.0), tone_amplitude(tail, 660.0));
-    assert!(
-        a > 0.2 && b > 0.2,
-        "program has 440 Hz at {a} and 660 Hz at {b}"
-    );
+    assert!(a > 0.2 && b > 0.2, "program has 440 Hz at {a} and 660 Hz at {b}");
     assert_eq!(heard.gaps(), 0);
 
     let low_heard = low.await.expect("low speaker");
     let high_heard = high.await.expect("high speaker");
     let low_tail = low_heard.tail(1.0);
-    assert!(
-        tone_amplitude(low_tail, 660.0) > 0.2,
-        "low speaker hears high"
-    );
-    assert!(
-        tone_amplitude(low_tail, 440.0) < 0.05,
-        "low speaker does not hear itself"
-    );
+    assert!(tone_amplitude(low_tail, 660.0) > 0.2, "low speaker hears high");
+    assert!(tone_amplitude(low_tail, 440.0) < 0.05, "low speaker does not hear itself");
     let high_tail = high_heard.tail(1.0);
-    assert!(
-        tone_amplitude(high_tail, 440.0) > 0.2,
-        "high speaker hears low"
-    );
-    assert!(
-        tone_amplitude(high_tail, 660.0) < 0.05,
-        "high speaker does not hear itself"
-    );
+    assert!(tone_amplitude(high_tail, 440.0) > 0.2, "high speaker hears low");
+    assert!(tone_amplitude(high_tail, 660.0) < 0.05, "high speaker does not hear itself");
     server.shutdown().await;
 }
 
 /// ffprobe and ffmpeg are independent Ogg/Opus implementations; `.ci/run` installs them.
 fn ffmpeg_tools() {
     for tool in ["ffprobe", "ffmpeg"] {
-        let ok = Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            ok,
-            "{tool} not found: install Debian's ffmpeg package (apt-get install ffmpeg)"
-        );
+        let ok = Command::new(tool).arg("-version").output().is_ok_and(|o| o.status.success());
+        assert!(ok, "{tool} not found: install Debian's ffmpeg package (apt-get install ffmpeg)");
     }
 }
 
@@ -116,15 +88,8 @@ async fn a_late_ogg_joiner_gets_headers_first_and_ffmpeg_decodes_it() {
     tokio::time::sleep(2 * SECOND).await;
     let (status, body) = capture_http(&format!("http://{addr}/live/late.opus"), 3 * SECOND).await;
     assert_eq!(status, 200);
-    assert!(
-        body.starts_with(b"OggS"),
-        "the stream starts with an Ogg page"
-    );
-    assert_eq!(
-        &body[28..36],
-        b"OpusHead",
-        "the first page holds the Opus ID header"
-    );
+    assert!(body.starts_with(b"OggS"), "the stream starts with an Ogg page");
+    assert_eq!(&body[28..36], b"OpusHead", "the first page holds the Opus ID header");
     let ours = decode_ogg(&body);
     assert!(tone_amplitude(&ours[ours.len().saturating_sub(48_000)..], 440.0) > 0.25);
 
@@ -154,11 +119,7 @@ async fn a_late_ogg_joiner_gets_headers_first_and_ffmpeg_decodes_it() {
         .args(["-f", "f32le", "-ac", "1", "-ar", "48000", "-"])
         .output()
         .expect("ffmpeg runs");
-    assert!(
-        decoded.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&decoded.stderr)
-    );
+    assert!(decoded.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&decoded.stderr));
     let pcm: Vec<f32> = decoded
         .stdout
         .chunks_exact(4)
@@ -179,42 +140,48 @@ async fn the_program_keeps_running_through_a_speaker_disconnect_and_reconnect() 
     live_space(addr, "relay").await;
     let listener = ws(addr, "/ws/relay").await;
     let listening = tokio::spawn(listen_ws(listener, 7 * SECOND));
-    spawn_speaker(addr, "relay", "alice", 440.0, 2 * SECOND)
-        .await
-        .expect("first session");
+    spawn_speaker(addr, "relay", "alice", 440.0, 2 * SECOND).await.expect("first session");
     tokio::time::sleep(2 * SECOND).await;
-    spawn_speaker(addr, "relay", "alice", 440.0, 2 * SECOND)
-        .await
-        .expect("second session");
+    spawn_speaker(addr, "relay", "alice", 440.0, 2 * SECOND).await.expect("second session");
     let heard = listening.await.expect("listener");
-    assert_eq!(
-        heard.gaps(),
-        0,
-        "no program frame lost across the disconnect"
-    );
-    assert!(
-        heard.seqs.len() >= 300,
-        "{} frames in 7 s",
-        heard.seqs.len()
-    );
+    assert_eq!(heard.gaps(), 0, "no program frame lost across the disconnect");
+    assert!(heard.seqs.len() >= 300, "{} frames in 7 s", heard.seqs.len());
     // Second by second: tone, silence in the gap, tone again.
-    let per_second: Vec<f32> = heard
-        .pcm
-        .chunks(48_000)
-        .map(|s| tone_amplitude(s, 440.0))
-        .collect();
+    let per_second: Vec<f32> = heard.pcm.chunks(48_000).map(|s| tone_amplitude(s, 440.0)).collect();
     let silent = per_second.iter().filter(|a| **a < 0.01).count();
     let loud = per_second.iter().filter(|a| **a > 0.2).count();
     assert!(silent >= 1, "silence while nobody speaks: {per_second:?}");
     assert!(loud >= 2, "tone in both sessions: {per_second:?}");
     let silent_then_loud = per_second.windows(2).any(|w| w[0] < 0.01 && w[1] > 0.1);
-    assert!(
-        silent_then_loud,
-        "the tone comes back after the reconnect: {per_second:?}"
-    );
-    assert!(
-        rms(heard.tail(0.5)) < 0.05,
-        "silence after the last session"
-    );
+    assert!(silent_then_loud, "the tone comes back after the reconnect: {per_second:?}");
+    assert!(rms(heard.tail(0.5)) < 0.05, "silence after the last session");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_ogg_stream_also_plays_on_a_reused_keep_alive_connection() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "reuse").await;
+    let speaker = spawn_speaker(addr, "reuse", "alice", 440.0, 4 * SECOND);
+    // One client: its API request opens the connection, the stream request reuses it, so it is
+    // served through the router rather than from the raw socket.
+    let client = http();
+    let view = client.get(format!("http://{addr}/api/v1/spaces/reuse")).send().await.expect("get");
+    assert_eq!(view.status(), 200);
+    view.bytes().await.expect("body");
+    let mut res =
+        client.get(format!("http://{addr}/live/reuse.opus")).send().await.expect("stream");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "audio/ogg");
+    let mut body = Vec::new();
+    let deadline = tokio::time::Instant::now() + 3 * SECOND;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, res.chunk()).await {
+        body.extend_from_slice(&chunk);
+    }
+    let pcm = decode_ogg(&body);
+    let amp = tone_amplitude(&pcm[pcm.len().saturating_sub(48_000)..], 440.0);
+    assert!(amp > 0.25, "440 Hz over the routed stream: {amp}");
+    speaker.await.expect("speaker");
     server.shutdown().await;
 }

@@ -20,19 +20,13 @@ async fn stalled_listener(addr: std::net::SocketAddr, path: &str) -> TcpStream {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("handshake request");
+    stream.write_all(request.as_bytes()).await.expect("handshake request");
     stream
 }
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or(0.0)
 }
 
@@ -66,26 +60,13 @@ async fn stalled_listeners_are_dropped_and_never_delay_a_healthy_one() {
     let heard = listening.await.expect("healthy listener");
 
     assert_eq!(heard.gaps(), 0, "the healthy listener lost frames");
-    assert!(
-        heard.seqs.len() >= 350,
-        "the healthy listener got {} frames in 8 s",
-        heard.seqs.len()
-    );
+    assert!(heard.seqs.len() >= 350, "the healthy listener got {} frames in 8 s", heard.seqs.len());
     let tail = heard.tail(1.0);
-    assert!(
-        townhall_media::analysis::tone_amplitude(tail, 440.0) > 0.25,
-        "and heard the speaker"
-    );
+    assert!(townhall_media::analysis::tone_amplitude(tail, 440.0) > 0.25, "and heard the speaker");
 
     let cut = metric(&metrics, "townhall_stalled_connections_total");
-    assert!(
-        cut >= STALLED as f64,
-        "stalled listeners cut: {cut}\n{metrics}"
-    );
-    let listening = metric(
-        &metrics,
-        "townhall_listeners{space=\"busy\",protocol=\"ws\"}",
-    );
+    assert!(cut >= STALLED as f64, "stalled listeners cut: {cut}\n{metrics}");
+    let listening = metric(&metrics, "townhall_listeners{space=\"busy\",protocol=\"ws\"}");
     assert_eq!(listening, 1.0, "only the healthy listener remains counted");
     drop(stalled);
     speaker.await.expect("speaker");

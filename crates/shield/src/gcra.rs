@@ -28,11 +28,7 @@ impl Gcra {
     pub fn new(per_second: u32, burst: u32) -> Gcra {
         let interval = Duration::from_secs(1) / per_second.max(1);
         let tolerance = interval * burst.max(1).saturating_sub(1);
-        Gcra {
-            interval,
-            tolerance,
-            tat: None,
-        }
+        Gcra { interval, tolerance, tat: None }
     }
 
     /// Records an event at `now` if it conforms; otherwise says how long to wait.
@@ -40,9 +36,7 @@ impl Gcra {
         let tat = self.tat.map_or(now, |t| t.max(now));
         let earliest = tat.checked_sub(self.tolerance).unwrap_or(now);
         if now < earliest {
-            return Err(RateLimited {
-                retry_after: earliest - now,
-            });
+            return Err(RateLimited { retry_after: earliest - now });
         }
         self.tat = Some(tat + self.interval);
         Ok(())
@@ -61,9 +55,7 @@ mod tests {
         for _ in 0..3 {
             assert!(g.check(start).is_ok());
         }
-        let refused = g
-            .check(start)
-            .expect_err("fourth at once is over the burst");
+        let refused = g.check(start).expect_err("fourth at once is over the burst");
         assert_eq!(refused.retry_after, Duration::from_millis(100));
         assert!(g.check(start + Duration::from_millis(100)).is_ok());
         assert!(g.check(start + Duration::from_millis(100)).is_err());

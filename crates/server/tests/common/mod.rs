@@ -27,11 +27,7 @@ pub async fn server() -> Server {
 
 /// Starts a server with `config` (listen address and demo overridden).
 pub async fn server_with(config: Config) -> Server {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        demo: false,
-        ..config
-    };
+    let config = Config { listen: "127.0.0.1:0".parse().expect("addr"), demo: false, ..config };
     townhall_server::start(config).await.expect("server starts")
 }
 
@@ -47,15 +43,7 @@ pub fn keys() -> TokenKeys {
 pub fn token(who: &str, role: Role, space: &str) -> String {
     let scope = SpaceScope::try_from(space.to_owned()).expect("scope");
     let now = UnixTime(townhall_server::clock::now_unix().0);
-    keys()
-        .mint(
-            Identity::new(who).expect("identity"),
-            role,
-            scope,
-            now,
-            3_600,
-        )
-        .expect("mint")
+    keys().mint(Identity::new(who).expect("identity"), role, scope, now, 3_600).expect("mint")
 }
 
 /// A host token for every space.
@@ -65,10 +53,7 @@ pub fn host() -> String {
 
 /// An HTTP client for the API.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 /// Creates a live space with this id through the API.
@@ -80,24 +65,17 @@ pub async fn live_space(addr: SocketAddr, id: &str) {
         .send()
         .await
         .expect("create");
-    assert_eq!(
-        res.status(),
-        201,
-        "create space: {}",
-        res.text().await.unwrap_or_default()
-    );
+    assert_eq!(res.status(), 201, "create space: {}", res.text().await.unwrap_or_default());
 }
 
 /// Opens a WebSocket to `path` (e.g. `/ws/x?mode=speak&token=...`).
 pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
     let url = format!("ws://{addr}{path}");
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("connect in time")
-    .expect("websocket handshake");
+    let (ws, _) =
+        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("websocket handshake");
     ws
 }
 
@@ -105,9 +83,8 @@ pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
 pub async fn next_json(ws: &mut Ws) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("a text message in time");
+        let msg =
+            tokio::time::timeout_at(deadline, ws.next()).await.expect("a text message in time");
         match msg {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("json"),
             Some(Ok(_)) => continue,
@@ -129,11 +106,7 @@ impl ToneSpeaker {
         let encoder =
             opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)
                 .expect("encoder");
-        ToneSpeaker {
-            tone: ToneGenerator::new(freq, amplitude),
-            encoder,
-            seq: 0,
-        }
+        ToneSpeaker { tone: ToneGenerator::new(freq, amplitude), encoder, seq: 0 }
     }
 
     /// The next frame as a wire message.
@@ -159,10 +132,7 @@ pub fn spawn_speaker(
     freq: f32,
     duration: Duration,
 ) -> tokio::task::JoinHandle<Heard> {
-    let path = format!(
-        "/ws/{space}?mode=speak&token={}",
-        token(who, Role::Speaker, space)
-    );
+    let path = format!("/ws/{space}?mode=speak&token={}", token(who, Role::Speaker, space));
     tokio::spawn(async move {
         let mut ws = ws(addr, &path).await;
         let hello = next_json(&mut ws).await;
@@ -173,9 +143,7 @@ pub fn spawn_speaker(
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         for _ in 0..duration.as_millis() / 20 {
             tick.tick().await;
-            sink.send(Message::Binary(bot.next_message()))
-                .await
-                .expect("send frame");
+            sink.send(Message::Binary(bot.next_message())).await.expect("send frame");
         }
         let _ = sink.send(Message::Close(None)).await;
         reader.await.expect("reader")
@@ -196,10 +164,7 @@ pub struct Heard {
 impl Heard {
     /// Sequence numbers missing between the first and last received.
     pub fn gaps(&self) -> usize {
-        self.seqs
-            .windows(2)
-            .map(|w| w[1].wrapping_sub(w[0]).saturating_sub(1) as usize)
-            .sum()
+        self.seqs.windows(2).map(|w| w[1].wrapping_sub(w[0]).saturating_sub(1) as usize).sum()
     }
 
     /// The last `secs` seconds of audio.
@@ -228,10 +193,7 @@ impl ProgramDecoder {
         let mut buf = [0.0f32; FRAME_SAMPLES];
         parse_program_batch(msg, |frame| {
             heard.seqs.push(frame.seq);
-            let n = self
-                .decoder
-                .decode_float(frame.payload, &mut buf, false)
-                .expect("decode");
+            let n = self.decoder.decode_float(frame.payload, &mut buf, false).expect("decode");
             heard.pcm.extend_from_slice(&buf[..n]);
         })
         .expect("valid batch");
@@ -254,9 +216,7 @@ pub async fn listen_stream(
     while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
         match msg {
             Message::Binary(b) => decoder.decode_batch(&b, &mut heard),
-            Message::Text(t) => heard
-                .events
-                .push(serde_json::from_str(&t).expect("json event")),
+            Message::Text(t) => heard.events.push(serde_json::from_str(&t).expect("json event")),
             Message::Close(_) => break,
             _ => {}
         }
@@ -284,9 +244,7 @@ pub fn decode_ogg(bytes: &[u8]) -> Vec<f32> {
     let mut pcm = Vec::new();
     let mut buf = [0.0f32; FRAME_SAMPLES];
     for packet in &stream.packets {
-        let n = decoder
-            .decode_float(packet, &mut buf, false)
-            .expect("decode");
+        let n = decoder.decode_float(packet, &mut buf, false).expect("decode");
         pcm.extend_from_slice(&buf[..n]);
     }
     pcm
@@ -295,22 +253,10 @@ pub fn decode_ogg(bytes: &[u8]) -> Vec<f32> {
 /// Asserts an API error response: status and JSON `{"error": {"code", "message"}}`.
 pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) {
     assert_eq!(res.status().as_u16(), status, "status");
-    let ctype = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    assert!(
-        ctype.starts_with("application/json"),
-        "content type {ctype}"
-    );
+    let ctype =
+        res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(ctype.starts_with("application/json"), "content type {ctype}");
     let body: Value = res.json().await.expect("json body");
     assert_eq!(body["error"]["code"], code, "body {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "message in {body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
 }

@@ -1,0 +1,184 @@
+//! The accept loop: every connection's first request head is read here, under a size and time
+//! limit, before anything else runs. `GET /live/...` (the Icecast-style stream) is served from
+//! the raw socket; everything else goes to hyper and the axum router, with the head replayed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use bytes::{Bytes, BytesMut};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+use crate::error::ApiError;
+use crate::net::{GuardedStream, PeerAddr, Rewind};
+use crate::state::AppState;
+
+/// The largest request head accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// The stream each connection's I/O is, as hyper sees it.
+pub type ConnIo = TokioIo<Rewind<GuardedStream>>;
+
+/// Accepts connections until `shutdown` flips, then waits for open HTTP exchanges to finish
+/// (the caller bounds the wait).
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<AppState>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // Every connection task holds a sender; when all are gone, every exchange has finished.
+    let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = Conn { app: app.clone(), router: router.clone(), shutdown: shutdown.clone(), _open: open_tx.clone() };
+                    tokio::spawn(connection(stream, peer, conn));
+                }
+                Err(e) => {
+                    // Out of file descriptors or a transient error: back off briefly instead of
+                    // spinning, then keep accepting.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {
+                break;
+            },
+        }
+    }
+    drop(listener);
+    drop(open_tx);
+    let _ = all_closed.recv().await;
+    Ok(())
+}
+
+/// What a connection task shares with the server.
+struct Conn {
+    app: Arc<AppState>,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+    /// Dropped when the connection ends.
+    _open: mpsc::Sender<()>,
+}
+
+/// Why a request head could not be read.
+enum HeadError {
+    /// Closed, timed out or failed: nothing to answer.
+    Gone,
+    /// Larger than [`MAX_HEAD`].
+    TooLarge,
+}
+
+async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<BytesMut, HeadError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        loop {
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(());
+            }
+            if buf.len() >= MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Err(HeadError::Gone),
+                Ok(_) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => Ok(buf),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HeadError::Gone),
+    }
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
+    let app = &conn.app;
+    let head =
+        match read_head(&mut stream, Duration::from_secs(app.config.header_timeout_secs)).await {
+            Ok(head) => head.freeze(),
+            Err(HeadError::Gone) => return,
+            Err(HeadError::TooLarge) => {
+                let e = ApiError::new(
+                    axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "headers_too_large",
+                    "request head larger than 16 KiB",
+                );
+                write_error(&mut stream, &e).await;
+                return;
+            }
+        };
+    let stall = Duration::from_secs(app.config.stall_timeout_secs.max(1));
+    if head.starts_with(b"GET /live/") {
+        crate::ogg_http::serve_raw(GuardedStream::new(stream, stall), head, app).await;
+        return;
+    }
+    let io = Rewind::new(head, GuardedStream::new(stream, stall));
+    hyper_connection(io, peer, &conn).await;
+}
+
+/// Serves HTTP/1.1 (and WebSocket upgrades) on a connection until it closes; on shutdown,
+/// finishes the exchange in flight and closes.
+async fn hyper_connection(io: Rewind<GuardedStream>, peer: SocketAddr, conn: &Conn) {
+    let service = conn.router.clone().map_request(move |mut req: axum::http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        req
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(conn.app.config.header_timeout_secs))
+        .max_buf_size(MAX_HEAD.max(8192));
+    let http = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(http);
+    let mut shutdown = conn.shutdown.clone();
+    tokio::select! {
+        _ = http.as_mut() => return,
+        _ = shutdown.wait_for(|draining| *draining) => {}
+    }
+    http.as_mut().graceful_shutdown();
+    let _ = http.await;
+}
+
+/// Writes an API error as a complete HTTP/1.1 response on a raw socket, then the connection
+/// is closed by the caller.
+pub async fn write_error(stream: &mut TcpStream, e: &ApiError) {
+    e.count();
+    let body = e.body().to_string();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        e.status.as_u16(),
+        e.status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A raw response head for a streaming body that ends when the connection closes.
+pub fn streaming_head(content_type: &str, extra: &[(&str, String)]) -> Bytes {
+    let mut head = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-store\r\n\
+         X-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
+    );
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    Bytes::from(head)
+}
