@@ -153,27 +153,30 @@ enum Flush {
 }
 
 impl Conn {
-    fn enqueue(&mut self, bytes: Bytes, frames: u64, dropped: &metrics::Counter) {
+    /// Queues a message; returns the frames skipped to keep the backlog bounded.
+    fn enqueue(&mut self, bytes: Bytes, frames: u64) -> u64 {
         self.queued_bytes += bytes.len();
         self.queue.push_back((bytes, frames));
         // Skip ahead: drop whole messages after the one being written.
+        let mut skipped = 0;
         while self.queued_bytes > MAX_BACKLOG_BYTES && self.queue.len() > 1 {
             if let Some((old, frames)) = self.queue.remove(1) {
                 self.queued_bytes -= old.len();
-                dropped.increment(frames);
+                skipped += frames;
             }
         }
+        skipped
     }
 
-    /// Writes what the socket takes now, without waiting.
-    fn flush(&mut self, now: Instant, sent: &metrics::Counter) -> Flush {
+    /// Writes what the socket takes now, without waiting; adds the frames fully written to `sent`.
+    fn flush(&mut self, now: Instant, sent: &mut u64) -> Flush {
         while let Some((front, frames)) = self.queue.front() {
             match self.stream.try_write(&front[self.offset..]) {
                 Ok(0) => return Flush::Dead,
                 Ok(n) => {
                     self.offset += n;
                     if self.offset == front.len() {
-                        sent.increment(*frames);
+                        *sent += *frames;
                         self.queued_bytes -= front.len();
                         self.queue.pop_front();
                         self.offset = 0;
@@ -188,6 +191,40 @@ impl Conn {
         }
         self.blocked_since = None;
         Flush::Done
+    }
+
+    /// Sends a new message: straight from the shared bytes when nothing is queued (the common
+    /// case: no queue traffic, no reference counting), else behind the queue.
+    fn deliver(
+        &mut self,
+        msg: &Bytes,
+        frames: u64,
+        now: Instant,
+        sent: &mut u64,
+        dropped: &mut u64,
+    ) -> Flush {
+        if !self.queue.is_empty() {
+            *dropped += self.enqueue(msg.clone(), frames);
+            return self.flush(now, sent);
+        }
+        match self.stream.try_write(msg) {
+            Ok(n) if n == msg.len() => {
+                *sent += frames;
+                Flush::Done
+            }
+            Ok(0) => Flush::Dead,
+            Ok(n) => {
+                self.enqueue(msg.slice(n..), frames);
+                self.blocked_since = Some(now);
+                Flush::Blocked
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.enqueue(msg.clone(), frames);
+                self.blocked_since = Some(now);
+                Flush::Blocked
+            }
+            Err(_) => Flush::Dead,
+        }
     }
 }
 
@@ -239,7 +276,7 @@ impl Shard {
                         return;
                     }
                 },
-                _ = housekeeping.tick() => self.sweep(None),
+                _ = housekeeping.tick() => self.sweep(),
             }
         }
     }
@@ -257,7 +294,8 @@ impl Shard {
             conn.queued_bytes += bytes.len();
             conn.queue.push_back((bytes, 0));
         }
-        if !matches!(conn.flush(Instant::now(), &self.sent), Flush::Dead) {
+        let mut sent = 0;
+        if !matches!(conn.flush(Instant::now(), &mut sent), Flush::Dead) {
             self.conns.push(conn);
         } else {
             self.size.fetch_sub(1, Ordering::Relaxed);
@@ -266,33 +304,61 @@ impl Shard {
 
     fn broadcast(&mut self, msg: WireMessage) {
         self.last_seq = msg.seq;
-        for conn in &mut self.conns {
-            conn.enqueue(msg.bytes.clone(), msg.frames, &self.dropped);
-        }
-        self.sweep(Some(()));
-    }
-
-    /// Flushes every socket (or only blocked ones for housekeeping) and drops dead or stalled ones.
-    fn sweep(&mut self, all: Option<()>) {
+        // A private copy per shard keeps each shard's reference counting on its own core.
+        let bytes = Bytes::copy_from_slice(&msg.bytes);
         let now = Instant::now();
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        let mut stuck = 0u64;
         let before = self.conns.len();
-        let (sent, stalled, stall) = (&self.sent, &self.stalled, self.stall);
+        let stall = self.stall;
         self.conns.retain_mut(|conn| {
-            if all.is_none() && conn.queue.is_empty() {
-                return true;
-            }
-            match conn.flush(now, sent) {
+            match conn.deliver(&bytes, msg.frames, now, &mut sent, &mut dropped) {
                 Flush::Done => true,
                 Flush::Dead => false,
                 Flush::Blocked => {
-                    let stuck = conn.blocked_since.is_some_and(|t| now.duration_since(t) >= stall);
-                    if stuck {
-                        stalled.increment(1);
-                    }
-                    !stuck
+                    let gone = conn.blocked_since.is_some_and(|t| now.duration_since(t) >= stall);
+                    stuck += u64::from(gone);
+                    !gone
                 }
             }
         });
+        self.account(before, sent, dropped, stuck);
+    }
+
+    /// Retries blocked sockets and drops dead or stalled ones.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let (mut sent, mut stuck) = (0u64, 0u64);
+        let before = self.conns.len();
+        let stall = self.stall;
+        self.conns.retain_mut(|conn| {
+            if conn.queue.is_empty() {
+                return true;
+            }
+            match conn.flush(now, &mut sent) {
+                Flush::Done => true,
+                Flush::Dead => false,
+                Flush::Blocked => {
+                    let gone = conn.blocked_since.is_some_and(|t| now.duration_since(t) >= stall);
+                    stuck += u64::from(gone);
+                    !gone
+                }
+            }
+        });
+        self.account(before, sent, 0, stuck);
+    }
+
+    /// Metrics and shard size after a pass (one atomic update each, not one per listener).
+    fn account(&mut self, before: usize, sent: u64, dropped: u64, stuck: u64) {
+        if sent > 0 {
+            self.sent.increment(sent);
+        }
+        if dropped > 0 {
+            self.dropped.increment(dropped);
+        }
+        if stuck > 0 {
+            self.stalled.increment(stuck);
+        }
         let gone = before - self.conns.len();
         if gone > 0 {
             self.size.fetch_sub(gone, Ordering::Relaxed);
@@ -303,17 +369,92 @@ impl Shard {
     async fn farewell_all(&mut self, last: Bytes) {
         let deadline = Instant::now() + Duration::from_secs(1);
         for conn in &mut self.conns {
-            conn.enqueue(last.clone(), 0, &self.dropped);
+            conn.enqueue(last.clone(), 0);
         }
+        let mut sent = 0;
         while !self.conns.is_empty() && Instant::now() < deadline {
             let now = Instant::now();
-            let sent = &self.sent;
-            self.conns.retain_mut(|c| matches!(c.flush(now, sent), Flush::Blocked));
+            self.conns.retain_mut(|c| matches!(c.flush(now, &mut sent), Flush::Blocked));
             if !self.conns.is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         self.size.store(0, Ordering::Relaxed);
         self.conns.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::{WsOpcode, ws_frame};
+    use tokio::io::AsyncReadExt;
+
+    /// A connected pair of loopback sockets with small buffers.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener =
+            crate::net::bind("127.0.0.1:0".parse().expect("addr"), Some(4_096)).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::net::TcpSocket::new_v4().expect("socket");
+        client.set_recv_buffer_size(4_096).expect("rcvbuf");
+        let (client, server) = tokio::join!(client.connect(addr), listener.accept());
+        (server.expect("accept").0, client.expect("connect"))
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_skips_whole_messages_and_stays_parseable() {
+        let (server, mut client) = pair().await;
+        let (_tx, rx) = watch::channel(false);
+        let feed = Arc::new(crate::feed::ProgramFeed::new(
+            townhall_core::SpaceId::new("t").expect("id"),
+            Bytes::new(),
+            0,
+            FanoutConfig { shards: 1, stall: Duration::from_secs(60), shutdown: rx },
+        ));
+        let mut conn = Conn {
+            stream: server,
+            queue: VecDeque::new(),
+            offset: 0,
+            queued_bytes: 0,
+            blocked_since: None,
+            _guard: feed.count_listener(crate::feed::Protocol::Ws),
+        };
+        let now = Instant::now();
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        let messages = 2_000u32;
+        for i in 0..messages {
+            let payload = vec![(i % 251) as u8; 400];
+            let msg = ws_frame(WsOpcode::Binary, &payload);
+            let outcome = conn.deliver(&msg, 1, now, &mut sent, &mut dropped);
+            assert!(!matches!(outcome, Flush::Dead));
+            assert!(conn.queued_bytes <= MAX_BACKLOG_BYTES + msg.len(), "backlog is bounded");
+        }
+        assert!(dropped > 0, "the reader never read, so messages were skipped");
+        assert_eq!(sent + dropped + conn.queue.len() as u64, u64::from(messages));
+        // Drain: everything the reader gets is a sequence of whole, valid frames.
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut all)).await;
+            all
+        });
+        while !conn.queue.is_empty() {
+            conn.flush(Instant::now(), &mut sent);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(conn);
+        let bytes = reader.await.expect("reader");
+        let mut pos = 0;
+        let mut frames = 0u64;
+        while pos < bytes.len() {
+            assert_eq!(bytes[pos], 0x82, "frame boundary at {pos}");
+            assert_eq!(bytes[pos + 1], 126);
+            let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+            let body = &bytes[pos + 4..pos + 4 + len];
+            assert!(body.iter().all(|b| *b == body[0]), "a frame is never spliced with another");
+            pos += 4 + len;
+            frames += 1;
+        }
+        assert_eq!(frames, sent);
     }
 }
