@@ -188,6 +188,9 @@ async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Inst
                         gaps += seqs.observe(f.seq);
                         let age = now_us.saturating_sub(f.mixed_at_us);
                         stats.latency.record(age);
+                        if let Some(captured) = f.captured_at_us() {
+                            stats.mouth_to_ear.record(now_us.saturating_sub(captured));
+                        }
                         if age > budget_us {
                             late += 1;
                         }

@@ -265,6 +265,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     let connected_secs = stats.connected_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
     let expected_frames = connected_secs * 50.0;
     let latency = Quantiles::of(&stats.latency);
+    let mouth_to_ear = Quantiles::of(&stats.mouth_to_ear);
     let late_percent =
         if s.frames > 0 { s.late_frames as f64 * 100.0 / s.frames as f64 } else { 0.0 };
     let delivery_percent =
@@ -298,13 +299,14 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         "rx_kbit_s": s.bytes as f64 * 8.0 / 1_000.0 / elapsed.as_secs_f64(),
         "expected_kbit_s": a.listeners as f64 * a.bitrate as f64 / 1_000.0,
         "latency_ms": latency,
+        "mouth_to_ear_ms": mouth_to_ear,
         "late_budget_ms": a.late_ms,
         "load_cpu_percent": load_cpu,
         "server": server,
         "duration_s": elapsed.as_secs_f64(),
     });
     println!(
-        "listen: {}/{} connected, {} frames ({:.2}% of expected), late {} ({:.3}%), gaps {}, disconnects {}, latency p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms, load CPU {:.0}%{}",
+        "listen: {}/{} connected, {} frames ({:.2}% of expected), late {} ({:.3}%), gaps {}, disconnects {}, latency p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms, mouth-to-ear p99 {:.1} ms, load CPU {:.0}%{}",
         s.ever_connected,
         a.listeners,
         s.frames,
@@ -316,6 +318,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         latency.p50,
         latency.p99,
         latency.p999,
+        mouth_to_ear.p99,
         load_cpu,
         if server.is_null() { String::new() } else { format!(", server {server}") }
     );
@@ -331,6 +334,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         ("p50", latency.p50),
         ("p99", latency.p99),
         ("p999", latency.p999),
+        ("mouth_to_ear_p99", mouth_to_ear.p99),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

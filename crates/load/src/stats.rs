@@ -31,6 +31,8 @@ pub struct Stats {
     pub connected_us: AtomicU64,
     /// Receive latency (WebSocket: from mixing; Ogg: lateness against the stream's own clock).
     pub latency: Histogram,
+    /// Mouth-to-ear latency (WebSocket only): arrival minus the speaker's capture time.
+    pub mouth_to_ear: Histogram,
 }
 
 /// A point-in-time copy of [`Stats`].

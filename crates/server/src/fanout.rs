@@ -12,7 +12,7 @@
 //! for a slow listener.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -134,9 +134,11 @@ impl Fanout {
     }
 }
 
-/// A listener inside a shard.
+/// A listener inside a shard. Its socket is taken out of the async reactor: the shard never
+/// waits on it (it retries on the next message), so the reactor need not track its readiness,
+/// which saves an epoll event per write per listener.
 struct Conn {
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     queue: VecDeque<(Bytes, u64)>,
     /// Bytes of the front message already written.
     offset: usize,
@@ -171,7 +173,7 @@ impl Conn {
     /// Writes what the socket takes now, without waiting; adds the frames fully written to `sent`.
     fn flush(&mut self, now: Instant, sent: &mut u64) -> Flush {
         while let Some((front, frames)) = self.queue.front() {
-            match self.stream.try_write(&front[self.offset..]) {
+            match (&self.stream).write(&front[self.offset..]) {
                 Ok(0) => return Flush::Dead,
                 Ok(n) => {
                     self.offset += n;
@@ -207,7 +209,7 @@ impl Conn {
             *dropped += self.enqueue(msg.clone(), frames);
             return self.flush(now, sent);
         }
-        match self.stream.try_write(msg) {
+        match (&self.stream).write(msg) {
             Ok(n) if n == msg.len() => {
                 *sent += frames;
                 Flush::Done
@@ -282,8 +284,13 @@ impl Shard {
     }
 
     fn add(&mut self, joiner: Joiner) {
+        // `into_std` keeps the socket non-blocking.
+        let Ok(stream) = joiner.stream.into_std() else {
+            self.size.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
         let mut conn = Conn {
-            stream: joiner.stream,
+            stream,
             queue: VecDeque::new(),
             offset: 0,
             queued_bytes: 0,
@@ -412,7 +419,7 @@ mod tests {
             FanoutConfig { shards: 1, stall: Duration::from_secs(60), shutdown: rx },
         ));
         let mut conn = Conn {
-            stream: server,
+            stream: server.into_std().expect("std socket"),
             queue: VecDeque::new(),
             offset: 0,
             queued_bytes: 0,

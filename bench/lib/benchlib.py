@@ -1,0 +1,114 @@
+"""Shared plumbing of the bench scripts: building, starting and always stopping processes (by
+PID), pinning to cores, and reading a process's memory."""
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CHILDREN = []
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def raise_fd_limit():
+    """Soft open-files limit up to the hard limit (this machine caps it at 20,000)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start(cmd, log_path, core=None):
+    """Starts a process (pinned to `core` if given) that `stop_all` will stop."""
+    if core is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(core)] + cmd
+    out = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit)
+    CHILDREN.append(proc)
+    return proc
+
+
+def stop_all():
+    """Stops every process started here: SIGTERM, then SIGKILL after 5 s."""
+    for proc in reversed(CHILDREN):
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + 5
+    for proc in CHILDREN:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_http(url, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                r.read(64)
+                return True
+        except Exception:
+            time.sleep(0.3)
+    return False
+
+
+def rss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def build(profile):
+    args = ["cargo", "build", "-q", "--bin", "townhall", "--bin", "townhall-load"]
+    if profile == "release":
+        args.append("--release")
+    log(f"building ({profile})")
+    subprocess.run(args, cwd=ROOT, check=True)
+    return ROOT / "target" / profile
+
+
+def workdir(name):
+    work = ROOT / "bench" / "work" / time.strftime(f"{name}-%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o777)
+    return work
+
+
+def results_dir():
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def machine():
+    import platform
+    return f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+def start_townhall(bin_dir, work, port, extra_config="", core=0):
+    """Starts Townhall with its demo space; returns the process once it is ready."""
+    (work / "townhall.toml").write_text(f'listen = "127.0.0.1:{port}"\n{extra_config}')
+    proc = start([str(bin_dir / "townhall"), "serve", "--config", str(work / "townhall.toml")],
+                 work / "townhall.log", core=core)
+    if not wait_http(f"http://127.0.0.1:{port}/readyz"):
+        raise RuntimeError("townhall did not start; see " + str(work / "townhall.log"))
+    return proc
+
+
+def last_json(path):
+    import json
+    lines = [l for l in Path(path).read_text().splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON report in {path}")
+    return json.loads(lines[-1])
