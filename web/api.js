@@ -1,1 +1,42 @@
-// placeholder
+// The JSON API under /api/v1. Errors come back as {"error": {"code", "message"}}.
+
+/** An API error with its HTTP status and code. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function call(method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const json = await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = json && json.error ? json.error : { code: 'http', message: res.statusText };
+    throw new ApiError(res.status, err.code, err.message);
+  }
+  return json;
+}
+
+/** Lists spaces, live first. */
+export const listSpaces = () => call('GET', '/api/v1/spaces').then((r) => r.spaces);
+/** Gets one space. */
+export const getSpace = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}`);
+/** Creates a space (host token). */
+export const createSpace = (token, fields) => call('POST', '/api/v1/spaces', { token, body: fields });
+/** Takes a scheduled space live (host token). */
+export const startSpace = (token, id) => call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/start`, { token });
+/** Ends a space (host token). */
+export const endSpace = (token, id) => call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/end`, { token });
+/** Gets a listener ticket (anonymous for public spaces). */
+export const joinSpace = (id, token) => call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/join`, { token });
+
+/** The WebSocket URL for a path on this server. */
+export function wsUrl(path) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}${path}`;
+}

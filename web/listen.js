@@ -1,1 +1,200 @@
-// placeholder
+// Listening: program batches over WebSocket, decoded with WebCodecs and played through an
+// AudioWorklet; or, where WebCodecs is missing, the Ogg stream in an <audio> element.
+
+import { joinSpace, wsUrl } from './api.js';
+import { parseProgramBatch } from './wire.js';
+
+/** True when this browser can decode Opus frames itself (WebCodecs). */
+export const canDecode = () => typeof AudioDecoder === 'function' && typeof AudioWorkletNode === 'function';
+
+/** Decodes Opus packets and plays them, with an analyser for the level meter. */
+export class Player {
+  /** Creates the audio graph (call from a user gesture). */
+  static async create() {
+    const ctx = new AudioContext({ sampleRate: 48000, latencyHint: 'interactive' });
+    await ctx.audioWorklet.addModule('/playback-worklet.js');
+    const node = new AudioWorkletNode(ctx, 'townhall-playback', { outputChannelCount: [1] });
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    node.connect(analyser);
+    analyser.connect(ctx.destination);
+    await ctx.resume();
+    return new Player(ctx, node, analyser);
+  }
+
+  constructor(ctx, node, analyser) {
+    this.ctx = ctx;
+    this.node = node;
+    this.analyser = analyser;
+    this.samples = new Float32Array(analyser.fftSize);
+    this.decoder = new AudioDecoder({
+      output: (data) => this.play(data),
+      error: (e) => console.warn('decoder error', e),
+    });
+    this.decoder.configure({ codec: 'opus', sampleRate: 48000, numberOfChannels: 1 });
+    this.timestamp = 0;
+  }
+
+  /** Queues one Opus packet (20 ms). */
+  decode(payload) {
+    if (this.decoder.state !== 'configured') return;
+    const chunk = new EncodedAudioChunk({ type: 'key', timestamp: this.timestamp, data: payload });
+    this.timestamp += 20000;
+    this.decoder.decode(chunk);
+  }
+
+  play(data) {
+    const pcm = new Float32Array(data.numberOfFrames);
+    data.copyTo(pcm, { planeIndex: 0, format: 'f32-planar' });
+    data.close();
+    this.node.port.postMessage(pcm, [pcm.buffer]);
+  }
+
+  /** RMS of what is playing now (0..1). */
+  level() {
+    this.analyser.getFloatTimeDomainData(this.samples);
+    let sum = 0;
+    for (const s of this.samples) sum += s * s;
+    return Math.sqrt(sum / this.samples.length);
+  }
+
+  /** Stops and releases the audio graph. */
+  close() {
+    if (this.decoder.state !== 'closed') this.decoder.close();
+    this.ctx.close();
+  }
+}
+
+/**
+ * A listener of one space: joins (ticket), connects, plays, reconnects with backoff after an
+ * unexpected close. Calls `onState(text)`, `onListeners(n)` and `onEnded()`.
+ */
+export class Listener {
+  constructor(spaceId, { onState, onListeners, onEnded, token }) {
+    this.spaceId = spaceId;
+    this.onState = onState;
+    this.onListeners = onListeners;
+    this.onEnded = onEnded;
+    this.token = token;
+    this.stopped = false;
+    this.retries = 0;
+    this.player = null;
+    this.audio = null;
+    this.state = 'idle';
+  }
+
+  setState(state) {
+    this.state = state;
+    this.onState(state);
+  }
+
+  /** Starts listening (call from a user gesture). */
+  async start() {
+    if (!canDecode()) return this.startFallback();
+    this.player = await Player.create();
+    await this.connect();
+  }
+
+  async connect() {
+    if (this.stopped) return;
+    this.setState('connecting');
+    let ticket;
+    try {
+      ticket = await joinSpace(this.spaceId, this.token);
+    } catch (e) {
+      if (e.status === 410) return this.ended();
+      return this.retry(`join failed: ${e.message}`);
+    }
+    const ws = new WebSocket(wsUrl(`${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=1`));
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onmessage = (e) => this.onMessage(e.data);
+    ws.onopen = () => {
+      this.retries = 0;
+      this.setState('listening');
+    };
+    ws.onclose = () => {
+      if (this.ws === ws && !this.stopped && this.state !== 'ended') this.retry('connection lost');
+    };
+  }
+
+  onMessage(data) {
+    if (typeof data !== 'string') {
+      try {
+        parseProgramBatch(data, (f) => this.player.decode(f.payload));
+      } catch (e) {
+        console.warn('bad batch', e);
+      }
+      return;
+    }
+    const event = JSON.parse(data);
+    if (event.type === 'listeners') this.onListeners(event.count);
+    if (event.type === 'state' && event.state === 'ended') this.ended();
+    if (event.type === 'bye') {
+      this.setState('server restarting; reconnecting');
+      this.ws = null;
+      setTimeout(() => this.connect(), event.reconnect_after_ms || 1000);
+    }
+  }
+
+  retry(why) {
+    if (this.stopped) return;
+    const delay = Math.min(30000, 500 * 2 ** this.retries) * (0.5 + Math.random() / 2);
+    this.retries += 1;
+    this.setState(`${why}; retrying in ${Math.round(delay / 1000)} s`);
+    setTimeout(() => this.connect(), delay);
+  }
+
+  ended() {
+    this.stopped = true;
+    this.setState('ended');
+    this.onEnded();
+    this.close();
+  }
+
+  /** Plays the Ogg stream in an <audio> element (browsers without WebCodecs). */
+  async startFallback() {
+    const audio = document.getElementById('fallback-audio');
+    audio.src = `/live/${encodeURIComponent(this.spaceId)}.opus`;
+    const ctx = new AudioContext();
+    const source = ctx.createMediaElementSource(audio);
+    const analyser = ctx.createAnalyser();
+    source.connect(analyser);
+    analyser.connect(ctx.destination);
+    this.audio = { element: audio, ctx, analyser, samples: new Float32Array(analyser.fftSize) };
+    await audio.play();
+    this.setState('listening (Ogg stream)');
+  }
+
+  /** RMS of what is playing now (0..1). */
+  level() {
+    if (this.player) return this.player.level();
+    if (this.audio) {
+      this.audio.analyser.getFloatTimeDomainData(this.audio.samples);
+      let sum = 0;
+      for (const s of this.audio.samples) sum += s * s;
+      return Math.sqrt(sum / this.audio.samples.length);
+    }
+    return 0;
+  }
+
+  close() {
+    if (this.ws) this.ws.close();
+    this.ws = null;
+    if (this.player) this.player.close();
+    this.player = null;
+    if (this.audio) {
+      this.audio.element.pause();
+      this.audio.element.removeAttribute('src');
+      this.audio.ctx.close();
+      this.audio = null;
+    }
+  }
+
+  /** Stops listening. */
+  stop() {
+    this.stopped = true;
+    this.close();
+    this.setState('not listening');
+  }
+}

@@ -1,1 +1,122 @@
-// placeholder
+// Speaking: microphone → AudioWorklet (20 ms frames) → WebCodecs Opus encoder → speaker frames
+// over the WebSocket. What comes back (the other speakers, without our own voice) is played.
+
+import { wsUrl } from './api.js';
+import { Player } from './listen.js';
+import { encodeSpeakerFrame, nowUs, parseProgramBatch } from './wire.js';
+
+const ENCODER_CONFIG = {
+  codec: 'opus',
+  sampleRate: 48000,
+  numberOfChannels: 1,
+  bitrate: 32000,
+  opus: { frameDuration: 20000 },
+};
+
+/** True when this browser can encode Opus itself (WebCodecs). */
+export const canEncode = () => typeof AudioEncoder === 'function' && typeof AudioWorkletNode === 'function';
+
+/** A speaker session in one space. Calls `onState(text)` and `onError(text)`. */
+export class Speaker {
+  constructor(spaceId, token, { onState, onError }) {
+    this.spaceId = spaceId;
+    this.token = token;
+    this.onState = onState;
+    this.onError = onError;
+    this.seq = 0;
+    this.timestamp = 0;
+    this.peak = 0;
+  }
+
+  /** Opens the microphone and starts sending (call from a user gesture). */
+  async start() {
+    if (!canEncode()) throw new Error('this browser cannot encode Opus (WebCodecs AudioEncoder missing)');
+    const support = await AudioEncoder.isConfigSupported(ENCODER_CONFIG);
+    if (!support.supported) throw new Error('this browser cannot encode 20 ms Opus frames');
+    this.onState('opening microphone');
+    this.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+    });
+    this.ctx = new AudioContext({ sampleRate: 48000, latencyHint: 'interactive' });
+    await this.ctx.audioWorklet.addModule('/capture-worklet.js');
+    const source = this.ctx.createMediaStreamSource(this.stream);
+    this.capture = new AudioWorkletNode(this.ctx, 'townhall-capture', { numberOfOutputs: 1 });
+    const mute = this.ctx.createGain();
+    mute.gain.value = 0;
+    source.connect(this.capture);
+    this.capture.connect(mute);
+    mute.connect(this.ctx.destination);
+    await this.ctx.resume();
+    this.player = await Player.create();
+
+    this.encoder = new AudioEncoder({
+      output: (chunk) => this.send(chunk),
+      error: (e) => this.onError(`encoder: ${e.message}`),
+    });
+    this.encoder.configure(ENCODER_CONFIG);
+
+    const url = wsUrl(`/ws/${encodeURIComponent(this.spaceId)}?mode=speak&token=${encodeURIComponent(this.token)}`);
+    this.ws = new WebSocket(url);
+    this.ws.binaryType = 'arraybuffer';
+    this.ws.onopen = () => this.onState('on air');
+    this.ws.onclose = (e) => {
+      if (!this.stopped) this.onError(`disconnected${e.reason ? `: ${e.reason}` : ''}`);
+      this.stop();
+    };
+    this.ws.onmessage = (e) => this.onMessage(e.data);
+    this.capture.port.onmessage = ({ data }) => this.encode(data.samples, data.peak);
+  }
+
+  encode(samples, peak) {
+    this.peak = peak;
+    if (!this.encoder || this.encoder.state !== 'configured' || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    const data = new AudioData({
+      format: 'f32',
+      sampleRate: 48000,
+      numberOfFrames: samples.length,
+      numberOfChannels: 1,
+      timestamp: this.timestamp,
+      data: samples,
+    });
+    this.timestamp += 20000;
+    this.encoder.encode(data);
+    data.close();
+  }
+
+  send(chunk) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    const opus = new Uint8Array(chunk.byteLength);
+    chunk.copyTo(opus);
+    this.ws.send(encodeSpeakerFrame(this.seq, nowUs(), opus));
+    this.seq = (this.seq + 1) >>> 0;
+  }
+
+  onMessage(data) {
+    if (typeof data !== 'string') {
+      parseProgramBatch(data, (f) => this.player.decode(f.payload));
+      return;
+    }
+    const event = JSON.parse(data);
+    if (event.type === 'error') this.onError(`${event.code}: ${event.message}`);
+    if (event.type === 'bye') this.onError(`server: ${event.reason}`);
+    if (event.type === 'state' && event.state === 'ended') this.onState('the space has ended');
+  }
+
+  /** Peak level of the last microphone frame (0..1). */
+  micLevel() {
+    return this.peak;
+  }
+
+  /** Stops sending and releases the microphone. */
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ws) this.ws.close();
+    if (this.encoder && this.encoder.state !== 'closed') this.encoder.close();
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    if (this.ctx) this.ctx.close();
+    if (this.player) this.player.close();
+    this.peak = 0;
+    this.onState('off air');
+  }
+}

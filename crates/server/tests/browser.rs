@@ -1,0 +1,298 @@
+//! The page in a real browser: headless Chromium, driven over WebDriver (chromedriver), against a
+//! real server on loopback. Listening must produce audible output; speaking from Chromium's fake
+//! microphone must reach a Rust listener.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Set
+//! `TOWNHALL_SKIP_BROWSER=1` to skip on a machine without them.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use townhall_media::analysis::rms;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A WebDriver session.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: Driver,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Returns `None` (and says why) when the browser test is to be skipped.
+fn browser_available() -> Option<()> {
+    if std::env::var("TOWNHALL_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("TOWNHALL_SKIP_BROWSER=1: skipping the browser test");
+        return None;
+    }
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} not found: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), or set TOWNHALL_SKIP_BROWSER=1"
+        );
+    }
+    Some(())
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let profile =
+            std::env::temp_dir().join(format!("townhall-chromium-{}-{port}", std::process::id()));
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Driver { child, port, profile: profile.clone() };
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        let status = format!("http://127.0.0.1:{port}/status");
+        let mut ready = false;
+        for _ in 0..100 {
+            if http.get(&status).send().await.is_ok_and(|r| r.status().is_success()) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "chromedriver did not come up");
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+        ];
+        let mut all_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all_args.push(format!("--user-data-dir={}", profile.display()));
+        let caps = json!({
+            "capabilities": { "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": { "binary": CHROMIUM, "args": all_args }
+            }}
+        });
+        let res: Value = http
+            .post(format!("http://127.0.0.1:{}/session", driver.port))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("session json");
+        let id = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {res}"))
+            .to_owned();
+        let base = format!("http://127.0.0.1:{}/session/{id}", driver.port);
+        Browser { http, base, _driver: driver }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("webdriver request");
+        let value: Value = res.json().await.expect("webdriver json");
+        if let Some(err) = value["value"]["error"].as_str() {
+            panic!("webdriver {path}: {err}: {}", value["value"]["message"]);
+        }
+        value["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", json!({ "url": url })).await;
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/sync", json!({ "script": js, "args": [] })).await
+    }
+
+    /// Clicks the element matching `#selector` (a real WebDriver click: a user gesture).
+    async fn click(&self, selector: &str) {
+        let css = format!("#{selector}");
+        let el = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                json!({ "using": "css selector", "value": css }),
+            )
+            .await;
+        let key = el
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element id")
+            .to_owned();
+        self.cmd(reqwest::Method::POST, &format!("/element/{key}/click"), json!({})).await;
+    }
+
+    /// Polls a script until it returns a number above `threshold`; returns the best value seen.
+    async fn wait_above(&self, js: &str, threshold: f64, within: Duration) -> f64 {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut best = 0.0f64;
+        while tokio::time::Instant::now() < deadline {
+            let v = self.script(js).await.as_f64().unwrap_or(0.0);
+            best = best.max(v);
+            if v > threshold {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        best
+    }
+
+    async fn close(self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+async fn page_text(browser: &Browser, id: &str) -> String {
+    browser
+        .script(&format!("return document.getElementById('{id}').textContent"))
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_plays_the_demo_space() {
+    if browser_available().is_none() {
+        return;
+    }
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: true,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let addr: SocketAddr = server.addr();
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(page_text(&browser, "space-title").await, "Townhall demo: a live space");
+    assert_eq!(page_text(&browser, "space-state").await, "live");
+    assert_eq!(
+        browser.script("return window.townhall.level()").await.as_f64(),
+        Some(0.0),
+        "silent before Listen"
+    );
+    browser.click("listen").await;
+    let level =
+        browser.wait_above("return window.townhall.level()", 0.01, Duration::from_secs(20)).await;
+    let state = browser.script("return window.townhall.state()").await;
+    assert!(level > 0.01, "the page never played audible audio (best RMS {level}, state {state})");
+    assert_eq!(state, "listening");
+    let listeners =
+        browser.wait_above("return window.townhall.listeners()", 0.5, Duration::from_secs(5)).await;
+    assert!(listeners >= 1.0, "the page shows its own listener: {listeners}");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_creates_a_space_speaks_from_the_microphone_and_ends_it() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = server().await;
+    let addr = server.addr();
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let token = server.host_token().to_owned();
+    browser
+        .script(&format!("localStorage.setItem('townhall.token', {}); return true", json!(token)))
+        .await;
+    browser.goto(&format!("http://{addr}/")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser
+        .script("document.getElementById('new-title').value = 'Browser mic test'; return true")
+        .await;
+    browser.click("create-form button[type=submit]").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while browser.script("return window.townhall.space()").await.as_str()
+        != Some("browser-mic-test")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the page did not open the new space");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A Rust listener hears what the page sends.
+    let listener = ws(addr, "/ws/browser-mic-test?batch=5").await;
+    let listening = tokio::spawn(listen_ws(listener, Duration::from_secs(12)));
+    browser.click("speak").await;
+    let mic = browser
+        .wait_above("return window.townhall.micLevel()", 0.01, Duration::from_secs(10))
+        .await;
+    assert!(mic > 0.01, "the fake microphone produced no signal in the page: {mic}");
+    let heard = listening.await.expect("listener");
+    let loud = heard.pcm.chunks(4_800).filter(|c| rms(c) > 0.01).count();
+    assert!(loud >= 5, "the listener heard the page's microphone in only {loud} 100 ms windows");
+    let view: Value = http()
+        .get(format!("http://{addr}/api/v1/spaces/browser-mic-test"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["speakers"][0]["identity"], "host", "{view}");
+
+    browser.click("end-space").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = http()
+            .get(format!("http://{addr}/api/v1/spaces/browser-mic-test"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if v["state"] == "ended" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the page did not end the space: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.close().await;
+    server.shutdown().await;
+}
