@@ -142,19 +142,23 @@ async fn open(
     }
 }
 
-/// Reads until the deadline; returns `false` if the connection was lost first.
+/// Reads more; returns `false` when the listener is done: the run's deadline passed, or the
+/// connection was lost (counted as a disconnect).
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut ReadBuf,
     stats: &Stats,
     deadline: Instant,
-) -> Option<bool> {
+) -> bool {
     match timeout_at(deadline, buf.fill(stream)).await {
-        Err(_) => None,
-        Ok(Ok(0)) | Ok(Err(_)) => Some(false),
+        Err(_) => false,
+        Ok(Ok(0)) | Ok(Err(_)) => {
+            Stats::add(&stats.disconnects, 1);
+            false
+        }
         Ok(Ok(n)) => {
             Stats::add(&stats.bytes, n as u64);
-            Some(true)
+            true
         }
     }
 }
@@ -214,13 +218,8 @@ async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Inst
             Stats::add(&stats.disconnects, 1);
             return;
         }
-        match read_more(&mut stream, &mut buf, stats, deadline).await {
-            None => return,
-            Some(true) => {}
-            Some(false) => {
-                Stats::add(&stats.disconnects, 1);
-                return;
-            }
+        if !read_more(&mut stream, &mut buf, stats, deadline).await {
+            return;
         }
     }
 }
@@ -319,13 +318,8 @@ async fn ogg_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Ins
             }
         }
         body.drain(..pos);
-        match read_more(&mut stream, &mut buf, stats, deadline).await {
-            None => return,
-            Some(true) => {}
-            Some(false) => {
-                Stats::add(&stats.disconnects, 1);
-                return;
-            }
+        if !read_more(&mut stream, &mut buf, stats, deadline).await {
+            return;
         }
     }
 }

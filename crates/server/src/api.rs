@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, SpaceState};
+use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope};
 
 use crate::clock::now_unix;
 use crate::error::ApiError;
@@ -73,10 +73,7 @@ async fn start_space(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SpaceView>, ApiError> {
-    let id = space_id(path)?;
-    app.authorize_manage(&headers, Some(&id))?;
-    app.space(&id)?;
-    Ok(Json(app.view(app.start(&id)?)))
+    manage(&app, &headers, path, AppState::start)
 }
 
 async fn end_space(
@@ -84,10 +81,19 @@ async fn end_space(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SpaceView>, ApiError> {
+    manage(&app, &headers, path, AppState::end)
+}
+
+/// A host action on one space: authorise, apply, show the result.
+fn manage(
+    app: &AppState,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    action: fn(&AppState, &SpaceId) -> Result<townhall_core::Space, ApiError>,
+) -> Result<Json<SpaceView>, ApiError> {
     let id = space_id(path)?;
-    app.authorize_manage(&headers, Some(&id))?;
-    app.space(&id)?;
-    Ok(Json(app.view(app.end(&id)?)))
+    app.authorize_manage(headers, Some(&id))?;
+    Ok(Json(app.view(action(app, &id)?)))
 }
 
 /// What `join` returns: a listener ticket and where to use it.
@@ -114,22 +120,8 @@ async fn join_space(
 ) -> Result<Json<JoinTicket>, ApiError> {
     let id = space_id(path)?;
     let space = app.space(&id)?;
-    if app.is_draining() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this node is shutting down; retry",
-        ));
-    }
-    match space.state {
-        SpaceState::Ended => {
-            return Err(ApiError::new(StatusCode::GONE, "ended", "this space has ended"));
-        }
-        SpaceState::Scheduled => {
-            return Err(ApiError::conflict("not_live", "this space has not started yet"));
-        }
-        SpaceState::Live => {}
-    }
+    // Joins are for live spaces on a node that is not draining.
+    app.on_air(&space)?;
     let (identity, role) = match bearer(&headers) {
         Some(token) => {
             let claims = app.verify(token, &id)?;

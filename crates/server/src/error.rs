@@ -50,6 +50,20 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 410: the space has ended.
+    pub fn ended() -> ApiError {
+        ApiError::new(StatusCode::GONE, "ended", "this space has ended")
+    }
+
+    /// 503: the node is draining.
+    pub fn draining() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; retry",
+        )
+    }
+
     /// 500 for failures that are the server's fault.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -161,8 +161,7 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     if app.is_draining() {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is shutting down")
-            .into_response()
+        ApiError::draining().into_response()
     } else {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     }

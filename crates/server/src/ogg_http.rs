@@ -26,7 +26,7 @@ use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT};
 use crate::net::GuardedStream;
 use crate::serve::{streaming_head, write_error};
 use crate::state::{AppState, bearer};
-use crate::ws::{listener_identity, live_space};
+use crate::ws::listener_identity;
 
 /// Query parameters of the Ogg stream.
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +54,7 @@ fn check(
     let token = q.token.as_deref().or(authorization);
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
     listener_identity(app, &space, claims)?;
-    let live = live_space(app, &space)?;
+    let live = app.on_air(&space)?;
     Ok((space, live))
 }
 
@@ -100,8 +100,7 @@ pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState) {
     let fanout = match live.feed().ogg_fanout() {
         Ok(f) => f,
         Err(_) => {
-            let e = ApiError::new(StatusCode::GONE, "ended", "this space has ended");
-            write_error(&mut stream, &e).await;
+            write_error(&mut stream, &ApiError::ended()).await;
             return;
         }
     };
@@ -123,10 +122,7 @@ pub async fn routed(
 ) -> Result<Response, ApiError> {
     let query = query.0.unwrap_or_default();
     let (space, live) = check(&app, &file, &query, bearer(&headers))?;
-    let (recent, rx) = live
-        .feed()
-        .subscribe_ogg()
-        .map_err(|_| ApiError::new(StatusCode::GONE, "ended", "this space has ended"))?;
+    let (recent, rx) = live.feed().subscribe_ogg().map_err(|_| ApiError::ended())?;
     let guard = live.feed().count_listener(Protocol::Ogg);
     let mut prelude = vec![live.feed().ogg_headers()];
     prelude.extend(recent);

@@ -116,6 +116,20 @@ impl AppState {
         self.live.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
+    /// The live runtime of a space, or the error that says why listeners cannot join it now.
+    pub fn on_air(&self, space: &Space) -> Result<Arc<LiveSpace>, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::draining());
+        }
+        match space.state {
+            SpaceState::Scheduled => {
+                Err(ApiError::conflict("not_live", "this space has not started yet"))
+            }
+            SpaceState::Ended => Err(ApiError::ended()),
+            SpaceState::Live => self.live(&space.id).ok_or_else(ApiError::ended),
+        }
+    }
+
     /// A copy of a space's record.
     pub fn space(&self, id: &SpaceId) -> Result<Space, ApiError> {
         Ok(self.directory().get(id)?.clone())

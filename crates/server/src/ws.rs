@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha1::{Digest, Sha1};
 use tokio::sync::watch;
-use townhall_core::{Claims, Identity, Role, Space, SpaceState};
+use townhall_core::{Claims, Identity, Role, Space};
 use townhall_media::{SpeakerFrame, check_opus_frame};
 use townhall_shield::Gcra;
 
@@ -30,7 +30,7 @@ use crate::api::space_id;
 use crate::error::ApiError;
 use crate::fanout::Joiner;
 use crate::feed::{MAX_WS_BATCH, Protocol, WsOpcode, ws_frame};
-use crate::live::{LiveSpace, SpeakerSeat};
+use crate::live::SpeakerSeat;
 use crate::metrics::SPEAKER_FRAMES;
 use crate::serve::ConnIo;
 use crate::state::{AppState, bearer};
@@ -87,12 +87,12 @@ pub async fn handler(
             ));
         }
     };
-    let live = live_space(&app, &space)?;
+    let live = app.on_air(&space)?;
     match mode {
         Mode::Listen { batch } => {
             let who = listener_identity(&app, &space, claims)?;
             let (accept, on_upgrade) = handshake(&mut parts)?;
-            let fanout = live.feed().ws_fanout(batch).map_err(|_| ended())?;
+            let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
             let guard = live.feed().count_listener(Protocol::Ws);
             let hello =
                 ws_frame(WsOpcode::Text, hello(&space, &who, Role::Listener, batch).as_bytes());
@@ -176,28 +176,6 @@ fn switching_protocols(accept: String) -> Response {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
-}
-
-fn ended() -> ApiError {
-    ApiError::new(StatusCode::GONE, "ended", "this space has ended")
-}
-
-/// The live runtime of a space, or the error that says why there is none.
-pub fn live_space(app: &AppState, space: &Space) -> Result<Arc<LiveSpace>, ApiError> {
-    if app.is_draining() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this node is shutting down; retry",
-        ));
-    }
-    match space.state {
-        SpaceState::Scheduled => {
-            Err(ApiError::conflict("not_live", "this space has not started yet"))
-        }
-        SpaceState::Ended => Err(ended()),
-        SpaceState::Live => app.live(&space.id).ok_or_else(ended),
-    }
 }
 
 /// Who a listener is: the token's identity, or anonymous on a public space.
