@@ -105,7 +105,7 @@ export class Listener {
       if (e.status === 410) return this.ended();
       return this.retry(`join failed: ${e.message}`);
     }
-    const ws = new WebSocket(wsUrl(`${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=1`));
+    const ws = new WebSocket(wsUrl(`${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=5`));
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     ws.onmessage = (e) => this.onMessage(e.data);
