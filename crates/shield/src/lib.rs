@@ -1,9 +1,17 @@
 //! Townhall's shield: the policies that keep a live space on air under crowds and attacks.
 //!
 //! Sans-IO: every decision takes the current time as an argument, so tests drive time explicitly.
-//! This crate starts with the rate limiter that guards speaker ingest; admission control, the
-//! waiting room and the crowd/attack classifier build on it.
+//! - [`gcra`]: one rate limiter (speaker frames, per connection).
+//! - [`sketch`]: per-key rate limits and concurrency caps for millions of keys in fixed memory.
+//! - [`admission`]: node capacity and the FIFO waiting room.
+//! - [`client`]: the keys limits are applied to (address, subnet).
 
+pub mod admission;
+pub mod client;
 pub mod gcra;
+pub mod sketch;
 
+pub use admission::{Capacity, Decision, WaitingRoom, jitter};
+pub use client::{ip_key, subnet_key};
 pub use gcra::{Gcra, RateLimited};
+pub use sketch::{CountSketch, RateSketch, Slot};
