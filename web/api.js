@@ -32,8 +32,15 @@ export const createSpace = (token, fields) => call('POST', '/api/v1/spaces', { t
 export const startSpace = (token, id) => call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/start`, { token });
 /** Ends a space (host token). */
 export const endSpace = (token, id) => call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/end`, { token });
-/** Gets a listener ticket (anonymous for public spaces). */
-export const joinSpace = (id, token) => call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/join`, { token });
+/**
+ * Joins as a listener (anonymous for public spaces): resolves to a listener ticket
+ * `{token, urls, ...}`, or, when the node is at capacity, to `{waiting: {ticket, position,
+ * retry_after_ms}}`; come back with `waitTicket` to keep the place in line.
+ */
+export const joinSpace = (id, token, waitTicket) => {
+  const q = waitTicket ? `?ticket=${encodeURIComponent(waitTicket)}` : '';
+  return call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/join${q}`, { token });
+};
 
 /** The WebSocket URL for a path on this server. */
 export function wsUrl(path) {

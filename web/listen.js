@@ -100,11 +100,20 @@ export class Listener {
     this.setState('connecting');
     let ticket;
     try {
-      ticket = await joinSpace(this.spaceId, this.token);
+      ticket = await joinSpace(this.spaceId, this.token, this.waitTicket);
     } catch (e) {
       if (e.status === 410) return this.ended();
       return this.retry(`join failed: ${e.message}`);
     }
+    if (ticket.waiting) {
+      // The node is at capacity: hold our place in the queue and come back when told.
+      const w = ticket.waiting;
+      this.waitTicket = w.ticket;
+      this.setState(`waiting room: number ${w.position} in line`);
+      setTimeout(() => this.connect(), w.retry_after_ms);
+      return;
+    }
+    this.waitTicket = undefined;
     const ws = new WebSocket(wsUrl(`${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=5`));
     ws.binaryType = 'arraybuffer';
     this.ws = ws;

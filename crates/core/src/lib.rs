@@ -17,4 +17,4 @@ pub use role::Role;
 pub use space::{NewSpace, Space, SpaceError, SpaceState};
 pub use stage::{Seated, Stage, StageError};
 pub use time::UnixTime;
-pub use token::{Claims, SpaceScope, TokenError, TokenKeys};
+pub use token::{Claims, SpaceScope, TokenError, TokenKeys, WaitTicket};

@@ -181,6 +181,77 @@ impl TokenKeys {
     }
 }
 
+/// A waiting-room ticket: a place in a node's queue for a space. Signed like access tokens but
+/// of a different shape (`typ` = `"wait"`), so neither can pass for the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitTicket {
+    /// Always `"wait"`.
+    pub typ: String,
+    /// The API key that signed it.
+    pub iss: String,
+    /// The space it queues for.
+    pub space: SpaceId,
+    /// The place in the queue (ticket number).
+    pub n: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl TokenKeys {
+    /// Signs a waiting-room ticket for place `n` in `space`'s queue, valid `ttl_secs`.
+    pub fn mint_wait(
+        &self,
+        space: SpaceId,
+        n: u64,
+        now: UnixTime,
+        ttl_secs: u64,
+    ) -> Result<String, TokenError> {
+        let ticket = WaitTicket {
+            typ: "wait".into(),
+            iss: self.api_key.clone(),
+            space,
+            n,
+            iat: now.0,
+            exp: now.0.saturating_add(ttl_secs),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &ticket, &self.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))
+    }
+
+    /// Verifies a waiting-room ticket for `space` at `now`.
+    pub fn verify_wait(
+        &self,
+        ticket: &str,
+        space: &SpaceId,
+        now: UnixTime,
+    ) -> Result<WaitTicket, TokenError> {
+        if ticket.len() > Self::MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed("ticket too long".into()));
+        }
+        let data = jsonwebtoken::decode::<WaitTicket>(ticket, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed(e.to_string()),
+            })?;
+        let t = data.claims;
+        if t.typ != "wait" {
+            return Err(TokenError::Malformed("not a waiting-room ticket".into()));
+        }
+        if t.iss != self.api_key {
+            return Err(TokenError::UnknownIssuer);
+        }
+        if t.exp <= now.0 {
+            return Err(TokenError::Expired);
+        }
+        if &t.space != space {
+            return Err(TokenError::WrongSpace(space.clone()));
+        }
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +308,30 @@ mod tests {
         let forged =
             format!("{}.{}.{}", parts[0], encode_url_no_pad(forged_claims.as_bytes()), parts[2]);
         assert_eq!(k.verify(&forged, UnixTime(1)), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn wait_tickets_and_access_tokens_cannot_pass_for_each_other() {
+        let k = keys();
+        let wait = k.mint_wait(space("a"), 7, UnixTime(0), 60).expect("mint");
+        let t = k.verify_wait(&wait, &space("a"), UnixTime(1)).expect("valid");
+        assert_eq!(t.n, 7);
+        assert_eq!(
+            k.verify_wait(&wait, &space("b"), UnixTime(1)),
+            Err(TokenError::WrongSpace(space("b")))
+        );
+        assert_eq!(k.verify_wait(&wait, &space("a"), UnixTime(60)), Err(TokenError::Expired));
+        assert!(k.verify(&wait, UnixTime(1)).is_err(), "a ticket is not an access token");
+        let access = k.mint(who(), Role::Host, SpaceScope::Any, UnixTime(0), 60).expect("mint");
+        assert!(
+            k.verify_wait(&access, &space("a"), UnixTime(1)).is_err(),
+            "a token is not a ticket"
+        );
+        let other = TokenKeys::new("key", b"another secret entirely, also long");
+        assert_eq!(
+            other.verify_wait(&wait, &space("a"), UnixTime(1)),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]

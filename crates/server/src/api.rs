@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope};
+use serde::{Deserialize, Serialize};
+use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
+use townhall_shield::{Decision, jitter};
 
 use crate::clock::now_unix;
 use crate::error::ApiError;
@@ -111,14 +112,36 @@ pub struct JoinTicket {
     pub urls: SpaceUrls,
 }
 
+/// Query parameters of `join`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinQuery {
+    /// A waiting-room ticket from an earlier `join` (come back with it when told to).
+    ticket: Option<String>,
+}
+
+/// A place in the waiting room, as `join` returns it with `202 Accepted`.
+#[derive(Debug, Serialize)]
+pub struct Waiting {
+    /// Present it as `?ticket=` when coming back.
+    pub ticket: String,
+    /// Places from the front (1 = next).
+    pub position: u64,
+    /// When to come back, ms (with jitter, so a crowd does not come back at once).
+    pub retry_after_ms: u64,
+}
+
 /// Join a space as a listener: verifies the caller (or admits an anonymous listener to a public
-/// space) and hands out a short-lived ticket. Stateless: nothing is stored.
+/// space), then asks the waiting room. Admitted: `200` and a short-lived listener ticket.
+/// Over capacity: `202` and a signed place in the FIFO queue. Stateless: nothing per joiner.
 async fn join_space(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<JoinTicket>, ApiError> {
+    query: Result<Query<JoinQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
+    let Query(q) = query?;
     let space = app.space(&id)?;
     // Joins are for live spaces on a node that is not draining.
     app.on_air(&space)?;
@@ -133,11 +156,33 @@ async fn join_space(
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
     };
     let now = now_unix();
-    let ttl = app.config.ticket_ttl_secs;
-    let token = app.keys.mint(identity.clone(), role, SpaceScope::One(id.clone()), now, ttl)?;
+    let place = match q.ticket.as_deref().map(|t| app.keys.verify_wait(t, &id, now)) {
+        None | Some(Err(TokenError::Expired)) => None,
+        Some(Ok(ticket)) => Some(ticket.n),
+        Some(Err(e)) => return Err(ApiError::bad_request("bad_ticket", e.to_string())),
+    };
     let urls = app.view(space).urls;
-    Ok(Json(JoinTicket { token, identity, role, expires_at: now.0 + ttl, urls }))
+    match app.shield.arrive(app.total_listeners(), place) {
+        Decision::Admit => {
+            let ttl = app.config.ticket_ttl_secs;
+            let token = app.keys.mint(identity.clone(), role, SpaceScope::One(id), now, ttl)?;
+            let ticket = JoinTicket { token, identity, role, expires_at: now.0 + ttl, urls };
+            Ok(Json(ticket).into_response())
+        }
+        Decision::Wait { number, position, retry_after } => {
+            let retry = jitter(retry_after, 0.2, rand::random());
+            let ticket = app.keys.mint_wait(id, number, now, WAIT_TICKET_TTL_SECS)?;
+            let waiting = Waiting { ticket, position, retry_after_ms: retry.as_millis() as u64 };
+            let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
+            let body = Json(serde_json::json!({ "waiting": waiting }));
+            Ok((StatusCode::ACCEPTED, [(header::RETRY_AFTER, secs.to_string())], body)
+                .into_response())
+        }
+    }
 }
+
+/// How long a waiting-room ticket keeps its place.
+const WAIT_TICKET_TTL_SECS: u64 = 600;
 
 fn anonymous_identity() -> Identity {
     let n: u64 = rand::random();

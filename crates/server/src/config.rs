@@ -49,6 +49,24 @@ pub struct Config {
     pub speaker_max_fps: u32,
     /// Speaker frames allowed in a burst above the average.
     pub speaker_burst: u32,
+    /// Listeners this node admits at once, all spaces together; beyond, joiners queue.
+    pub max_listeners: usize,
+    /// Joins admitted per second; beyond, joiners queue.
+    pub joins_per_second: u32,
+    /// Joins admitted at once above that rate.
+    pub join_burst: u32,
+    /// Requests per second from one address (average), and its burst.
+    pub requests_per_ip: u32,
+    /// Burst of requests from one address.
+    pub request_burst_per_ip: u32,
+    /// Requests per second from one /24 (IPv6: /64).
+    pub requests_per_subnet: u32,
+    /// Burst of requests from one subnet.
+    pub request_burst_per_subnet: u32,
+    /// Open connections from one address.
+    pub max_connections_per_ip: u32,
+    /// Open connections from one /24 (IPv6: /64).
+    pub max_connections_per_subnet: u32,
     /// Largest JSON request body, bytes.
     pub max_body_bytes: usize,
     /// Lifetime of the listener tickets `join` hands out, seconds.
@@ -77,6 +95,15 @@ impl Default for Config {
             anonymous_listeners: true,
             speaker_max_fps: 60,
             speaker_burst: 25,
+            max_listeners: 50_000,
+            joins_per_second: 5_000,
+            join_burst: 10_000,
+            requests_per_ip: 20,
+            request_burst_per_ip: 60,
+            requests_per_subnet: 500,
+            request_burst_per_subnet: 2_000,
+            max_connections_per_ip: 256,
+            max_connections_per_subnet: 4_096,
             max_body_bytes: 16 * 1024,
             ticket_ttl_secs: 3_600,
         }

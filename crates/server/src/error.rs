@@ -17,12 +17,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// When to try again (sent as `Retry-After`, rounded up to whole seconds).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
 
     /// 404 for an unknown space or route.
@@ -48,6 +50,23 @@ impl ApiError {
     /// 400: malformed input.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 429: too many requests from this client; retry after the given time.
+    pub fn rate_limited(scope: &str, retry_after: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from this {scope}; slow down"),
+            )
+        }
+    }
+
+    /// `Retry-After` in whole seconds (at least 1), if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     /// 410: the space has ended.
@@ -85,7 +104,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.count();
-        (self.status, Json(self.body())).into_response()
+        let mut res = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::feed::ListenerGuard;
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT, STALLED_CONNECTIONS};
+use crate::shield::ConnGuard;
 
 /// Queued bytes per listener beyond which older whole messages are skipped.
 const MAX_BACKLOG_BYTES: usize = 32 * 1024;
@@ -59,6 +60,8 @@ pub struct Joiner {
     pub first: Vec<Bytes>,
     /// Keeps the listener counted.
     pub guard: ListenerGuard,
+    /// Keeps the connection counted against its address and subnet.
+    pub hold: Option<Arc<ConnGuard>>,
 }
 
 /// Builds the catch-up bytes for a joiner given the last sequence number the shard wrote.
@@ -146,6 +149,7 @@ struct Conn {
     /// When the socket last refused bytes while some were queued.
     blocked_since: Option<Instant>,
     _guard: ListenerGuard,
+    _hold: Option<Arc<ConnGuard>>,
 }
 
 enum Flush {
@@ -296,6 +300,7 @@ impl Shard {
             queued_bytes: 0,
             blocked_since: None,
             _guard: joiner.guard,
+            _hold: joiner.hold,
         };
         for bytes in joiner.first.into_iter().chain((self.catchup)(self.last_seq)) {
             conn.queued_bytes += bytes.len();
@@ -425,6 +430,7 @@ mod tests {
             queued_bytes: 0,
             blocked_since: None,
             _guard: feed.count_listener(crate::feed::Protocol::Ws),
+            _hold: None,
         };
         let now = Instant::now();
         let (mut sent, mut dropped) = (0u64, 0u64);

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod ogg_http;
 pub mod serve;
+pub mod shield;
 pub mod state;
 pub mod web;
 pub mod ws;
@@ -84,6 +85,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), serve::rate_limit))
         .with_state(app)
 }
 

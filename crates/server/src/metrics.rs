@@ -25,6 +25,13 @@ pub const MIXER_LATE_TICKS: &str = "townhall_mixer_late_ticks_total";
 /// Counter: connections closed because their socket stopped accepting bytes.
 pub const STALLED_CONNECTIONS: &str = "townhall_stalled_connections_total";
 
+/// Counter: connections and requests refused by the shield, by `reason` (`address`, `subnet`).
+pub const SHIELD_REJECTIONS: &str = "townhall_shield_rejections_total";
+/// Counter: waiting-room decisions, by `result` (`admitted`, `queued`).
+pub const ADMISSIONS: &str = "townhall_admissions_total";
+/// Gauge: joiners holding a waiting-room ticket not yet called.
+pub const WAITING: &str = "townhall_waiting_room_queued";
+
 /// The process-wide Prometheus recorder (installed once; every server in the process shares it).
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -53,4 +60,7 @@ fn describe() {
     describe_counter!(MIXER_TICKS, "Mixer ticks run.");
     describe_counter!(MIXER_LATE_TICKS, "Mixer ticks started more than a frame late.");
     describe_counter!(STALLED_CONNECTIONS, "Connections closed for not reading.");
+    describe_counter!(SHIELD_REJECTIONS, "Connections and requests refused by per-client limits.");
+    describe_counter!(ADMISSIONS, "Waiting-room decisions, by result.");
+    describe_gauge!(WAITING, "Joiners holding a waiting-room ticket not yet called.");
 }

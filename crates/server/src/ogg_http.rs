@@ -25,6 +25,7 @@ use crate::live::LiveSpace;
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT};
 use crate::net::GuardedStream;
 use crate::serve::{streaming_head, write_error};
+use crate::shield::ConnGuard;
 use crate::state::{AppState, bearer};
 use crate::ws::listener_identity;
 
@@ -53,8 +54,10 @@ fn check(
     let space = app.space(&id)?;
     let token = q.token.as_deref().or(authorization);
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
+    let has_token = claims.is_some();
     listener_identity(app, &space, claims)?;
     let live = app.on_air(&space)?;
+    app.admit_listener(&id, has_token)?;
     Ok((space, live))
 }
 
@@ -63,7 +66,7 @@ fn icy_name(space: &Space) -> String {
 }
 
 /// Serves a `GET /live/...` request from its raw socket (`head` is the request head).
-pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState) {
+pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState, hold: Arc<ConnGuard>) {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     let mut stream = stream.into_inner();
@@ -108,7 +111,7 @@ pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState) {
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
-    let _ = fanout.join(Joiner { stream, first, guard }).await;
+    let _ = fanout.join(Joiner { stream, first, guard, hold: Some(hold) }).await;
 }
 
 /// `GET` or `HEAD /live/{space}.opus` through the router: a stream request that arrived on a

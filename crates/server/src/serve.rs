@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 use crate::error::ApiError;
 use crate::net::{GuardedStream, PeerAddr, Rewind};
+use crate::shield::ConnGuard;
 use crate::state::AppState;
 
 /// The largest request head accepted.
@@ -105,6 +106,13 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<BytesMut
 
 async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
     let app = &conn.app;
+    let hold = match app.shield.connect(peer.ip()) {
+        Ok(hold) => hold,
+        Err(e) => {
+            write_error(&mut stream, &e).await;
+            return;
+        }
+    };
     let head =
         match read_head(&mut stream, Duration::from_secs(app.config.header_timeout_secs)).await {
             Ok(head) => head.freeze(),
@@ -119,20 +127,42 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
                 return;
             }
         };
+    if let Err(e) = app.shield.request(peer.ip()) {
+        write_error(&mut stream, &e).await;
+        return;
+    }
     let stall = Duration::from_secs(app.config.stall_timeout_secs.max(1));
     if head.starts_with(b"GET /live/") {
-        crate::ogg_http::serve_raw(GuardedStream::new(stream, stall), head, app).await;
+        crate::ogg_http::serve_raw(GuardedStream::new(stream, stall), head, app, hold).await;
         return;
     }
     let io = Rewind::new(head, GuardedStream::new(stream, stall));
-    hyper_connection(io, peer, &conn).await;
+    hyper_connection(io, peer, hold, &conn).await;
+}
+
+/// The connection a request arrived on: its place in the per-client counts, and how many
+/// requests came before it on the same connection (the first was checked by the accept loop).
+#[derive(Clone)]
+pub struct ConnContext {
+    /// Keeps the connection counted against its address and subnet.
+    pub hold: Arc<ConnGuard>,
+    /// 0 for the connection's first request.
+    pub ordinal: u64,
 }
 
 /// Serves HTTP/1.1 (and WebSocket upgrades) on a connection until it closes; on shutdown,
 /// finishes the exchange in flight and closes.
-async fn hyper_connection(io: Rewind<GuardedStream>, peer: SocketAddr, conn: &Conn) {
+async fn hyper_connection(
+    io: Rewind<GuardedStream>,
+    peer: SocketAddr,
+    hold: Arc<ConnGuard>,
+    conn: &Conn,
+) {
+    let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let service = conn.router.clone().map_request(move |mut req: axum::http::Request<Incoming>| {
+        let ordinal = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        req.extensions_mut().insert(ConnContext { hold: hold.clone(), ordinal });
         req
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -153,13 +183,32 @@ async fn hyper_connection(io: Rewind<GuardedStream>, peer: SocketAddr, conn: &Co
     let _ = http.await;
 }
 
+/// Rate-limits the requests after the first on a keep-alive connection (the accept loop checked
+/// the first).
+pub async fn rate_limit(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = req.extensions().get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0);
+    let later = req.extensions().get::<ConnContext>().is_some_and(|c| c.ordinal > 0);
+    if let (Some(peer), true) = (peer, later)
+        && let Err(e) = app.shield.request(peer.ip())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
 /// Writes an API error as a complete HTTP/1.1 response on a raw socket, then the connection
 /// is closed by the caller.
 pub async fn write_error(stream: &mut TcpStream, e: &ApiError) {
     e.count();
     let body = e.body().to_string();
+    let retry = e.retry_after_secs().map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n",
         e.status.as_u16(),
         e.status.canonical_reason().unwrap_or(""),
         body.len()

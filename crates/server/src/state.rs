@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::fanout::FanoutConfig;
 use crate::feed::Protocol;
 use crate::live::LiveSpace;
+use crate::shield::Shield;
 
 /// Everything request handlers share.
 pub struct AppState {
@@ -34,6 +35,8 @@ pub struct AppState {
     draining: AtomicBool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Per-client limits and the waiting room.
+    pub shield: Arc<Shield>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,7 +98,9 @@ impl AppState {
         metrics: PrometheusHandle,
     ) -> AppState {
         let directory = Directory::new(config.max_spaces, config.max_spaces.max(100));
+        let shield = Arc::new(Shield::new(&config));
         AppState {
+            shield,
             config,
             keys,
             directory: Mutex::new(directory),
@@ -128,6 +133,44 @@ impl AppState {
             SpaceState::Ended => Err(ApiError::ended()),
             SpaceState::Live => self.live(&space.id).ok_or_else(ApiError::ended),
         }
+    }
+
+    /// Listeners connected to this node, all spaces and protocols.
+    pub fn total_listeners(&self) -> usize {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.values()
+            .map(|l| l.feed().listeners(Protocol::Ws) + l.feed().listeners(Protocol::Ogg))
+            .sum()
+    }
+
+    /// Admits a listener connecting directly (WebSocket or Ogg): with a token from `join` it
+    /// needs only room; without one it goes through the waiting room like a join.
+    pub fn admit_listener(&self, space: &SpaceId, has_token: bool) -> Result<(), ApiError> {
+        let listeners = self.total_listeners();
+        if has_token {
+            return if self.shield.has_room(listeners) {
+                Ok(())
+            } else {
+                Err(ApiError {
+                    retry_after: Some(std::time::Duration::from_secs(5)),
+                    ..ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "full",
+                        "this node is at capacity; retry",
+                    )
+                })
+            };
+        }
+        self.shield.admit_direct(listeners).map_err(|retry_after| ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "waiting_room",
+                format!(
+                    "this node is busy: POST /api/v1/spaces/{space}/join for a place in the queue"
+                ),
+            )
+        })
     }
 
     /// A copy of a space's record.

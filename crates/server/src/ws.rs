@@ -32,7 +32,7 @@ use crate::fanout::Joiner;
 use crate::feed::{MAX_WS_BATCH, Protocol, WsOpcode, ws_frame};
 use crate::live::SpeakerSeat;
 use crate::metrics::SPEAKER_FRAMES;
-use crate::serve::ConnIo;
+use crate::serve::{ConnContext, ConnIo};
 use crate::state::{AppState, bearer};
 
 /// Largest WebSocket message accepted from a client.
@@ -90,8 +90,11 @@ pub async fn handler(
     let live = app.on_air(&space)?;
     match mode {
         Mode::Listen { batch } => {
+            let has_token = claims.is_some();
             let who = listener_identity(&app, &space, claims)?;
             let (accept, on_upgrade) = handshake(&mut parts)?;
+            app.admit_listener(&id, has_token)?;
+            let hold = parts.extensions.get::<ConnContext>().map(|c| c.hold.clone());
             let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
             let guard = live.feed().count_listener(Protocol::Ws);
             let hello =
@@ -101,7 +104,8 @@ pub async fn handler(
                 match upgraded.downcast::<ConnIo>() {
                     Ok(io) => {
                         let stream = io.io.into_inner().into_inner().into_inner();
-                        let _ = fanout.join(Joiner { stream, first: vec![hello], guard }).await;
+                        let _ =
+                            fanout.join(Joiner { stream, first: vec![hello], guard, hold }).await;
                     }
                     Err(_) => tracing::error!("upgraded connection is not a server socket"),
                 }

@@ -296,3 +296,39 @@ async fn a_host_creates_a_space_speaks_from_the_microphone_and_ends_it() {
     browser.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_a_full_node_waits_in_line_with_an_honest_position() {
+    if browser_available().is_none() {
+        return;
+    }
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: true,
+        max_listeners: 0,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let addr = server.addr();
+    // Someone is already in line.
+    let first =
+        http().post(format!("http://{addr}/api/v1/spaces/demo/join")).send().await.expect("join");
+    assert_eq!(first.status(), 202);
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    browser.click("listen").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut state = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        state = browser.script("return window.townhall.state()").await;
+        if state.as_str().is_some_and(|s| s.starts_with("waiting room")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(state, "waiting room: number 2 in line");
+    assert_eq!(page_text(&browser, "listen-state").await, "waiting room: number 2 in line");
+    browser.close().await;
+    server.shutdown().await;
+}

@@ -115,6 +115,21 @@ impl WaitingRoom {
         }
     }
 
+    /// Admits an arrival that will not wait in line (a direct connection without a ticket):
+    /// only when nobody is queued and there is room and join budget. Issues no ticket.
+    pub fn admit_without_ticket(&mut self, now: Instant, listeners: usize) -> Result<(), Duration> {
+        self.advance(now, listeners);
+        let has_room = listeners < self.capacity.max_listeners;
+        if self.queued() == 0 && has_room && self.joins.check(now).is_ok() {
+            Ok(())
+        } else {
+            match self.wait(self.next_ticket, self.queued() + 1) {
+                Decision::Wait { retry_after, .. } => Err(retry_after),
+                Decision::Admit => Ok(()),
+            }
+        }
+    }
+
     /// Calls as many tickets as there is room for, at most the join rate since the last call.
     fn advance(&mut self, now: Instant, listeners: usize) {
         let since = self.last_advance.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
@@ -200,6 +215,17 @@ mod tests {
         assert_eq!(r.arrive(t1, 0, Some(tickets[0])), Decision::Admit);
         // A newcomer goes to the end of the line, not in front of the tickets.
         assert!(matches!(r.arrive(t1, 1, None), Decision::Wait { number: 6, .. }));
+    }
+
+    #[test]
+    fn direct_arrivals_never_pass_a_queue_nor_take_a_ticket() {
+        let t0 = Instant::now();
+        let mut r = room(1, 100);
+        assert_eq!(r.admit_without_ticket(t0, 0), Ok(()));
+        assert!(r.admit_without_ticket(t0, 1).is_err(), "full");
+        assert!(matches!(r.arrive(t0, 1, None), Decision::Wait { number: 1, .. }));
+        assert!(r.admit_without_ticket(t0, 0).is_err(), "someone is queued");
+        assert_eq!(r.next_ticket, 2, "no ticket issued");
     }
 
     #[test]

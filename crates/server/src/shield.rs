@@ -1,0 +1,158 @@
+//! The shield at the edge: per-address and per-subnet connection caps and request rate limits,
+//! checked before any handler runs, and the node's waiting room. The policies themselves are the
+//! sans-IO types of `townhall-shield`; this module holds them, reads the clock and counts.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use townhall_shield::{
+    Capacity, CountSketch, Decision, RateSketch, Slot, WaitingRoom, ip_key, subnet_key,
+};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::{ADMISSIONS, SHIELD_REJECTIONS, WAITING};
+
+/// Table width (log2) of the per-key sketches: 2 × 2^16 cells each, a few MiB in all.
+const WIDTH_LOG2: u32 = 16;
+
+/// Limits and the waiting room of one node.
+pub struct Shield {
+    epoch: Instant,
+    ip_rate: RateSketch,
+    subnet_rate: RateSketch,
+    ip_conns: CountSketch,
+    subnet_conns: CountSketch,
+    max_per_ip: u32,
+    max_per_subnet: u32,
+    room: Mutex<WaitingRoom>,
+}
+
+impl std::fmt::Debug for Shield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shield").finish_non_exhaustive()
+    }
+}
+
+/// An open connection counted against its address and subnet; released when the last clone
+/// drops (a listener's socket may outlive the task that accepted it).
+pub struct ConnGuard {
+    shield: Arc<Shield>,
+    ip: Slot,
+    subnet: Slot,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shield.ip_conns.release(self.ip);
+        self.shield.subnet_conns.release(self.subnet);
+    }
+}
+
+impl Shield {
+    /// The shield for a node with this configuration.
+    pub fn new(config: &Config) -> Shield {
+        let capacity = Capacity {
+            max_listeners: config.max_listeners,
+            joins_per_second: config.joins_per_second,
+            join_burst: config.join_burst,
+        };
+        Shield {
+            epoch: Instant::now(),
+            ip_rate: RateSketch::new(
+                config.requests_per_ip,
+                config.request_burst_per_ip,
+                WIDTH_LOG2,
+            ),
+            subnet_rate: RateSketch::new(
+                config.requests_per_subnet,
+                config.request_burst_per_subnet,
+                WIDTH_LOG2,
+            ),
+            ip_conns: CountSketch::new(WIDTH_LOG2),
+            subnet_conns: CountSketch::new(WIDTH_LOG2),
+            max_per_ip: config.max_connections_per_ip,
+            max_per_subnet: config.max_connections_per_subnet,
+            room: Mutex::new(WaitingRoom::new(capacity)),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Counts a new connection from `ip`, or refuses it (429) when its address or subnet holds
+    /// too many.
+    pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnGuard>, ApiError> {
+        let refuse = |scope: &'static str| {
+            metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
+            ApiError {
+                retry_after: Some(std::time::Duration::from_secs(5)),
+                ..ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    format!("too many open connections from this {scope}"),
+                )
+            }
+        };
+        let ip_slot =
+            self.ip_conns.acquire(&ip_key(ip), self.max_per_ip).ok_or_else(|| refuse("address"))?;
+        let Some(subnet_slot) = self.subnet_conns.acquire(&subnet_key(ip), self.max_per_subnet)
+        else {
+            self.ip_conns.release(ip_slot);
+            return Err(refuse("subnet"));
+        };
+        Ok(Arc::new(ConnGuard { shield: self.clone(), ip: ip_slot, subnet: subnet_slot }))
+    }
+
+    /// Checks a request from `ip` against the address and subnet rate limits (429 when over).
+    pub fn request(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let now = self.now_ns();
+        let limited = |scope: &'static str, e: townhall_shield::RateLimited| {
+            metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
+            ApiError::rate_limited(scope, e.retry_after)
+        };
+        self.ip_rate.check(&ip_key(ip), now).map_err(|e| limited("address", e))?;
+        self.subnet_rate.check(&subnet_key(ip), now).map_err(|e| limited("subnet", e))
+    }
+
+    /// Asks the waiting room about a joiner (holding a ticket number, or not) while `listeners`
+    /// are connected.
+    pub fn arrive(&self, listeners: usize, ticket: Option<u64>) -> Decision {
+        let decision = self.room.lock().unwrap_or_else(|p| p.into_inner()).arrive(
+            Instant::now(),
+            listeners,
+            ticket,
+        );
+        let result = match decision {
+            Decision::Admit => "admitted",
+            Decision::Wait { .. } => "queued",
+        };
+        metrics::counter!(ADMISSIONS, "result" => result).increment(1);
+        metrics::gauge!(WAITING).set(self.queued() as f64);
+        decision
+    }
+
+    /// Admits a direct listener without a ticket, or says when to retry.
+    pub fn admit_direct(&self, listeners: usize) -> Result<(), std::time::Duration> {
+        let result = self
+            .room
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit_without_ticket(Instant::now(), listeners);
+        let label = if result.is_ok() { "admitted" } else { "refused_direct" };
+        metrics::counter!(ADMISSIONS, "result" => label).increment(1);
+        result
+    }
+
+    /// Whether one more listener fits (for listeners already admitted through the room).
+    pub fn has_room(&self, listeners: usize) -> bool {
+        listeners < self.room.lock().unwrap_or_else(|p| p.into_inner()).capacity().max_listeners
+    }
+
+    /// Tickets waiting.
+    pub fn queued(&self) -> u64 {
+        self.room.lock().unwrap_or_else(|p| p.into_inner()).queued()
+    }
+}

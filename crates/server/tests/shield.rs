@@ -1,0 +1,178 @@
+//! The shield on a real server: the waiting room is FIFO and honest, junk is refused with 429 and
+//! Retry-After, per-address connection caps hold, slow headers are cut.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use townhall_server::Config;
+
+fn url(addr: std::net::SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// POSTs `join` on a fresh connection; returns status, Retry-After and body.
+async fn join(
+    addr: std::net::SocketAddr,
+    space: &str,
+    ticket: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
+    let res = http()
+        .post(url(addr, &format!("/api/v1/spaces/{space}/join{q}")))
+        .send()
+        .await
+        .expect("join");
+    let status = res.status().as_u16();
+    let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (status, retry, res.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn the_waiting_room_is_first_in_first_out() {
+    let server = server_with(Config { max_listeners: 1, ..Config::default() }).await;
+    let addr = server.addr();
+    live_space(addr, "full").await;
+    let (status, _, first) = join(addr, "full", None).await;
+    assert_eq!(status, 200, "{first}");
+    let token = first["token"].as_str().expect("token").to_owned();
+    let mut a = ws(addr, &format!("/ws/full?token={token}")).await;
+    assert_eq!(next_json(&mut a).await["type"], "hello");
+
+    // Full: the next two get places 1 and 2, signed, with Retry-After.
+    let (status, retry, b) = join(addr, "full", None).await;
+    assert_eq!(status, 202, "{b}");
+    assert!(retry.is_some_and(|r| r.parse::<u64>().is_ok_and(|s| (1..=60).contains(&s))));
+    assert_eq!(b["waiting"]["position"], 1);
+    let b_ticket = b["waiting"]["ticket"].as_str().expect("ticket").to_owned();
+    let (_, _, c) = join(addr, "full", None).await;
+    assert_eq!(c["waiting"]["position"], 2);
+    let c_ticket = c["waiting"]["ticket"].as_str().expect("ticket").to_owned();
+
+    // Nobody gets around the queue: not a direct connection, not the second in line.
+    let (status, body) = ws_refusal(addr, "/ws/full").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("waiting_room"), "{body}");
+    let (status, _, c_again) = join(addr, "full", Some(&c_ticket)).await;
+    assert_eq!(status, 202);
+    assert_eq!(c_again["waiting"]["position"], 2, "still behind b");
+
+    // A leaves; b comes back first in line and is admitted, then c is still queued (b holds the room).
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, b_in) = join(addr, "full", Some(&b_ticket)).await;
+    assert_eq!(status, 200, "{b_in}");
+    let b_token = b_in["token"].as_str().expect("token").to_owned();
+    let mut b_ws = ws(addr, &format!("/ws/full?token={b_token}")).await;
+    assert_eq!(next_json(&mut b_ws).await["type"], "hello");
+    let (status, _, c_wait) = join(addr, "full", Some(&c_ticket)).await;
+    assert_eq!(status, 202);
+    assert_eq!(c_wait["waiting"]["position"], 1, "c is next now");
+
+    // Forged tickets are refused clearly.
+    let (status, _, forged) = join(addr, "full", Some("eyJhbGciOiJIUzI1NiJ9.e30.x")).await;
+    assert_eq!(status, 400);
+    assert_eq!(forged["error"]["code"], "bad_ticket");
+    server.shutdown().await;
+}
+
+async fn ws_refusal(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (res.status().as_u16(), body)
+        }
+        other => panic!("expected a refusal for {path}, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn request_floods_from_one_address_get_429_with_retry_after() {
+    let config = Config { requests_per_ip: 5, request_burst_per_ip: 5, ..Config::default() };
+    let server = server_with(config).await;
+    let addr = server.addr();
+    // Keep-alive requests (checked by the router) and fresh connections (checked at accept).
+    let keep_alive = http();
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let client = if i % 2 == 0 { keep_alive.clone() } else { http() };
+        let res = client.get(url(addr, "/api/v1/spaces")).send().await.expect("get");
+        statuses.push(res.status().as_u16());
+        if res.status() == 429 {
+            let retry =
+                res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            assert!(retry.is_some(), "429 without Retry-After");
+            let body: Value = res.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    let metrics_text = {
+        // Metrics from another address would also be limited; wait for the bucket to refill.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        http().get(url(addr, "/metrics")).send().await.expect("metrics").text().await.expect("text")
+    };
+    assert!(
+        metrics_text.contains("townhall_shield_rejections_total{reason=\"address\"}"),
+        "{metrics_text}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let server = server_with(Config { max_connections_per_ip: 3, ..Config::default() }).await;
+    let addr = server.addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = TcpStream::connect(addr).await.expect("connect");
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), fourth.read_to_string(&mut reply))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
+    assert!(reply.contains("too_many_connections"), "{reply}");
+    assert!(reply.contains("Retry-After:"), "{reply}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = http().get(url(addr, "/healthz")).send().await.expect("get");
+    assert_eq!(ok.status(), 200, "slots are released when connections close");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_and_the_server_stays_responsive() {
+    let server = server_with(Config { header_timeout_secs: 1, ..Config::default() }).await;
+    let addr = server.addr();
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/v1/spaces HTTP/1.1\r\nHost: x\r\n").await.expect("partial head");
+        slow.push(s);
+    }
+    // A normal request is served meanwhile.
+    let res = http().get(url(addr, "/healthz")).send().await.expect("healthz");
+    assert_eq!(res.status(), 200);
+    // The trickling ones are closed by the header timeout.
+    for mut s in slow {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(n, Ok(0) | Err(_)), "connection left open");
+    }
+    server.shutdown().await;
+}
