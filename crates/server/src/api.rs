@@ -10,11 +10,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
-use townhall_shield::{Decision, jitter};
+use townhall_shield::{Decision, Signal, jitter};
 
 use crate::clock::now_unix;
 use crate::error::ApiError;
-use crate::state::{AppState, SpaceUrls, SpaceView, bearer};
+use crate::state::{AppState, SpaceUrls, SpaceView, attack_mode, bearer};
 
 /// Routes of `/api/v1`.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/spaces/{id}/end", post(end_space))
         .route("/api/v1/spaces/{id}/join", post(join_space))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/admin/shield", get(shield_status).put(shield_update))
 }
 
 /// Parses a space id from the path, with a JSON error for bad input.
@@ -150,11 +151,13 @@ async fn join_space(
             let claims = app.verify(token, &id)?;
             (claims.sub, claims.role)
         }
+        None if app.shield.require_token() => return Err(attack_mode()),
         None if space.public && app.config.anonymous_listeners => {
             (anonymous_identity(), Role::Listener)
         }
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
     };
+    app.shield.observe(Signal::Join);
     let now = now_unix();
     let place = match q.ticket.as_deref().map(|t| app.keys.verify_wait(t, &id, now)) {
         None | Some(Err(TokenError::Expired)) => None,
@@ -191,4 +194,50 @@ fn anonymous_identity() -> Identity {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
+}
+
+/// Operator changes to the shield (all fields optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldUpdate {
+    /// Listeners admitted at once.
+    max_listeners: Option<usize>,
+    /// Joins admitted per second.
+    joins_per_second: Option<u32>,
+    /// Attack mode: joins and direct listeners need a token.
+    require_token: Option<bool>,
+}
+
+/// Checks an operator token: a host or co-host token for every space (`*`).
+fn authorize_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let claims = app.authorize_manage(headers, None)?;
+    if claims.space != SpaceScope::Any {
+        return Err(ApiError::forbidden("operator endpoints need a token for every space ('*')"));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/admin/shield`: verdict, evidence, capacity, queue, attack mode.
+async fn shield_status(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<crate::shield::ShieldStatus>, ApiError> {
+    authorize_admin(&app, &headers)?;
+    Ok(Json(app.shield.status()))
+}
+
+/// `PUT /api/v1/admin/shield`: raise or lower capacity, switch attack mode.
+async fn shield_update(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ShieldUpdate>, JsonRejection>,
+) -> Result<Json<crate::shield::ShieldStatus>, ApiError> {
+    authorize_admin(&app, &headers)?;
+    let Json(update) = body?;
+    app.shield.set_capacity(update.max_listeners, update.joins_per_second);
+    if let Some(on) = update.require_token {
+        app.shield.set_require_token(on);
+        tracing::warn!(require_token = on, "attack mode switched by an operator");
+    }
+    Ok(Json(app.shield.status()))
 }

@@ -89,6 +89,10 @@ impl ApiError {
     }
 }
 
+/// The code of an error response, for middleware that classifies traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 impl ApiError {
     /// Counts the rejection in `/metrics`.
     pub fn count(&self) {
@@ -105,6 +109,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.count();
         let mut res = (self.status, Json(self.body())).into_response();
+        res.extensions_mut().insert(ErrorCode(self.code));
         if let Some(secs) = self.retry_after_secs() {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }

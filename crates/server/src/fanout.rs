@@ -76,6 +76,8 @@ pub struct FanoutConfig {
     pub stall: Duration,
     /// Flips when the node drains.
     pub shutdown: watch::Receiver<bool>,
+    /// Told about listeners arriving and leaving (the crowd-or-attack classifier).
+    pub shield: Option<Arc<crate::shield::Shield>>,
 }
 
 /// The shards serving one feed.
@@ -421,7 +423,7 @@ mod tests {
             townhall_core::SpaceId::new("t").expect("id"),
             Bytes::new(),
             0,
-            FanoutConfig { shards: 1, stall: Duration::from_secs(60), shutdown: rx },
+            FanoutConfig { shards: 1, stall: Duration::from_secs(60), shutdown: rx, shield: None },
         ));
         let mut conn = Conn {
             stream: server.into_std().expect("std socket"),

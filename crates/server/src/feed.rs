@@ -291,7 +291,10 @@ impl ProgramFeed {
         let n = self.counter(protocol).fetch_add(1, Ordering::Relaxed) + 1;
         self.report(protocol, n);
         metrics::counter!(crate::metrics::JOINS, "protocol" => protocol.label()).increment(1);
-        ListenerGuard { feed: self.clone(), protocol }
+        if let Some(shield) = &self.fanout.shield {
+            shield.observe(townhall_shield::Signal::Listen);
+        }
+        ListenerGuard { feed: self.clone(), protocol, since: std::time::Instant::now() }
     }
 
     fn report(&self, protocol: Protocol, n: usize) {
@@ -310,12 +313,18 @@ fn concat(parts: &[Bytes]) -> Bytes {
 pub struct ListenerGuard {
     feed: Arc<ProgramFeed>,
     protocol: Protocol,
+    since: std::time::Instant,
 }
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
         let n = self.feed.counter(self.protocol).fetch_sub(1, Ordering::Relaxed) - 1;
         self.feed.report(self.protocol, n);
+        if let Some(shield) = &self.feed.fanout.shield
+            && self.since.elapsed() < crate::shield::BOUNCE
+        {
+            shield.observe(townhall_shield::Signal::Bounce);
+        }
     }
 }
 

@@ -104,6 +104,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
     let host_token = app.keys.mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
+    tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
     let task = tokio::spawn(serve::serve(
         listener,
         app.clone(),
@@ -149,6 +150,19 @@ impl Server {
         if tokio::time::timeout(deadline, self.task).await.is_err() {
             tracing::warn!("drain deadline reached; closing remaining connections");
             abort.abort();
+        }
+    }
+}
+
+/// Re-evaluates the crowd-or-attack verdict every second (it logs and reports changes).
+async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                app.shield.evaluate();
+            }
+            _ = shutdown.changed() => return,
         }
     }
 }

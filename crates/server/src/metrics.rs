@@ -32,6 +32,11 @@ pub const ADMISSIONS: &str = "townhall_admissions_total";
 /// Gauge: joiners holding a waiting-room ticket not yet called.
 pub const WAITING: &str = "townhall_waiting_room_queued";
 
+/// Gauge: 1 for the current traffic verdict (`normal`, `flash_crowd`, `attack`), 0 for others.
+pub const VERDICT: &str = "townhall_traffic_verdict";
+/// Gauge: the classifier's evidence, by `signal`.
+pub const EVIDENCE: &str = "townhall_traffic_evidence";
+
 /// The process-wide Prometheus recorder (installed once; every server in the process shares it).
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -63,4 +68,6 @@ fn describe() {
     describe_counter!(SHIELD_REJECTIONS, "Connections and requests refused by per-client limits.");
     describe_counter!(ADMISSIONS, "Waiting-room decisions, by result.");
     describe_gauge!(WAITING, "Joiners holding a waiting-room ticket not yet called.");
+    describe_gauge!(VERDICT, "1 for the current traffic verdict: normal, flash_crowd or attack.");
+    describe_gauge!(EVIDENCE, "The crowd-or-attack classifier's evidence, by signal.");
 }

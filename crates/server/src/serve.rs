@@ -109,6 +109,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
     let hold = match app.shield.connect(peer.ip()) {
         Ok(hold) => hold,
         Err(e) => {
+            app.shield.observe_error(e.code);
             write_error(&mut stream, &e).await;
             return;
         }
@@ -128,6 +129,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
             }
         };
     if let Err(e) = app.shield.request(peer.ip()) {
+        app.shield.observe_error(e.code);
         write_error(&mut stream, &e).await;
         return;
     }
@@ -184,7 +186,7 @@ async fn hyper_connection(
 }
 
 /// Rate-limits the requests after the first on a keep-alive connection (the accept loop checked
-/// the first).
+/// the first), and tells the classifier which requests were refused as junk.
 pub async fn rate_limit(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
     req: axum::extract::Request,
@@ -196,9 +198,14 @@ pub async fn rate_limit(
     if let (Some(peer), true) = (peer, later)
         && let Err(e) = app.shield.request(peer.ip())
     {
+        app.shield.observe_error(e.code);
         return e.into_response();
     }
-    next.run(req).await
+    let res = next.run(req).await;
+    if let Some(code) = res.extensions().get::<crate::error::ErrorCode>() {
+        app.shield.observe_error(code.0);
+    }
+    res
 }
 
 /// Writes an API error as a complete HTTP/1.1 response on a raw socket, then the connection

@@ -6,8 +6,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
 use townhall_shield::{
-    Capacity, CountSketch, Decision, RateSketch, Slot, WaitingRoom, ip_key, subnet_key,
+    Capacity, Classifier, CountSketch, Decision, Evidence, RateSketch, Signal, Slot, Thresholds,
+    Verdict, WaitingRoom, ip_key, subnet_key,
 };
 
 use crate::config::Config;
@@ -27,6 +31,46 @@ pub struct Shield {
     max_per_ip: u32,
     max_per_subnet: u32,
     room: Mutex<WaitingRoom>,
+    classifier: Mutex<Classifier>,
+    require_token: AtomicBool,
+}
+
+/// Error codes that mark a request as junk for the classifier.
+const JUNK: &[&str] = &[
+    "rate_limited",
+    "too_many_connections",
+    "invalid_token",
+    "unauthorized",
+    "not_found",
+    "malformed_json",
+    "malformed_request",
+    "bad_path",
+    "bad_query",
+    "bad_ticket",
+    "headers_too_large",
+    "websocket_required",
+    "method_not_allowed",
+    "invalid_space_id",
+];
+
+/// A listener who leaves sooner than this after connecting counts as a bounce.
+pub const BOUNCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What `GET /api/v1/admin/shield` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShieldStatus {
+    /// `normal`, `flash_crowd` or `attack`.
+    pub verdict: Verdict,
+    /// The figures behind it.
+    pub evidence: Evidence,
+    /// Listeners admitted at once.
+    pub max_listeners: usize,
+    /// Joins admitted per second.
+    pub joins_per_second: u32,
+    /// Joiners waiting.
+    pub queued: u64,
+    /// Attack mode: joins and direct listeners need a token.
+    pub require_token: bool,
 }
 
 impl std::fmt::Debug for Shield {
@@ -75,7 +119,84 @@ impl Shield {
             max_per_ip: config.max_connections_per_ip,
             max_per_subnet: config.max_connections_per_subnet,
             room: Mutex::new(WaitingRoom::new(capacity)),
+            classifier: Mutex::new(Classifier::new(Thresholds::default(), 10)),
+            require_token: AtomicBool::new(false),
         }
+    }
+
+    /// Feeds the crowd-or-attack classifier.
+    pub fn observe(&self, signal: Signal) {
+        self.classifier.lock().unwrap_or_else(|p| p.into_inner()).observe(Instant::now(), signal);
+    }
+
+    /// Counts a refused request as junk when its error says so.
+    pub fn observe_error(&self, code: &str) {
+        if JUNK.contains(&code) {
+            self.observe(Signal::Junk);
+        }
+    }
+
+    /// The current verdict and evidence; logs and reports a change.
+    pub fn evaluate(&self) -> (Verdict, Evidence) {
+        let (verdict, evidence, changed) =
+            self.classifier.lock().unwrap_or_else(|p| p.into_inner()).verdict(Instant::now());
+        if changed {
+            tracing::warn!(verdict = verdict.as_str(), ?evidence, "traffic verdict changed");
+        }
+        for v in [Verdict::Normal, Verdict::FlashCrowd, Verdict::Attack] {
+            metrics::gauge!(crate::metrics::VERDICT, "verdict" => v.as_str())
+                .set(if v == verdict { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "requests_per_s")
+            .set(evidence.requests_per_s);
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "junk_share")
+            .set(evidence.junk_share);
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "joins_per_s")
+            .set(evidence.joins_per_s);
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "stay_share")
+            .set(evidence.stay_share);
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "top_subnet_share")
+            .set(evidence.top_subnet_share);
+        (verdict, evidence)
+    }
+
+    /// The status the admin endpoint shows.
+    pub fn status(&self) -> ShieldStatus {
+        let (verdict, evidence) = self.evaluate();
+        let room = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = room.capacity();
+        ShieldStatus {
+            verdict,
+            evidence,
+            max_listeners: cap.max_listeners,
+            joins_per_second: cap.joins_per_second,
+            queued: room.queued(),
+            require_token: self.require_token(),
+        }
+    }
+
+    /// Changes capacity at run time.
+    pub fn set_capacity(&self, max_listeners: Option<usize>, joins_per_second: Option<u32>) {
+        let mut room = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cap = room.capacity();
+        if let Some(n) = max_listeners {
+            cap.max_listeners = n;
+        }
+        if let Some(j) = joins_per_second {
+            cap.joins_per_second = j.max(1);
+            cap.join_burst = cap.join_burst.max(cap.joins_per_second);
+        }
+        room.set_capacity(cap);
+    }
+
+    /// Attack mode: joins and direct listeners need a valid token.
+    pub fn require_token(&self) -> bool {
+        self.require_token.load(Ordering::Relaxed)
+    }
+
+    /// Switches attack mode.
+    pub fn set_require_token(&self, on: bool) {
+        self.require_token.store(on, Ordering::Relaxed);
     }
 
     fn now_ns(&self) -> u64 {
@@ -113,6 +234,7 @@ impl Shield {
             metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
             ApiError::rate_limited(scope, e.retry_after)
         };
+        self.observe(Signal::Request(subnet_key(ip)));
         self.ip_rate.check(&ip_key(ip), now).map_err(|e| limited("address", e))?;
         self.subnet_rate.check(&subnet_key(ip), now).map_err(|e| limited("subnet", e))
     }

@@ -146,6 +146,9 @@ impl AppState {
     /// Admits a listener connecting directly (WebSocket or Ogg): with a token from `join` it
     /// needs only room; without one it goes through the waiting room like a join.
     pub fn admit_listener(&self, space: &SpaceId, has_token: bool) -> Result<(), ApiError> {
+        if !has_token && self.shield.require_token() {
+            return Err(attack_mode());
+        }
         let listeners = self.total_listeners();
         if has_token {
             return if self.shield.has_room(listeners) {
@@ -242,6 +245,7 @@ impl AppState {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stall: std::time::Duration::from_secs(self.config.stall_timeout_secs.max(1)),
             shutdown: self.shutdown.clone(),
+            shield: Some(self.shield.clone()),
         };
         let live = LiveSpace::open(space, &self.config, &self.engine, fanout)
             .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
@@ -284,6 +288,13 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// The refusal of anonymous joiners while attack mode is on.
+pub fn attack_mode() -> ApiError {
+    ApiError::unauthorized(
+        "this node only admits signed-in listeners right now (attack mode); retry with a token",
+    )
 }
 
 /// The token of an `Authorization: Bearer` header.

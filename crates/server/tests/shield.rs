@@ -176,3 +176,53 @@ async fn slow_headers_are_cut_and_the_server_stays_responsive() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn operators_see_the_verdict_change_capacity_and_switch_attack_mode() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "ops").await;
+    let c = http();
+    let admin = url(addr, "/api/v1/admin/shield");
+    assert_eq!(c.get(&admin).send().await.expect("get").status(), 401);
+    let scoped = token("carol", townhall_core::Role::Host, "ops");
+    assert_eq!(c.get(&admin).bearer_auth(&scoped).send().await.expect("get").status(), 403);
+    let status: Value =
+        c.get(&admin).bearer_auth(host()).send().await.expect("get").json().await.expect("json");
+    assert_eq!(status["verdict"], "normal");
+    assert!(status["evidence"]["requests_per_s"].as_f64().is_some(), "{status}");
+
+    let update =
+        serde_json::json!({ "max_listeners": 7, "joins_per_second": 3, "require_token": true });
+    let res = c.put(&admin).bearer_auth(host()).json(&update).send().await.expect("put");
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.expect("json");
+    assert_eq!(
+        (status["max_listeners"].as_u64(), status["require_token"].as_bool()),
+        (Some(7), Some(true))
+    );
+
+    // Attack mode: anonymous joins and direct listeners are refused; signed-in ones are not.
+    let (status_code, _, body) = join(addr, "ops", None).await;
+    assert_eq!(status_code, 401, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("attack mode")));
+    assert_eq!(ws_refusal(addr, "/ws/ops").await.0, 401);
+    let member = token("dana", townhall_core::Role::Listener, "ops");
+    let res = c
+        .post(url(addr, "/api/v1/spaces/ops/join"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 200);
+
+    let bad = c
+        .put(&admin)
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "bogus": 1 }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad.status(), 422);
+    server.shutdown().await;
+}

@@ -4,14 +4,17 @@
 //! - [`gcra`]: one rate limiter (speaker frames, per connection).
 //! - [`sketch`]: per-key rate limits and concurrency caps for millions of keys in fixed memory.
 //! - [`admission`]: node capacity and the FIFO waiting room.
+//! - [`classifier`]: crowd or attack, from live signals, with the evidence.
 //! - [`client`]: the keys limits are applied to (address, subnet).
 
 pub mod admission;
+pub mod classifier;
 pub mod client;
 pub mod gcra;
 pub mod sketch;
 
 pub use admission::{Capacity, Decision, WaitingRoom, jitter};
+pub use classifier::{Classifier, Evidence, Signal, Thresholds, Verdict};
 pub use client::{ip_key, subnet_key};
 pub use gcra::{Gcra, RateLimited};
 pub use sketch::{CountSketch, RateSketch, Slot};
