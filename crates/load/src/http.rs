@@ -83,6 +83,8 @@ pub struct Head {
     pub chunked: bool,
     /// `Content-Length`, if given.
     pub content_length: Option<usize>,
+    /// `Retry-After` in seconds, if given.
+    pub retry_after: Option<u64>,
 }
 
 /// Parses a response head from the start of `data`; returns it and its length, or `None` if
@@ -103,7 +105,7 @@ pub fn parse_head(data: &[u8]) -> io::Result<Option<(Head, usize)>> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
-    let mut head = Head { status, chunked: false, content_length: None };
+    let mut head = Head { status, chunked: false, content_length: None, retry_after: None };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -113,6 +115,8 @@ pub fn parse_head(data: &[u8]) -> io::Result<Option<(Head, usize)>> {
             head.chunked = value.eq_ignore_ascii_case("chunked");
         } else if name.eq_ignore_ascii_case("content-length") {
             head.content_length = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            head.retry_after = value.parse().ok();
         }
     }
     Ok(Some((head, end + 4)))
@@ -350,7 +354,10 @@ mod tests {
         let raw =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: audio/ogg\r\n\r\nrest";
         let (head, len) = parse_head(raw).expect("ok").expect("complete");
-        assert_eq!(head, Head { status: 200, chunked: true, content_length: None });
+        assert_eq!(
+            head,
+            Head { status: 200, chunked: true, content_length: None, retry_after: None }
+        );
         assert_eq!(&raw[len..], b"rest");
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").expect("ok"), None);
     }

@@ -1,4 +1,5 @@
-//! The `join-storm` scenario: M joins per second, each token → join → first audio frame.
+//! The `join-storm` scenario: M joins per second, each token → join (waiting in line when told
+//! to) → WebSocket → first audio frame, then optionally staying to listen.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -6,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::time::{Instant, timeout};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
 
 use crate::histogram::Histogram;
 use crate::http::{self, Opcode, ReadBuf};
@@ -23,8 +25,10 @@ pub struct StormConfig {
     pub rate: f64,
     /// How long joins keep starting.
     pub duration: Duration,
-    /// Each joiner gives up after this long without audio.
+    /// A joiner gives up when it has no audio this long after starting (waiting included).
     pub deadline: Duration,
+    /// After the first audio frame, keep listening this long (0: leave at once).
+    pub hold: Duration,
     /// Optional bearer token for `join` (anonymous otherwise).
     pub token: Option<String>,
     /// Most joiners in flight at once (bounded by this process's open files).
@@ -38,13 +42,21 @@ pub struct StormStats {
     pub started: AtomicU64,
     /// Joiners that received audio.
     pub admitted: AtomicU64,
-    /// Joiners that gave up at the deadline.
+    /// Of those, how many waited in the waiting room first.
+    pub admitted_after_waiting: AtomicU64,
+    /// Joiners still holding a waiting-room ticket at their deadline (queued, not dropped).
+    pub queued: AtomicU64,
+    /// Joiners with neither audio nor a ticket at their deadline.
     pub timed_out: AtomicU64,
-    /// Joiners that failed on the network.
+    /// Joiners that failed on the network or got a malformed answer.
     pub errors: AtomicU64,
-    /// Refusals by HTTP status (from join or the WebSocket upgrade).
+    /// Joiners whose listening connection was lost during the hold.
+    pub dropped_while_listening: AtomicU64,
+    /// `429` answers that were retried after `Retry-After`.
+    pub rate_limited_retries: AtomicU64,
+    /// Final refusals by HTTP status.
     pub rejected: Mutex<BTreeMap<u16, u64>>,
-    /// Time to first audio, µs.
+    /// Time to first audio, µs (waiting included).
     pub first_audio: Histogram,
     /// Joiners that had to wait for a free socket in the generator (it was the bottleneck).
     pub generator_waits: AtomicU64,
@@ -59,11 +71,19 @@ pub struct StormReport {
     pub admitted: u64,
     /// Admitted per second over the run.
     pub admitted_per_s: f64,
-    /// Gave up at the deadline.
+    /// Admitted after waiting in line.
+    pub admitted_after_waiting: u64,
+    /// Holding a ticket at the deadline.
+    pub queued: u64,
+    /// Neither audio nor ticket at the deadline.
     pub timed_out: u64,
-    /// Network failures.
+    /// Network failures or malformed answers.
     pub errors: u64,
-    /// Refusals by status.
+    /// Lost while listening.
+    pub dropped_while_listening: u64,
+    /// Rate-limit answers retried.
+    pub rate_limited_retries: u64,
+    /// Final refusals by status.
     pub rejected: BTreeMap<u16, u64>,
     /// Time to first audio, ms.
     pub first_audio_ms: crate::Quantiles,
@@ -80,8 +100,12 @@ impl StormStats {
             started: self.started.load(Relaxed),
             admitted,
             admitted_per_s: admitted as f64 / elapsed.as_secs_f64().max(0.001),
+            admitted_after_waiting: self.admitted_after_waiting.load(Relaxed),
+            queued: self.queued.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            dropped_while_listening: self.dropped_while_listening.load(Relaxed),
+            rate_limited_retries: self.rate_limited_retries.load(Relaxed),
             rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
             first_audio_ms: crate::Quantiles::of(&self.first_audio),
             generator_waits: self.generator_waits.load(Relaxed),
@@ -89,10 +113,18 @@ impl StormStats {
     }
 }
 
+/// How a joiner's attempt to get audio ended.
 enum Outcome {
-    Audio,
+    /// Listening, on this connection; `waited` if it went through the waiting room.
+    Audio { stream: TcpStream, buf: ReadBuf, waited: bool },
+    /// Still holding a waiting-room ticket at the deadline.
+    Queued,
+    /// Refused for good with this status.
     Rejected(u16),
+    /// Network failure or malformed answer.
     Error,
+    /// Deadline passed without audio or ticket.
+    TimedOut,
 }
 
 /// Runs the storm; returns when every joiner has finished.
@@ -116,62 +148,102 @@ pub async fn run(cfg: Arc<StormConfig>, stats: Arc<StormStats>) {
         let (cfg, stats) = (cfg.clone(), stats.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            stats.started.fetch_add(1, Relaxed);
-            let began = Instant::now();
-            match timeout(cfg.deadline, join_once(&cfg, n)).await {
-                Ok(Outcome::Audio) => {
-                    stats.admitted.fetch_add(1, Relaxed);
-                    stats.first_audio.record(began.elapsed().as_micros() as u64);
-                }
-                Ok(Outcome::Rejected(status)) => {
-                    if let Ok(mut r) = stats.rejected.lock() {
-                        *r.entry(status).or_default() += 1;
-                    }
-                }
-                Ok(Outcome::Error) => {
-                    stats.errors.fetch_add(1, Relaxed);
-                }
-                Err(_) => {
-                    stats.timed_out.fetch_add(1, Relaxed);
-                }
-            }
+            joiner(&cfg, &stats, n).await;
         });
-        while let Some(done) = tasks.try_join_next() {
-            drop(done);
-        }
+        while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
 }
 
-/// One joiner: `POST join`, then the WebSocket with the ticket on the same connection, until the
-/// first audio frame.
-async fn join_once(cfg: &StormConfig, n: usize) -> Outcome {
-    let Ok(mut stream) = http::connect(&cfg.target, cfg.target.source_ip(n)).await else {
-        return Outcome::Error;
-    };
+async fn joiner(cfg: &StormConfig, stats: &StormStats, n: usize) {
+    stats.started.fetch_add(1, Relaxed);
+    let began = Instant::now();
+    match get_audio(cfg, stats, n, began + cfg.deadline).await {
+        Outcome::Audio { stream, buf, waited } => {
+            stats.admitted.fetch_add(1, Relaxed);
+            if waited {
+                stats.admitted_after_waiting.fetch_add(1, Relaxed);
+            }
+            stats.first_audio.record(began.elapsed().as_micros() as u64);
+            if !cfg.hold.is_zero() && !listen_until(stream, buf, Instant::now() + cfg.hold).await {
+                stats.dropped_while_listening.fetch_add(1, Relaxed);
+            }
+        }
+        Outcome::Queued => {
+            stats.queued.fetch_add(1, Relaxed);
+        }
+        Outcome::Rejected(status) => {
+            if let Ok(mut r) = stats.rejected.lock() {
+                *r.entry(status).or_default() += 1;
+            }
+        }
+        Outcome::Error => {
+            stats.errors.fetch_add(1, Relaxed);
+        }
+        Outcome::TimedOut => {
+            stats.timed_out.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// One `POST join` on a fresh connection: the status, the JSON body and `Retry-After`.
+async fn post_join(
+    cfg: &StormConfig,
+    n: usize,
+    wait_ticket: Option<&str>,
+) -> Option<(u16, serde_json::Value, Option<u64>, TcpStream, ReadBuf)> {
+    let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await.ok()?;
     let mut buf = ReadBuf::new(4_096);
-    let path = format!("/api/v1/spaces/{}/join", cfg.space);
-    if http::post(&mut stream, &cfg.target, &path, cfg.token.as_deref(), "").await.is_err() {
-        return Outcome::Error;
-    }
-    let Ok(head) = http::read_head(&mut stream, &mut buf).await else {
-        return Outcome::Error;
+    let q = wait_ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
+    let path = format!("/api/v1/spaces/{}/join{q}", cfg.space);
+    http::post(&mut stream, &cfg.target, &path, cfg.token.as_deref(), "").await.ok()?;
+    let head = http::read_head(&mut stream, &mut buf).await.ok()?;
+    let body = http::read_body(&mut stream, &mut buf, head).await.ok()?;
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Some((head.status, json, head.retry_after, stream, buf))
+}
+
+/// Joins (waiting in line and backing off as told), then opens the WebSocket and waits for the
+/// first audio frame, all before `deadline`.
+async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: Instant) -> Outcome {
+    let mut wait_ticket: Option<String> = None;
+    let (ticket, mut stream, mut buf) = loop {
+        let Ok(answer) = timeout_at(deadline, post_join(cfg, n, wait_ticket.as_deref())).await
+        else {
+            return if wait_ticket.is_some() { Outcome::Queued } else { Outcome::TimedOut };
+        };
+        let Some((status, json, retry_after, stream, buf)) = answer else { return Outcome::Error };
+        let pause = match status {
+            200 => match json["token"].as_str() {
+                Some(t) => break (t.to_owned(), stream, buf),
+                None => return Outcome::Error,
+            },
+            202 => {
+                let Some(t) = json["waiting"]["ticket"].as_str() else { return Outcome::Error };
+                wait_ticket = Some(t.to_owned());
+                Duration::from_millis(json["waiting"]["retry_after_ms"].as_u64().unwrap_or(1_000))
+            }
+            429 => {
+                stats.rate_limited_retries.fetch_add(1, Relaxed);
+                Duration::from_secs(retry_after.unwrap_or(1))
+            }
+            other => return Outcome::Rejected(other),
+        };
+        drop(stream);
+        if Instant::now() + pause >= deadline {
+            return if wait_ticket.is_some() { Outcome::Queued } else { Outcome::TimedOut };
+        }
+        tokio::time::sleep(pause).await;
     };
-    let Ok(body) = http::read_body(&mut stream, &mut buf, head).await else {
-        return Outcome::Error;
-    };
-    if head.status != 200 {
-        return Outcome::Rejected(head.status);
-    }
-    let ticket: Option<String> = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["token"].as_str().map(str::to_owned));
-    let Some(ticket) = ticket else {
-        return Outcome::Error;
-    };
+    let waited = wait_ticket.is_some();
     let ws_path = format!("/ws/{}?token={ticket}&batch=1", cfg.space);
-    let Ok(head) = http::ws_handshake(&mut stream, &cfg.target, &ws_path, &mut buf).await else {
-        return Outcome::Error;
+    let opened =
+        timeout_at(deadline, http::ws_handshake(&mut stream, &cfg.target, &ws_path, &mut buf))
+            .await;
+    let head = match opened {
+        Ok(Ok(head)) => head,
+        Ok(Err(_)) => return Outcome::Error,
+        Err(_) => return Outcome::TimedOut,
     };
     if head.status != 101 {
         return Outcome::Rejected(head.status);
@@ -179,14 +251,28 @@ async fn join_once(cfg: &StormConfig, n: usize) -> Outcome {
     loop {
         while let Ok(Some((op, _, total))) = http::parse_ws_frame(buf.data()) {
             match op {
-                Opcode::Binary => return Outcome::Audio,
+                Opcode::Binary => return Outcome::Audio { stream, buf, waited },
                 Opcode::Close => return Outcome::Error,
                 _ => buf.consume(total),
             }
         }
-        match buf.fill(&mut stream).await {
-            Ok(0) | Err(_) => return Outcome::Error,
-            Ok(_) => {}
+        match timeout_at(deadline, buf.fill(&mut stream)).await {
+            Err(_) => return Outcome::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Error,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Keeps reading until `until`; false if the connection was lost first.
+async fn listen_until(mut stream: TcpStream, mut buf: ReadBuf, until: Instant) -> bool {
+    loop {
+        let all = buf.data().len();
+        buf.consume(all);
+        match timeout_at(until, buf.fill(&mut stream)).await {
+            Err(_) => return true,
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(_)) => {}
         }
     }
 }

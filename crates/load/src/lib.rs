@@ -5,12 +5,15 @@
 //! load generator and (given its pid) the server. Only loopback targets are accepted.
 
 pub mod expect;
+pub mod flood;
 pub mod histogram;
 pub mod http;
 pub mod join_storm;
+pub mod launch_day;
 pub mod listen;
 pub mod ogg_scan;
 pub mod procstat;
+pub mod slowloris;
 pub mod speak;
 pub mod stats;
 pub mod target;

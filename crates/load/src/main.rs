@@ -10,8 +10,11 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use townhall_core::{Identity, Role, SpaceScope, TokenKeys};
 use townhall_load::expect::{self, Condition};
+use townhall_load::flood::{self, FloodConfig, FloodStats, Junk};
 use townhall_load::join_storm::{self, StormConfig, StormStats};
+use townhall_load::launch_day::{self, LaunchDayConfig};
 use townhall_load::listen::{self, ListenConfig, Protocol};
+use townhall_load::slowloris::{self, SlowlorisConfig, SlowlorisStats};
 use townhall_load::speak::{self, SpeakConfig, Voice};
 use townhall_load::stats::{Snapshot, Stats};
 use townhall_load::target::Target;
@@ -38,6 +41,78 @@ enum Command {
     Speak(SpeakArgs),
     /// M joins per second: join → ticket → WebSocket → first audio frame.
     JoinStorm(StormArgs),
+    /// Junk at a given rate: unknown paths, forged tokens, oversize headers, bogus upgrades, churn.
+    Flood(FloodArgs),
+    /// Connections that trickle a request head and never finish it.
+    Slowloris(SlowlorisArgs),
+    /// Incumbent listeners, then a storm of real joiners, a junk flood and slowloris at once.
+    LaunchDay(LaunchDayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Space named in the junk.
+    #[arg(long, default_value = "demo")]
+    space: String,
+    /// Junk requests per second.
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
+    /// Seconds.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Kinds of junk, in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Junk::Paths, Junk::Tokens, Junk::Headers, Junk::Websocket, Junk::Churn])]
+    mix: Vec<Junk>,
+    /// Spread over this many source addresses (127.66.0.1 up).
+    #[arg(long, default_value_t = 254)]
+    sources: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct SlowlorisArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections.
+    #[arg(long, default_value_t = 1_000)]
+    connections: usize,
+    /// Seconds.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Seconds between header lines.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct LaunchDayArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The space on air.
+    #[arg(long, default_value = "demo")]
+    space: String,
+    /// Listeners on air before the storm.
+    #[arg(long, default_value_t = 2_000)]
+    incumbents: usize,
+    /// Incumbents connected per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    ramp: f64,
+    /// Real joiners per second.
+    #[arg(long, default_value_t = 500.0)]
+    join_rate: f64,
+    /// Junk per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    flood_rate: f64,
+    /// Slowloris connections.
+    #[arg(long, default_value_t = 1_000)]
+    slowloris: usize,
+    /// Seconds of storm.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Operator token for the verdict; minted from TOWNHALL_API_KEY/SECRET when absent.
+    #[arg(long)]
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,9 +210,12 @@ struct StormArgs {
     /// Seconds of joining.
     #[arg(long, default_value_t = 5)]
     duration: u64,
-    /// A joiner gives up after this many ms without audio.
+    /// A joiner gives up after this many ms without audio (waiting in line included).
     #[arg(long, default_value_t = 5_000)]
     deadline_ms: u64,
+    /// After the first audio, keep listening this many ms (0: leave at once).
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
     /// Bearer token for join (anonymous otherwise).
     #[arg(long)]
     token: Option<String>,
@@ -149,6 +227,9 @@ fn main() -> anyhow::Result<()> {
         Command::Listen(a) => a.common.threads,
         Command::Speak(a) => a.common.threads,
         Command::JoinStorm(a) => a.common.threads,
+        Command::Flood(a) => a.common.threads,
+        Command::Slowloris(a) => a.common.threads,
+        Command::LaunchDay(a) => a.common.threads,
     };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
@@ -160,6 +241,9 @@ fn main() -> anyhow::Result<()> {
             Command::Listen(a) => listen_cmd(a).await,
             Command::Speak(a) => speak_cmd(a).await,
             Command::JoinStorm(a) => storm_cmd(a).await,
+            Command::Flood(a) => flood_cmd(a).await,
+            Command::Slowloris(a) => slowloris_cmd(a).await,
+            Command::LaunchDay(a) => launch_day_cmd(a).await,
         }
     })?;
     if !failures.is_empty() {
@@ -345,18 +429,24 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     check(a.common.expect.as_deref(), &figures)
 }
 
-fn speaker_token(a: &SpeakArgs) -> anyhow::Result<String> {
-    if let Some(t) = &a.token {
-        return Ok(t.clone());
-    }
+/// Mints a token with the key pair from TOWNHALL_API_KEY / TOWNHALL_API_SECRET (or the
+/// development pair the server uses when they are unset).
+fn mint(identity: &str, role: Role, space: &str, ttl: u64) -> anyhow::Result<String> {
     let key = std::env::var("TOWNHALL_API_KEY").unwrap_or_else(|_| "devkey".into());
     let secret = std::env::var("TOWNHALL_API_SECRET")
         .unwrap_or_else(|_| "townhall-development-secret-change-me".into());
     let keys = TokenKeys::new(key, secret.as_bytes());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let scope = SpaceScope::try_from(a.space.clone())?;
-    let who = Identity::new(a.identity.clone())?;
-    Ok(keys.mint(who, Role::Speaker, scope, townhall_core::UnixTime(now), a.duration + 3_600)?)
+    let scope = SpaceScope::try_from(space.to_owned())?;
+    let who = Identity::new(identity.to_owned())?;
+    Ok(keys.mint(who, role, scope, townhall_core::UnixTime(now), ttl)?)
+}
+
+fn speaker_token(a: &SpeakArgs) -> anyhow::Result<String> {
+    match &a.token {
+        Some(t) => Ok(t.clone()),
+        None => mint(&a.identity, Role::Speaker, &a.space, a.duration + 3_600),
+    }
 }
 
 async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
@@ -414,6 +504,7 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
         rate: a.rate,
         duration,
         deadline: Duration::from_millis(a.deadline_ms),
+        hold: Duration::from_millis(a.hold_ms),
         token: a.token.clone(),
         max_in_flight,
     });
@@ -434,10 +525,12 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
         );
     }
     println!(
-        "join-storm: {} started, {} admitted ({:.0}/s), {} timed out, {} errors, rejected {:?}, first audio p50 {:.1} ms p99 {:.1} ms, load CPU {:.0}%",
+        "join-storm: {} started, {} admitted ({:.0}/s; {} after waiting in line), {} still queued, {} timed out, {} errors, rejected {:?}, first audio p50 {:.1} ms p99 {:.1} ms, load CPU {:.0}%",
         report.started,
         report.admitted,
         report.admitted_per_s,
+        report.admitted_after_waiting,
+        report.queued,
         report.timed_out,
         report.errors,
         report.rejected,
@@ -457,6 +550,8 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
         ("admitted", report.admitted as f64),
         ("admitted_percent", report.admitted as f64 * 100.0 / (report.started.max(1)) as f64),
         ("timed_out", report.timed_out as f64),
+        ("queued", report.queued as f64),
+        ("dropped", report.dropped_while_listening as f64),
         ("errors", report.errors as f64),
         ("rejected", rejected as f64),
         ("p50", report.first_audio_ms.p50),
@@ -466,4 +561,194 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     check(a.common.expect.as_deref(), &figures)
+}
+
+fn figures(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+fn socket_budget() -> usize {
+    procstat::open_files_limit().unwrap_or(1_024).saturating_sub(FD_RESERVE) as usize
+}
+
+async fn flood_cmd(mut a: FloodArgs) -> anyhow::Result<Vec<String>> {
+    if a.common.quick {
+        a.rate = a.rate.min(200.0);
+        a.duration = a.duration.min(2);
+    }
+    let duration = bounded(a.duration)?;
+    if !(a.rate > 0.0 && a.rate <= 200_000.0) {
+        bail!("--rate must be between 0 and 200000 per second");
+    }
+    let cfg = Arc::new(FloodConfig {
+        target: a.common.target,
+        space: a.space.clone(),
+        rate: a.rate,
+        duration,
+        mix: a.mix.clone(),
+        max_in_flight: socket_budget(),
+        sources: a.sources.clamp(1, 254),
+    });
+    eprintln!("flood: {}/s of {:?} on {} for {}s", a.rate, a.mix, cfg.target, a.duration);
+    let stats = Arc::new(FloodStats::default());
+    let me = procstat::sample("self");
+    flood::run(cfg, stats.clone()).await;
+    let report = stats.report();
+    let cpu = match (me, procstat::sample("self")) {
+        (Some(x), Some(y)) => procstat::cpu_percent(&x, &y),
+        _ => 0.0,
+    };
+    println!(
+        "flood: {} sent, answers {:?}, {} errors, answer p50 {:.2} ms p99 {:.2} ms, load CPU {:.0}%",
+        report.sent,
+        report.statuses,
+        report.errors,
+        report.answer_ms.p50,
+        report.answer_ms.p99,
+        cpu
+    );
+    if a.common.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["scenario"] = json!("flood");
+        v["load_cpu_percent"] = json!(cpu);
+        println!("{v}");
+    }
+    let ok: u64 =
+        report.statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| *n).sum();
+    check(
+        a.common.expect.as_deref(),
+        &figures(&[
+            ("sent", report.sent as f64),
+            ("errors", report.errors as f64),
+            ("accepted", ok as f64),
+            ("p99", report.answer_ms.p99),
+        ]),
+    )
+}
+
+async fn slowloris_cmd(mut a: SlowlorisArgs) -> anyhow::Result<Vec<String>> {
+    if a.common.quick {
+        a.connections = a.connections.min(100);
+        a.duration = a.duration.min(5);
+        a.interval = a.interval.min(1);
+    }
+    let duration = bounded(a.duration)?;
+    if a.connections > socket_budget() {
+        bail!(
+            "{} connections exceed this process's open-files limit; run several processes",
+            a.connections
+        );
+    }
+    let cfg = Arc::new(SlowlorisConfig {
+        target: a.common.target,
+        connections: a.connections,
+        duration,
+        interval: Duration::from_secs(a.interval.max(1)),
+        ramp: 1_000.0,
+    });
+    eprintln!("slowloris: {} connections on {} for {}s", a.connections, cfg.target, a.duration);
+    let stats = Arc::new(SlowlorisStats::default());
+    slowloris::run(cfg, stats.clone()).await;
+    let r = stats.report();
+    println!(
+        "slowloris: {} opened, {} refused, {} cut by the server (after p50 {:.0} ms), {} still held at the end",
+        r.opened, r.refused, r.cut, r.time_to_cut_ms.p50, r.held
+    );
+    if a.common.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["scenario"] = json!("slowloris");
+        println!("{v}");
+    }
+    check(
+        a.common.expect.as_deref(),
+        &figures(&[("opened", r.opened as f64), ("cut", r.cut as f64), ("held", r.held as f64)]),
+    )
+}
+
+async fn launch_day_cmd(mut a: LaunchDayArgs) -> anyhow::Result<Vec<String>> {
+    if a.common.quick {
+        a.incumbents = a.incumbents.min(200);
+        a.join_rate = a.join_rate.min(100.0);
+        a.flood_rate = a.flood_rate.min(300.0);
+        a.slowloris = a.slowloris.min(100);
+        a.duration = a.duration.min(6);
+    }
+    let duration = bounded(a.duration)?;
+    let need = a.incumbents + a.slowloris + 256;
+    if need > socket_budget() {
+        bail!("{need} sockets exceed this process's open-files limit; lower the counts");
+    }
+    let admin_token = match a.admin_token.clone() {
+        Some(t) => Some(t),
+        None => Some(mint("townhall-load", Role::Host, "*", 3_600)?),
+    };
+    let cfg = LaunchDayConfig {
+        target: a.common.target,
+        space: a.space.clone(),
+        incumbents: a.incumbents,
+        incumbent_ramp: a.ramp,
+        join_rate: a.join_rate,
+        flood_rate: a.flood_rate,
+        slowloris: a.slowloris,
+        storm: duration,
+        admin_token,
+        max_sockets: socket_budget(),
+    };
+    eprintln!(
+        "launch-day: {} incumbents, then {}s of {}/s joiners + {}/s junk + {} slowloris on {}",
+        a.incumbents, a.duration, a.join_rate, a.flood_rate, a.slowloris, cfg.target
+    );
+    let r = launch_day::run(cfg).await;
+    let i = &r.incumbents;
+    println!(
+        "incumbents: {}/{} connected, {} frames, late {:.3}%, lost {:.3}%, gaps {}, disconnects {}",
+        i.counts.ever_connected,
+        a.incumbents,
+        i.counts.frames,
+        i.late_percent,
+        i.lost_percent,
+        i.counts.gaps,
+        i.counts.disconnects
+    );
+    let j = &r.joiners;
+    println!(
+        "joiners: {} started, {} admitted ({} after waiting), {} still queued, {} timed out, {} errors, rejected {:?}, first audio p99 {:.0} ms",
+        j.started,
+        j.admitted,
+        j.admitted_after_waiting,
+        j.queued,
+        j.timed_out,
+        j.errors,
+        j.rejected,
+        j.first_audio_ms.p99
+    );
+    println!("junk: {} sent, answers {:?}, {} errors", r.junk.sent, r.junk.statuses, r.junk.errors);
+    println!(
+        "slowloris: {} opened, {} cut, {} held",
+        r.slowloris.opened, r.slowloris.cut, r.slowloris.held
+    );
+    let timeline: Vec<String> =
+        r.verdicts.iter().map(|v| format!("{:+.0}s {}", v.t, v.verdict)).collect();
+    println!("verdicts: {}", timeline.join(", "));
+    if a.common.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["scenario"] = json!("launch-day");
+        println!("{v}");
+    }
+    let junk_ok: u64 =
+        r.junk.statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| *n).sum();
+    let attack_seen = r.verdicts.iter().any(|v| v.t >= 0.0 && v.verdict == "attack");
+    check(
+        a.common.expect.as_deref(),
+        &figures(&[
+            ("incumbent_late_percent", i.late_percent),
+            ("incumbent_lost_percent", i.lost_percent),
+            ("incumbent_disconnects", i.counts.disconnects as f64),
+            ("incumbent_gaps", i.counts.gaps as f64),
+            ("joiners_dropped", (j.timed_out + j.errors + j.rejected.values().sum::<u64>()) as f64),
+            ("joiners_served", (j.admitted + j.queued) as f64),
+            ("junk_accepted", junk_ok as f64),
+            ("attack_seen", if attack_seen { 1.0 } else { 0.0 }),
+        ]),
+    )
 }

@@ -33,11 +33,25 @@ impl Target {
         Ok(Target { addr })
     }
 
-    /// Source addresses to spread connections over, so ephemeral ports never run out:
-    /// 127.0.0.1 to 127.0.0.254 for an IPv4 target, ::1 alone for IPv6.
+    /// Source addresses to spread an audience over, so ephemeral ports never run out and, as a
+    /// real crowd does, it comes from many subnets: 127.0.S.H with S in 1..=250 (250 /24s) and H
+    /// in 1..=254, for an IPv4 target; ::1 alone for IPv6.
     pub fn source_ip(&self, n: usize) -> IpAddr {
         match self.addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n % 254) as u8)),
+            IpAddr::V4(_) => {
+                let subnet = 1 + (n % 250) as u8;
+                let host = 1 + ((n / 250) % 254) as u8;
+                IpAddr::V4(Ipv4Addr::new(127, 0, subnet, host))
+            }
+            v6 => v6,
+        }
+    }
+
+    /// Source addresses for junk: 127.66.0.1 to 127.66.0.254, one /24, as a botnet's
+    /// concentrated traffic (IPv6: ::1).
+    pub fn junk_source_ip(&self, n: usize) -> IpAddr {
+        match self.addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(127, 66, 0, 1 + (n % 254) as u8)),
             v6 => v6,
         }
     }
@@ -95,9 +109,11 @@ mod tests {
     #[test]
     fn sources_stay_in_loopback() {
         let t: Target = "127.0.0.1:80".parse().expect("target");
-        for n in 0..1000 {
+        for n in 0..100_000 {
             assert!(t.source_ip(n).is_loopback());
+            assert!(t.junk_source_ip(n).is_loopback());
         }
+        assert_ne!(t.source_ip(0), t.source_ip(1));
     }
 
     proptest! {

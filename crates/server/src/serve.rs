@@ -117,8 +117,13 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
     let head =
         match read_head(&mut stream, Duration::from_secs(app.config.header_timeout_secs)).await {
             Ok(head) => head.freeze(),
-            Err(HeadError::Gone) => return,
+            Err(HeadError::Gone) => {
+                // A connection that never sent a whole request: churn, a scan or a slowloris.
+                app.shield.observe_junk_connection(peer.ip());
+                return;
+            }
             Err(HeadError::TooLarge) => {
+                app.shield.observe_junk_connection(peer.ip());
                 let e = ApiError::new(
                     axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "headers_too_large",

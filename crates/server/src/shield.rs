@@ -129,6 +129,15 @@ impl Shield {
         self.classifier.lock().unwrap_or_else(|p| p.into_inner()).observe(Instant::now(), signal);
     }
 
+    /// Counts a connection that sent no acceptable request (churn, oversize or slow head) as a
+    /// junk request from its subnet.
+    pub fn observe_junk_connection(&self, ip: IpAddr) {
+        let mut c = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        c.observe(now, Signal::Request(subnet_key(ip)));
+        c.observe(now, Signal::Junk);
+    }
+
     /// Counts a refused request as junk when its error says so.
     pub fn observe_error(&self, code: &str) {
         if JUNK.contains(&code) {

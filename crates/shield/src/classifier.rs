@@ -89,8 +89,8 @@ impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             busy_requests_per_s: 100.0,
-            junk_share: 0.5,
-            top_subnet_share: 0.5,
+            junk_share: 0.3,
+            top_subnet_share: 0.3,
             min_stay_share: 0.3,
             hold: Duration::from_secs(3),
         }
