@@ -107,9 +107,11 @@ max_connections_per_subnet = 1000000
 """
 
 
-def start_townhall(bin_dir, work, port, extra_config="", core=0):
-    """Starts Townhall with its demo space; returns the process once it is ready."""
-    (work / "townhall.toml").write_text(f'listen = "127.0.0.1:{port}"\n{BENCH_SHIELD}{extra_config}')
+def start_townhall(bin_dir, work, port, extra_config="", core=0, relax_shield=True):
+    """Starts Townhall with its demo space; returns the process once it is ready. With
+    `relax_shield` (egress benchmarks) the per-subnet and admission limits are lifted."""
+    shield = BENCH_SHIELD if relax_shield else ""
+    (work / "townhall.toml").write_text(f'listen = "127.0.0.1:{port}"\n{shield}{extra_config}')
     proc = start([str(bin_dir / "townhall"), "serve", "--config", str(work / "townhall.toml")],
                  work / "townhall.log", core=core)
     if not wait_http(f"http://127.0.0.1:{port}/readyz"):
@@ -123,3 +125,9 @@ def last_json(path):
     if not lines:
         raise RuntimeError(f"no JSON report in {path}")
     return json.loads(lines[-1])
+
+
+def cpu_ticks(pid):
+    """User + system CPU of a process so far, in clock ticks (1/100 s)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])

@@ -51,6 +51,7 @@ async fn quick_listen_counts_what_the_server_sent() {
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         demo: true,
+        overload_lag_ms: 0,
         ..Default::default()
     };
     let server = townhall_server::start(config).await.expect("server");

@@ -67,6 +67,9 @@ pub struct Config {
     pub max_connections_per_ip: u32,
     /// Open connections from one /24 (IPv6: /64).
     pub max_connections_per_subnet: u32,
+    /// Adaptive admission: above this smoothed event-loop lag (ms), the node admits nobody new
+    /// until it recovers (0 disables).
+    pub overload_lag_ms: u64,
     /// Largest JSON request body, bytes.
     pub max_body_bytes: usize,
     /// Lifetime of the listener tickets `join` hands out, seconds.
@@ -104,6 +107,7 @@ impl Default for Config {
             request_burst_per_subnet: 2_000,
             max_connections_per_ip: 256,
             max_connections_per_subnet: 4_096,
+            overload_lag_ms: 25,
             max_body_bytes: 16 * 1024,
             ticket_ttl_secs: 3_600,
         }

@@ -117,6 +117,7 @@ impl Fanout {
                     last_seq: start_seq,
                     catchup: catchup.clone(),
                     farewell: farewell.clone(),
+                    shield: cfg.shield.clone(),
                     stall,
                     size: size.clone(),
                     sent: metrics::counter!(FRAMES_SENT, "protocol" => protocol),
@@ -243,6 +244,7 @@ struct Shard {
     last_seq: u64,
     catchup: Catchup,
     farewell: Farewell,
+    shield: Option<Arc<crate::shield::Shield>>,
     stall: Duration,
     size: Arc<AtomicUsize>,
     sent: metrics::Counter,
@@ -272,6 +274,9 @@ impl Shard {
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         // This shard fell behind the feed: every listener in it misses n messages.
                         self.dropped.increment(n * self.conns.len() as u64);
+                        if let Some(shield) = &self.shield {
+                            shield.egress_fell_behind();
+                        }
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         self.farewell_all(self.farewell.ended.clone()).await;

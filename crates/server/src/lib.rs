@@ -105,6 +105,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
     let host_token = app.keys.mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
     tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
+    tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     let task = tokio::spawn(serve::serve(
         listener,
         app.clone(),
@@ -161,6 +162,21 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
         tokio::select! {
             _ = tick.tick() => {
                 app.shield.evaluate();
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Measures how late a 100 ms timer fires on the async workers (event-loop lag) and feeds the
+/// shield's pressure gauge, which stops admissions while the node is overloaded.
+async fn measure_lag(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    const PERIOD: Duration = Duration::from_millis(100);
+    loop {
+        let start = tokio::time::Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(PERIOD) => {
+                app.shield.observe_lag(start.elapsed().saturating_sub(PERIOD));
             }
             _ = shutdown.changed() => return,
         }

@@ -37,6 +37,11 @@ pub const VERDICT: &str = "townhall_traffic_verdict";
 /// Gauge: the classifier's evidence, by `signal`.
 pub const EVIDENCE: &str = "townhall_traffic_evidence";
 
+/// Gauge: smoothed event-loop lag, seconds.
+pub const LAG: &str = "townhall_event_loop_lag_seconds";
+/// Gauge: 1 while the node measures itself overloaded (admitting nobody new).
+pub const OVERLOADED: &str = "townhall_overloaded";
+
 /// The process-wide Prometheus recorder (installed once; every server in the process shares it).
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -70,4 +75,6 @@ fn describe() {
     describe_gauge!(WAITING, "Joiners holding a waiting-room ticket not yet called.");
     describe_gauge!(VERDICT, "1 for the current traffic verdict: normal, flash_crowd or attack.");
     describe_gauge!(EVIDENCE, "The crowd-or-attack classifier's evidence, by signal.");
+    describe_gauge!(LAG, "Smoothed event-loop lag, seconds.");
+    describe_gauge!(OVERLOADED, "1 while the node admits nobody new because it is overloaded.");
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use townhall_shield::{
-    Capacity, Classifier, CountSketch, Decision, Evidence, RateSketch, Signal, Slot, Thresholds,
-    Verdict, WaitingRoom, ip_key, subnet_key,
+    Capacity, Classifier, CountSketch, Decision, Evidence, Pressure, PressureLimits, RateSketch,
+    Signal, Slot, Thresholds, Verdict, WaitingRoom, ip_key, subnet_key,
 };
 
 use crate::config::Config;
@@ -33,6 +33,11 @@ pub struct Shield {
     room: Mutex<WaitingRoom>,
     classifier: Mutex<Classifier>,
     require_token: AtomicBool,
+    pressure: Mutex<Pressure>,
+    /// A fan-out shard fell behind its feed since the last lag check.
+    egress_behind: AtomicBool,
+    /// Whether measured pressure gates admission.
+    adaptive: bool,
 }
 
 /// Error codes that mark a request as junk for the classifier.
@@ -71,6 +76,10 @@ pub struct ShieldStatus {
     pub queued: u64,
     /// Attack mode: joins and direct listeners need a token.
     pub require_token: bool,
+    /// The node measured itself overloaded: it admits nobody new.
+    pub overloaded: bool,
+    /// Smoothed event-loop lag, ms.
+    pub event_loop_lag_ms: f64,
 }
 
 impl std::fmt::Debug for Shield {
@@ -121,7 +130,41 @@ impl Shield {
             room: Mutex::new(WaitingRoom::new(capacity)),
             classifier: Mutex::new(Classifier::new(Thresholds::default(), 10)),
             require_token: AtomicBool::new(false),
+            pressure: Mutex::new(Pressure::new(PressureLimits {
+                lag_high: std::time::Duration::from_millis(config.overload_lag_ms),
+                lag_low: std::time::Duration::from_millis(config.overload_lag_ms / 3),
+                ..PressureLimits::default()
+            })),
+            adaptive: config.overload_lag_ms > 0,
+            egress_behind: AtomicBool::new(false),
         }
+    }
+
+    /// A fan-out shard fell behind its feed (its listeners lost messages).
+    pub fn egress_fell_behind(&self) {
+        self.egress_behind.store(true, Ordering::Relaxed);
+    }
+
+    /// Records a measured event-loop lag; marks the waiting room overloaded (admitting nobody
+    /// new) or recovered.
+    pub fn observe_lag(&self, lag: std::time::Duration) {
+        let behind = self.egress_behind.swap(false, Ordering::Relaxed);
+        let (overloaded, smoothed) = {
+            let mut p = self.pressure.lock().unwrap_or_else(|p| p.into_inner());
+            let overloaded = p.observe(Instant::now(), lag, behind);
+            (overloaded && self.adaptive, p.lag())
+        };
+        let mut room = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        if room.overloaded() != overloaded {
+            tracing::warn!(
+                overloaded,
+                lag_ms = smoothed.as_secs_f64() * 1e3,
+                "admission pressure changed"
+            );
+            room.set_overloaded(overloaded);
+        }
+        metrics::gauge!(crate::metrics::LAG).set(smoothed.as_secs_f64());
+        metrics::gauge!(crate::metrics::OVERLOADED).set(if overloaded { 1.0 } else { 0.0 });
     }
 
     /// Feeds the crowd-or-attack classifier.
@@ -181,6 +224,14 @@ impl Shield {
             joins_per_second: cap.joins_per_second,
             queued: room.queued(),
             require_token: self.require_token(),
+            overloaded: room.overloaded(),
+            event_loop_lag_ms: self
+                .pressure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lag()
+                .as_secs_f64()
+                * 1e3,
         }
     }
 

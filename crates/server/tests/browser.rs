@@ -202,6 +202,7 @@ async fn the_page_plays_the_demo_space() {
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         demo: true,
+        overload_lag_ms: 0,
         ..Default::default()
     };
     let server = townhall_server::start(config).await.expect("server");
@@ -305,6 +306,7 @@ async fn a_listener_on_a_full_node_waits_in_line_with_an_honest_position() {
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         demo: true,
+        overload_lag_ms: 0,
         max_listeners: 0,
         ..Default::default()
     };

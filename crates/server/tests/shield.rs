@@ -226,3 +226,36 @@ async fn operators_see_the_verdict_change_capacity_and_switch_attack_mode() {
     assert_eq!(bad.status(), 422);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_overloaded_node_queues_new_joiners_and_recovers() {
+    // Adaptive admission on (a non-default threshold, so the test helper keeps it).
+    let server = server_with(Config { overload_lag_ms: 30, ..Config::default() }).await;
+    let addr = server.addr();
+    live_space(addr, "busy").await;
+    let (status, _, _) = join(addr, "busy", None).await;
+    assert_eq!(status, 200, "calm node admits");
+    // Stall the event loop (this test's runtime runs the server): its timers fire late.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(150));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _, body) = join(addr, "busy", None).await;
+    assert_eq!(status, 202, "an overloaded node queues: {body}");
+    let admin: Value = http()
+        .get(url(addr, "/api/v1/admin/shield"))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(admin["overloaded"], true, "{admin}");
+    // Calm again: after the recovery time the queue is called and new joiners get in.
+    let ticket = body["waiting"]["ticket"].as_str().expect("ticket").to_owned();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, _, _) = join(addr, "busy", Some(&ticket)).await;
+    assert_eq!(status, 200, "recovered");
+    server.shutdown().await;
+}

@@ -52,6 +52,8 @@ pub struct WaitingRoom {
     last_advance: Option<Instant>,
     /// Tickets that may be called (accrues at the join rate, up to the burst).
     call_credit: f64,
+    /// The node reports it is overloaded: admit nobody new until it recovers.
+    overloaded: bool,
 }
 
 /// Shortest and longest wait suggested to a ticket holder.
@@ -68,6 +70,7 @@ impl WaitingRoom {
             called: 0,
             last_advance: None,
             call_credit: 0.0,
+            overloaded: false,
         }
     }
 
@@ -82,6 +85,22 @@ impl WaitingRoom {
         self.joins = Gcra::new(capacity.joins_per_second, capacity.join_burst);
     }
 
+    /// Marks the node overloaded (measured, e.g. event-loop lag) or recovered. While
+    /// overloaded, the room admits nobody new: current listeners keep their audio.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+    }
+
+    /// Whether the node is marked overloaded.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded
+    }
+
+    /// Room for one more listener now.
+    fn has_room(&self, listeners: usize) -> bool {
+        !self.overloaded && listeners < self.capacity.max_listeners
+    }
+
     /// Tickets handed out and not yet called.
     pub fn queued(&self) -> u64 {
         self.next_ticket - 1 - self.called
@@ -91,7 +110,7 @@ impl WaitingRoom {
     /// returning joiner, the number of the ticket it holds.
     pub fn arrive(&mut self, now: Instant, listeners: usize, ticket: Option<u64>) -> Decision {
         self.advance(now, listeners);
-        let has_room = listeners < self.capacity.max_listeners;
+        let has_room = self.has_room(listeners);
         match ticket {
             // Called: in, if there is room and join budget right now; else keep the place.
             Some(n) if n <= self.called => {
@@ -119,7 +138,7 @@ impl WaitingRoom {
     /// only when nobody is queued and there is room and join budget. Issues no ticket.
     pub fn admit_without_ticket(&mut self, now: Instant, listeners: usize) -> Result<(), Duration> {
         self.advance(now, listeners);
-        let has_room = listeners < self.capacity.max_listeners;
+        let has_room = self.has_room(listeners);
         if self.queued() == 0 && has_room && self.joins.check(now).is_ok() {
             Ok(())
         } else {
@@ -137,7 +156,11 @@ impl WaitingRoom {
         let rate = f64::from(self.capacity.joins_per_second);
         let burst = f64::from(self.capacity.join_burst.max(1));
         self.call_credit = (self.call_credit + since.as_secs_f64() * rate).min(burst);
-        let room = self.capacity.max_listeners.saturating_sub(listeners) as u64;
+        let room = if self.overloaded {
+            0
+        } else {
+            self.capacity.max_listeners.saturating_sub(listeners) as u64
+        };
         let call = room.min(self.call_credit.floor() as u64).min(self.queued());
         self.called += call;
         self.call_credit -= call as f64;
@@ -226,6 +249,23 @@ mod tests {
         assert!(matches!(r.arrive(t0, 1, None), Decision::Wait { number: 1, .. }));
         assert!(r.admit_without_ticket(t0, 0).is_err(), "someone is queued");
         assert_eq!(r.next_ticket, 2, "no ticket issued");
+    }
+
+    #[test]
+    fn an_overloaded_node_queues_everyone_until_it_recovers() {
+        let t0 = Instant::now();
+        let mut r = room(100, 100);
+        r.set_overloaded(true);
+        let Decision::Wait { number, .. } = r.arrive(t0, 10, None) else { panic!("must queue") };
+        assert!(r.admit_without_ticket(t0, 10).is_err());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(
+            matches!(r.arrive(t1, 10, Some(number)), Decision::Wait { .. }),
+            "not called while overloaded"
+        );
+        r.set_overloaded(false);
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(r.arrive(t2, 10, Some(number)), Decision::Admit);
     }
 
     #[test]

@@ -27,7 +27,18 @@ pub async fn server() -> Server {
 
 /// Starts a server with `config` (listen address and demo overridden).
 pub async fn server_with(config: Config) -> Server {
-    let config = Config { listen: "127.0.0.1:0".parse().expect("addr"), demo: false, ..config };
+    // Adaptive admission (lag-based) is off unless a test asks for it: test machines are noisy.
+    let overload_lag_ms = if config.overload_lag_ms == Config::default().overload_lag_ms {
+        0
+    } else {
+        config.overload_lag_ms
+    };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: false,
+        overload_lag_ms,
+        ..config
+    };
     townhall_server::start(config).await.expect("server starts")
 }
 
