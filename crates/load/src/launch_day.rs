@@ -73,7 +73,7 @@ pub struct IncumbentReport {
     pub counts: Snapshot,
     /// Late frames as a share of frames, percent.
     pub late_percent: f64,
-    /// Frames missing or late, percent of frames expected.
+    /// Frames lost to the listener, percent: missing from the sequence or arriving late.
     pub lost_percent: f64,
 }
 
