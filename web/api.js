@@ -47,3 +47,6 @@ export function wsUrl(path) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${proto}//${location.host}${path}`;
 }
+
+/** The node's shield status (operator token for every space): verdict, evidence, queue. */
+export const shieldStatus = (token) => call('GET', '/api/v1/admin/shield', { token });

@@ -249,15 +249,38 @@ setInterval(() => {
   else if (!$('list-view').hidden) refreshList();
 }, 5000);
 
+/** Shows the crowd-or-attack verdict to operators (tokens for every space). */
+async function refreshShield() {
+  if (!token() || $('host-panel').hidden) return;
+  try {
+    const s = await api.shieldStatus(token());
+    const e = s.evidence;
+    $('shield').hidden = false;
+    $('verdict').textContent = s.verdict.replace('_', ' ');
+    $('verdict').className = s.verdict;
+    $('evidence').textContent =
+      `${e.requests_per_s.toFixed(0)} req/s, ${(e.junk_share * 100).toFixed(0)}% junk, ` +
+      `${(e.stay_share * 100).toFixed(0)}% of listeners stay, top subnet ${(e.top_subnet_share * 100).toFixed(0)}%` +
+      (s.queued ? `, ${s.queued} waiting` : '') +
+      (s.overloaded ? ', overloaded' : '') +
+      (s.require_token ? ', attack mode on' : '');
+  } catch (err) {
+    $('shield').hidden = true;
+  }
+}
+setInterval(refreshShield, 2000);
+
 /** Read-outs for tests and the curious: what the page hears and does. */
 window.townhall = {
   level: () => (state.listener ? state.listener.level() : 0),
   micLevel: () => (state.speaker ? state.speaker.micLevel() : 0),
   state: () => state.listenState,
   listeners: () => state.listeners,
+  verdict: () => $('verdict').textContent,
   space: () => (state.space ? state.space.id : null),
 };
 
 wire();
 route();
+refreshShield();
 requestAnimationFrame(meters);

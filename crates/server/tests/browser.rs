@@ -245,6 +245,12 @@ async fn a_host_creates_a_space_speaks_from_the_microphone_and_ends_it() {
         .await;
     browser.goto(&format!("http://{addr}/")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The host panel shows the node's traffic verdict to an operator token.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while browser.script("return window.townhall.verdict()").await.as_str() != Some("normal") {
+        assert!(tokio::time::Instant::now() < deadline, "no traffic verdict in the host panel");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     browser
         .script("document.getElementById('new-title').value = 'Browser mic test'; return true")
         .await;
