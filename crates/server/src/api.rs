@@ -137,6 +137,7 @@ pub struct Waiting {
 /// Over capacity: `202` and a signed place in the FIFO queue. Stateless: nothing per joiner.
 async fn join_space(
     State(app): State<Arc<AppState>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::net::PeerAddr>>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<JoinQuery>, QueryRejection>,
@@ -157,6 +158,8 @@ async fn join_space(
         }
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
     };
+    let token_identity = bearer(&headers).map(|_| identity.as_str().to_owned());
+    app.shield.check_join(peer.map(|p| p.0.0.0.ip()), token_identity.as_deref())?;
     app.shield.observe(Signal::Join);
     let now = now_unix();
     let place = match q.ticket.as_deref().map(|t| app.keys.verify_wait(t, &id, now)) {
@@ -206,6 +209,10 @@ pub struct ShieldUpdate {
     joins_per_second: Option<u32>,
     /// Attack mode: joins and direct listeners need a token.
     require_token: Option<bool>,
+    /// Requests per second allowed per address (tighten under attack).
+    requests_per_ip: Option<u32>,
+    /// Burst allowed per address.
+    request_burst_per_ip: Option<u32>,
 }
 
 /// Checks an operator token: a host or co-host token for every space (`*`).
@@ -235,6 +242,13 @@ async fn shield_update(
     authorize_admin(&app, &headers)?;
     let Json(update) = body?;
     app.shield.set_capacity(update.max_listeners, update.joins_per_second);
+    if update.requests_per_ip.is_some() || update.request_burst_per_ip.is_some() {
+        let current = app.shield.status();
+        let rate = update.requests_per_ip.unwrap_or(current.requests_per_ip).max(1);
+        let burst = update.request_burst_per_ip.unwrap_or(current.request_burst_per_ip).max(1);
+        app.shield.set_ip_rate(rate, burst);
+        tracing::warn!(rate, burst, "per-address request limit changed by an operator");
+    }
     if let Some(on) = update.require_token {
         app.shield.set_require_token(on);
         tracing::warn!(require_token = on, "attack mode switched by an operator");

@@ -63,6 +63,14 @@ pub struct Config {
     pub requests_per_subnet: u32,
     /// Burst of requests from one subnet.
     pub request_burst_per_subnet: u32,
+    /// Joins per second from one address (a person joins rarely; scripts do not), and burst.
+    pub joins_per_ip: u32,
+    /// Burst of joins from one address.
+    pub join_burst_per_ip: u32,
+    /// Joins per second with one identity's token, and burst.
+    pub joins_per_identity: u32,
+    /// Burst of joins with one identity's token.
+    pub join_burst_per_identity: u32,
     /// Open connections from one address.
     pub max_connections_per_ip: u32,
     /// Open connections from one /24 (IPv6: /64).
@@ -105,6 +113,10 @@ impl Default for Config {
             request_burst_per_ip: 60,
             requests_per_subnet: 500,
             request_burst_per_subnet: 2_000,
+            joins_per_ip: 2,
+            join_burst_per_ip: 20,
+            joins_per_identity: 1,
+            join_burst_per_identity: 10,
             max_connections_per_ip: 256,
             max_connections_per_subnet: 4_096,
             overload_lag_ms: 25,

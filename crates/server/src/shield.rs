@@ -26,6 +26,8 @@ pub struct Shield {
     epoch: Instant,
     ip_rate: RateSketch,
     subnet_rate: RateSketch,
+    join_ip: RateSketch,
+    join_identity: RateSketch,
     ip_conns: CountSketch,
     subnet_conns: CountSketch,
     max_per_ip: u32,
@@ -38,6 +40,8 @@ pub struct Shield {
     egress_behind: AtomicBool,
     /// Whether measured pressure gates admission.
     adaptive: bool,
+    /// The per-address request limit in force (rate, burst).
+    ip_limits: Mutex<(u32, u32)>,
 }
 
 /// Error codes that mark a request as junk for the classifier.
@@ -80,6 +84,10 @@ pub struct ShieldStatus {
     pub overloaded: bool,
     /// Smoothed event-loop lag, ms.
     pub event_loop_lag_ms: f64,
+    /// Requests per second allowed per address.
+    pub requests_per_ip: u32,
+    /// Burst allowed per address.
+    pub request_burst_per_ip: u32,
 }
 
 impl std::fmt::Debug for Shield {
@@ -123,6 +131,12 @@ impl Shield {
                 config.request_burst_per_subnet,
                 WIDTH_LOG2,
             ),
+            join_ip: RateSketch::new(config.joins_per_ip, config.join_burst_per_ip, WIDTH_LOG2),
+            join_identity: RateSketch::new(
+                config.joins_per_identity,
+                config.join_burst_per_identity,
+                WIDTH_LOG2,
+            ),
             ip_conns: CountSketch::new(WIDTH_LOG2),
             subnet_conns: CountSketch::new(WIDTH_LOG2),
             max_per_ip: config.max_connections_per_ip,
@@ -136,6 +150,7 @@ impl Shield {
                 ..PressureLimits::default()
             })),
             adaptive: config.overload_lag_ms > 0,
+            ip_limits: Mutex::new((config.requests_per_ip, config.request_burst_per_ip)),
             egress_behind: AtomicBool::new(false),
         }
     }
@@ -215,6 +230,7 @@ impl Shield {
     /// The status the admin endpoint shows.
     pub fn status(&self) -> ShieldStatus {
         let (verdict, evidence) = self.evaluate();
+        let ip_limits = *self.ip_limits.lock().unwrap_or_else(|p| p.into_inner());
         let room = self.room.lock().unwrap_or_else(|p| p.into_inner());
         let cap = room.capacity();
         ShieldStatus {
@@ -232,6 +248,8 @@ impl Shield {
                 .lag()
                 .as_secs_f64()
                 * 1e3,
+            requests_per_ip: ip_limits.0,
+            request_burst_per_ip: ip_limits.1,
         }
     }
 
@@ -297,6 +315,28 @@ impl Shield {
         self.observe(Signal::Request(subnet_key(ip)));
         self.ip_rate.check(&ip_key(ip), now).map_err(|e| limited("address", e))?;
         self.subnet_rate.check(&subnet_key(ip), now).map_err(|e| limited("subnet", e))
+    }
+
+    /// Checks the join route's own limits: per address, and per identity for token holders.
+    pub fn check_join(&self, ip: Option<IpAddr>, identity: Option<&str>) -> Result<(), ApiError> {
+        let now = self.now_ns();
+        let limited = |scope: &'static str, e: townhall_shield::RateLimited| {
+            metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
+            ApiError::rate_limited(scope, e.retry_after)
+        };
+        if let Some(ip) = ip {
+            self.join_ip.check(&ip_key(ip), now).map_err(|e| limited("address", e))?;
+        }
+        if let Some(who) = identity {
+            self.join_identity.check(&who, now).map_err(|e| limited("identity", e))?;
+        }
+        Ok(())
+    }
+
+    /// Changes the per-address request limit at run time (tightened under attack).
+    pub fn set_ip_rate(&self, per_second: u32, burst: u32) {
+        self.ip_rate.set_rate(per_second, burst);
+        *self.ip_limits.lock().unwrap_or_else(|p| p.into_inner()) = (per_second, burst);
     }
 
     /// Asks the waiting room about a joiner (holding a ticket number, or not) while `listeners`

@@ -259,3 +259,60 @@ async fn an_overloaded_node_queues_new_joiners_and_recovers() {
     assert_eq!(status, 200, "recovered");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn joins_are_limited_per_address_and_per_identity_and_limits_tighten_at_run_time() {
+    let config = Config { join_burst_per_ip: 4, join_burst_per_identity: 2, ..Config::default() };
+    let server = server_with(config).await;
+    let addr = server.addr();
+    live_space(addr, "limits").await;
+    let anonymous: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(join(addr, "limits", None).await.0);
+        }
+        v
+    };
+    assert_eq!(anonymous, vec![200, 200, 200, 200, 429, 429], "per-address join burst");
+
+    // Another address, one identity's token used over and over: the identity's limit.
+    let other = http_from("127.0.0.9");
+    let member = token("erin", townhall_core::Role::Listener, "limits");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let res = other
+            .post(url(addr, "/api/v1/spaces/limits/join"))
+            .bearer_auth(&member)
+            .send()
+            .await
+            .expect("join");
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+
+    // Operators tighten the per-address request limit: a fresh address gets one request now.
+    let tighten = serde_json::json!({ "requests_per_ip": 1, "request_burst_per_ip": 1 });
+    let res = http_from("127.0.0.10")
+        .put(url(addr, "/api/v1/admin/shield"))
+        .bearer_auth(host())
+        .json(&tighten)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.expect("json");
+    assert_eq!(status["requests_per_ip"], 1);
+    let fresh = http_from("127.0.0.11");
+    assert_eq!(fresh.get(url(addr, "/healthz")).send().await.expect("get").status(), 200);
+    assert_eq!(fresh.get(url(addr, "/healthz")).send().await.expect("get").status(), 429);
+    server.shutdown().await;
+}
+
+/// An HTTP client whose connections come from this loopback address.
+fn http_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().expect("ip"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}

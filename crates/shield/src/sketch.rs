@@ -41,15 +41,15 @@ pub struct RateSketch {
     cells: Cells,
     /// Theoretical arrival times, ns.
     tat: [Box<[AtomicU64]>; ROWS],
-    interval_ns: u64,
-    tolerance_ns: u64,
+    interval_ns: AtomicU64,
+    tolerance_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for RateSketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateSketch")
             .field("width", &(self.cells.mask + 1))
-            .field("interval_ns", &self.interval_ns)
+            .field("interval_ns", &self.interval_ns.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -57,15 +57,23 @@ impl std::fmt::Debug for RateSketch {
 impl RateSketch {
     /// `per_second` events per key on average (at least 1), bursts of `burst`.
     pub fn new(per_second: u32, burst: u32, width_log2: u32) -> RateSketch {
-        let interval_ns = 1_000_000_000 / u64::from(per_second.max(1));
-        let tolerance_ns = interval_ns * u64::from(burst.max(1) - 1);
         let width = 1usize << width_log2;
-        RateSketch {
+        let sketch = RateSketch {
             cells: Cells::new(width_log2),
             tat: std::array::from_fn(|_| (0..width).map(|_| AtomicU64::new(0)).collect()),
-            interval_ns,
-            tolerance_ns,
-        }
+            interval_ns: AtomicU64::new(0),
+            tolerance_ns: AtomicU64::new(0),
+        };
+        sketch.set_rate(per_second, burst);
+        sketch
+    }
+
+    /// Changes the rate and burst for every key (e.g. tightened under attack); takes effect on
+    /// the next check.
+    pub fn set_rate(&self, per_second: u32, burst: u32) {
+        let interval_ns = 1_000_000_000 / u64::from(per_second.max(1));
+        self.interval_ns.store(interval_ns, Ordering::Relaxed);
+        self.tolerance_ns.store(interval_ns * u64::from(burst.max(1) - 1), Ordering::Relaxed);
     }
 
     /// Bytes of memory the table holds (fixed).
@@ -83,11 +91,11 @@ impl RateSketch {
             .min()
             .unwrap_or(0)
             .max(now_ns);
-        let earliest = tat.saturating_sub(self.tolerance_ns);
+        let earliest = tat.saturating_sub(self.tolerance_ns.load(Ordering::Relaxed));
         if now_ns < earliest {
             return Err(RateLimited { retry_after: Duration::from_nanos(earliest - now_ns) });
         }
-        let next = tat + self.interval_ns;
+        let next = tat + self.interval_ns.load(Ordering::Relaxed);
         // Conservative update: raise each cell to the key's new arrival time, never lower it.
         for (i, row) in idx.iter().zip(&self.tat) {
             row[*i].fetch_max(next, Ordering::Relaxed);
@@ -173,6 +181,15 @@ mod tests {
             assert_eq!(refused.retry_after, Duration::from_millis(100));
         }
         assert!(s.check(&"a", 100 * MS).is_ok());
+    }
+
+    #[test]
+    fn limits_can_be_tightened_at_run_time() {
+        let s = RateSketch::new(100, 100, 8);
+        assert_eq!((0..50).filter(|_| s.check(&"k", 0).is_ok()).count(), 50);
+        s.set_rate(1, 1);
+        assert!(s.check(&"fresh", 0).is_ok());
+        assert!(s.check(&"fresh", 0).is_err(), "one per second now");
     }
 
     #[test]
