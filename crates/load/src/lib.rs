@@ -14,6 +14,7 @@ pub mod listen;
 pub mod ogg_scan;
 pub mod procstat;
 pub mod slowloris;
+pub mod slowread;
 pub mod speak;
 pub mod stats;
 pub mod target;

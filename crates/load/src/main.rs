@@ -15,6 +15,7 @@ use townhall_load::join_storm::{self, StormConfig, StormStats};
 use townhall_load::launch_day::{self, LaunchDayConfig};
 use townhall_load::listen::{self, ListenConfig, Protocol};
 use townhall_load::slowloris::{self, SlowlorisConfig, SlowlorisStats};
+use townhall_load::slowread::{self, SlowreadConfig, SlowreadStats};
 use townhall_load::speak::{self, SpeakConfig, Voice};
 use townhall_load::stats::{Snapshot, Stats};
 use townhall_load::target::Target;
@@ -45,8 +46,28 @@ enum Command {
     Flood(FloodArgs),
     /// Connections that trickle a request head and never finish it.
     Slowloris(SlowlorisArgs),
+    /// Listeners that never read their stream (the server should cut them).
+    Slowread(SlowreadArgs),
     /// Incumbent listeners, then a storm of real joiners, a junk flood and slowloris at once.
     LaunchDay(LaunchDayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SlowreadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Space whose stream they open.
+    #[arg(long, default_value = "demo")]
+    space: String,
+    /// ws or ogg.
+    #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+    protocol: Protocol,
+    /// Listeners that never read.
+    #[arg(long, default_value_t = 500)]
+    connections: usize,
+    /// Seconds they sit (longer than the server's stall timeout to see them cut).
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -229,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         Command::JoinStorm(a) => a.common.threads,
         Command::Flood(a) => a.common.threads,
         Command::Slowloris(a) => a.common.threads,
+        Command::Slowread(a) => a.common.threads,
         Command::LaunchDay(a) => a.common.threads,
     };
     let runtime = if threads <= 1 {
@@ -243,6 +265,7 @@ fn main() -> anyhow::Result<()> {
             Command::JoinStorm(a) => storm_cmd(a).await,
             Command::Flood(a) => flood_cmd(a).await,
             Command::Slowloris(a) => slowloris_cmd(a).await,
+            Command::Slowread(a) => slowread_cmd(a).await,
             Command::LaunchDay(a) => launch_day_cmd(a).await,
         }
     })?;
@@ -750,5 +773,42 @@ async fn launch_day_cmd(mut a: LaunchDayArgs) -> anyhow::Result<Vec<String>> {
             ("junk_accepted", junk_ok as f64),
             ("attack_seen", if attack_seen { 1.0 } else { 0.0 }),
         ]),
+    )
+}
+
+async fn slowread_cmd(mut a: SlowreadArgs) -> anyhow::Result<Vec<String>> {
+    if a.common.quick {
+        a.connections = a.connections.min(50);
+        a.duration = a.duration.min(5);
+    }
+    let duration = bounded(a.duration)?;
+    if a.connections > socket_budget() {
+        bail!("{} connections exceed this process's open-files limit", a.connections);
+    }
+    let cfg = Arc::new(SlowreadConfig {
+        target: a.common.target,
+        path: listen::townhall_path(a.protocol, &a.space, 1, None),
+        connections: a.connections,
+        duration,
+    });
+    eprintln!(
+        "slowread: {} {:?} listeners that never read, on {} for {}s",
+        a.connections, a.protocol, cfg.target, a.duration
+    );
+    let stats = Arc::new(SlowreadStats::default());
+    slowread::run(cfg, stats.clone()).await;
+    let r = stats.report();
+    println!(
+        "slowread: {} opened, {} failed, {} cut by the server, {} still held",
+        r.opened, r.failed, r.cut, r.held
+    );
+    if a.common.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["scenario"] = json!("slowread");
+        println!("{v}");
+    }
+    check(
+        a.common.expect.as_deref(),
+        &figures(&[("opened", r.opened as f64), ("cut", r.cut as f64), ("held", r.held as f64)]),
     )
 }

@@ -152,3 +152,35 @@ async fn reqwest_like_join(addr: std::net::SocketAddr) -> u16 {
         .expect("read");
     reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_that_never_read_are_cut() {
+    let _serial = SERIAL.lock().await;
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: true,
+        stall_timeout_secs: 1,
+        socket_send_buffer: Some(4_096),
+        overload_lag_ms: 0,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let target = format!("http://{}", server.addr());
+    let (code, report, output) = run_load(&[
+        "slowread",
+        "--target",
+        &target,
+        "--connections",
+        "30",
+        "--duration",
+        "8",
+        "--json",
+        "--expect",
+        "held==0",
+    ])
+    .await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["opened"], 30, "{report}");
+    assert_eq!(report["cut"], 30, "{report}");
+    server.shutdown().await;
+}
