@@ -202,6 +202,20 @@ impl Conn {
         Flush::Done
     }
 
+    /// Whether the connection stays after a write attempt: dead ones go, and so do ones blocked
+    /// for `stall` (counted in `stuck`).
+    fn survives(&self, outcome: Flush, now: Instant, stall: Duration, stuck: &mut u64) -> bool {
+        match outcome {
+            Flush::Done => true,
+            Flush::Dead => false,
+            Flush::Blocked => {
+                let gone = self.blocked_since.is_some_and(|t| now.duration_since(t) >= stall);
+                *stuck += u64::from(gone);
+                !gone
+            }
+        }
+    }
+
     /// Sends a new message: straight from the shared bytes when nothing is queued (the common
     /// case: no queue traffic, no reference counting), else behind the queue.
     fn deliver(
@@ -331,15 +345,8 @@ impl Shard {
         let before = self.conns.len();
         let stall = self.stall;
         self.conns.retain_mut(|conn| {
-            match conn.deliver(&bytes, msg.frames, now, &mut sent, &mut dropped) {
-                Flush::Done => true,
-                Flush::Dead => false,
-                Flush::Blocked => {
-                    let gone = conn.blocked_since.is_some_and(|t| now.duration_since(t) >= stall);
-                    stuck += u64::from(gone);
-                    !gone
-                }
-            }
+            let outcome = conn.deliver(&bytes, msg.frames, now, &mut sent, &mut dropped);
+            conn.survives(outcome, now, stall, &mut stuck)
         });
         self.account(before, sent, dropped, stuck);
     }
@@ -354,15 +361,8 @@ impl Shard {
             if conn.queue.is_empty() {
                 return true;
             }
-            match conn.flush(now, &mut sent) {
-                Flush::Done => true,
-                Flush::Dead => false,
-                Flush::Blocked => {
-                    let gone = conn.blocked_since.is_some_and(|t| now.duration_since(t) >= stall);
-                    stuck += u64::from(gone);
-                    !gone
-                }
-            }
+            let outcome = conn.flush(now, &mut sent);
+            conn.survives(outcome, now, stall, &mut stuck)
         });
         self.account(before, sent, 0, stuck);
     }
