@@ -37,10 +37,42 @@ export const endSpace = (token, id) => call('POST', `/api/v1/spaces/${encodeURIC
  * `{token, urls, ...}`, or, when the node is at capacity, to `{waiting: {ticket, position,
  * retry_after_ms}}`; come back with `waitTicket` to keep the place in line.
  */
-export const joinSpace = (id, token, waitTicket) => {
-  const q = waitTicket ? `?ticket=${encodeURIComponent(waitTicket)}` : '';
+export const joinSpace = (id, token, waitTicket, pow) => {
+  const params = new URLSearchParams();
+  if (waitTicket) params.set('ticket', waitTicket);
+  if (pow) params.set('pow', pow);
+  const q = params.toString() ? `?${params}` : '';
   return call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/join${q}`, { token });
 };
+
+/** A proof-of-work challenge `{challenge, difficulty}` (asked of anonymous joiners under attack). */
+export const powChallenge = () => call('POST', '/api/v1/pow');
+
+function leadingZeroBits(bytes) {
+  let bits = 0;
+  for (const b of bytes) {
+    if (b === 0) {
+      bits += 8;
+    } else {
+      return bits + Math.clz32(b) - 24;
+    }
+  }
+  return bits;
+}
+
+/**
+ * Solves a challenge: finds n with SHA-256(`challenge:n`) starting with `difficulty` zero bits.
+ * Returns the proof `challenge:n`. Needs WebCrypto (HTTPS or localhost).
+ */
+export async function solvePow({ challenge, difficulty }) {
+  if (!globalThis.crypto || !crypto.subtle) throw new Error('this page needs HTTPS to prove it is not a bot');
+  const enc = new TextEncoder();
+  for (let n = 0; ; n++) {
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', enc.encode(`${challenge}:${n}`)));
+    if (leadingZeroBits(digest) >= difficulty) return `${challenge}:${n}`;
+    if (n % 4096 === 4095) await new Promise((r) => setTimeout(r));
+  }
+}
 
 /** The WebSocket URL for a path on this server. */
 export function wsUrl(path) {

@@ -1,7 +1,7 @@
 // Listening: program batches over WebSocket, decoded with WebCodecs and played through an
 // AudioWorklet; or, where WebCodecs is missing, the Ogg stream in an <audio> element.
 
-import { joinSpace, wsUrl } from './api.js';
+import { joinSpace, powChallenge, solvePow, wsUrl } from './api.js';
 import { parseProgramBatch } from './wire.js';
 
 /** True when this browser can decode Opus frames itself (WebCodecs). */
@@ -100,11 +100,13 @@ export class Listener {
     this.setState('connecting');
     let ticket;
     try {
-      ticket = await joinSpace(this.spaceId, this.token, this.waitTicket);
+      ticket = await joinSpace(this.spaceId, this.token, this.waitTicket, this.pow);
     } catch (e) {
       if (e.status === 410) return this.ended();
+      if (e.code === 'pow_required' || e.code === 'bad_pow') return this.provePow();
       return this.retry(`join failed: ${e.message}`);
     }
+    this.pow = undefined;
     if (ticket.waiting) {
       // The node is at capacity: hold our place in the queue and come back when told.
       const w = ticket.waiting;
@@ -144,6 +146,17 @@ export class Listener {
       this.ws = null;
       setTimeout(() => this.connect(), event.reconnect_after_ms || 1000);
     }
+  }
+
+  /** The node asks anonymous joiners for a proof of work (it is under attack): do it, rejoin. */
+  async provePow() {
+    this.setState('proving this is not a bot (a second or two)');
+    try {
+      this.pow = await solvePow(await powChallenge());
+    } catch (e) {
+      return this.retry(`proof of work failed: ${e.message}`);
+    }
+    return this.connect();
   }
 
   retry(why) {

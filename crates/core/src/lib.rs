@@ -5,6 +5,7 @@
 
 pub mod directory;
 pub mod id;
+pub mod pow;
 pub mod role;
 pub mod space;
 pub mod stage;
@@ -13,6 +14,7 @@ pub mod token;
 
 pub use directory::{Directory, DirectoryError};
 pub use id::{IdError, Identity, SpaceId};
+pub use pow::{PowError, solve as solve_pow};
 pub use role::Role;
 pub use space::{NewSpace, Space, SpaceError, SpaceState};
 pub use stage::{Seated, Stage, StageError};

@@ -125,6 +125,26 @@ impl TokenKeys {
         &self.api_key
     }
 
+    pub(crate) fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    /// Decodes and checks the signature of any claims shape (time and issuer are the caller's).
+    pub(crate) fn decode_claims<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<T, TokenError> {
+        if token.len() > Self::MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed("token too long".into()));
+        }
+        jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed(e.to_string()),
+            })
+    }
+
     /// Mints a token for `who` with `role` on `space`, valid for `ttl_secs` from `now`.
     pub fn mint(
         &self,
@@ -148,15 +168,7 @@ impl TokenKeys {
 
     /// Verifies signature, issuer and expiry at `now`; returns the claims.
     pub fn verify(&self, token: &str, now: UnixTime) -> Result<Claims, TokenError> {
-        if token.len() > Self::MAX_TOKEN_LEN {
-            return Err(TokenError::Malformed("token too long".into()));
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed(e.to_string()),
-            })?;
-        let claims = data.claims;
+        let claims: Claims = self.decode_claims(token)?;
         if claims.iss != self.api_key {
             return Err(TokenError::UnknownIssuer);
         }
@@ -227,15 +239,7 @@ impl TokenKeys {
         space: &SpaceId,
         now: UnixTime,
     ) -> Result<WaitTicket, TokenError> {
-        if ticket.len() > Self::MAX_TOKEN_LEN {
-            return Err(TokenError::Malformed("ticket too long".into()));
-        }
-        let data = jsonwebtoken::decode::<WaitTicket>(ticket, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed(e.to_string()),
-            })?;
-        let t = data.claims;
+        let t: WaitTicket = self.decode_claims(ticket)?;
         if t.typ != "wait" {
             return Err(TokenError::Malformed("not a waiting-room ticket".into()));
         }

@@ -191,10 +191,18 @@ async fn post_join(
     cfg: &StormConfig,
     n: usize,
     wait_ticket: Option<&str>,
+    pow: Option<&str>,
 ) -> Option<(u16, serde_json::Value, Option<u64>, TcpStream, ReadBuf)> {
     let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await.ok()?;
     let mut buf = ReadBuf::new(4_096);
-    let q = wait_ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
+    let mut params = Vec::new();
+    if let Some(t) = wait_ticket {
+        params.push(format!("ticket={t}"));
+    }
+    if let Some(p) = pow {
+        params.push(format!("pow={p}"));
+    }
+    let q = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
     let path = format!("/api/v1/spaces/{}/join{q}", cfg.space);
     http::post(&mut stream, &cfg.target, &path, cfg.token.as_deref(), "").await.ok()?;
     let head = http::read_head(&mut stream, &mut buf).await.ok()?;
@@ -207,9 +215,10 @@ async fn post_join(
 /// first audio frame, all before `deadline`.
 async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: Instant) -> Outcome {
     let mut wait_ticket: Option<String> = None;
+    let mut pow: Option<String> = None;
     let (ticket, mut stream, mut buf) = loop {
-        let Ok(answer) = timeout_at(deadline, post_join(cfg, n, wait_ticket.as_deref())).await
-        else {
+        let attempt = post_join(cfg, n, wait_ticket.as_deref(), pow.as_deref());
+        let Ok(answer) = timeout_at(deadline, attempt).await else {
             return if wait_ticket.is_some() { Outcome::Queued } else { Outcome::TimedOut };
         };
         let Some((status, json, retry_after, stream, buf)) = answer else { return Outcome::Error };
@@ -226,6 +235,16 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
             429 => {
                 stats.rate_limited_retries.fetch_add(1, Relaxed);
                 Duration::from_secs(retry_after.unwrap_or(1))
+            }
+            401 if json["error"]["code"] == "pow_required" && pow.is_none() => {
+                match timeout_at(deadline, prove(cfg, n)).await {
+                    Ok(Some(proof)) => {
+                        pow = Some(proof);
+                        Duration::ZERO
+                    }
+                    Ok(None) => return Outcome::Error,
+                    Err(_) => return Outcome::TimedOut,
+                }
             }
             other => return Outcome::Rejected(other),
         };
@@ -262,6 +281,25 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Gets a proof-of-work challenge and solves it (off the async threads: it is real work).
+async fn prove(cfg: &StormConfig, n: usize) -> Option<String> {
+    let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await.ok()?;
+    let mut buf = ReadBuf::new(4_096);
+    http::post(&mut stream, &cfg.target, "/api/v1/pow", None, "").await.ok()?;
+    let head = http::read_head(&mut stream, &mut buf).await.ok()?;
+    let body = http::read_body(&mut stream, &mut buf, head).await.ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let challenge = json["challenge"].as_str()?.to_owned();
+    let difficulty = u8::try_from(json["difficulty"].as_u64()?).ok()?;
+    let counter = tokio::task::spawn_blocking({
+        let challenge = challenge.clone();
+        move || townhall_core::solve_pow(&challenge, difficulty)
+    })
+    .await
+    .ok()?;
+    Some(format!("{challenge}:{counter}"))
 }
 
 /// Keeps reading until `until`; false if the connection was lost first.

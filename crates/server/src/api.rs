@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/spaces/{id}/join", post(join_space))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/admin/shield", get(shield_status).put(shield_update))
+        .route("/api/v1/pow", post(pow_challenge))
 }
 
 /// Parses a space id from the path, with a JSON error for bad input.
@@ -119,6 +120,8 @@ pub struct JoinTicket {
 pub struct JoinQuery {
     /// A waiting-room ticket from an earlier `join` (come back with it when told to).
     ticket: Option<String>,
+    /// A solved proof of work, `challenge:counter` (when anonymous joiners must show one).
+    pow: Option<String>,
 }
 
 /// A place in the waiting room, as `join` returns it with `202 Accepted`.
@@ -154,6 +157,9 @@ async fn join_space(
         }
         None if app.shield.require_token() => return Err(attack_mode()),
         None if space.public && app.config.anonymous_listeners => {
+            if app.shield.require_pow() {
+                check_pow(&app, q.pow.as_deref())?;
+            }
             (anonymous_identity(), Role::Listener)
         }
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
@@ -209,6 +215,8 @@ pub struct ShieldUpdate {
     joins_per_second: Option<u32>,
     /// Attack mode: joins and direct listeners need a token.
     require_token: Option<bool>,
+    /// Attack mode: anonymous joiners must show a proof of work.
+    require_pow: Option<bool>,
     /// Requests per second allowed per address (tighten under attack).
     requests_per_ip: Option<u32>,
     /// Burst allowed per address.
@@ -249,9 +257,53 @@ async fn shield_update(
         app.shield.set_ip_rate(rate, burst);
         tracing::warn!(rate, burst, "per-address request limit changed by an operator");
     }
+    if let Some(on) = update.require_pow {
+        app.shield.set_require_pow(on);
+        tracing::warn!(
+            require_pow = on,
+            "proof of work for anonymous joiners switched by an operator"
+        );
+    }
     if let Some(on) = update.require_token {
         app.shield.set_require_token(on);
         tracing::warn!(require_token = on, "attack mode switched by an operator");
     }
     Ok(Json(app.shield.status()))
+}
+
+/// A proof-of-work challenge for anonymous joiners.
+#[derive(Debug, Serialize)]
+pub struct PowChallengeView {
+    /// Sign of the node; solve SHA-256(`challenge:counter`) with `difficulty` leading zero bits.
+    pub challenge: String,
+    /// Leading zero bits required.
+    pub difficulty: u8,
+    /// When the challenge expires, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+/// How long a challenge may be worked on.
+const POW_TTL_SECS: u64 = 120;
+
+/// `POST /api/v1/pow`: a fresh challenge (stateless: signed, expiring).
+async fn pow_challenge(
+    State(app): State<Arc<AppState>>,
+) -> Result<Json<PowChallengeView>, ApiError> {
+    let now = now_unix();
+    let difficulty = app.config.pow_difficulty;
+    let challenge = app.keys.mint_pow(rand::random(), difficulty, now, POW_TTL_SECS)?;
+    Ok(Json(PowChallengeView { challenge, difficulty, expires_at: now.0 + POW_TTL_SECS }))
+}
+
+fn check_pow(app: &AppState, proof: Option<&str>) -> Result<(), ApiError> {
+    let proof = proof.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "pow_required",
+            "this node asks anonymous joiners for a proof of work: POST /api/v1/pow, solve, then join with ?pow=challenge:counter",
+        )
+    })?;
+    app.keys
+        .verify_pow(proof, app.config.pow_difficulty, now_unix())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_pow", e.to_string()))
 }

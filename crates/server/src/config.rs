@@ -75,6 +75,9 @@ pub struct Config {
     pub max_connections_per_ip: u32,
     /// Open connections from one /24 (IPv6: /64).
     pub max_connections_per_subnet: u32,
+    /// Leading zero bits of the proof of work anonymous joiners must show when operators ask
+    /// for it (about 2^n hashes: 16 takes a browser a second or two).
+    pub pow_difficulty: u8,
     /// Adaptive admission: above this smoothed event-loop lag (ms), the node admits nobody new
     /// until it recovers (0 disables).
     pub overload_lag_ms: u64,
@@ -119,6 +122,7 @@ impl Default for Config {
             join_burst_per_identity: 10,
             max_connections_per_ip: 256,
             max_connections_per_subnet: 4_096,
+            pow_difficulty: 16,
             overload_lag_ms: 25,
             max_body_bytes: 16 * 1024,
             ticket_ttl_secs: 3_600,

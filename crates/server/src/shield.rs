@@ -35,6 +35,7 @@ pub struct Shield {
     room: Mutex<WaitingRoom>,
     classifier: Mutex<Classifier>,
     require_token: AtomicBool,
+    require_pow: AtomicBool,
     pressure: Mutex<Pressure>,
     /// A fan-out shard fell behind its feed since the last lag check.
     egress_behind: AtomicBool,
@@ -56,6 +57,7 @@ const JUNK: &[&str] = &[
     "bad_path",
     "bad_query",
     "bad_ticket",
+    "bad_pow",
     "headers_too_large",
     "websocket_required",
     "method_not_allowed",
@@ -80,6 +82,8 @@ pub struct ShieldStatus {
     pub queued: u64,
     /// Attack mode: joins and direct listeners need a token.
     pub require_token: bool,
+    /// Attack mode: anonymous joiners must show a proof of work.
+    pub require_pow: bool,
     /// The node measured itself overloaded: it admits nobody new.
     pub overloaded: bool,
     /// Smoothed event-loop lag, ms.
@@ -144,6 +148,7 @@ impl Shield {
             room: Mutex::new(WaitingRoom::new(capacity)),
             classifier: Mutex::new(Classifier::new(Thresholds::default(), 10)),
             require_token: AtomicBool::new(false),
+            require_pow: AtomicBool::new(false),
             pressure: Mutex::new(Pressure::new(PressureLimits {
                 lag_high: std::time::Duration::from_millis(config.overload_lag_ms),
                 lag_low: std::time::Duration::from_millis(config.overload_lag_ms / 3),
@@ -240,6 +245,7 @@ impl Shield {
             joins_per_second: cap.joins_per_second,
             queued: room.queued(),
             require_token: self.require_token(),
+            require_pow: self.require_pow(),
             overloaded: room.overloaded(),
             event_loop_lag_ms: self
                 .pressure
@@ -275,6 +281,16 @@ impl Shield {
     /// Switches attack mode.
     pub fn set_require_token(&self, on: bool) {
         self.require_token.store(on, Ordering::Relaxed);
+    }
+
+    /// Attack mode: anonymous joiners must show a proof of work.
+    pub fn require_pow(&self) -> bool {
+        self.require_pow.load(Ordering::Relaxed)
+    }
+
+    /// Switches the proof-of-work requirement.
+    pub fn set_require_pow(&self, on: bool) {
+        self.require_pow.store(on, Ordering::Relaxed);
     }
 
     fn now_ns(&self) -> u64 {

@@ -149,6 +149,11 @@ impl AppState {
         if !has_token && self.shield.require_token() {
             return Err(attack_mode());
         }
+        if !has_token && self.shield.require_pow() {
+            return Err(ApiError::unauthorized(
+                "anonymous listeners join first right now: POST /api/v1/spaces/{id}/join",
+            ));
+        }
         let listeners = self.total_listeners();
         if has_token {
             return if self.shield.has_room(listeners) {

@@ -340,3 +340,38 @@ async fn a_listener_on_a_full_node_waits_in_line_with_an_honest_position() {
     browser.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_attack_the_page_proves_it_is_not_a_bot_and_plays() {
+    if browser_available().is_none() {
+        return;
+    }
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: true,
+        overload_lag_ms: 0,
+        pow_difficulty: 12,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let addr = server.addr();
+    let on = json!({ "require_pow": true });
+    let res = http()
+        .put(format!("http://{addr}/api/v1/admin/shield"))
+        .bearer_auth(server.host_token())
+        .json(&on)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    browser.click("listen").await;
+    let level =
+        browser.wait_above("return window.townhall.level()", 0.01, Duration::from_secs(25)).await;
+    let state = browser.script("return window.townhall.state()").await;
+    assert!(level > 0.01, "no audio after the proof of work (state {state})");
+    browser.close().await;
+    server.shutdown().await;
+}

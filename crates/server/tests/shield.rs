@@ -316,3 +316,58 @@ fn http_from(source: &str) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+#[tokio::test]
+async fn anonymous_joiners_show_a_proof_of_work_when_operators_ask() {
+    let server = server_with(Config { pow_difficulty: 12, ..Config::default() }).await;
+    let addr = server.addr();
+    live_space(addr, "pow").await;
+    let c = http();
+    let on = serde_json::json!({ "require_pow": true });
+    let status: Value = c
+        .put(url(addr, "/api/v1/admin/shield"))
+        .bearer_auth(host())
+        .json(&on)
+        .send()
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["require_pow"], true);
+
+    let (code, _, body) = join(addr, "pow", None).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (401, Some("pow_required")), "{body}");
+    let challenge: Value =
+        c.post(url(addr, "/api/v1/pow")).send().await.expect("pow").json().await.expect("json");
+    let text = challenge["challenge"].as_str().expect("challenge").to_owned();
+    assert_eq!(challenge["difficulty"], 12);
+    let counter = townhall_core::solve_pow(&text, 12);
+    let res = c
+        .post(url(addr, &format!("/api/v1/spaces/pow/join?pow={text}:{counter}")))
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 200, "a solved challenge admits");
+    let wrong = (0..)
+        .find(|n| townhall_core::pow::leading_zero_bits(&text, *n) < 12)
+        .expect("a wrong counter");
+    let res = c
+        .post(url(addr, &format!("/api/v1/spaces/pow/join?pow={text}:{wrong}")))
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "bad_pow");
+    // Token holders are not asked.
+    let member = token("fay", townhall_core::Role::Listener, "pow");
+    let res = c
+        .post(url(addr, "/api/v1/spaces/pow/join"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 200);
+    server.shutdown().await;
+}
