@@ -205,6 +205,9 @@ pub struct WaitTicket {
     pub space: SpaceId,
     /// The place in the queue (ticket number).
     pub n: u64,
+    /// The line: 0 for signed-in joiners, 1 for anonymous ones.
+    #[serde(default)]
+    pub lane: u8,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
     /// Expires at, seconds since the epoch.
@@ -212,11 +215,13 @@ pub struct WaitTicket {
 }
 
 impl TokenKeys {
-    /// Signs a waiting-room ticket for place `n` in `space`'s queue, valid `ttl_secs`.
+    /// Signs a waiting-room ticket for place `n` of line `lane` in `space`'s queue, valid
+    /// `ttl_secs`.
     pub fn mint_wait(
         &self,
         space: SpaceId,
         n: u64,
+        lane: u8,
         now: UnixTime,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
@@ -225,6 +230,7 @@ impl TokenKeys {
             iss: self.api_key.clone(),
             space,
             n,
+            lane,
             iat: now.0,
             exp: now.0.saturating_add(ttl_secs),
         };
@@ -317,9 +323,9 @@ mod tests {
     #[test]
     fn wait_tickets_and_access_tokens_cannot_pass_for_each_other() {
         let k = keys();
-        let wait = k.mint_wait(space("a"), 7, UnixTime(0), 60).expect("mint");
+        let wait = k.mint_wait(space("a"), 7, 1, UnixTime(0), 60).expect("mint");
         let t = k.verify_wait(&wait, &space("a"), UnixTime(1)).expect("valid");
-        assert_eq!(t.n, 7);
+        assert_eq!((t.n, t.lane), (7, 1));
         assert_eq!(
             k.verify_wait(&wait, &space("b"), UnixTime(1)),
             Err(TokenError::WrongSpace(space("b")))

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
-use townhall_shield::{Decision, Signal, jitter};
+use townhall_shield::{Decision, Lane, Signal, jitter};
 
 use crate::clock::now_unix;
 use crate::error::ApiError;
@@ -168,13 +168,17 @@ async fn join_space(
     app.shield.check_join(peer.map(|p| p.0.0.0.ip()), token_identity.as_deref())?;
     app.shield.observe(Signal::Join);
     let now = now_unix();
+    // Signed-in joiners wait in their own line, called before anonymous ones.
+    let lane = if token_identity.is_some() { Lane::SignedIn } else { Lane::Anonymous };
     let place = match q.ticket.as_deref().map(|t| app.keys.verify_wait(t, &id, now)) {
         None | Some(Err(TokenError::Expired)) => None,
-        Some(Ok(ticket)) => Some(ticket.n),
+        Some(Ok(ticket)) if ticket.lane == lane_code(lane) => Some(ticket.n),
+        // A ticket from the other line: a place at the end of this one.
+        Some(Ok(_)) => None,
         Some(Err(e)) => return Err(ApiError::bad_request("bad_ticket", e.to_string())),
     };
     let urls = app.view(space).urls;
-    match app.shield.arrive(app.total_listeners(), place) {
+    match app.shield.arrive(app.total_listeners(), lane, place) {
         Decision::Admit => {
             let ttl = app.config.ticket_ttl_secs;
             let token = app.keys.mint(identity.clone(), role, SpaceScope::One(id), now, ttl)?;
@@ -183,13 +187,22 @@ async fn join_space(
         }
         Decision::Wait { number, position, retry_after } => {
             let retry = jitter(retry_after, 0.2, rand::random());
-            let ticket = app.keys.mint_wait(id, number, now, WAIT_TICKET_TTL_SECS)?;
+            let ticket =
+                app.keys.mint_wait(id, number, lane_code(lane), now, WAIT_TICKET_TTL_SECS)?;
             let waiting = Waiting { ticket, position, retry_after_ms: retry.as_millis() as u64 };
             let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
             let body = Json(serde_json::json!({ "waiting": waiting }));
             Ok((StatusCode::ACCEPTED, [(header::RETRY_AFTER, secs.to_string())], body)
                 .into_response())
         }
+    }
+}
+
+/// A lane as written into tickets.
+fn lane_code(lane: Lane) -> u8 {
+    match lane {
+        Lane::SignedIn => 0,
+        Lane::Anonymous => 1,
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use townhall_shield::{
-    Capacity, Classifier, CountSketch, Decision, Evidence, Pressure, PressureLimits, RateSketch,
-    Signal, Slot, Thresholds, Verdict, WaitingRoom, ip_key, subnet_key,
+    Capacity, Classifier, CountSketch, Decision, Evidence, Lane, Pressure, PressureLimits,
+    RateSketch, Signal, Slot, Thresholds, Verdict, WaitingRoom, ip_key, subnet_key,
 };
 
 use crate::config::Config;
@@ -355,12 +355,13 @@ impl Shield {
         *self.ip_limits.lock().unwrap_or_else(|p| p.into_inner()) = (per_second, burst);
     }
 
-    /// Asks the waiting room about a joiner (holding a ticket number, or not) while `listeners`
-    /// are connected.
-    pub fn arrive(&self, listeners: usize, ticket: Option<u64>) -> Decision {
+    /// Asks the waiting room about a joiner in `lane` (holding a ticket number, or not) while
+    /// `listeners` are connected.
+    pub fn arrive(&self, listeners: usize, lane: Lane, ticket: Option<u64>) -> Decision {
         let decision = self.room.lock().unwrap_or_else(|p| p.into_inner()).arrive(
             Instant::now(),
             listeners,
+            lane,
             ticket,
         );
         let result = match decision {
@@ -373,12 +374,12 @@ impl Shield {
     }
 
     /// Admits a direct listener without a ticket, or says when to retry.
-    pub fn admit_direct(&self, listeners: usize) -> Result<(), std::time::Duration> {
-        let result = self
-            .room
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit_without_ticket(Instant::now(), listeners);
+    pub fn admit_direct(&self, listeners: usize, lane: Lane) -> Result<(), std::time::Duration> {
+        let result = self.room.lock().unwrap_or_else(|p| p.into_inner()).admit_without_ticket(
+            Instant::now(),
+            listeners,
+            lane,
+        );
         let label = if result.is_ok() { "admitted" } else { "refused_direct" };
         metrics::counter!(ADMISSIONS, "result" => label).increment(1);
         result

@@ -169,7 +169,7 @@ impl AppState {
                 })
             };
         }
-        self.shield.admit_direct(listeners).map_err(|retry_after| ApiError {
+        self.shield.admit_direct(listeners, townhall_shield::Lane::Anonymous).map_err(|retry_after| ApiError {
             retry_after: Some(retry_after),
             ..ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,

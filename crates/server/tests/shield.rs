@@ -371,3 +371,49 @@ async fn anonymous_joiners_show_a_proof_of_work_when_operators_ask() {
     assert_eq!(res.status(), 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn signed_in_joiners_wait_in_a_line_called_before_anonymous_ones() {
+    let server = server_with(Config { max_listeners: 1, ..Config::default() }).await;
+    let addr = server.addr();
+    live_space(addr, "lanes").await;
+    let (status, _, first) = join(addr, "lanes", None).await;
+    assert_eq!(status, 200);
+    let mut a =
+        ws(addr, &format!("/ws/lanes?token={}", first["token"].as_str().expect("token"))).await;
+    assert_eq!(next_json(&mut a).await["type"], "hello");
+
+    let (_, _, anon) = join(addr, "lanes", None).await;
+    assert_eq!(anon["waiting"]["position"], 1);
+    let anon_ticket = anon["waiting"]["ticket"].as_str().expect("ticket").to_owned();
+    let member = token("gus", townhall_core::Role::Listener, "lanes");
+    let signed = http()
+        .post(url(addr, "/api/v1/spaces/lanes/join"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(signed.status(), 202);
+    let signed: Value = signed.json().await.expect("json");
+    assert_eq!(signed["waiting"]["position"], 1, "first in the signed-in line");
+    let signed_ticket = signed["waiting"]["ticket"].as_str().expect("ticket").to_owned();
+    let (_, _, anon_again) = join(addr, "lanes", Some(&anon_ticket)).await;
+    assert_eq!(anon_again["waiting"]["position"], 2, "honest: the signed-in joiner goes first");
+
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = http()
+        .post(url(addr, &format!("/api/v1/spaces/lanes/join?ticket={signed_ticket}")))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 200, "the signed-in joiner is called first");
+    let body: Value = res.json().await.expect("json");
+    let mut g =
+        ws(addr, &format!("/ws/lanes?token={}", body["token"].as_str().expect("token"))).await;
+    assert_eq!(next_json(&mut g).await["type"], "hello");
+    let (status, _, _) = join(addr, "lanes", Some(&anon_ticket)).await;
+    assert_eq!(status, 202, "the anonymous joiner still waits");
+    server.shutdown().await;
+}

@@ -22,6 +22,25 @@ pub struct Capacity {
     pub join_burst: u32,
 }
 
+/// Which line a joiner waits in. Signed-in joiners (a valid token) are called before anonymous
+/// ones (DESIGN.md §2.4: shed unauthenticated arrivals first); within a line, strictly FIFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Joiners with a valid token.
+    SignedIn,
+    /// Anonymous joiners.
+    Anonymous,
+}
+
+impl Lane {
+    fn index(self) -> usize {
+        match self {
+            Lane::SignedIn => 0,
+            Lane::Anonymous => 1,
+        }
+    }
+}
+
 /// What to do with an arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -30,7 +49,7 @@ pub enum Decision {
     /// Not yet: hold ticket `number`, `position` places from the front, and come back after
     /// `retry_after`.
     Wait {
-        /// The ticket number (keep it; present it when coming back).
+        /// The ticket number in its lane (keep it; present it when coming back).
         number: u64,
         /// Tickets ahead of this one, plus one (1 = next in line).
         position: u64,
@@ -39,15 +58,27 @@ pub enum Decision {
     },
 }
 
-/// The FIFO waiting room of one node.
+/// One FIFO line of tickets.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// The next ticket number to hand out.
+    next: u64,
+    /// Tickets with a number up to here may enter.
+    called: u64,
+}
+
+impl Line {
+    fn queued(&self) -> u64 {
+        self.next - 1 - self.called
+    }
+}
+
+/// The waiting room of one node: two FIFO lines, signed-in first.
 #[derive(Debug, Clone)]
 pub struct WaitingRoom {
     capacity: Capacity,
     joins: Gcra,
-    /// The next ticket number to hand out.
-    next_ticket: u64,
-    /// Tickets with a number up to here may enter.
-    called: u64,
+    lines: [Line; 2],
     /// When the called number was last advanced.
     last_advance: Option<Instant>,
     /// Tickets that may be called (accrues at the join rate, up to the burst).
@@ -66,8 +97,7 @@ impl WaitingRoom {
         WaitingRoom {
             capacity,
             joins: Gcra::new(capacity.joins_per_second, capacity.join_burst),
-            next_ticket: 1,
-            called: 0,
+            lines: [Line { next: 1, called: 0 }; 2],
             last_advance: None,
             call_credit: 0.0,
             overloaded: false,
@@ -101,48 +131,73 @@ impl WaitingRoom {
         !self.overloaded && listeners < self.capacity.max_listeners
     }
 
-    /// Tickets handed out and not yet called.
+    /// Tickets handed out and not yet called, both lines.
     pub fn queued(&self) -> u64 {
-        self.next_ticket - 1 - self.called
+        self.lines.iter().map(Line::queued).sum()
     }
 
-    /// Decides about an arrival at `now`, with `listeners` currently connected and, for a
-    /// returning joiner, the number of the ticket it holds.
-    pub fn arrive(&mut self, now: Instant, listeners: usize, ticket: Option<u64>) -> Decision {
+    /// Tickets waiting ahead of a new arrival in `lane` (its own line, and for anonymous
+    /// joiners the signed-in line too).
+    fn ahead_of(&self, lane: Lane) -> u64 {
+        match lane {
+            Lane::SignedIn => self.lines[0].queued(),
+            Lane::Anonymous => self.queued(),
+        }
+    }
+
+    /// Decides about an arrival in `lane` at `now`, with `listeners` currently connected and,
+    /// for a returning joiner, the number of the ticket it holds in that lane.
+    pub fn arrive(
+        &mut self,
+        now: Instant,
+        listeners: usize,
+        lane: Lane,
+        ticket: Option<u64>,
+    ) -> Decision {
         self.advance(now, listeners);
         let has_room = self.has_room(listeners);
+        let line = self.lines[lane.index()];
+        let signed_in_queued = if lane == Lane::Anonymous { self.lines[0].queued() } else { 0 };
         match ticket {
             // Called: in, if there is room and join budget right now; else keep the place.
-            Some(n) if n <= self.called => {
+            Some(n) if n <= line.called => {
                 if has_room && self.joins.check(now).is_ok() {
                     Decision::Admit
                 } else {
                     self.wait(n, 1)
                 }
             }
-            Some(n) if n < self.next_ticket => self.wait(n, n - self.called),
+            Some(n) if n < line.next => self.wait(n, n - line.called + signed_in_queued),
             // A number this room never issued (another node's, or after a restart): join the end.
             Some(_) | None => {
-                if self.queued() == 0 && has_room && self.joins.check(now).is_ok() {
+                if self.ahead_of(lane) == 0 && has_room && self.joins.check(now).is_ok() {
                     Decision::Admit
                 } else {
-                    let n = self.next_ticket;
-                    self.next_ticket += 1;
-                    self.wait(n, n - self.called)
+                    let l = &mut self.lines[lane.index()];
+                    let n = l.next;
+                    l.next += 1;
+                    let position = n - l.called + signed_in_queued;
+                    self.wait(n, position)
                 }
             }
         }
     }
 
-    /// Admits an arrival that will not wait in line (a direct connection without a ticket):
-    /// only when nobody is queued and there is room and join budget. Issues no ticket.
-    pub fn admit_without_ticket(&mut self, now: Instant, listeners: usize) -> Result<(), Duration> {
+    /// Admits an arrival in `lane` that will not wait in line (a direct connection without a
+    /// ticket): only when nobody is queued ahead of it and there is room and join budget.
+    /// Issues no ticket.
+    pub fn admit_without_ticket(
+        &mut self,
+        now: Instant,
+        listeners: usize,
+        lane: Lane,
+    ) -> Result<(), Duration> {
         self.advance(now, listeners);
         let has_room = self.has_room(listeners);
-        if self.queued() == 0 && has_room && self.joins.check(now).is_ok() {
+        if self.ahead_of(lane) == 0 && has_room && self.joins.check(now).is_ok() {
             Ok(())
         } else {
-            match self.wait(self.next_ticket, self.queued() + 1) {
+            match self.wait(0, self.ahead_of(lane) + 1) {
                 Decision::Wait { retry_after, .. } => Err(retry_after),
                 Decision::Admit => Ok(()),
             }
@@ -161,9 +216,14 @@ impl WaitingRoom {
         } else {
             self.capacity.max_listeners.saturating_sub(listeners) as u64
         };
-        let call = room.min(self.call_credit.floor() as u64).min(self.queued());
-        self.called += call;
+        let mut call = room.min(self.call_credit.floor() as u64).min(self.queued());
         self.call_credit -= call as f64;
+        // Signed-in line first, then anonymous.
+        for line in &mut self.lines {
+            let n = call.min(line.queued());
+            line.called += n;
+            call -= n;
+        }
     }
 
     fn wait(&self, number: u64, position: u64) -> Decision {
@@ -189,6 +249,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const ANON: Lane = Lane::Anonymous;
+    const SIGNED: Lane = Lane::SignedIn;
+
     fn room(max_listeners: usize, jps: u32) -> WaitingRoom {
         WaitingRoom::new(Capacity { max_listeners, joins_per_second: jps, join_burst: jps })
     }
@@ -197,15 +260,15 @@ mod tests {
     fn admits_while_there_is_room_then_queues() {
         let t0 = Instant::now();
         let mut r = room(2, 100);
-        assert_eq!(r.arrive(t0, 0, None), Decision::Admit);
-        assert_eq!(r.arrive(t0, 1, None), Decision::Admit);
-        let Decision::Wait { number, position, retry_after } = r.arrive(t0, 2, None) else {
+        assert_eq!(r.arrive(t0, 0, ANON, None), Decision::Admit);
+        assert_eq!(r.arrive(t0, 1, ANON, None), Decision::Admit);
+        let Decision::Wait { number, position, retry_after } = r.arrive(t0, 2, ANON, None) else {
             panic!("full room must queue")
         };
         assert_eq!((number, position), (1, 1));
         assert!(retry_after >= MIN_RETRY);
         // Someone leaves: the first ticket is called and admitted.
-        assert_eq!(r.arrive(t0 + Duration::from_secs(1), 1, Some(number)), Decision::Admit);
+        assert_eq!(r.arrive(t0 + Duration::from_secs(1), 1, ANON, Some(number)), Decision::Admit);
     }
 
     #[test]
@@ -216,7 +279,7 @@ mod tests {
             joins_per_second: 10,
             join_burst: 5,
         });
-        let admitted = (0..20).filter(|_| r.arrive(t0, 0, None) == Decision::Admit).count();
+        let admitted = (0..20).filter(|_| r.arrive(t0, 0, ANON, None) == Decision::Admit).count();
         assert_eq!(admitted, 5);
         assert_eq!(r.queued(), 15);
     }
@@ -226,7 +289,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = room(0, 100);
         let tickets: Vec<u64> = (0..5)
-            .map(|_| match r.arrive(t0, 0, None) {
+            .map(|_| match r.arrive(t0, 0, ANON, None) {
                 Decision::Wait { number, .. } => number,
                 Decision::Admit => panic!("no room"),
             })
@@ -234,21 +297,50 @@ mod tests {
         r.set_capacity(Capacity { max_listeners: 1, joins_per_second: 100, join_burst: 100 });
         // Ticket 3 comes back first but only ticket 1 has been called.
         let t1 = t0 + Duration::from_millis(10);
-        assert!(matches!(r.arrive(t1, 0, Some(tickets[2])), Decision::Wait { position: 2, .. }));
-        assert_eq!(r.arrive(t1, 0, Some(tickets[0])), Decision::Admit);
+        assert!(matches!(
+            r.arrive(t1, 0, ANON, Some(tickets[2])),
+            Decision::Wait { position: 2, .. }
+        ));
+        assert_eq!(r.arrive(t1, 0, ANON, Some(tickets[0])), Decision::Admit);
         // A newcomer goes to the end of the line, not in front of the tickets.
-        assert!(matches!(r.arrive(t1, 1, None), Decision::Wait { number: 6, .. }));
+        assert!(matches!(r.arrive(t1, 1, ANON, None), Decision::Wait { number: 6, .. }));
+    }
+
+    #[test]
+    fn signed_in_joiners_are_called_before_anonymous_ones() {
+        let t0 = Instant::now();
+        let mut r = room(0, 100);
+        let Decision::Wait { number: a, .. } = r.arrive(t0, 0, ANON, None) else {
+            panic!("queued")
+        };
+        let Decision::Wait { number: s, position, .. } = r.arrive(t0, 0, SIGNED, None) else {
+            panic!("queued")
+        };
+        assert_eq!(position, 1, "the signed-in line is empty");
+        // The anonymous ticket's honest position now counts the signed-in joiner ahead.
+        assert!(matches!(r.arrive(t0, 0, ANON, Some(a)), Decision::Wait { position: 2, .. }));
+        r.set_capacity(Capacity { max_listeners: 1, joins_per_second: 100, join_burst: 100 });
+        let t1 = t0 + Duration::from_millis(20);
+        assert!(matches!(r.arrive(t1, 0, ANON, Some(a)), Decision::Wait { .. }), "anonymous waits");
+        assert_eq!(r.arrive(t1, 0, SIGNED, Some(s)), Decision::Admit);
+        // A direct signed-in arrival passes the anonymous line, an anonymous one does not.
+        let mut r = room(10, 100);
+        r.set_capacity(Capacity { max_listeners: 0, joins_per_second: 100, join_burst: 100 });
+        assert!(matches!(r.arrive(t0, 0, ANON, None), Decision::Wait { .. }));
+        r.set_capacity(Capacity { max_listeners: 10, joins_per_second: 100, join_burst: 100 });
+        assert!(r.admit_without_ticket(t0, 0, ANON).is_err(), "someone anonymous is queued");
+        assert_eq!(r.admit_without_ticket(t0, 0, SIGNED), Ok(()));
     }
 
     #[test]
     fn direct_arrivals_never_pass_a_queue_nor_take_a_ticket() {
         let t0 = Instant::now();
         let mut r = room(1, 100);
-        assert_eq!(r.admit_without_ticket(t0, 0), Ok(()));
-        assert!(r.admit_without_ticket(t0, 1).is_err(), "full");
-        assert!(matches!(r.arrive(t0, 1, None), Decision::Wait { number: 1, .. }));
-        assert!(r.admit_without_ticket(t0, 0).is_err(), "someone is queued");
-        assert_eq!(r.next_ticket, 2, "no ticket issued");
+        assert_eq!(r.admit_without_ticket(t0, 0, ANON), Ok(()));
+        assert!(r.admit_without_ticket(t0, 1, ANON).is_err(), "full");
+        assert!(matches!(r.arrive(t0, 1, ANON, None), Decision::Wait { number: 1, .. }));
+        assert!(r.admit_without_ticket(t0, 0, ANON).is_err(), "someone is queued");
+        assert_eq!(r.lines[1].next, 2, "no ticket issued");
     }
 
     #[test]
@@ -256,16 +348,18 @@ mod tests {
         let t0 = Instant::now();
         let mut r = room(100, 100);
         r.set_overloaded(true);
-        let Decision::Wait { number, .. } = r.arrive(t0, 10, None) else { panic!("must queue") };
-        assert!(r.admit_without_ticket(t0, 10).is_err());
+        let Decision::Wait { number, .. } = r.arrive(t0, 10, ANON, None) else {
+            panic!("must queue")
+        };
+        assert!(r.admit_without_ticket(t0, 10, SIGNED).is_err());
         let t1 = t0 + Duration::from_secs(1);
         assert!(
-            matches!(r.arrive(t1, 10, Some(number)), Decision::Wait { .. }),
+            matches!(r.arrive(t1, 10, ANON, Some(number)), Decision::Wait { .. }),
             "not called while overloaded"
         );
         r.set_overloaded(false);
         let t2 = t1 + Duration::from_secs(1);
-        assert_eq!(r.arrive(t2, 10, Some(number)), Decision::Admit);
+        assert_eq!(r.arrive(t2, 10, ANON, Some(number)), Decision::Admit);
     }
 
     #[test]
@@ -277,35 +371,40 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the arrivals, tickets are called in order and the called number never passes
-        /// the issued ones; admitted joins never exceed room.
+        /// Whatever the arrivals, each line is called in order and never past its issued
+        /// tickets; nobody is admitted into a full room; a line's called tickets only ever grow.
         #[test]
-        fn fifo_and_bounded(ops in proptest::collection::vec((0u64..200, any::<bool>(), 0usize..12), 1..300)) {
+        fn fifo_and_bounded(ops in proptest::collection::vec((0u64..200, any::<bool>(), any::<bool>(), 0usize..12), 1..300)) {
             let t0 = Instant::now();
             let mut r = room(10, 50);
             let mut t = t0;
             let mut listeners = 0usize;
-            let mut held: Vec<u64> = Vec::new();
-            let mut last_called = 0;
-            for (gap_ms, returning, leave) in ops {
+            let mut held: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+            let mut last_called = [0u64; 2];
+            for (gap_ms, returning, signed, leave) in ops {
                 t += Duration::from_millis(gap_ms);
                 listeners = listeners.saturating_sub(leave);
-                let ticket = if returning && !held.is_empty() { Some(held.remove(0)) } else { None };
+                let lane = if signed { SIGNED } else { ANON };
+                let mine = &mut held[lane.index()];
+                let ticket = if returning && !mine.is_empty() { Some(mine.remove(0)) } else { None };
                 let was_full = listeners >= 10;
-                match r.arrive(t, listeners, ticket) {
+                match r.arrive(t, listeners, lane, ticket) {
                     Decision::Admit => {
                         prop_assert!(!was_full, "admitted into a full room");
                         listeners += 1;
                     }
                     Decision::Wait { number, position, .. } => {
                         prop_assert!(position >= 1);
-                        held.push(number);
-                        held.sort_unstable();
+                        let mine = &mut held[lane.index()];
+                        mine.push(number);
+                        mine.sort_unstable();
                     }
                 }
-                prop_assert!(r.called >= last_called, "called number went back");
-                prop_assert!(r.called < r.next_ticket, "called a ticket never issued");
-                last_called = r.called;
+                for (i, line) in r.lines.iter().enumerate() {
+                    prop_assert!(line.called >= last_called[i], "called number went back");
+                    prop_assert!(line.called < line.next, "called a ticket never issued");
+                    last_called[i] = line.called;
+                }
             }
         }
     }

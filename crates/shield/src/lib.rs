@@ -15,7 +15,7 @@ pub mod gcra;
 pub mod pressure;
 pub mod sketch;
 
-pub use admission::{Capacity, Decision, WaitingRoom, jitter};
+pub use admission::{Capacity, Decision, Lane, WaitingRoom, jitter};
 pub use classifier::{Classifier, Evidence, Signal, Thresholds, Verdict};
 pub use client::{ip_key, subnet_key};
 pub use gcra::{Gcra, RateLimited};
