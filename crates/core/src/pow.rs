@@ -3,7 +3,6 @@
 //! zero bits. Cheap for one person's browser (about 2^difficulty hashes), expensive for a bot
 //! army, and stateless for the node (the challenge is signed and expires).
 
-use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -86,8 +85,7 @@ impl TokenKeys {
             difficulty: difficulty.min(MAX_DIFFICULTY),
             exp: now.0.saturating_add(ttl_secs),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, self.encoding())
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        self.sign(&claims)
     }
 
     /// Checks a proof `challenge:counter` against at least `min_difficulty` bits at `now`.

@@ -125,8 +125,10 @@ impl TokenKeys {
         &self.api_key
     }
 
-    pub(crate) fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    /// Signs any claims shape (HS256).
+    pub(crate) fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))
     }
 
     /// Decodes and checks the signature of any claims shape (time and issuer are the caller's).
@@ -162,8 +164,7 @@ impl TokenKeys {
             iat: now.0,
             exp: now.0.saturating_add(ttl_secs),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        self.sign(&claims)
     }
 
     /// Verifies signature, issuer and expiry at `now`; returns the claims.
@@ -234,8 +235,7 @@ impl TokenKeys {
             iat: now.0,
             exp: now.0.saturating_add(ttl_secs),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &ticket, &self.encoding)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        self.sign(&ticket)
     }
 
     /// Verifies a waiting-room ticket for `space` at `now`.

@@ -199,13 +199,7 @@ async fn the_page_plays_the_demo_space() {
     if browser_available().is_none() {
         return;
     }
-    let config = townhall_server::Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        demo: true,
-        overload_lag_ms: 0,
-        ..Default::default()
-    };
-    let server = townhall_server::start(config).await.expect("server");
+    let server = demo_server(townhall_server::Config::default()).await;
     let addr: SocketAddr = server.addr();
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/#/space/demo")).await;
@@ -309,14 +303,8 @@ async fn a_listener_on_a_full_node_waits_in_line_with_an_honest_position() {
     if browser_available().is_none() {
         return;
     }
-    let config = townhall_server::Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        demo: true,
-        overload_lag_ms: 0,
-        max_listeners: 0,
-        ..Default::default()
-    };
-    let server = townhall_server::start(config).await.expect("server");
+    let server =
+        demo_server(townhall_server::Config { max_listeners: 0, ..Default::default() }).await;
     let addr = server.addr();
     // Someone is already in line.
     let first =
@@ -346,14 +334,8 @@ async fn under_attack_the_page_proves_it_is_not_a_bot_and_plays() {
     if browser_available().is_none() {
         return;
     }
-    let config = townhall_server::Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        demo: true,
-        overload_lag_ms: 0,
-        pow_difficulty: 12,
-        ..Default::default()
-    };
-    let server = townhall_server::start(config).await.expect("server");
+    let server =
+        demo_server(townhall_server::Config { pow_difficulty: 12, ..Default::default() }).await;
     let addr = server.addr();
     let on = json!({ "require_pow": true });
     let res = http()

@@ -27,18 +27,24 @@ pub async fn server() -> Server {
 
 /// Starts a server with `config` (listen address and demo overridden).
 pub async fn server_with(config: Config) -> Server {
-    // Adaptive admission (lag-based) is off unless a test asks for it: test machines are noisy.
+    start_test_server(config, false).await
+}
+
+/// Starts a server with the demo space and its speaker bot.
+pub async fn demo_server(config: Config) -> Server {
+    start_test_server(config, true).await
+}
+
+async fn start_test_server(config: Config, demo: bool) -> Server {
+    // Adaptive admission (lag-based) is off unless a test asks for a non-default threshold:
+    // test machines are noisy.
     let overload_lag_ms = if config.overload_lag_ms == Config::default().overload_lag_ms {
         0
     } else {
         config.overload_lag_ms
     };
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        demo: false,
-        overload_lag_ms,
-        ..config
-    };
+    let config =
+        Config { listen: "127.0.0.1:0".parse().expect("addr"), demo, overload_lag_ms, ..config };
     townhall_server::start(config).await.expect("server starts")
 }
 
