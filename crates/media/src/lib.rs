@@ -5,7 +5,9 @@
 //! crate owns the clock, the threads and the sockets.
 
 pub mod analysis;
+pub mod cmaf;
 pub mod frame;
+pub mod hls;
 pub mod jitter;
 pub mod mixer;
 pub mod ogg;

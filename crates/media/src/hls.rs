@@ -1,0 +1,366 @@
+//! LL-HLS from the program stream (sans-IO): 20 ms packets go in; CMAF parts (~200 ms),
+//! segments (~2 s, the concatenation of their parts) and the media playlist come out.
+//!
+//! Names the server serves: `init.mp4`, `s{msn}.mp4` (segment), `p{msn}.{part}.mp4` (part),
+//! with the playlist advertising `CAN-BLOCK-RELOAD` and a preload hint for the next part.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cmaf::{CmafError, FragmentWriter};
+use crate::frame::FRAME_MS;
+
+/// Sizing of parts, segments and the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HlsConfig {
+    /// Frames per part (10 = 200 ms).
+    pub part_frames: usize,
+    /// Parts per segment (10 × 200 ms = 2 s).
+    pub parts_per_segment: usize,
+    /// Complete segments kept and listed.
+    pub window: usize,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig { part_frames: 10, parts_per_segment: 10, window: 6 }
+    }
+}
+
+impl HlsConfig {
+    /// Part duration, seconds.
+    pub fn part_secs(&self) -> f64 {
+        (self.part_frames as u32 * FRAME_MS) as f64 / 1000.0
+    }
+
+    /// Segment duration, seconds.
+    pub fn segment_secs(&self) -> f64 {
+        self.part_secs() * self.parts_per_segment as f64
+    }
+}
+
+/// A segment, complete or in progress.
+#[derive(Debug, Clone)]
+struct Segment {
+    msn: u64,
+    parts: Vec<(Bytes, f64)>,
+    /// Wall clock of its first frame, µs since the epoch.
+    start_us: u64,
+}
+
+impl Segment {
+    fn duration(&self) -> f64 {
+        self.parts.iter().map(|(_, d)| d).sum()
+    }
+
+    fn bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.parts.iter().for_each(|(p, _)| out.extend_from_slice(p));
+        out.freeze()
+    }
+}
+
+/// Where the stream is: the next part to appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Media sequence number of the segment.
+    pub msn: u64,
+    /// Part index within it.
+    pub part: u32,
+}
+
+/// Cuts the program stream into LL-HLS parts and segments and writes the playlist.
+#[derive(Debug)]
+pub struct HlsSegmenter {
+    cfg: HlsConfig,
+    writer: FragmentWriter,
+    pending: Vec<Bytes>,
+    pending_start_us: u64,
+    current: Segment,
+    done: VecDeque<(Segment, Bytes)>,
+    ended: bool,
+}
+
+impl HlsSegmenter {
+    /// A segmenter whose first segment is number 0.
+    pub fn new(cfg: HlsConfig) -> HlsSegmenter {
+        HlsSegmenter {
+            cfg,
+            writer: FragmentWriter::new(0),
+            pending: Vec::with_capacity(cfg.part_frames),
+            pending_start_us: 0,
+            current: Segment { msn: 0, parts: Vec::new(), start_us: 0 },
+            done: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> HlsConfig {
+        self.cfg
+    }
+
+    /// Adds one 20 ms packet mixed at `mixed_at_us`; returns the position of a part it
+    /// completed, if any.
+    pub fn push(&mut self, packet: Bytes, mixed_at_us: u64) -> Result<Option<Position>, CmafError> {
+        if self.ended {
+            return Ok(None);
+        }
+        if self.pending.is_empty() {
+            self.pending_start_us = mixed_at_us;
+        }
+        self.pending.push(packet);
+        if self.pending.len() < self.cfg.part_frames {
+            return Ok(None);
+        }
+        self.close_part().map(Some)
+    }
+
+    fn close_part(&mut self) -> Result<Position, CmafError> {
+        let fragment = self.writer.fragment(&self.pending)?;
+        let duration = (self.pending.len() as u32 * FRAME_MS) as f64 / 1000.0;
+        if self.current.parts.is_empty() {
+            self.current.start_us = self.pending_start_us;
+        }
+        self.pending.clear();
+        self.current.parts.push((fragment, duration));
+        let done = Position { msn: self.current.msn, part: self.current.parts.len() as u32 - 1 };
+        if self.current.parts.len() >= self.cfg.parts_per_segment {
+            self.close_segment();
+        }
+        Ok(done)
+    }
+
+    fn close_segment(&mut self) {
+        let next = Segment { msn: self.current.msn + 1, parts: Vec::new(), start_us: 0 };
+        let finished = std::mem::replace(&mut self.current, next);
+        let bytes = finished.bytes();
+        self.done.push_back((finished, bytes));
+        while self.done.len() > self.cfg.window {
+            self.done.pop_front();
+        }
+    }
+
+    /// Ends the stream: what is pending becomes a last (short) part and segment.
+    pub fn finish(&mut self) -> Result<(), CmafError> {
+        if !self.pending.is_empty() {
+            self.close_part()?;
+        }
+        if !self.current.parts.is_empty() {
+            self.close_segment();
+        }
+        self.ended = true;
+        Ok(())
+    }
+
+    /// Whether the stream has ended.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The next part to appear.
+    pub fn next(&self) -> Position {
+        Position { msn: self.current.msn, part: self.current.parts.len() as u32 }
+    }
+
+    /// Whether the part at `pos` exists (or the stream moved past it).
+    pub fn reached(&self, pos: Position) -> bool {
+        self.ended || pos < self.next()
+    }
+
+    /// The bytes of part `part` of segment `msn`, if still held.
+    pub fn part(&self, msn: u64, part: u32) -> Option<Bytes> {
+        let parts = if msn == self.current.msn {
+            &self.current.parts
+        } else {
+            &self.done.iter().find(|(s, _)| s.msn == msn)?.0.parts
+        };
+        parts.get(part as usize).map(|(b, _)| b.clone())
+    }
+
+    /// The bytes of complete segment `msn`, if still held.
+    pub fn segment(&self, msn: u64) -> Option<Bytes> {
+        self.done.iter().find(|(s, _)| s.msn == msn).map(|(_, b)| b.clone())
+    }
+
+    /// The oldest segment still held (or the current one).
+    pub fn first_msn(&self) -> u64 {
+        self.done.front().map_or(self.current.msn, |(s, _)| s.msn)
+    }
+
+    /// The media playlist.
+    pub fn playlist(&self) -> String {
+        let cfg = &self.cfg;
+        let target = cfg.segment_secs().ceil() as u64;
+        let mut out = String::new();
+        let _ = writeln!(out, "#EXTM3U");
+        let _ = writeln!(out, "#EXT-X-VERSION:9");
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={:.3}", cfg.part_secs());
+        let _ = writeln!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},HOLD-BACK={:.3}",
+            cfg.part_secs() * 3.0,
+            target as f64 * 3.0
+        );
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.first_msn());
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"init.mp4\"");
+        // Parts are listed for the last segments (about three target durations) and the current.
+        let parts_from = self.done.len().saturating_sub(2);
+        for (i, (seg, _)) in self.done.iter().enumerate() {
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(seg.start_us));
+            if i >= parts_from {
+                write_parts(&mut out, seg);
+            }
+            let _ = writeln!(out, "#EXTINF:{:.3},", seg.duration());
+            let _ = writeln!(out, "s{}.mp4", seg.msn);
+        }
+        if self.ended {
+            let _ = writeln!(out, "#EXT-X-ENDLIST");
+            return out;
+        }
+        if !self.current.parts.is_empty() {
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(self.current.start_us));
+            write_parts(&mut out, &self.current);
+        }
+        let next = self.next();
+        let _ =
+            writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p{}.{}.mp4\"", next.msn, next.part);
+        out
+    }
+}
+
+fn write_parts(out: &mut String, seg: &Segment) {
+    for (i, (_, d)) in seg.parts.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "#EXT-X-PART:DURATION={d:.3},URI=\"p{}.{i}.mp4\",INDEPENDENT=YES",
+            seg.msn
+        );
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for µs since the epoch (proleptic Gregorian, UTC).
+pub fn iso8601(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let millis = (us / 1_000) % 1_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3_600, (rem % 3_600) / 60, rem % 60);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(frames: usize) -> HlsSegmenter {
+        let mut s = HlsSegmenter::new(HlsConfig::default());
+        for i in 0..frames {
+            s.push(
+                Bytes::from_static(&[0xF8, 0xFF, 0xFE]),
+                1_700_000_000_000_000 + i as u64 * 20_000,
+            )
+            .expect("push");
+        }
+        s
+    }
+
+    /// Checks a media playlist against the LL-HLS rules we rely on.
+    fn check_playlist(text: &str, cfg: HlsConfig) {
+        let value =
+            |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned);
+        assert!(text.starts_with("#EXTM3U\n"));
+        let target: f64 = value("#EXT-X-TARGETDURATION:").expect("target").parse().expect("number");
+        let part_target: f64 =
+            value("#EXT-X-PART-INF:PART-TARGET=").expect("part target").parse().expect("number");
+        let control = value("#EXT-X-SERVER-CONTROL:").expect("server control");
+        assert!(control.contains("CAN-BLOCK-RELOAD=YES"));
+        let hold_back: f64 = control
+            .split("PART-HOLD-BACK=")
+            .nth(1)
+            .and_then(|v| v.split(',').next())
+            .expect("phb")
+            .parse()
+            .expect("n");
+        assert!(
+            hold_back + 1e-9 >= 3.0 * part_target,
+            "PART-HOLD-BACK at least three part targets"
+        );
+        let mut msn: u64 =
+            value("#EXT-X-MEDIA-SEQUENCE:").expect("media sequence").parse().expect("n");
+        for line in text.lines() {
+            if let Some(d) = line.strip_prefix("#EXTINF:") {
+                let d: f64 = d.trim_end_matches(',').parse().expect("duration");
+                assert!(d <= target, "segment {d} over the target {target}");
+            }
+            if let Some(p) = line.strip_prefix("#EXT-X-PART:DURATION=") {
+                let d: f64 = p.split(',').next().expect("d").parse().expect("n");
+                assert!(d <= part_target + 1e-9, "part {d} over the part target");
+            }
+            if line.starts_with('s') && line.ends_with(".mp4") {
+                assert_eq!(line, format!("s{msn}.mp4"), "segments are numbered in sequence");
+                msn += 1;
+            }
+        }
+        let ended = text.contains("#EXT-X-ENDLIST");
+        assert_eq!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART"), !ended);
+        assert!((cfg.part_secs() - part_target).abs() < 1e-9);
+    }
+
+    #[test]
+    fn parts_segments_and_a_valid_playlist() {
+        let s = run(215);
+        assert_eq!(s.next(), Position { msn: 2, part: 1 });
+        assert!(s.part(2, 0).is_some() && s.part(2, 1).is_none());
+        assert!(s.segment(0).is_some() && s.segment(2).is_none());
+        let text = s.playlist();
+        check_playlist(&text, HlsConfig::default());
+        assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p2.1.mp4\""), "{text}");
+        assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"), "{text}");
+        assert_eq!(
+            s.segment(1).expect("s1").len(),
+            (0..10).map(|i| s.part(1, i).expect("part").len()).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn the_window_slides_and_the_end_is_marked() {
+        let mut s = run(1_000);
+        assert_eq!(s.first_msn(), 4, "six segments kept");
+        assert!(s.segment(3).is_none() && s.segment(4).is_some());
+        s.push(Bytes::from_static(&[0xF8, 0xFF, 0xFE]), 0).expect("push");
+        s.finish().expect("finish");
+        let text = s.playlist();
+        check_playlist(&text, HlsConfig::default());
+        assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"));
+        assert!(s.reached(Position { msn: 99, part: 0 }), "an ended stream blocks nobody");
+    }
+
+    #[test]
+    fn dates_are_iso8601() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_123_000), "2000-02-29T00:00:00.123Z");
+    }
+
+    proptest! {
+        #[test]
+        fn playlists_stay_valid(frames in 0usize..2_000) {
+            let s = run(frames);
+            check_playlist(&s.playlist(), HlsConfig::default());
+        }
+    }
+}
