@@ -18,6 +18,7 @@ use townhall_media::{Mixer, OggOpusMuxer, ProgramFrame, ProgramFrameView, Source
 
 use crate::clock;
 use crate::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
+use crate::hls::HlsStore;
 use crate::metrics::{MIXER_LATE_TICKS, MIXER_TICKS};
 
 const TICK: Duration = Duration::from_millis(townhall_media::FRAME_MS as u64);
@@ -58,6 +59,8 @@ pub struct SpaceMix {
     pub mixer: Mixer,
     /// The Ogg muxer of the HTTP stream.
     pub ogg: OggOpusMuxer,
+    /// The LL-HLS packager.
+    pub hls: Arc<HlsStore>,
     /// Speaker input.
     pub ingest: mpsc::Receiver<Ingest>,
     ws: [ProgramBatchWriter; MAX_WS_BATCH],
@@ -74,12 +77,14 @@ impl SpaceMix {
         feed: Arc<ProgramFeed>,
         mixer: Mixer,
         ogg: OggOpusMuxer,
+        hls: Arc<HlsStore>,
         ingest: mpsc::Receiver<Ingest>,
     ) -> SpaceMix {
         SpaceMix {
             feed,
             mixer,
             ogg,
+            hls,
             ingest,
             ws: std::array::from_fn(|i| ProgramBatchWriter::new(i + 1)),
             returns: HashMap::new(),
@@ -140,6 +145,7 @@ impl SpaceMix {
                 writer.finish();
             }
         }
+        self.hls.push(frame.payload.clone(), frame.mixed_at_us);
         self.ogg_pending += 1;
         match self.ogg.push(&frame.payload, end_of_stream) {
             Ok(Some(page)) => {
@@ -170,6 +176,7 @@ impl SpaceMix {
                 self.feed.publish_ws(i + 1, &batch, u64::from(batch[1]));
             }
         }
+        self.hls.finish();
         // Closing the feed makes its shards send listeners the `ended` event and a close frame.
         self.feed.close();
     }

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod fanout;
 pub mod feed;
+pub mod hls;
 pub mod live;
 pub mod metrics;
 pub mod net;
@@ -77,6 +78,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .merge(api::routes())
         .route("/ws/{id}", get(ws::handler))
+        .route("/hls/{id}/{file}", get(hls::handler))
         .route("/live/{file}", get(ogg_http::routed).fallback(ogg_http::other))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::engine::{Engine, Ingest, SpaceMix};
 use crate::fanout::FanoutConfig;
 use crate::feed::ProgramFeed;
+use crate::hls::HlsStore;
 use crate::metrics::SPEAKERS;
 
 /// Speaker frames queued towards the mixer before new ones are refused.
@@ -29,6 +30,9 @@ pub enum OpenError {
     /// The Ogg muxer could not write its headers.
     #[error("ogg: {0}")]
     Ogg(#[from] townhall_media::ogg::OggError),
+    /// The HLS init segment could not be written.
+    #[error("hls: {0}")]
+    Hls(String),
 }
 
 /// The mixer's queue is full: the frame was dropped.
@@ -49,6 +53,7 @@ struct Seats {
 pub struct LiveSpace {
     id: SpaceId,
     feed: Arc<ProgramFeed>,
+    hls: Arc<HlsStore>,
     ingest: mpsc::Sender<Ingest>,
     next_source: AtomicU64,
     seats: Mutex<Seats>,
@@ -78,11 +83,14 @@ impl LiveSpace {
             config.ogg_burst_pages(),
             fanout,
         ));
+        let hls = HlsStore::new(mixer.pre_skip(), format!("{serial:08x}"))
+            .map_err(|e| OpenError::Hls(e.message))?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
-        engine.add(SpaceMix::new(feed.clone(), mixer, ogg, rx));
+        engine.add(SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx));
         Ok(Arc::new(LiveSpace {
             id: space.id.clone(),
             feed,
+            hls,
             ingest: tx,
             next_source: AtomicU64::new(1),
             seats: Mutex::new(Seats {
@@ -95,6 +103,11 @@ impl LiveSpace {
     /// The space's id.
     pub fn id(&self) -> &SpaceId {
         &self.id
+    }
+
+    /// The space's LL-HLS output.
+    pub fn hls(&self) -> &Arc<HlsStore> {
+        &self.hls
     }
 
     /// The program stream's fan-out.

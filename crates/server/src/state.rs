@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::fanout::FanoutConfig;
 use crate::feed::Protocol;
+use crate::hls::HlsStores;
 use crate::live::LiveSpace;
 use crate::shield::Shield;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Per-client limits and the waiting room.
     pub shield: Arc<Shield>,
+    /// LL-HLS output of live and recently ended spaces.
+    pub hls: HlsStores,
 }
 
 impl std::fmt::Debug for AppState {
@@ -101,6 +104,7 @@ impl AppState {
         let shield = Arc::new(Shield::new(&config));
         AppState {
             shield,
+            hls: HlsStores::default(),
             config,
             keys,
             directory: Mutex::new(directory),
@@ -221,7 +225,7 @@ impl AppState {
         let mut directory = self.directory();
         let space = directory.create(req, host, now_unix())?.clone();
         if space.state == SpaceState::Live {
-            self.open_live(&space)?;
+            self.open_live(&space, &directory)?;
         }
         Ok(space)
     }
@@ -230,7 +234,7 @@ impl AppState {
     pub fn start(&self, id: &SpaceId) -> Result<Space, ApiError> {
         let mut directory = self.directory();
         let space = directory.start(id, now_unix())?.clone();
-        self.open_live(&space)?;
+        self.open_live(&space, &directory)?;
         Ok(space)
     }
 
@@ -245,7 +249,7 @@ impl AppState {
         Ok(space)
     }
 
-    fn open_live(&self, space: &Space) -> Result<(), ApiError> {
+    fn open_live(&self, space: &Space, directory: &Directory) -> Result<(), ApiError> {
         let fanout = FanoutConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stall: std::time::Duration::from_secs(self.config.stall_timeout_secs.max(1)),
@@ -254,6 +258,9 @@ impl AppState {
         };
         let live = LiveSpace::open(space, &self.config, &self.engine, fanout)
             .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
+        self.hls.insert(space.id.clone(), live.hls().clone());
+        // HLS of spaces the directory has forgotten is dropped.
+        self.hls.retain(|id| directory.get(id).is_ok());
         self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live);
         Ok(())
     }

@@ -1,0 +1,300 @@
+//! LL-HLS for the millions: each live space's program stream as CMAF parts and segments, with a
+//! media playlist that supports blocking reload, served with cache headers any HTTP cache or CDN
+//! understands. The origin serves each object a handful of times; caches fan it out.
+//!
+//! `GET /hls/{space}/master.m3u8`, `index.m3u8[?_HLS_msn=M[&_HLS_part=P]]`, `init.mp4`,
+//! `s{msn}.mp4`, `p{msn}.{part}.mp4`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::watch;
+use townhall_core::SpaceId;
+use townhall_media::hls::{HlsConfig, HlsSegmenter, Position};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// One space's HLS output, shared by the engine (writer) and the HTTP handlers (readers).
+pub struct HlsStore {
+    init: Bytes,
+    /// Distinguishes this run of the space in ETags (a space id may be reused).
+    tag: String,
+    segmenter: Mutex<HlsSegmenter>,
+    progress: watch::Sender<Position>,
+}
+
+impl std::fmt::Debug for HlsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlsStore").field("tag", &self.tag).finish_non_exhaustive()
+    }
+}
+
+impl HlsStore {
+    /// A store for a stream with this Opus pre-skip.
+    pub fn new(pre_skip: u16, tag: String) -> Result<Arc<HlsStore>, ApiError> {
+        let init = townhall_media::cmaf::init_segment(pre_skip)
+            .map_err(|e| ApiError::internal(format!("hls init: {e}")))?;
+        let segmenter = HlsSegmenter::new(HlsConfig::default());
+        let (progress, _) = watch::channel(segmenter.next());
+        Ok(Arc::new(HlsStore { init, tag, segmenter: Mutex::new(segmenter), progress }))
+    }
+
+    fn segmenter(&self) -> std::sync::MutexGuard<'_, HlsSegmenter> {
+        self.segmenter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a program packet (engine thread); wakes blocked requests when a part completes.
+    pub fn push(&self, packet: Bytes, mixed_at_us: u64) {
+        let next = {
+            let mut s = self.segmenter();
+            match s.push(packet, mixed_at_us) {
+                Ok(Some(_)) => Some(s.next()),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!("hls packaging failed: {e}");
+                    None
+                }
+            }
+        };
+        if let Some(next) = next {
+            self.progress.send_replace(next);
+        }
+    }
+
+    /// Ends the stream (playlist gets `EXT-X-ENDLIST`).
+    pub fn finish(&self) {
+        let next = {
+            let mut s = self.segmenter();
+            if let Err(e) = s.finish() {
+                tracing::error!("hls packaging failed: {e}");
+            }
+            s.next()
+        };
+        // A change wakes every waiter; an ended stream satisfies them all.
+        self.progress.send_modify(|p| *p = Position { msn: next.msn + 1, part: 0 });
+    }
+
+    /// Waits (at most `limit`) until `done` holds for the segmenter.
+    async fn wait_until(&self, limit: Duration, done: impl Fn(&HlsSegmenter) -> bool) -> bool {
+        let mut rx = self.progress.subscribe();
+        let wait = async {
+            loop {
+                if done(&self.segmenter()) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return done(&self.segmenter());
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+}
+
+/// Query of a playlist request.
+#[derive(Debug, Default, Deserialize)]
+struct PlaylistQuery {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<u64>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<u32>,
+}
+
+/// The HLS stores of all spaces that are or were recently live.
+#[derive(Debug, Default)]
+pub struct HlsStores {
+    map: RwLock<HashMap<SpaceId, Arc<HlsStore>>>,
+}
+
+impl HlsStores {
+    /// Registers a space's store (replacing an older run's).
+    pub fn insert(&self, id: SpaceId, store: Arc<HlsStore>) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(id, store);
+    }
+
+    /// Forgets stores of spaces for which `keep` is false.
+    pub fn retain(&self, keep: impl Fn(&SpaceId) -> bool) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).retain(|id, _| keep(id));
+    }
+
+    fn get(&self, id: &SpaceId) -> Option<Arc<HlsStore>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+}
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+const MP4: &str = "video/mp4";
+
+fn respond(
+    body: impl Into<Body>,
+    content_type: &'static str,
+    cache: &'static str,
+    etag: Option<String>,
+) -> Response {
+    let mut res = Response::new(body.into());
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        h.insert(header::ETAG, tag);
+    }
+    res
+}
+
+/// An immutable object (init, segment, part), honouring `If-None-Match`.
+fn object(
+    store: &HlsStore,
+    name: &str,
+    bytes: Bytes,
+    headers: &HeaderMap,
+    cache: &'static str,
+) -> Response {
+    let etag = format!("\"{}-{name}\"", store.tag);
+    let unchanged =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag);
+    if unchanged {
+        let mut res = respond(Body::empty(), MP4, cache, Some(etag));
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        return res;
+    }
+    respond(bytes, MP4, cache, Some(etag))
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::not_found(format!("no {what} (not yet made, or out of the window)"))
+}
+
+/// `GET /hls/{space}/{file}`.
+pub async fn handler(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((raw_id, file)) = path?;
+    let id = SpaceId::new(raw_id)
+        .map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
+    let space = app.space(&id)?;
+    if !space.public {
+        return Err(ApiError::forbidden("HLS is for public spaces (it is made for shared caches)"));
+    }
+    let store = app
+        .hls
+        .get(&id)
+        .ok_or_else(|| ApiError::conflict("not_live", "this space has not started yet"))?;
+    let cfg = HlsConfig::default();
+    let wait = Duration::from_secs_f64(cfg.segment_secs() * 3.0);
+    match file.as_str() {
+        "master.m3u8" => {
+            let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+                        #EXT-X-STREAM-INF:BANDWIDTH=48000,CODECS=\"opus\"\nindex.m3u8\n";
+            Ok(respond(text, PLAYLIST, "public, max-age=60", None))
+        }
+        "index.m3u8" => {
+            let q: PlaylistQuery = serde_urlencoded::from_str(query.0.as_deref().unwrap_or(""))
+                .map_err(|e| ApiError::bad_request("bad_query", e.to_string()))?;
+            let Some(msn) = q.msn else {
+                if q.part.is_some() {
+                    return Err(ApiError::bad_request("bad_query", "_HLS_part needs _HLS_msn"));
+                }
+                let text = store.segmenter().playlist();
+                return Ok(respond(text, PLAYLIST, "public, max-age=1", None));
+            };
+            let next = store.segmenter().next();
+            if msn > next.msn + 2 {
+                return Err(ApiError::bad_request(
+                    "too_far",
+                    "_HLS_msn is more than two segments ahead",
+                ));
+            }
+            let done = |s: &HlsSegmenter| match q.part {
+                Some(part) => s.reached(Position { msn, part }),
+                None => s.ended() || s.next().msn > msn,
+            };
+            if !store.wait_until(wait, done).await {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_yet",
+                    "the requested part did not appear in time",
+                ));
+            }
+            let text = store.segmenter().playlist();
+            Ok(respond(text, PLAYLIST, "public, max-age=6", None))
+        }
+        "init.mp4" => {
+            Ok(object(&store, "init", store.init.clone(), &headers, "public, max-age=86400"))
+        }
+        name => {
+            let (msn, part) =
+                parse_media_name(name).ok_or_else(|| ApiError::not_found("no such HLS file"))?;
+            let immutable = "public, max-age=86400, immutable";
+            match part {
+                Some(part) => {
+                    // The preload-hinted part is held until it exists (LL-HLS blocking).
+                    let next = store.segmenter().next();
+                    if (Position { msn, part }) == next {
+                        store.wait_until(wait, |s| s.reached(Position { msn, part })).await;
+                    }
+                    let bytes =
+                        store.segmenter().part(msn, part).ok_or_else(|| not_found("such part"))?;
+                    Ok(object(&store, &format!("p{msn}.{part}"), bytes, &headers, immutable))
+                }
+                None => {
+                    let bytes =
+                        store.segmenter().segment(msn).ok_or_else(|| not_found("such segment"))?;
+                    Ok(object(&store, &format!("s{msn}"), bytes, &headers, immutable))
+                }
+            }
+        }
+    }
+}
+
+/// `s{msn}.mp4` → (msn, None); `p{msn}.{part}.mp4` → (msn, Some(part)).
+fn parse_media_name(name: &str) -> Option<(u64, Option<u32>)> {
+    let stem = name.strip_suffix(".mp4")?;
+    if let Some(msn) = stem.strip_prefix('s') {
+        return Some((msn.parse().ok()?, None));
+    }
+    let (msn, part) = stem.strip_prefix('p')?.split_once('.')?;
+    Some((msn.parse().ok()?, Some(part.parse().ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn media_names() {
+        assert_eq!(parse_media_name("s12.mp4"), Some((12, None)));
+        assert_eq!(parse_media_name("p12.3.mp4"), Some((12, Some(3))));
+        for bad in ["s.mp4", "p1.mp4", "x1.mp4", "s1.ts", "p1.2.3.mp4", "s-1.mp4"] {
+            assert_eq!(parse_media_name(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn names_never_panic(name in ".{0,40}") {
+            let _ = parse_media_name(&name);
+        }
+    }
+
+    /// For the response helpers' content types.
+    #[test]
+    fn playlist_responses_are_typed_and_cacheable() {
+        let res = respond("x", PLAYLIST, "public, max-age=1", None);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], PLAYLIST);
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "public, max-age=1");
+    }
+}
