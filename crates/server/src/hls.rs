@@ -194,6 +194,15 @@ pub async fn handler(
         .ok_or_else(|| ApiError::conflict("not_live", "this space has not started yet"))?;
     let cfg = HlsConfig::default();
     let wait = Duration::from_secs_f64(cfg.segment_secs() * 3.0);
+    let kind = match file.as_str() {
+        "master.m3u8" => "master",
+        "index.m3u8" if query.0.as_deref().is_some_and(|q| q.contains("_HLS_msn")) => "blocking_playlist",
+        "index.m3u8" => "playlist",
+        "init.mp4" => "init",
+        f if f.starts_with('p') => "part",
+        _ => "segment",
+    };
+    metrics::counter!(crate::metrics::HLS_REQUESTS, "kind" => kind).increment(1);
     match file.as_str() {
         "master.m3u8" => {
             let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\

@@ -88,6 +88,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(app.clone(), serve::rate_limit))
+        .layer(axum::middleware::from_fn(metrics::count_requests))
         .with_state(app)
 }
 

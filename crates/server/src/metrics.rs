@@ -42,6 +42,27 @@ pub const LAG: &str = "townhall_event_loop_lag_seconds";
 /// Gauge: 1 while the node measures itself overloaded (admitting nobody new).
 pub const OVERLOADED: &str = "townhall_overloaded";
 
+/// Counter: HTTP requests answered by the router, by `route` (its pattern) and `status`.
+pub const HTTP_REQUESTS: &str = "townhall_http_requests_total";
+
+/// Counter: HLS requests reaching the origin, by `kind` (playlist, blocking_playlist, part,
+/// segment, init, master): behind a cache this should not grow with the audience.
+pub const HLS_REQUESTS: &str = "townhall_hls_requests_total";
+
+/// Counts each routed request by route pattern and status (for cache effectiveness: how often
+/// the origin served what a CDN should have).
+pub async fn count_requests(
+    matched: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let res = next.run(req).await;
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => res.status().as_u16().to_string())
+        .increment(1);
+    res
+}
+
 /// The process-wide Prometheus recorder (installed once; every server in the process shares it).
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -76,5 +97,7 @@ fn describe() {
     describe_gauge!(VERDICT, "1 for the current traffic verdict: normal, flash_crowd or attack.");
     describe_gauge!(EVIDENCE, "The crowd-or-attack classifier's evidence, by signal.");
     describe_gauge!(LAG, "Smoothed event-loop lag, seconds.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered by the router, by route and status.");
+    describe_counter!(HLS_REQUESTS, "HLS requests reaching the origin, by kind.");
     describe_gauge!(OVERLOADED, "1 while the node admits nobody new because it is overloaded.");
 }
