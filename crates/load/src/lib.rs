@@ -7,6 +7,7 @@
 pub mod expect;
 pub mod flood;
 pub mod histogram;
+pub mod hls;
 pub mod http;
 pub mod join_storm;
 pub mod launch_day;

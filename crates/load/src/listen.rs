@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use townhall_media::wire::parse_program_batch;
 
+use crate::hls::{HlsClient, parse_playlist};
 use crate::http::{self, Dechunker, Opcode, ReadBuf};
 use crate::ogg_scan::parse_page;
 use crate::stats::{SeqTracker, Stats};
@@ -22,6 +23,8 @@ pub enum Protocol {
     Ws,
     /// Ogg/Opus over HTTP (Townhall's `/live/{id}.opus`, or any Icecast mount).
     Ogg,
+    /// LL-HLS (Townhall's `/hls/{id}/index.m3u8`, directly or through a cache).
+    Hls,
 }
 
 /// A listen run.
@@ -59,6 +62,7 @@ pub fn townhall_path(protocol: Protocol, space: &str, batch: usize, token: Optio
         Protocol::Ws => format!("/ws/{space}?{token}batch={batch}"),
         Protocol::Ogg if token.is_empty() => format!("/live/{space}.opus"),
         Protocol::Ogg => format!("/live/{space}.opus?{}", token.trim_end_matches('&')),
+        Protocol::Hls => format!("/hls/{space}/index.m3u8"),
     }
 }
 
@@ -79,6 +83,7 @@ pub async fn run(cfg: Arc<ListenConfig>, stats: Arc<Stats>) {
             match cfg.protocol {
                 Protocol::Ws => ws_listener(&cfg, &stats, n, deadline).await,
                 Protocol::Ogg => ogg_listener(&cfg, &stats, n, deadline).await,
+                Protocol::Hls => hls_listener(&cfg, &stats, n, deadline).await,
             }
         });
     }
@@ -117,14 +122,14 @@ async fn open(
         let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await?;
         let head = match cfg.protocol {
             Protocol::Ws => http::ws_handshake(&mut stream, &cfg.target, &cfg.path, buf).await?,
-            Protocol::Ogg => {
+            Protocol::Ogg | Protocol::Hls => {
                 http::get(&mut stream, &cfg.target, &cfg.path, "Icy-MetaData: 0\r\n").await?;
                 http::read_head(&mut stream, buf).await?
             }
         };
         let ok = match cfg.protocol {
             Protocol::Ws => head.status == 101,
-            Protocol::Ogg => head.status == 200,
+            Protocol::Ogg | Protocol::Hls => head.status == 200,
         };
         if ok {
             Ok((stream, head))
@@ -321,6 +326,77 @@ async fn ogg_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Ins
         if !read_more(&mut stream, &mut buf, stats, deadline).await {
             return;
         }
+    }
+}
+
+/// An LL-HLS listener: follows the preload hints and blocking playlists like a player.
+async fn hls_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
+    let mut client = HlsClient::new(cfg.target, cfg.target.source_ip(n));
+    let dir = cfg.path.rsplit_once('/').map_or("/", |(d, _)| d).to_owned();
+    Stats::add(&stats.attempted, 1);
+    let first = timeout(CONNECT_TIMEOUT, client.get(&cfg.path)).await;
+    let Ok(Ok((200, body))) = first else {
+        Stats::add(&stats.failed, 1);
+        return;
+    };
+    let _connected = Connected::new(stats);
+    let budget_us = cfg.late_budget.as_micros() as u64;
+    let mut playlist = parse_playlist(&String::from_utf8_lossy(&body));
+    let mut previous: Option<(u64, u32)> = None;
+    loop {
+        let Some((msn, part)) = playlist.hint else {
+            if !playlist.ended {
+                Stats::add(&stats.disconnects, 1);
+            }
+            return;
+        };
+        let got = timeout_at(deadline, client.get(&format!("{dir}/p{msn}.{part}.mp4"))).await;
+        let (status, bytes) = match got {
+            Err(_) => return,
+            Ok(Err(_)) => {
+                Stats::add(&stats.disconnects, 1);
+                return;
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let arrived_us = townhall_media_clock();
+        Stats::add(&stats.bytes, bytes.len() as u64);
+        // The playlist that lists the part just fetched: every listener asks for the same URL
+        // (a cache answers all but one), and its preload hint names the next part.
+        let after = format!("{dir}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+        let next = match timeout_at(deadline, client.get(&after)).await {
+            Err(_) => return,
+            Ok(Ok((200, body))) => parse_playlist(&String::from_utf8_lossy(&body)),
+            Ok(_) => {
+                Stats::add(&stats.disconnects, 1);
+                return;
+            }
+        };
+        if status == 200 {
+            let info = next.parts.iter().find(|p| p.msn == msn && p.part == part);
+            let frames = info.map_or(10, |p| (p.duration * 50.0).round() as u64);
+            Stats::add(&stats.frames, frames);
+            // Latency: from when the part's first audio was mixed (its place on the stream's
+            // clock) to its arrival here.
+            if let Some(info) = info
+                && let Some(end) = info.end_us
+            {
+                let start = end.saturating_sub((info.duration * 1e6) as u64);
+                let latency = arrived_us.saturating_sub(start);
+                stats.latency.record(latency);
+                if latency > budget_us {
+                    Stats::add(&stats.late, frames);
+                }
+            }
+            // A part skipped since the previous one is a gap (counted in parts of 10 frames).
+            if let Some((pm, pp)) = previous
+                && !(msn == pm && part == pp + 1 || msn == pm + 1 && part == 0)
+            {
+                Stats::add(&stats.gaps, 10);
+            }
+            previous = Some((msn, part));
+        }
+        playlist = next;
     }
 }
 
