@@ -71,6 +71,9 @@ pub struct Config {
     pub joins_per_identity: u32,
     /// Burst of joins with one identity's token.
     pub join_burst_per_identity: u32,
+    /// Addresses of trusted caches and proxies (e.g. the nginx edge in front of HLS): exempt
+    /// from per-address and per-subnet limits, which they would otherwise hit for everyone.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Open connections from one address.
     pub max_connections_per_ip: u32,
     /// Open connections from one /24 (IPv6: /64).
@@ -120,6 +123,7 @@ impl Default for Config {
             join_burst_per_ip: 20,
             joins_per_identity: 1,
             join_burst_per_identity: 10,
+            trusted_proxies: Vec::new(),
             max_connections_per_ip: 256,
             max_connections_per_subnet: 4_096,
             pow_difficulty: 16,

@@ -196,7 +196,9 @@ pub async fn handler(
     let wait = Duration::from_secs_f64(cfg.segment_secs() * 3.0);
     let kind = match file.as_str() {
         "master.m3u8" => "master",
-        "index.m3u8" if query.0.as_deref().is_some_and(|q| q.contains("_HLS_msn")) => "blocking_playlist",
+        "index.m3u8" if query.0.as_deref().is_some_and(|q| q.contains("_HLS_msn")) => {
+            "blocking_playlist"
+        }
         "index.m3u8" => "playlist",
         "init.mp4" => "init",
         f if f.starts_with('p') => "part",

@@ -66,7 +66,12 @@ fn icy_name(space: &Space) -> String {
 }
 
 /// Serves a `GET /live/...` request from its raw socket (`head` is the request head).
-pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState, hold: Arc<ConnGuard>) {
+pub async fn serve_raw(
+    stream: GuardedStream,
+    head: Bytes,
+    app: &AppState,
+    hold: Option<Arc<ConnGuard>>,
+) {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     let mut stream = stream.into_inner();
@@ -111,7 +116,7 @@ pub async fn serve_raw(stream: GuardedStream, head: Bytes, app: &AppState, hold:
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
-    let _ = fanout.join(Joiner { stream, first, guard, hold: Some(hold) }).await;
+    let _ = fanout.join(Joiner { stream, first, guard, hold }).await;
 }
 
 /// `GET` or `HEAD /live/{space}.opus` through the router: a stream request that arrived on a

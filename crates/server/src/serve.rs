@@ -151,8 +151,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
 /// requests came before it on the same connection (the first was checked by the accept loop).
 #[derive(Clone)]
 pub struct ConnContext {
-    /// Keeps the connection counted against its address and subnet.
-    pub hold: Arc<ConnGuard>,
+    /// Keeps the connection counted against its address and subnet (none for trusted proxies).
+    pub hold: Option<Arc<ConnGuard>>,
     /// 0 for the connection's first request.
     pub ordinal: u64,
 }
@@ -162,7 +162,7 @@ pub struct ConnContext {
 async fn hyper_connection(
     io: Rewind<GuardedStream>,
     peer: SocketAddr,
-    hold: Arc<ConnGuard>,
+    hold: Option<Arc<ConnGuard>>,
     conn: &Conn,
 ) {
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -41,6 +41,8 @@ pub struct Shield {
     egress_behind: AtomicBool,
     /// Whether measured pressure gates admission.
     adaptive: bool,
+    /// Caches and proxies exempt from per-client limits.
+    trusted: Vec<IpAddr>,
     /// The per-address request limit in force (rate, burst).
     ip_limits: Mutex<(u32, u32)>,
 }
@@ -155,6 +157,7 @@ impl Shield {
                 ..PressureLimits::default()
             })),
             adaptive: config.overload_lag_ms > 0,
+            trusted: config.trusted_proxies.clone(),
             ip_limits: Mutex::new((config.requests_per_ip, config.request_burst_per_ip)),
             egress_behind: AtomicBool::new(false),
         }
@@ -299,7 +302,10 @@ impl Shield {
 
     /// Counts a new connection from `ip`, or refuses it (429) when its address or subnet holds
     /// too many.
-    pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnGuard>, ApiError> {
+    pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Result<Option<Arc<ConnGuard>>, ApiError> {
+        if self.trusted.contains(&ip) {
+            return Ok(None);
+        }
         let refuse = |scope: &'static str| {
             metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
             ApiError {
@@ -318,11 +324,14 @@ impl Shield {
             self.ip_conns.release(ip_slot);
             return Err(refuse("subnet"));
         };
-        Ok(Arc::new(ConnGuard { shield: self.clone(), ip: ip_slot, subnet: subnet_slot }))
+        Ok(Some(Arc::new(ConnGuard { shield: self.clone(), ip: ip_slot, subnet: subnet_slot })))
     }
 
     /// Checks a request from `ip` against the address and subnet rate limits (429 when over).
     pub fn request(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.trusted.contains(&ip) {
+            return Ok(());
+        }
         let now = self.now_ns();
         let limited = |scope: &'static str, e: townhall_shield::RateLimited| {
             metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);

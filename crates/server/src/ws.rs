@@ -94,7 +94,7 @@ pub async fn handler(
             let who = listener_identity(&app, &space, claims)?;
             let (accept, on_upgrade) = handshake(&mut parts)?;
             app.admit_listener(&id, has_token)?;
-            let hold = parts.extensions.get::<ConnContext>().map(|c| c.hold.clone());
+            let hold = parts.extensions.get::<ConnContext>().and_then(|c| c.hold.clone());
             let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
             let guard = live.feed().count_listener(Protocol::Ws);
             let hello =
