@@ -119,7 +119,10 @@ async function listen() {
   $('listen').hidden = true;
   $('stop').hidden = false;
   state.listener = new Listener(space.id, {
-    token: undefined,
+    // Hosts listen with their token (private spaces need one; signed-in joiners wait less).
+    token: token() || undefined,
+    hlsUrl: space.urls.hls,
+    scale: space.listen_mode === 'scale',
     onState: (s) => {
       state.listenState = s;
       setStatus($('listen-state'), s, s.includes('failed'));

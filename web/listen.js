@@ -70,8 +70,10 @@ export class Player {
  * unexpected close. Calls `onState(text)`, `onListeners(n)` and `onEnded()`.
  */
 export class Listener {
-  constructor(spaceId, { onState, onListeners, onEnded, token }) {
+  constructor(spaceId, { onState, onListeners, onEnded, token, hlsUrl, scale }) {
     this.spaceId = spaceId;
+    this.hlsUrl = hlsUrl;
+    this.scale = scale;
     this.onState = onState;
     this.onListeners = onListeners;
     this.onEnded = onEnded;
@@ -88,11 +90,42 @@ export class Listener {
     this.onState(state);
   }
 
-  /** Starts listening (call from a user gesture). */
+  /**
+   * Starts listening (call from a user gesture): over LL-HLS when the node asks new listeners
+   * to go through caches (`scale` mode), else over the WebSocket (or Ogg without WebCodecs).
+   */
   async start() {
+    if (this.hlsUrl && this.scale) return this.startHls(this.hlsUrl);
     if (!canDecode()) return this.startFallback();
     this.player = await Player.create();
     await this.connect();
+  }
+
+  /** Plays the LL-HLS stream through hls.js (or the browser's own HLS support). */
+  async startHls(url) {
+    const audio = document.getElementById('fallback-audio');
+    const ctx = new AudioContext();
+    const source = ctx.createMediaElementSource(audio);
+    const analyser = ctx.createAnalyser();
+    source.connect(analyser);
+    analyser.connect(ctx.destination);
+    this.audio = { element: audio, ctx, analyser, samples: new Float32Array(analyser.fftSize) };
+    const { default: Hls } = await import('/vendor/hls.light.min.mjs');
+    if (Hls.isSupported()) {
+      this.hls = new Hls({ lowLatencyMode: true });
+      this.hls.on(Hls.Events.ERROR, (_e, data) => {
+        if (data.fatal) this.setState(`HLS error: ${data.details}`);
+      });
+      this.hls.loadSource(url);
+      this.hls.attachMedia(audio);
+    } else if (audio.canPlayType('application/vnd.apple.mpegurl')) {
+      audio.src = url;
+    } else {
+      throw new Error('this browser cannot play HLS');
+    }
+    await ctx.resume();
+    await audio.play();
+    this.setState('listening (HLS)');
   }
 
   async connect() {
@@ -108,8 +141,14 @@ export class Listener {
     }
     this.pow = undefined;
     if (ticket.waiting) {
-      // The node is at capacity: hold our place in the queue and come back when told.
       const w = ticket.waiting;
+      // The node is at capacity. With an HLS stream on offer, listen there at once (through the
+      // caches); otherwise hold our place in the queue and come back when told.
+      if (w.hls) {
+        if (this.player) this.player.close();
+        this.player = null;
+        return this.startHls(w.hls);
+      }
       this.waitTicket = w.ticket;
       this.setState(`waiting room: number ${w.position} in line`);
       setTimeout(() => this.connect(), w.retry_after_ms);
@@ -201,6 +240,8 @@ export class Listener {
   }
 
   close() {
+    if (this.hls) this.hls.destroy();
+    this.hls = null;
     if (this.ws) this.ws.close();
     this.ws = null;
     if (this.player) this.player.close();

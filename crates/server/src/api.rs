@@ -133,6 +133,8 @@ pub struct Waiting {
     pub position: u64,
     /// When to come back, ms (with jitter, so a crowd does not come back at once).
     pub retry_after_ms: u64,
+    /// Audio right now instead of waiting: the LL-HLS stream (public spaces).
+    pub hls: Option<String>,
 }
 
 /// Join a space as a listener: verifies the caller (or admits an anonymous listener to a public
@@ -177,6 +179,7 @@ async fn join_space(
         Some(Ok(_)) => None,
         Some(Err(e)) => return Err(ApiError::bad_request("bad_ticket", e.to_string())),
     };
+    let public = space.public;
     let urls = app.view(space).urls;
     match app.shield.arrive(app.total_listeners(), lane, place) {
         Decision::Admit => {
@@ -189,7 +192,9 @@ async fn join_space(
             let retry = jitter(retry_after, 0.2, rand::random());
             let ticket =
                 app.keys.mint_wait(id, number, lane_code(lane), now, WAIT_TICKET_TTL_SECS)?;
-            let waiting = Waiting { ticket, position, retry_after_ms: retry.as_millis() as u64 };
+            let hls = public.then(|| urls.hls.clone());
+            let waiting =
+                Waiting { ticket, position, retry_after_ms: retry.as_millis() as u64, hls };
             let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
             let body = Json(serde_json::json!({ "waiting": waiting }));
             Ok((StatusCode::ACCEPTED, [(header::RETRY_AFTER, secs.to_string())], body)
@@ -230,6 +235,8 @@ pub struct ShieldUpdate {
     require_token: Option<bool>,
     /// Attack mode: anonymous joiners must show a proof of work.
     require_pow: Option<bool>,
+    /// Send new listeners to LL-HLS through caches.
+    prefer_hls: Option<bool>,
     /// Requests per second allowed per address (tighten under attack).
     requests_per_ip: Option<u32>,
     /// Burst allowed per address.
@@ -269,6 +276,10 @@ async fn shield_update(
         let burst = update.request_burst_per_ip.unwrap_or(current.request_burst_per_ip).max(1);
         app.shield.set_ip_rate(rate, burst);
         tracing::warn!(rate, burst, "per-address request limit changed by an operator");
+    }
+    if let Some(on) = update.prefer_hls {
+        app.shield.set_prefer_hls(on);
+        tracing::warn!(prefer_hls = on, "scale mode switched by an operator");
     }
     if let Some(on) = update.require_pow {
         app.shield.set_require_pow(on);

@@ -36,6 +36,7 @@ pub struct Shield {
     classifier: Mutex<Classifier>,
     require_token: AtomicBool,
     require_pow: AtomicBool,
+    prefer_hls: AtomicBool,
     pressure: Mutex<Pressure>,
     /// A fan-out shard fell behind its feed since the last lag check.
     egress_behind: AtomicBool,
@@ -86,6 +87,8 @@ pub struct ShieldStatus {
     pub require_token: bool,
     /// Attack mode: anonymous joiners must show a proof of work.
     pub require_pow: bool,
+    /// New listeners are sent to LL-HLS (operator choice or overload).
+    pub scale_mode: bool,
     /// The node measured itself overloaded: it admits nobody new.
     pub overloaded: bool,
     /// Smoothed event-loop lag, ms.
@@ -151,6 +154,7 @@ impl Shield {
             classifier: Mutex::new(Classifier::new(Thresholds::default(), 10)),
             require_token: AtomicBool::new(false),
             require_pow: AtomicBool::new(false),
+            prefer_hls: AtomicBool::new(false),
             pressure: Mutex::new(Pressure::new(PressureLimits {
                 lag_high: std::time::Duration::from_millis(config.overload_lag_ms),
                 lag_low: std::time::Duration::from_millis(config.overload_lag_ms / 3),
@@ -249,6 +253,7 @@ impl Shield {
             queued: room.queued(),
             require_token: self.require_token(),
             require_pow: self.require_pow(),
+            scale_mode: self.prefer_hls.load(Ordering::Relaxed) || room.overloaded(),
             overloaded: room.overloaded(),
             event_loop_lag_ms: self
                 .pressure
@@ -284,6 +289,18 @@ impl Shield {
     /// Switches attack mode.
     pub fn set_require_token(&self, on: bool) {
         self.require_token.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether new listeners should use LL-HLS (through caches) rather than direct streams:
+    /// when operators say so, or while the node is overloaded.
+    pub fn scale_mode(&self) -> bool {
+        self.prefer_hls.load(Ordering::Relaxed)
+            || self.room.lock().unwrap_or_else(|p| p.into_inner()).overloaded()
+    }
+
+    /// Operators send new listeners to LL-HLS (or back).
+    pub fn set_prefer_hls(&self, on: bool) {
+        self.prefer_hls.store(on, Ordering::Relaxed);
     }
 
     /// Attack mode: anonymous joiners must show a proof of work.

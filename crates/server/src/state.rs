@@ -73,6 +73,8 @@ pub struct SpaceUrls {
     pub ws: String,
     /// Ogg/Opus over HTTP.
     pub ogg: String,
+    /// LL-HLS multivariant playlist (public spaces; made for caches and CDNs).
+    pub hls: String,
 }
 
 /// A space as the API shows it.
@@ -89,6 +91,9 @@ pub struct SpaceView {
     pub speakers: Vec<SpeakerView>,
     /// Where to listen.
     pub urls: SpaceUrls,
+    /// `direct` (WebSocket or Ogg from this node) or `scale` (new listeners should use LL-HLS
+    /// through caches: the node is busy or its operators say so).
+    pub listen_mode: &'static str,
 }
 
 impl AppState {
@@ -203,9 +208,14 @@ impl AppState {
                 .map(|(identity, role)| SpeakerView { identity, role })
                 .collect()
         });
-        let urls =
-            SpaceUrls { ws: format!("/ws/{}", space.id), ogg: format!("/live/{}.opus", space.id) };
+        let urls = SpaceUrls {
+            ws: format!("/ws/{}", space.id),
+            ogg: format!("/live/{}.opus", space.id),
+            hls: format!("/hls/{}/master.m3u8", space.id),
+        };
+        let listen_mode = if space.public && self.shield.scale_mode() { "scale" } else { "direct" };
         SpaceView {
+            listen_mode,
             listeners: counts.ws + counts.ogg,
             listeners_by_protocol: counts,
             speakers,

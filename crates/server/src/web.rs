@@ -34,6 +34,9 @@ const ASSETS: &[Asset] = &[
     asset!("/speak.js", "speak.js", JS),
     asset!("/playback-worklet.js", "playback-worklet.js", JS),
     asset!("/capture-worklet.js", "capture-worklet.js", JS),
+    // hls.js 1.7.4 (Apache-2.0), the light build, for LL-HLS playback where the browser has none.
+    asset!("/vendor/hls.light.min.mjs", "vendor/hls.light.min.mjs", JS),
+    asset!("/vendor/hls.js-LICENSE.txt", "vendor/hls.js-LICENSE.txt", "text/plain; charset=utf-8"),
 ];
 
 /// Routes serving the page's files.

@@ -304,14 +304,34 @@ async fn a_listener_on_a_full_node_waits_in_line_with_an_honest_position() {
         return;
     }
     let server =
-        demo_server(townhall_server::Config { max_listeners: 0, ..Default::default() }).await;
+        server_with(townhall_server::Config { max_listeners: 0, ..Default::default() }).await;
     let addr = server.addr();
-    // Someone is already in line.
-    let first =
-        http().post(format!("http://{addr}/api/v1/spaces/demo/join")).send().await.expect("join");
+    // A private space (no HLS to fall back to): the page must wait in line.
+    let create = json!({ "id": "vip", "title": "VIP", "live": true, "public": false });
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces"))
+        .bearer_auth(server.host_token())
+        .json(&create)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    // Someone signed in is already in line.
+    let member = token("first", townhall_core::Role::Listener, "vip");
+    let first = http()
+        .post(format!("http://{addr}/api/v1/spaces/vip/join"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("join");
     assert_eq!(first.status(), 202);
     let browser = Browser::start().await;
-    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let host_token = json!(server.host_token());
+    browser
+        .script(&format!("localStorage.setItem('townhall.token', {host_token}); return true"))
+        .await;
+    browser.goto(&format!("http://{addr}/#/space/vip")).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     browser.click("listen").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -325,6 +345,46 @@ async fn a_listener_on_a_full_node_waits_in_line_with_an_honest_position() {
     }
     assert_eq!(state, "waiting room: number 2 in line");
     assert_eq!(page_text(&browser, "listen-state").await, "waiting room: number 2 in line");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_scale_mode_the_page_plays_ll_hls() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let on = json!({ "prefer_hls": true });
+    let res = http()
+        .put(format!("http://{addr}/api/v1/admin/shield"))
+        .bearer_auth(server.host_token())
+        .json(&on)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    let view: Value = http()
+        .get(format!("http://{addr}/api/v1/spaces/demo"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["listen_mode"], "scale");
+    // Let a few parts exist, then listen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    browser.click("listen").await;
+    let level =
+        browser.wait_above("return window.townhall.level()", 0.01, Duration::from_secs(25)).await;
+    let state = browser.script("return window.townhall.state()").await;
+    assert_eq!(state, "listening (HLS)");
+    assert!(level > 0.01, "no audio over HLS (best RMS {level})");
     browser.close().await;
     server.shutdown().await;
 }
