@@ -185,6 +185,19 @@ impl HlsSegmenter {
         self.done.iter().find(|(s, _)| s.msn == msn).map(|(_, b)| b.clone())
     }
 
+    /// Wall clock (µs since the epoch) of the first frame of segment `msn`, if still held.
+    pub fn segment_start_us(&self, msn: u64) -> Option<u64> {
+        if msn == self.current.msn && !self.current.parts.is_empty() {
+            return Some(self.current.start_us);
+        }
+        self.done.iter().find(|(s, _)| s.msn == msn).map(|(s, _)| s.start_us)
+    }
+
+    /// Whether segment `msn` (and its parts) has left the window for good.
+    pub fn expired(&self, msn: u64) -> bool {
+        msn < self.first_msn()
+    }
+
     /// The oldest segment still held (or the current one).
     pub fn first_msn(&self) -> u64 {
         self.done.front().map_or(self.current.msn, |(s, _)| s.msn)
@@ -342,6 +355,8 @@ mod tests {
         let mut s = run(1_000);
         assert_eq!(s.first_msn(), 4, "six segments kept");
         assert!(s.segment(3).is_none() && s.segment(4).is_some());
+        assert!(s.expired(3) && !s.expired(4) && !s.expired(99), "gone only behind the window");
+        assert!(s.segment_start_us(3).is_none() && s.segment_start_us(4).is_some());
         s.push(Bytes::from_static(&[0xF8, 0xFF, 0xFE]), 0).expect("push");
         s.finish().expect("finish");
         let text = s.playlist();

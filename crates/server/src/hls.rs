@@ -170,8 +170,23 @@ fn object(
     respond(bytes, MP4, cache, Some(etag))
 }
 
-fn not_found(what: &str) -> ApiError {
-    ApiError::not_found(format!("no {what} (not yet made, or out of the window)"))
+/// 410 for objects that left the window (they will never come back), 404 for the rest.
+fn missing(store: &HlsStore, msn: u64, what: &str) -> ApiError {
+    if store.segmenter().expired(msn) {
+        ApiError::new(StatusCode::GONE, "expired", format!("{what} left the window"))
+    } else {
+        ApiError::not_found(format!("no {what} (not made yet)"))
+    }
+}
+
+/// Sets `Last-Modified` from a wall-clock time in µs since the epoch.
+fn last_modified(mut res: Response, at_us: Option<u64>) -> Response {
+    let Some(us) = at_us else { return res };
+    let at = std::time::UNIX_EPOCH + Duration::from_micros(us);
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
+        res.headers_mut().insert(header::LAST_MODIFIED, v);
+    }
+    res
 }
 
 /// `GET /hls/{space}/{file}`.
@@ -256,14 +271,17 @@ pub async fn handler(
                     if (Position { msn, part }) == next {
                         store.wait_until(wait, |s| s.reached(Position { msn, part })).await;
                     }
-                    let bytes =
-                        store.segmenter().part(msn, part).ok_or_else(|| not_found("such part"))?;
-                    Ok(object(&store, &format!("p{msn}.{part}"), bytes, &headers, immutable))
+                    // (The segmenter's lock is released before `missing` takes it again.)
+                    let found = store.segmenter().part(msn, part);
+                    let bytes = found.ok_or_else(|| missing(&store, msn, "this part"))?;
+                    let res = object(&store, &format!("p{msn}.{part}"), bytes, &headers, immutable);
+                    Ok(last_modified(res, store.segmenter().segment_start_us(msn)))
                 }
                 None => {
-                    let bytes =
-                        store.segmenter().segment(msn).ok_or_else(|| not_found("such segment"))?;
-                    Ok(object(&store, &format!("s{msn}"), bytes, &headers, immutable))
+                    let found = store.segmenter().segment(msn);
+                    let bytes = found.ok_or_else(|| missing(&store, msn, "this segment"))?;
+                    let res = object(&store, &format!("s{msn}"), bytes, &headers, immutable);
+                    Ok(last_modified(res, store.segmenter().segment_start_us(msn)))
                 }
             }
         }
@@ -299,6 +317,18 @@ mod tests {
         fn names_never_panic(name in ".{0,40}") {
             let _ = parse_media_name(&name);
         }
+    }
+
+    #[test]
+    fn objects_behind_the_window_are_gone_and_later_ones_not_found() {
+        let store = HlsStore::new(312, "t".into()).expect("store");
+        for i in 0..1_000u64 {
+            store.push(Bytes::from_static(&[0xF8, 0xFF, 0xFE]), 1_700_000_000_000_000 + i * 20_000);
+        }
+        assert_eq!(missing(&store, 0, "s0").status, StatusCode::GONE);
+        assert_eq!(missing(&store, 99, "s99").status, StatusCode::NOT_FOUND);
+        let res = last_modified(Response::new(Body::empty()), Some(1_700_000_000_000_000));
+        assert_eq!(res.headers()[header::LAST_MODIFIED], "Tue, 14 Nov 2023 22:13:20 GMT");
     }
 
     /// For the response helpers' content types.

@@ -71,6 +71,7 @@ async fn hls_parts_block_cache_and_decode_to_the_spoken_tone() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "public, max-age=86400, immutable");
     assert!(res.headers().contains_key("etag"));
+    assert!(res.headers().contains_key("last-modified"));
     assert!(!res.bytes().await.expect("bytes").is_empty());
 
     // The spec's refusals.
