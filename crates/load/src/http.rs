@@ -122,6 +122,16 @@ pub fn parse_head(data: &[u8]) -> io::Result<Option<(Head, usize)>> {
     Ok(Some((head, end + 4)))
 }
 
+/// The value of header `name` in the (complete) response head at the start of `data`.
+pub fn header_value(data: &[u8], name: &str) -> Option<String> {
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let text = std::str::from_utf8(&data[..end]).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
 /// Reads a response head into `buf` (consuming it).
 pub async fn read_head(stream: &mut TcpStream, buf: &mut ReadBuf) -> io::Result<Head> {
     loop {

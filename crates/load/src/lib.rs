@@ -14,6 +14,7 @@ pub mod launch_day;
 pub mod listen;
 pub mod ogg_scan;
 pub mod procstat;
+pub mod rtc_client;
 pub mod slowloris;
 pub mod slowread;
 pub mod speak;

@@ -88,6 +88,16 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Lifetime of the listener tickets `join` hands out, seconds.
     pub ticket_ttl_secs: u64,
+    /// UDP address for WebRTC media, all sessions multiplexed on it (default: the `listen`
+    /// address's IP, any free port).
+    pub webrtc_udp: Option<SocketAddr>,
+    /// Addresses to advertise to WebRTC peers as host candidates, with the UDP port (default:
+    /// the bound address; set the public address when the node is behind NAT).
+    pub webrtc_advertise: Vec<std::net::IpAddr>,
+    /// WebRTC sessions (WHIP and WHEP together) this node holds at once.
+    pub webrtc_max_sessions: usize,
+    /// WebRTC sessions one identity (with a token) or one address (without) may hold at once.
+    pub webrtc_sessions_per_client: usize,
 }
 
 impl Default for Config {
@@ -130,6 +140,10 @@ impl Default for Config {
             overload_lag_ms: 25,
             max_body_bytes: 16 * 1024,
             ticket_ttl_secs: 3_600,
+            webrtc_udp: None,
+            webrtc_advertise: Vec::new(),
+            webrtc_max_sessions: 5_000,
+            webrtc_sessions_per_client: 4,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::clock;
 use crate::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
 use crate::hls::HlsStore;
 use crate::metrics::{MIXER_LATE_TICKS, MIXER_TICKS};
+use crate::rtc::ProgramPacket;
 
 const TICK: Duration = Duration::from_millis(townhall_media::FRAME_MS as u64);
 /// Further behind than this, the engine stops catching up and resynchronises its clock.
@@ -63,6 +64,8 @@ pub struct SpaceMix {
     pub hls: Arc<HlsStore>,
     /// Speaker input.
     pub ingest: mpsc::Receiver<Ingest>,
+    /// Program frames for WHEP listeners (sent only while the space has some).
+    rtc: mpsc::Sender<ProgramPacket>,
     ws: [ProgramBatchWriter; MAX_WS_BATCH],
     returns: HashMap<SourceId, mpsc::Sender<Bytes>>,
     ticks: u64,
@@ -79,6 +82,7 @@ impl SpaceMix {
         ogg: OggOpusMuxer,
         hls: Arc<HlsStore>,
         ingest: mpsc::Receiver<Ingest>,
+        rtc: mpsc::Sender<ProgramPacket>,
     ) -> SpaceMix {
         SpaceMix {
             feed,
@@ -86,6 +90,7 @@ impl SpaceMix {
             ogg,
             hls,
             ingest,
+            rtc,
             ws: std::array::from_fn(|i| ProgramBatchWriter::new(i + 1)),
             returns: HashMap::new(),
             ticks: 0,
@@ -146,6 +151,15 @@ impl SpaceMix {
             }
         }
         self.hls.push(frame.payload.clone(), frame.mixed_at_us);
+        if self.feed.listeners(Protocol::Webrtc) > 0 {
+            // Never waits: a WebRTC loop that is behind loses frames, the mixer does not.
+            let _ = self.rtc.try_send(ProgramPacket {
+                space: self.feed.space().clone(),
+                seq: frame.seq,
+                payload: frame.payload.clone(),
+                capture_us: frame.mixed_at_us.saturating_sub(u64::from(frame.capture_age_us)),
+            });
+        }
         self.ogg_pending += 1;
         match self.ogg.push(&frame.payload, end_of_stream) {
             Ok(Some(page)) => {
@@ -158,7 +172,7 @@ impl SpaceMix {
     }
 
     fn push_listener_count(&mut self) {
-        let count = self.feed.listeners(Protocol::Ws) + self.feed.listeners(Protocol::Ogg);
+        let count = self.feed.total_listeners();
         if self.last_count != Some(count) {
             self.last_count = Some(count);
             let json = format!(r#"{{"type":"listeners","count":{count}}}"#);

@@ -26,6 +26,8 @@ pub enum Protocol {
     Ws,
     /// Ogg/Opus over HTTP.
     Ogg,
+    /// WHEP (WebRTC): RTP packets of the same Opus frames.
+    Webrtc,
 }
 
 impl Protocol {
@@ -34,6 +36,7 @@ impl Protocol {
         match self {
             Protocol::Ws => "ws",
             Protocol::Ogg => "ogg",
+            Protocol::Webrtc => "webrtc",
         }
     }
 }
@@ -113,6 +116,7 @@ pub struct ProgramFeed {
     channels: Mutex<Option<Channels>>,
     ws_listeners: AtomicUsize,
     ogg_listeners: AtomicUsize,
+    webrtc_listeners: AtomicUsize,
 }
 
 impl ProgramFeed {
@@ -137,6 +141,7 @@ impl ProgramFeed {
             channels: Mutex::new(Some(channels)),
             ws_listeners: AtomicUsize::new(0),
             ogg_listeners: AtomicUsize::new(0),
+            webrtc_listeners: AtomicUsize::new(0),
         }
     }
 
@@ -278,7 +283,13 @@ impl ProgramFeed {
         match protocol {
             Protocol::Ws => &self.ws_listeners,
             Protocol::Ogg => &self.ogg_listeners,
+            Protocol::Webrtc => &self.webrtc_listeners,
         }
+    }
+
+    /// Listeners connected over every protocol.
+    pub fn total_listeners(&self) -> usize {
+        [Protocol::Ws, Protocol::Ogg, Protocol::Webrtc].iter().map(|p| self.listeners(*p)).sum()
     }
 
     /// Listeners connected over `protocol`.

@@ -16,10 +16,12 @@ pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod ogg_http;
+pub mod rtc;
 pub mod serve;
 pub mod shield;
 pub mod state;
 pub mod web;
+pub mod whip;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -48,6 +50,9 @@ pub enum StartError {
     /// The listen address could not be bound, or the engine thread not started.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The WebRTC side could not start.
+    #[error(transparent)]
+    Rtc(#[from] rtc::RtcStartError),
     /// The demo space could not be created.
     #[error("demo: {}", .0.message)]
     Demo(ApiError),
@@ -83,6 +88,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(whip::routes())
         .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -101,7 +107,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener.local_addr()?;
     let engine = engine::Engine::start()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = Arc::new(AppState::new(config, keys, engine, shutdown_rx, metrics::handle()));
+    let rtc = rtc::RtcNode::start(&config, shutdown_rx.clone())?;
+    let app = Arc::new(AppState::new(config, keys, engine, rtc, shutdown_rx, metrics::handle()));
     if app.config.demo {
         demo::start(&app).await.map_err(StartError::Demo)?;
     }

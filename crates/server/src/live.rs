@@ -15,6 +15,7 @@ use crate::fanout::FanoutConfig;
 use crate::feed::ProgramFeed;
 use crate::hls::HlsStore;
 use crate::metrics::SPEAKERS;
+use crate::rtc::ProgramPacket;
 
 /// Speaker frames queued towards the mixer before new ones are refused.
 const INGEST_CAPACITY: usize = 1_024;
@@ -72,6 +73,7 @@ impl LiveSpace {
         config: &Config,
         engine: &Engine,
         fanout: FanoutConfig,
+        rtc: mpsc::Sender<ProgramPacket>,
     ) -> Result<Arc<LiveSpace>, OpenError> {
         let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
         let serial: u32 = rand::random();
@@ -86,7 +88,7 @@ impl LiveSpace {
         let hls = HlsStore::new(mixer.pre_skip(), format!("{serial:08x}"))
             .map_err(|e| OpenError::Hls(e.message))?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
-        engine.add(SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx));
+        engine.add(SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx, rtc));
         Ok(Arc::new(LiveSpace {
             id: space.id.clone(),
             feed,

@@ -49,6 +49,12 @@ pub const HTTP_REQUESTS: &str = "townhall_http_requests_total";
 /// segment, init, master): behind a cache this should not grow with the audience.
 pub const HLS_REQUESTS: &str = "townhall_hls_requests_total";
 
+/// Gauge: WebRTC sessions held, by `kind` (`whip`, `whep`).
+pub const WEBRTC_SESSIONS: &str = "townhall_webrtc_sessions";
+/// Counter: WebRTC datagrams, by `result` (`sent`, `dropped` when the socket buffer was full,
+/// `received`).
+pub const WEBRTC_DATAGRAMS: &str = "townhall_webrtc_datagrams_total";
+
 /// Counts each routed request by route pattern and status (for cache effectiveness: how often
 /// the origin served what a CDN should have).
 pub async fn count_requests(
@@ -99,5 +105,7 @@ fn describe() {
     describe_gauge!(LAG, "Smoothed event-loop lag, seconds.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered by the router, by route and status.");
     describe_counter!(HLS_REQUESTS, "HLS requests reaching the origin, by kind.");
+    describe_gauge!(WEBRTC_SESSIONS, "WebRTC sessions held, by kind (whip, whep).");
+    describe_counter!(WEBRTC_DATAGRAMS, "WebRTC datagrams sent, dropped or received.");
     describe_gauge!(OVERLOADED, "1 while the node admits nobody new because it is overloaded.");
 }

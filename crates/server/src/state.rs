@@ -20,6 +20,7 @@ use crate::fanout::FanoutConfig;
 use crate::feed::Protocol;
 use crate::hls::HlsStores;
 use crate::live::LiveSpace;
+use crate::rtc::RtcNode;
 use crate::shield::Shield;
 
 /// Everything request handlers share.
@@ -40,6 +41,8 @@ pub struct AppState {
     pub shield: Arc<Shield>,
     /// LL-HLS output of live and recently ended spaces.
     pub hls: HlsStores,
+    /// WebRTC sessions (WHIP speakers, WHEP listeners).
+    pub rtc: RtcNode,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,6 +58,8 @@ pub struct ListenerCounts {
     pub ws: usize,
     /// Ogg/HTTP listeners.
     pub ogg: usize,
+    /// WHEP (WebRTC) listeners.
+    pub webrtc: usize,
 }
 
 /// A speaker as the API shows them.
@@ -102,6 +107,7 @@ impl AppState {
         config: Config,
         keys: TokenKeys,
         engine: Engine,
+        rtc: RtcNode,
         shutdown: watch::Receiver<bool>,
         metrics: PrometheusHandle,
     ) -> AppState {
@@ -110,6 +116,7 @@ impl AppState {
         AppState {
             shield,
             hls: HlsStores::default(),
+            rtc,
             config,
             keys,
             directory: Mutex::new(directory),
@@ -147,9 +154,7 @@ impl AppState {
     /// Listeners connected to this node, all spaces and protocols.
     pub fn total_listeners(&self) -> usize {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        live.values()
-            .map(|l| l.feed().listeners(Protocol::Ws) + l.feed().listeners(Protocol::Ogg))
-            .sum()
+        live.values().map(|l| l.feed().total_listeners()).sum()
     }
 
     /// Admits a listener connecting directly (WebSocket or Ogg): with a token from `join` it
@@ -201,6 +206,7 @@ impl AppState {
         let counts = live.as_ref().map_or(ListenerCounts::default(), |l| ListenerCounts {
             ws: l.feed().listeners(Protocol::Ws),
             ogg: l.feed().listeners(Protocol::Ogg),
+            webrtc: l.feed().listeners(Protocol::Webrtc),
         });
         let speakers = live.as_ref().map_or_else(Vec::new, |l| {
             l.speakers()
@@ -216,7 +222,7 @@ impl AppState {
         let listen_mode = if space.public && self.shield.scale_mode() { "scale" } else { "direct" };
         SpaceView {
             listen_mode,
-            listeners: counts.ws + counts.ogg,
+            listeners: counts.ws + counts.ogg + counts.webrtc,
             listeners_by_protocol: counts,
             speakers,
             urls,
@@ -256,6 +262,7 @@ impl AppState {
         if let Some(live) = live {
             live.end(&self.engine);
         }
+        self.rtc.end_space(id);
         Ok(space)
     }
 
@@ -266,8 +273,9 @@ impl AppState {
             shutdown: self.shutdown.clone(),
             shield: Some(self.shield.clone()),
         };
-        let live = LiveSpace::open(space, &self.config, &self.engine, fanout)
-            .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
+        let live =
+            LiveSpace::open(space, &self.config, &self.engine, fanout, self.rtc.program_sender())
+                .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
         self.hls.insert(space.id.clone(), live.hls().clone());
         // HLS of spaces the directory has forgotten is dropped.
         self.hls.retain(|id| directory.get(id).is_ok());

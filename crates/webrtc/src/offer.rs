@@ -121,6 +121,12 @@ struct AudioSection {
     direction: OfferDirection,
 }
 
+/// Whether the offerer also wants audio from the server (an Opus section that is `sendrecv`
+/// or `recvonly`): a publishing speaker who wants to hear the others.
+pub fn wants_audio_back(sdp: &str) -> bool {
+    audio_sections(sdp).iter().any(|a| a.opus && a.direction.client_receives())
+}
+
 /// The `a=mid` and Opus payload type of the first enabled audio section that has Opus.
 pub fn opus_track(sdp: &str) -> Option<(String, u8)> {
     audio_sections(sdp).into_iter().find_map(|a| Some((a.mid?, a.opus_pt?)))
@@ -241,6 +247,8 @@ mod tests {
         let text = offer("sendrecv", "opus/48000/2");
         assert_eq!(opus_track(&text), Some(("0".to_owned(), 111)));
         assert_eq!(opus_track(&offer("sendrecv", "PCMU/8000")), None);
+        assert!(wants_audio_back(&text));
+        assert!(!wants_audio_back(&offer("sendonly", "opus/48000/2")));
     }
 
     #[test]
