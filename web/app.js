@@ -1,8 +1,9 @@
 // The page: space list, one space (listen, level meter, listener count), host controls.
 
 import * as api from './api.js';
-import { Listener } from './listen.js';
-import { Speaker } from './speak.js';
+import { Listener, RtcListener } from './listen.js';
+import { RtcError, canWebRtc, describe } from './rtc.js';
+import { RtcSpeaker, Speaker } from './speak.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = 'townhall.token';
@@ -13,6 +14,8 @@ const state = {
   speaker: null,
   listeners: 0,
   listenState: 'not listening',
+  rtc: { listen: 'idle', speak: 'idle' }, // WebRTC connection states (WHEP listener, WHIP speaker)
+  speakMode: null, // 'webrtc' or 'websocket'
 };
 
 const token = () => localStorage.getItem(TOKEN_KEY) || '';
@@ -84,7 +87,8 @@ function renderSpace(space) {
   const badge = $('space-state');
   badge.textContent = space.state;
   badge.className = `badge ${space.state}`;
-  if (!state.listener) state.listeners = space.listeners;
+  // WebSocket listeners get live counts; otherwise the space view's count is the one shown.
+  if (!state.listener || state.listener instanceof RtcListener) state.listeners = space.listeners;
   $('listener-count').textContent = String(state.listeners);
   $('speakers').textContent = space.speakers.length
     ? `on stage: ${space.speakers.map((s) => s.identity).join(', ')}`
@@ -94,6 +98,7 @@ function renderSpace(space) {
   $('ogg-link').textContent = ogg;
   const live = space.state === 'live';
   $('listen').disabled = !live || Boolean(state.listener);
+  $('listen-rtc').disabled = !live || Boolean(state.listener) || !canWebRtc();
   const host = Boolean(token());
   $('host-controls').hidden = !host || space.state === 'ended';
   $('start-space').hidden = space.state !== 'scheduled';
@@ -107,8 +112,12 @@ function leaveSpace() {
   state.listener = null;
   state.speaker = null;
   state.space = null;
+  state.rtc = { listen: 'idle', speak: 'idle' };
+  state.speakMode = null;
   $('listen').hidden = false;
+  $('listen-rtc').hidden = false;
   $('stop').hidden = true;
+  $('speak-mode').hidden = true;
   $('speak').hidden = false;
   $('unspeak').hidden = true;
 }
@@ -117,6 +126,7 @@ async function listen() {
   const space = state.space;
   if (!space) return;
   $('listen').hidden = true;
+  $('listen-rtc').hidden = true;
   $('stop').hidden = false;
   state.listener = new Listener(space.id, {
     // Hosts listen with their token (private spaces need one; signed-in joiners wait less).
@@ -140,10 +150,40 @@ async function listen() {
   }
 }
 
+/** A state line for a WebRTC session: `connected`, or `reconnecting: why; retrying in 2 s`. */
+const rtcText = (s, detail) => (detail ? `${s}: ${detail}` : s);
+
+/** Listens over WebRTC (WHEP): the lowest latency, e.g. while waiting to speak. */
+async function listenLowLatency() {
+  const space = state.space;
+  if (!space) return;
+  $('listen').hidden = true;
+  $('listen-rtc').hidden = true;
+  $('stop').hidden = false;
+  const listener = new RtcListener(space.id, {
+    token: token() || undefined,
+    onState: (s, detail) => {
+      state.rtc.listen = s;
+      state.listenState = `low latency: ${rtcText(s, detail)}`;
+      setStatus($('listen-state'), state.listenState, s === 'failed');
+    },
+    onEnded: () => refreshSpace(),
+  });
+  state.listener = listener;
+  try {
+    await listener.start();
+  } catch (e) {
+    // The state line says what went wrong; the session retries unless that cannot help.
+    if (listener.state === 'idle') setStatus($('listen-state'), `cannot play: ${e.message}`, true);
+  }
+}
+
 function stopListening() {
   if (state.listener) state.listener.stop();
   state.listener = null;
+  state.rtc.listen = 'idle';
   $('listen').hidden = false;
+  $('listen-rtc').hidden = false;
   $('stop').hidden = true;
   if (state.space) renderSpace(state.space);
 }
@@ -170,11 +210,49 @@ async function hostAction(action, okText) {
   await refreshList();
 }
 
+function setSpeakMode(mode, text, warn = false) {
+  state.speakMode = mode;
+  $('speak-mode').hidden = false;
+  setStatus($('speak-mode'), text, warn);
+}
+
+/**
+ * Speaks over WebRTC (WHIP); where the browser has no WebRTC or the first try fails for a reason
+ * the WebSocket path does not share (not a token, role or space problem), over the WebSocket.
+ */
 async function speak() {
   const space = state.space;
   if (!space) return;
   $('speak').hidden = true;
   $('unspeak').hidden = false;
+  let why = 'this browser has no WebRTC';
+  if (canWebRtc()) {
+    const rtc = new RtcSpeaker(space.id, token(), {
+      onState: (s, detail) => {
+        state.rtc.speak = s;
+        setStatus($('speak-state'), rtcText(s, detail), s === 'failed');
+      },
+    });
+    state.speaker = rtc;
+    setSpeakMode('webrtc', 'speaking over WebRTC (WHIP)');
+    try {
+      await rtc.start();
+      return;
+    } catch (e) {
+      if (state.speaker !== rtc) return; // stopped meanwhile
+      rtc.stop();
+      const refused = e instanceof RtcError && [401, 403, 404, 409, 410].includes(e.status);
+      if (!rtc.stream || refused) {
+        // No microphone, or the server refused the speaker: the WebSocket would not do better.
+        setStatus($('speak-state'), `cannot speak: ${e instanceof RtcError ? describe(e) : e.message}`, true);
+        stopSpeaking();
+        return;
+      }
+      why = `WebRTC failed: ${e instanceof RtcError ? describe(e) : e.message}`;
+    }
+  }
+  setSpeakMode('websocket', `speaking over WebSocket, because ${why}`, true);
+  state.rtc.speak = 'idle';
   state.speaker = new Speaker(space.id, token(), {
     onState: (s) => setStatus($('speak-state'), s),
     onError: (s) => setStatus($('speak-state'), s, true),
@@ -190,8 +268,11 @@ async function speak() {
 function stopSpeaking() {
   if (state.speaker) state.speaker.stop();
   state.speaker = null;
+  state.rtc.speak = 'idle';
+  state.speakMode = null;
   $('speak').hidden = false;
   $('unspeak').hidden = true;
+  $('speak-mode').hidden = true;
   refreshSpace();
 }
 
@@ -226,6 +307,7 @@ function wire() {
     }
   };
   $('listen').onclick = listen;
+  $('listen-rtc').onclick = listenLowLatency;
   $('stop').onclick = stopListening;
   $('start-space').onclick = () => hostAction(() => api.startSpace(token(), state.space.id), 'live');
   $('end-space').onclick = () => {
@@ -235,6 +317,8 @@ function wire() {
   $('speak').onclick = speak;
   $('unspeak').onclick = stopSpeaking;
   window.addEventListener('hashchange', route);
+  // Leaving the page ends WebRTC sessions at once (DELETE) rather than when they time out.
+  window.addEventListener('pagehide', leaveSpace);
 }
 
 // ---- meters and periodic refresh ----------------------------------------------------------
@@ -281,6 +365,20 @@ window.townhall = {
   listeners: () => state.listeners,
   verdict: () => $('verdict').textContent,
   space: () => (state.space ? state.space.id : null),
+  /** WebRTC connection states (`idle` when unused) and how the page speaks. */
+  rtc: () => ({ listen: state.rtc.listen, speak: state.rtc.speak, speakMode: state.speakMode }),
+  /** The WHEP listener's loudest level (RMS) and loud windows since it started. */
+  heard: () => (state.listener instanceof RtcListener ? state.listener.heard() : { peak: 0, loud: 0 }),
+  /** `pc.getStats()` of the WHEP listener's or WHIP speaker's session, in a few numbers. */
+  rtcStats: (which) => {
+    const s = which === 'speak' ? state.speaker : state.listener;
+    return s && s.session ? s.session.stats() : Promise.resolve(null);
+  },
+  /** The session's Location (what DELETE ends). */
+  rtcLocation: (which) => {
+    const s = which === 'speak' ? state.speaker : state.listener;
+    return s && s.session ? s.session.location : null;
+  },
 };
 
 wire();

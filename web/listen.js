@@ -1,7 +1,9 @@
 // Listening: program batches over WebSocket, decoded with WebCodecs and played through an
-// AudioWorklet; or, where WebCodecs is missing, the Ogg stream in an <audio> element.
+// AudioWorklet; or, where WebCodecs is missing, the Ogg stream in an <audio> element; or, for
+// the lowest latency, the program stream over WebRTC (WHEP).
 
 import { joinSpace, powChallenge, solvePow, wsUrl } from './api.js';
+import { RtcSession } from './rtc.js';
 import { parseProgramBatch } from './wire.js';
 
 /** True when this browser can decode Opus frames itself (WebCodecs). */
@@ -259,5 +261,95 @@ export class Listener {
     this.stopped = true;
     this.close();
     this.setState('not listening');
+  }
+}
+
+/** RMS of an analyser's current window (0..1). */
+function rmsOf(analyser, samples) {
+  analyser.getFloatTimeDomainData(samples);
+  let sum = 0;
+  for (const s of samples) sum += s * s;
+  return Math.sqrt(sum / samples.length);
+}
+
+/**
+ * A low-latency listener over WHEP: the program stream arrives as a WebRTC audio track and plays
+ * through Web Audio (an AnalyserNode feeds the level meter). Chrome only lets a remote track into
+ * Web Audio while it is attached to a media element, so it also goes to a muted <audio>.
+ * Calls `onState(state, detail)` (`connecting`, `connected`, `reconnecting`, `failed`, `closed`)
+ * and `onEnded()`.
+ */
+export class RtcListener {
+  constructor(spaceId, { token, onState, onEnded }) {
+    this.spaceId = spaceId;
+    this.token = token;
+    this.onState = onState;
+    this.onEnded = onEnded;
+    this.peak = 0;
+    this.loud = 0;
+  }
+
+  /** Starts (call from a user gesture); resolves once connected, rejects if the first try fails. */
+  async start() {
+    this.ctx = new AudioContext({ latencyHint: 'interactive' });
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = 2048;
+    this.samples = new Float32Array(this.analyser.fftSize);
+    this.analyser.connect(this.ctx.destination);
+    await this.ctx.resume();
+    this.audio = document.getElementById('rtc-audio');
+    // Speech comes in bursts and beeps can be 20 ms short: sample the level every 20 ms.
+    this.meter = setInterval(() => this.sample(), 20);
+    this.session = new RtcSession(`/whep/${encodeURIComponent(this.spaceId)}`, {
+      token: this.token,
+      setup: (pc) => pc.addTransceiver('audio', { direction: 'recvonly' }),
+      onTrack: (stream) => this.attach(stream),
+      onState: (state, detail) => {
+        this.onState(state, detail);
+        if (state === 'failed' && this.session.error && this.session.error.status === 410) this.onEnded();
+      },
+    });
+    return this.session.start();
+  }
+
+  /** Plays a (new) remote stream. */
+  attach(stream) {
+    if (this.source) this.source.disconnect();
+    this.audio.muted = true;
+    this.audio.srcObject = stream;
+    this.audio.play().catch(() => {});
+    this.source = this.ctx.createMediaStreamSource(stream);
+    this.source.connect(this.analyser);
+  }
+
+  sample() {
+    const level = this.level();
+    this.peak = Math.max(this.peak, level);
+    if (level > 0.01) this.loud += 1;
+  }
+
+  /** RMS of what is playing now (0..1). */
+  level() {
+    return this.analyser ? rmsOf(this.analyser, this.samples) : 0;
+  }
+
+  /** What was heard since the start: the loudest 43 ms window (RMS) and how many were loud. */
+  heard() {
+    return { peak: this.peak, loud: this.loud };
+  }
+
+  /** The session's connection state. */
+  get state() {
+    return this.session ? this.session.state : 'idle';
+  }
+
+  /** Stops listening (DELETE on the session) and releases the audio graph. */
+  stop() {
+    clearInterval(this.meter);
+    if (this.session) this.session.stop();
+    if (this.source) this.source.disconnect();
+    if (this.audio) this.audio.srcObject = null;
+    if (this.ctx) this.ctx.close();
+    this.analyser = null;
   }
 }

@@ -1,8 +1,10 @@
-// Speaking: microphone → AudioWorklet (20 ms frames) → WebCodecs Opus encoder → speaker frames
-// over the WebSocket. What comes back (the other speakers, without our own voice) is played.
+// Speaking over WebRTC (WHIP, the default), or, where that is missing or fails: microphone →
+// AudioWorklet (20 ms frames) → WebCodecs Opus encoder → speaker frames over the WebSocket.
+// Either way, what comes back (the other speakers, without our own voice) is played.
 
 import { wsUrl } from './api.js';
 import { Player } from './listen.js';
+import { RtcSession, canWebRtc } from './rtc.js';
 import { encodeSpeakerFrame, nowUs, parseProgramBatch } from './wire.js';
 
 const ENCODER_CONFIG = {
@@ -11,6 +13,11 @@ const ENCODER_CONFIG = {
   numberOfChannels: 1,
   bitrate: 32000,
   opus: { frameDuration: 20000 },
+};
+
+/** The microphone, cleaned up for speech. */
+const MIC_CONSTRAINTS = {
+  audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
 };
 
 /** True when this browser can encode Opus itself (WebCodecs). */
@@ -34,9 +41,7 @@ export class Speaker {
     const support = await AudioEncoder.isConfigSupported(ENCODER_CONFIG);
     if (!support.supported) throw new Error('this browser cannot encode 20 ms Opus frames');
     this.onState('opening microphone');
-    this.stream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
-    });
+    this.stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
     this.ctx = new AudioContext({ sampleRate: 48000, latencyHint: 'interactive' });
     await this.ctx.audioWorklet.addModule('/capture-worklet.js');
     const source = this.ctx.createMediaStreamSource(this.stream);
@@ -118,5 +123,74 @@ export class Speaker {
     if (this.player) this.player.close();
     this.peak = 0;
     this.onState('off air');
+  }
+}
+
+/**
+ * A speaker over WebRTC (WHIP): the microphone track goes out on a `sendrecv` transceiver and
+ * the server sends back, on the same track, everyone else on stage (not our own voice), which
+ * plays through an <audio> element. Calls `onState(state, detail)` with the session's state
+ * (`connecting`, `connected`, `reconnecting`, `failed`, `closed`).
+ */
+export class RtcSpeaker {
+  constructor(spaceId, token, { onState }) {
+    this.spaceId = spaceId;
+    this.token = token;
+    this.onState = onState;
+  }
+
+  /**
+   * Opens the microphone and publishes (call from a user gesture). Resolves once connected;
+   * rejects when the first try fails (an RtcError when the server said no): fall back then.
+   */
+  async start() {
+    if (!canWebRtc()) throw new Error('this browser has no WebRTC');
+    this.onState('connecting', 'opening microphone');
+    this.stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+    this.ctx = new AudioContext({ latencyHint: 'interactive' });
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = 1024;
+    this.samples = new Float32Array(this.analyser.fftSize);
+    this.ctx.createMediaStreamSource(this.stream).connect(this.analyser);
+    this.audio = document.getElementById('speak-audio');
+    const track = this.stream.getAudioTracks()[0];
+    this.session = new RtcSession(`/whip/${encodeURIComponent(this.spaceId)}`, {
+      token: this.token,
+      setup: (pc) => pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.stream] }),
+      onTrack: (stream) => this.hear(stream),
+      onState: this.onState,
+    });
+    return this.session.start();
+  }
+
+  /** Plays the other speakers. */
+  hear(stream) {
+    this.audio.srcObject = stream;
+    this.audio.play().catch(() => {});
+  }
+
+  /** The session's connection state. */
+  get state() {
+    return this.session ? this.session.state : 'idle';
+  }
+
+  /** Peak level of the microphone now (0..1). */
+  micLevel() {
+    if (!this.analyser) return 0;
+    this.analyser.getFloatTimeDomainData(this.samples);
+    let peak = 0;
+    for (const s of this.samples) peak = Math.max(peak, Math.abs(s));
+    return peak;
+  }
+
+  /** Stops publishing (DELETE on the session) and releases the microphone. */
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.session) this.session.stop();
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    if (this.ctx) this.ctx.close();
+    if (this.audio) this.audio.srcObject = null;
+    this.analyser = null;
   }
 }

@@ -1,6 +1,7 @@
 //! The page in a real browser: headless Chromium, driven over WebDriver (chromedriver), against a
 //! real server on loopback. Listening must produce audible output; speaking from Chromium's fake
-//! microphone must reach a Rust listener.
+//! microphone must reach a Rust listener (WebSocket fallback) and, over WHIP, a second page
+//! listening over WHEP.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Set
 //! `TOWNHALL_SKIP_BROWSER=1` to skip on a machine without them.
@@ -97,6 +98,9 @@ impl Browser {
             "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",
             "--autoplay-policy=no-user-gesture-required",
+            // WebRTC: the server's candidate is on loopback, where Chromium gathers none
+            // otherwise (a machine with only loopback would have no WebRTC at all).
+            "--allow-loopback-in-peer-connection",
         ];
         let mut all_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all_args.push(format!("--user-data-dir={}", profile.display()));
@@ -180,6 +184,19 @@ impl Browser {
         best
     }
 
+    /// Polls a script until `ok` accepts its value; returns the last value (check it: the wait
+    /// ends at `within` either way).
+    async fn wait_for(&self, js: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.script(js).await;
+            if ok(&v) || tokio::time::Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn close(self) {
         let _ = self.http.delete(&self.base).send().await;
     }
@@ -225,11 +242,13 @@ async fn the_page_plays_the_demo_space() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_creates_a_space_speaks_from_the_microphone_and_ends_it() {
+async fn a_host_creates_a_space_speaks_from_the_microphone_over_the_websocket_and_ends_it() {
     if browser_available().is_none() {
         return;
     }
-    let server = server().await;
+    // A node that takes no WebRTC session (503): the page falls back to the WebSocket.
+    let server =
+        server_with(townhall_server::Config { webrtc_max_sessions: 0, ..Default::default() }).await;
     let addr = server.addr();
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/")).await;
@@ -264,6 +283,16 @@ async fn a_host_creates_a_space_speaks_from_the_microphone_and_ends_it() {
         .wait_above("return window.townhall.micLevel()", 0.01, Duration::from_secs(10))
         .await;
     assert!(mic > 0.01, "the fake microphone produced no signal in the page: {mic}");
+    let rtc = browser.script("return window.townhall.rtc()").await;
+    assert_eq!(rtc["speakMode"], "websocket", "{rtc}");
+    let mode = page_text(&browser, "speak-mode").await;
+    assert_eq!(
+        mode,
+        concat!(
+            "speaking over WebSocket, because WebRTC failed: ",
+            "the server is busy or restarting (retry in 5 s)"
+        )
+    );
     let heard = listening.await.expect("listener");
     let loud = heard.pcm.chunks(4_800).filter(|c| rms(c) > 0.01).count();
     assert!(loud >= 5, "the listener heard the page's microphone in only {loud} 100 ms windows");
@@ -415,5 +444,155 @@ async fn under_attack_the_page_proves_it_is_not_a_bot_and_plays() {
     let state = browser.script("return window.townhall.state()").await;
     assert!(level > 0.01, "no audio after the proof of work (state {state})");
     browser.close().await;
+    server.shutdown().await;
+}
+
+/// `GET /api/v1/spaces/{id}`.
+async fn space_view(addr: SocketAddr, id: &str) -> Value {
+    http()
+        .get(format!("http://{addr}/api/v1/spaces/{id}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The sum of a counter's samples whose labels include every one of `labels`.
+async fn counter(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    let text =
+        http().get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await;
+    text.expect("metrics text")
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_speaks_over_whip_and_another_hears_it_over_whep() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "rtc-stage").await;
+    let page = format!("http://{addr}/#/space/rtc-stage");
+    let rtc = "return window.townhall.rtc()";
+    let stats = |which: &str| format!("return window.townhall.rtcStats('{which}')");
+    let secs = Duration::from_secs;
+
+    // A listener over WHEP connects while nobody speaks: it receives the program stream (silent
+    // frames) and measures silence.
+    let listener = Browser::start().await;
+    listener.goto(&page).await;
+    let shown =
+        listener.wait_for("return window.townhall.space()", secs(5), |v| v == "rtc-stage").await;
+    assert_eq!(shown, "rtc-stage", "the page did not show the space");
+    listener.click("listen-rtc").await;
+    let state = listener.wait_for(rtc, secs(15), |v| v["listen"] == "connected").await;
+    let why = listener.script("return window.townhall.state()").await;
+    assert_eq!(state["listen"], "connected", "WHEP did not connect: {why}");
+    let flowing = listener
+        .wait_for(&stats("listen"), secs(5), |v| v["packetsReceived"].as_u64() >= Some(25))
+        .await;
+    assert!(flowing["packetsReceived"].as_u64() >= Some(25), "no program packets: {flowing}");
+    let quiet = listener.script("return window.townhall.heard()").await;
+    assert!(
+        quiet["peak"].as_f64().is_some_and(|p| p < 0.003),
+        "sound before anyone spoke: {quiet}"
+    );
+    let view = space_view(addr, "rtc-stage").await;
+    assert_eq!(view["listeners_by_protocol"]["webrtc"], 1, "{view}");
+
+    // The host speaks from the fake microphone (a 400 Hz beep every half second) over WHIP.
+    let speaker = Browser::start().await;
+    speaker.goto(&format!("http://{addr}/")).await;
+    let token = json!(server.host_token());
+    speaker.script(&format!("localStorage.setItem('townhall.token', {token}); return true")).await;
+    speaker.goto(&page).await;
+    let controls = speaker
+        .wait_for("return !document.getElementById('host-controls').hidden", secs(5), |v| v == true)
+        .await;
+    assert_eq!(controls, true, "no host controls");
+    speaker.click("speak").await;
+    let state = speaker.wait_for(rtc, secs(15), |v| v["speak"] == "connected").await;
+    let line = page_text(&speaker, "speak-state").await;
+    assert_eq!(state["speak"], "connected", "WHIP did not connect: {line}");
+    assert_eq!(state["speakMode"], "webrtc", "{state}");
+    assert_eq!(page_text(&speaker, "speak-mode").await, "speaking over WebRTC (WHIP)");
+    assert_eq!(line, "connected");
+    let view = space_view(addr, "rtc-stage").await;
+    assert_eq!(view["speakers"][0]["identity"], "host", "{view}");
+
+    // The listener hears the beeps through its AnalyserNode.
+    let heard = listener
+        .wait_for("return window.townhall.heard()", secs(15), |v| v["loud"].as_u64() >= Some(3))
+        .await;
+    let sent = speaker.script(&stats("speak")).await;
+    let got = listener.script(&stats("listen")).await;
+    let peak = heard["peak"].as_f64().unwrap_or(0.0);
+    assert!(
+        peak > 0.02 && heard["loud"].as_u64() >= Some(3),
+        "the WHEP page did not hear the WHIP page: {heard}; speaker {sent}; listener {got}"
+    );
+    // The speaker's `sendrecv` track also brings audio back (its mix-minus: silence here).
+    assert!(sent["packetsReceived"].as_u64() > Some(0), "nothing came back to the speaker: {sent}");
+
+    // The listener's session is lost (here: ended behind its back): the page notices, makes a
+    // new one and hears again.
+    let old = listener.script("return window.townhall.rtcLocation('listen')").await;
+    let old = old.as_str().expect("a WHEP session Location").to_owned();
+    assert!(old.starts_with(&format!("http://{addr}/whep/rtc-stage/")), "{old}");
+    let res = http().delete(&old).send().await.expect("delete");
+    assert_eq!(res.status(), 200);
+    let again = listener
+        .wait_for(
+            "return [window.townhall.rtc().listen, window.townhall.rtcLocation('listen')]",
+            secs(30),
+            |v| v[0] == "connected" && v[1].as_str().is_some_and(|l| l != old),
+        )
+        .await;
+    let why = listener.script("return window.townhall.state()").await;
+    assert!(
+        again[0] == "connected" && again[1].as_str().is_some_and(|l| l != old),
+        "the listener did not reconnect: {again} ({why})"
+    );
+    let before = listener.script("return window.townhall.heard().loud").await.as_u64().unwrap_or(0);
+    let louder = listener
+        .wait_for("return window.townhall.heard().loud", secs(10), |v| {
+            v.as_u64().is_some_and(|n| n >= before + 3)
+        })
+        .await;
+    assert!(louder.as_u64().is_some_and(|n| n >= before + 3), "silent after reconnecting");
+
+    // Stopping sends DELETE: the speaker leaves the stage at once.
+    let route = "route=\"/whip/{id}/{session}\"";
+    let deletes = counter(addr, "townhall_http_requests_total", &[route, "status=\"200\""]).await;
+    speaker.click("unspeak").await;
+    let deadline = tokio::time::Instant::now() + secs(5);
+    loop {
+        let view = space_view(addr, "rtc-stage").await;
+        if view["speakers"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still on stage: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = counter(addr, "townhall_http_requests_total", &[route, "status=\"200\""]).await;
+    assert!(after > deletes, "the page sent no DELETE for its WHIP session");
+    listener.click("stop").await;
+    let deadline = tokio::time::Instant::now() + secs(5);
+    loop {
+        let view = space_view(addr, "rtc-stage").await;
+        if view["listeners_by_protocol"]["webrtc"] == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still counted: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    speaker.close().await;
+    listener.close().await;
     server.shutdown().await;
 }
