@@ -104,6 +104,7 @@ pub async fn run(cfg: LaunchDayConfig) -> LaunchDayReport {
         protocol: listen::Protocol::Ws,
         late_budget: Duration::from_millis(500),
         read_buffer: 4_096,
+        token: None,
     });
     let started = Instant::now();
     let incumbents = tokio::spawn(listen::run(listen_cfg, incumbent_stats.clone()));

@@ -25,6 +25,8 @@ pub enum Protocol {
     Ogg,
     /// LL-HLS (Townhall's `/hls/{id}/index.m3u8`, directly or through a cache).
     Hls,
+    /// WHEP (WebRTC): `POST /whep/{id}`, then Opus over SRTP on UDP.
+    Whep,
 }
 
 /// A listen run.
@@ -47,6 +49,8 @@ pub struct ListenConfig {
     pub late_budget: Duration,
     /// Per-connection read buffer, bytes.
     pub read_buffer: usize,
+    /// Token for WHEP (`Authorization: Bearer`); the other protocols carry it in the path.
+    pub token: Option<String>,
 }
 
 /// Ogg lateness is only judged this long after connecting (the burst of recent pages a server
@@ -63,6 +67,7 @@ pub fn townhall_path(protocol: Protocol, space: &str, batch: usize, token: Optio
         Protocol::Ogg if token.is_empty() => format!("/live/{space}.opus"),
         Protocol::Ogg => format!("/live/{space}.opus?{}", token.trim_end_matches('&')),
         Protocol::Hls => format!("/hls/{space}/index.m3u8"),
+        Protocol::Whep => format!("/whep/{space}"),
     }
 }
 
@@ -74,16 +79,21 @@ pub async fn run(cfg: Arc<ListenConfig>, stats: Arc<Stats>) {
         .map_or(Duration::ZERO, |r| Duration::from_secs_f64(cfg.listeners as f64 / r.max(0.001)));
     let deadline = start + ramp_time + cfg.duration;
     let mut tasks = tokio::task::JoinSet::new();
+    // WebRTC clients share one DTLS certificate (making one per client costs more than the rest
+    // of the handshake).
+    let cert =
+        if cfg.protocol == Protocol::Whep { townhall_webrtc::shared_certificate() } else { None };
     for n in 0..cfg.listeners {
         if let Some(rate) = cfg.ramp {
             tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate)).await;
         }
-        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let (cfg, stats, cert) = (cfg.clone(), stats.clone(), cert.clone());
         tasks.spawn(async move {
             match cfg.protocol {
                 Protocol::Ws => ws_listener(&cfg, &stats, n, deadline).await,
                 Protocol::Ogg => ogg_listener(&cfg, &stats, n, deadline).await,
                 Protocol::Hls => hls_listener(&cfg, &stats, n, deadline).await,
+                Protocol::Whep => whep_listener(&cfg, &stats, n, deadline, cert).await,
             }
         });
     }
@@ -122,14 +132,14 @@ async fn open(
         let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await?;
         let head = match cfg.protocol {
             Protocol::Ws => http::ws_handshake(&mut stream, &cfg.target, &cfg.path, buf).await?,
-            Protocol::Ogg | Protocol::Hls => {
+            Protocol::Ogg | Protocol::Hls | Protocol::Whep => {
                 http::get(&mut stream, &cfg.target, &cfg.path, "Icy-MetaData: 0\r\n").await?;
                 http::read_head(&mut stream, buf).await?
             }
         };
         let ok = match cfg.protocol {
             Protocol::Ws => head.status == 101,
-            Protocol::Ogg | Protocol::Hls => head.status == 200,
+            Protocol::Ogg | Protocol::Hls | Protocol::Whep => head.status == 200,
         };
         if ok {
             Ok((stream, head))
@@ -227,6 +237,70 @@ async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Inst
             return;
         }
     }
+}
+
+/// A WHEP listener: offers, connects over UDP, and judges each frame by the capture time the
+/// server stamps on it (`abs-capture-time`: the speaker's capture time, present while someone
+/// speaks). Both the latency and the mouth-to-ear figures are arrival minus that time.
+async fn whep_listener(
+    cfg: &ListenConfig,
+    stats: &Stats,
+    n: usize,
+    deadline: Instant,
+    cert: Option<townhall_webrtc::peer::DtlsCert>,
+) {
+    Stats::add(&stats.attempted, 1);
+    let source = cfg.target.source_ip(n);
+    let mode = crate::rtc_client::Mode::Subscribe;
+    let connecting = timeout(CONNECT_TIMEOUT, async {
+        let mut session = crate::rtc_client::connect(
+            &cfg.target,
+            source,
+            &cfg.path,
+            cfg.token.as_deref(),
+            mode,
+            cert,
+        )
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        session.connected(CONNECT_TIMEOUT).await.map_err(|e| io::Error::other(e.to_string()))?;
+        Ok::<_, io::Error>(session)
+    })
+    .await;
+    let Ok(Ok(mut session)) = connecting else {
+        Stats::add(&stats.failed, 1);
+        return;
+    };
+    let _connected = Connected::new(stats);
+    let budget_us = cfg.late_budget.as_micros() as u64;
+    let mut seqs = SeqTracker::default();
+    loop {
+        match timeout_at(deadline, session.audio.recv()).await {
+            Err(_) => break,
+            Ok(None) => {
+                Stats::add(&stats.disconnects, 1);
+                break;
+            }
+            Ok(Some(frame)) => {
+                Stats::add(&stats.frames, 1);
+                // RTP header, SRTP tag and UDP/IP headers are not seen here: count the payload
+                // plus the 12-byte RTP header and 10-byte SRTP tag.
+                Stats::add(&stats.bytes, frame.payload.len() as u64 + 22);
+                Stats::add(&stats.gaps, seqs.observe(frame.seq));
+                if let Some(captured) = frame.capture_us {
+                    let age = townhall_media_clock().saturating_sub(captured);
+                    stats.latency.record(age);
+                    stats.mouth_to_ear.record(age);
+                    if age > budget_us {
+                        Stats::add(&stats.late, 1);
+                    }
+                }
+            }
+        }
+    }
+    let location = session.location.clone();
+    session.stop().await;
+    let _ = crate::rtc_client::delete(&cfg.target, source, &location).await;
 }
 
 /// Microseconds since the Unix epoch (the clock program frames are stamped with).

@@ -16,7 +16,7 @@ use townhall_load::launch_day::{self, LaunchDayConfig};
 use townhall_load::listen::{self, ListenConfig, Protocol};
 use townhall_load::slowloris::{self, SlowlorisConfig, SlowlorisStats};
 use townhall_load::slowread::{self, SlowreadConfig, SlowreadStats};
-use townhall_load::speak::{self, SpeakConfig, Voice};
+use townhall_load::speak::{self, SpeakConfig, SpeakProtocol, Voice};
 use townhall_load::stats::{Snapshot, Stats};
 use townhall_load::target::Target;
 use townhall_load::{Quantiles, procstat};
@@ -168,7 +168,7 @@ struct ListenArgs {
     /// Seconds to listen once all are connected.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// ws (Townhall WebSocket) or ogg (Ogg/Opus over HTTP).
+    /// ws (Townhall WebSocket), ogg (Ogg/Opus over HTTP), hls (LL-HLS) or whep (WebRTC).
     #[arg(long, value_enum, default_value_t = Protocol::Ws)]
     protocol: Protocol,
     /// Listeners opened per second (default: all at once).
@@ -216,6 +216,9 @@ struct SpeakArgs {
     /// Ogg/Opus file (mono, 20 ms frames) to speak, looped.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// ws (WebSocket speaker frames) or whip (WebRTC).
+    #[arg(long, value_enum, default_value_t = SpeakProtocol::Ws)]
+    protocol: SpeakProtocol,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,6 +328,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         protocol: a.protocol,
         late_budget: Duration::from_millis(a.late_ms),
         read_buffer: 4_096,
+        token: a.token.clone(),
     });
     let stats = Arc::new(Stats::default());
     let ramp_secs = a.ramp.map_or(0.0, |r| a.listeners as f64 / r);
@@ -487,6 +491,7 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
         token: speaker_token(&a)?,
         duration,
         voice,
+        protocol: a.protocol,
     };
     eprintln!("speak: into {} on {} for {}s", cfg.space, cfg.target, a.duration);
     let report = speak::run(&cfg).await?;

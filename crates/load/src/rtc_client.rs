@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use townhall_webrtc::{AudioIn, Direction, Peer, PeerConfig, PeerEvent, Transmit};
+use townhall_webrtc::{AudioIn, Direction, OutgoingFrame, Peer, PeerConfig, PeerEvent, Transmit};
 
 use crate::http::{self, ReadBuf};
 use crate::target::Target;
@@ -137,9 +137,13 @@ pub async fn connect(
     })
 }
 
-/// `DELETE`s a session resource; returns the status.
-pub async fn delete(target: &Target, location: &str) -> Result<u16, RtcClientError> {
-    let mut stream = http::connect(target, target.source_ip(0)).await?;
+/// `DELETE`s a session resource from `source`; returns the status.
+pub async fn delete(
+    target: &Target,
+    source: IpAddr,
+    location: &str,
+) -> Result<u16, RtcClientError> {
+    let mut stream = http::connect(target, source).await?;
     let req = format!(
         "DELETE {location} HTTP/1.1\r\nHost: {}\r\nUser-Agent: townhall-load\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         target.addr
@@ -231,9 +235,16 @@ impl Driver {
                 }
                 frame = outgoing.recv(), if outgoing_open => match frame {
                     Some((seq, payload, capture_us)) => {
-                        let rtp_time = u64::from(seq) * townhall_webrtc::OPUS_FRAME_TICKS;
-                        let payload: Arc<[u8]> = Arc::from(&payload[..]);
-                        self.peer.write_audio(Instant::now(), rtp_time, payload, Some(capture_us));
+                        let frame = OutgoingFrame {
+                            rtp_time: u64::from(seq) * townhall_webrtc::OPUS_FRAME_TICKS,
+                            payload: Arc::from(&payload[..]),
+                            capture_us: Some(capture_us),
+                        };
+                        let socket = &self.socket;
+                        let mut send = |t: &Transmit| {
+                            let _ = socket.try_send_to(&t.contents, t.destination);
+                        };
+                        self.peer.write_audio(Instant::now(), frame, &mut send, &mut events);
                     }
                     None => outgoing_open = false,
                 },

@@ -35,6 +35,17 @@ pub struct SpeakConfig {
     pub duration: Duration,
     /// What to send.
     pub voice: Voice,
+    /// How to send it.
+    pub protocol: SpeakProtocol,
+}
+
+/// How the bot reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpeakProtocol {
+    /// Townhall's WebSocket speaker frames (send time in each frame).
+    Ws,
+    /// WHIP (WebRTC): RTP with `abs-capture-time`, the mix-minus coming back on the same track.
+    Whip,
 }
 
 /// What happened.
@@ -113,6 +124,9 @@ impl Source {
 
 /// Speaks for the configured duration in real time (one frame every 20 ms).
 pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
+    if cfg.protocol == SpeakProtocol::Whip {
+        return run_whip(cfg).await;
+    }
     let mut source = Source::new(&cfg.voice)?;
     let mut stream = http::connect(&cfg.target, cfg.target.source_ip(0)).await?;
     let mut buf = ReadBuf::new(16 * 1024);
@@ -179,5 +193,53 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
         .and_then(Result::ok)
         .unwrap_or_default();
     report.frames_sent = frames_sent;
+    Ok(report)
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Speaks over WHIP, hearing the mix-minus back.
+async fn run_whip(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
+    let mut source = Source::new(&cfg.voice)?;
+    let path = format!("/whip/{}", cfg.space);
+    let mode = crate::rtc_client::Mode::Publish { hear_back: true };
+    let source_ip = cfg.target.source_ip(0);
+    let connect =
+        crate::rtc_client::connect(&cfg.target, source_ip, &path, Some(&cfg.token), mode, None);
+    let mut session = match connect.await {
+        Ok(s) => s,
+        Err(crate::rtc_client::RtcClientError::Refused { status, .. }) => {
+            return Err(SpeakError::Refused(status));
+        }
+        Err(e) => return Err(SpeakError::Io(std::io::Error::other(e.to_string()))),
+    };
+    session
+        .connected(Duration::from_secs(10))
+        .await
+        .map_err(|e| SpeakError::Io(std::io::Error::other(e.to_string())))?;
+    let mut report = SpeakReport::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let end = Instant::now() + cfg.duration;
+    while Instant::now() < end {
+        tokio::select! {
+            _ = tick.tick() => {
+                let frame = (report.frames_sent as u32, source.next(), now_us());
+                if session.send.send(frame).await.is_err() {
+                    report.errors.push("the WebRTC session ended".into());
+                    break;
+                }
+                report.frames_sent += 1;
+            }
+            Some(_) = session.audio.recv() => report.frames_received += 1,
+        }
+    }
+    let location = session.location.clone();
+    session.stop().await;
+    let _ = crate::rtc_client::delete(&cfg.target, source_ip, &location).await;
     Ok(report)
 }

@@ -157,7 +157,7 @@ impl SpaceMix {
                 space: self.feed.space().clone(),
                 seq: frame.seq,
                 payload: frame.payload.clone(),
-                capture_us: frame.mixed_at_us.saturating_sub(u64::from(frame.capture_age_us)),
+                capture_us: view.captured_at_us(),
             });
         }
         self.ogg_pending += 1;

@@ -26,7 +26,9 @@ use tokio::sync::{mpsc, watch};
 use townhall_core::SpaceId;
 use townhall_media::{SpeakerFrame, check_opus_frame};
 use townhall_shield::Gcra;
-use townhall_webrtc::{Hub, HubConfig, Outputs, Peer, PeerConfig, PeerEvent, PeerId, Transmit};
+use townhall_webrtc::{
+    Hub, HubConfig, OutgoingFrame, Outputs, Peer, PeerConfig, PeerEvent, PeerId, Transmit,
+};
 
 use crate::clock;
 use crate::config::Config;
@@ -52,8 +54,8 @@ pub struct ProgramPacket {
     pub seq: u32,
     /// The Opus packet (shared with every other egress).
     pub payload: Bytes,
-    /// When the oldest speaker audio in it was captured, µs since the epoch.
-    pub capture_us: u64,
+    /// When the oldest speaker audio in it was captured, µs since the epoch (none: silence).
+    pub capture_us: Option<u64>,
 }
 
 /// What a session is for.
@@ -93,7 +95,7 @@ impl SessionKind {
 enum Command {
     Add { key: String, space: SpaceId, peer: Box<Peer>, role: SessionRole },
     Remove(String),
-    Return { key: String, seq: u32, payload: Bytes, capture_us: u64 },
+    Return { key: String, seq: u32, payload: Bytes, capture_us: Option<u64> },
     EndSpace(SpaceId),
 }
 
@@ -288,7 +290,7 @@ impl RtcNode {
     }
 
     /// Sends a speaker's mix-minus frame down its track.
-    pub fn send_return(&self, key: &str, seq: u32, payload: Bytes, capture_us: u64) {
+    pub fn send_return(&self, key: &str, seq: u32, payload: Bytes, capture_us: Option<u64>) {
         let cmd = Command::Return { key: key.to_owned(), seq, payload, capture_us };
         let _ = self.commands.send(cmd);
     }
@@ -484,7 +486,9 @@ impl EventLoop {
         let mut send = |t: &Transmit| send_now(socket, counters, t);
         let mut out = Outputs { send: &mut send, events };
         for id in ids {
-            hub.write_audio(*id, now, rtp_time, &payload, Some(packet.capture_us), &mut out);
+            let frame =
+                OutgoingFrame { rtp_time, payload: payload.clone(), capture_us: packet.capture_us };
+            hub.write_audio(*id, now, frame, &mut out);
         }
         counters.frames_sent.increment(ids.len() as u64);
     }
@@ -526,7 +530,7 @@ impl EventLoop {
                 let EventLoop { hub, events, counters, .. } = self;
                 let mut send = |t: &Transmit| send_now(socket, counters, t);
                 let mut out = Outputs { send: &mut send, events };
-                hub.write_audio(id, now, rtp_time, &payload, Some(capture_us), &mut out);
+                hub.write_audio(id, now, OutgoingFrame { rtp_time, payload, capture_us }, &mut out);
             }
             Command::EndSpace(space) => {
                 let ids: Vec<PeerId> = self

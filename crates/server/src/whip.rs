@@ -207,8 +207,8 @@ async fn watch_speaker(
             batch = recv_opt(&mut returns) => match batch {
                 Some(batch) => {
                     let _ = parse_program_batch(&batch, |f| {
-                        let capture_us = f.mixed_at_us.saturating_sub(u64::from(f.capture_age_us));
-                        app.rtc.send_return(&key, f.seq, batch.slice_ref(f.payload), capture_us);
+                        let payload = batch.slice_ref(f.payload);
+                        app.rtc.send_return(&key, f.seq, payload, f.captured_at_us());
                     });
                 }
                 None => break,

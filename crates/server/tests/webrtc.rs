@@ -124,9 +124,10 @@ async fn a_whip_tone_reaches_websocket_and_whep_listeners() {
 
     // DELETE ends a session; a second DELETE finds nothing.
     let t = target(addr);
-    assert_eq!(rtc_client::delete(&t, &whep.location).await.expect("delete"), 200);
-    assert_eq!(rtc_client::delete(&t, &whep.location).await.expect("delete"), 404);
-    assert_eq!(rtc_client::delete(&t, &speaker.location).await.expect("delete"), 200);
+    let lo = "127.0.0.1".parse().expect("ip");
+    assert_eq!(rtc_client::delete(&t, lo, &whep.location).await.expect("delete"), 200);
+    assert_eq!(rtc_client::delete(&t, lo, &whep.location).await.expect("delete"), 404);
+    assert_eq!(rtc_client::delete(&t, lo, &speaker.location).await.expect("delete"), 200);
     sender.abort();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let view: serde_json::Value = http()

@@ -8,13 +8,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::Input;
 use str0m::net::Transmit;
 
-use crate::peer::{Peer, PeerEvent, receive};
+use crate::peer::{OutgoingFrame, Peer, PeerEvent, receive};
 
 /// A peer's handle in its hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,16 +181,17 @@ impl Hub {
         &mut self,
         id: PeerId,
         now: Instant,
-        rtp_time: u64,
-        payload: &Arc<[u8]>,
-        capture_us: Option<u64>,
+        frame: OutgoingFrame,
         out: &mut Outputs<'_>,
     ) {
         let Some(slot) = self.peers.get_mut(&id) else { return };
         if !slot.peer.is_connected() {
             return;
         }
-        slot.peer.write_audio(now, rtp_time, payload.clone(), capture_us);
+        let mut events = std::mem::take(&mut self.scratch);
+        slot.peer.write_audio(now, frame, out.send, &mut events);
+        out.events.extend(events.drain(..).map(|e| (id, e)));
+        self.scratch = events;
         self.settle(id, now, out);
     }
 
@@ -245,6 +245,7 @@ mod tests {
     use super::*;
     use crate::offer::{Intent, check_offer};
     use crate::peer::{AudioIn, PeerConfig, shared_certificate};
+    use std::sync::Arc;
     use str0m::media::Direction;
 
     const SERVER: &str = "10.0.0.1:5000";
@@ -304,7 +305,12 @@ mod tests {
                 hub.tick(now, &mut out);
                 if step % 20 == 0 {
                     for id in ids {
-                        hub.write_audio(*id, now, step / 20 * 960, &payload, None, &mut out);
+                        let frame = OutgoingFrame {
+                            rtp_time: step / 20 * 960,
+                            payload: payload.clone(),
+                            capture_us: None,
+                        };
+                        hub.write_audio(*id, now, frame, &mut out);
                     }
                 }
             }
@@ -321,7 +327,12 @@ mod tests {
                 }
                 c.peer.tick(now);
                 if step % 20 == 0 {
-                    c.peer.write_audio(now, step / 20 * 960, payload.clone(), Some(1_000_000));
+                    let frame = OutgoingFrame {
+                        rtp_time: step / 20 * 960,
+                        payload: payload.clone(),
+                        capture_us: Some(1_000_000),
+                    };
+                    c.peer.write_audio(now, frame, &mut send, &mut out_events);
                 }
                 c.peer.drain(now, &mut send, &mut out_events);
                 for e in out_events {

@@ -14,7 +14,8 @@ pub mod peer;
 pub use hub::{Hub, HubConfig, Outputs, PeerId};
 pub use offer::{Intent, OfferError, check_offer};
 pub use peer::{
-    AudioIn, OPUS_FRAME_TICKS, Peer, PeerConfig, PeerError, PeerEvent, shared_certificate,
+    AudioIn, OPUS_FRAME_TICKS, OutgoingFrame, Peer, PeerConfig, PeerError, PeerEvent,
+    shared_certificate,
 };
 pub use str0m::change::SdpPendingOffer;
 pub use str0m::media::Direction;

@@ -82,6 +82,17 @@ pub struct AudioIn {
     pub payload: Arc<[u8]>,
 }
 
+/// One Opus frame to send.
+#[derive(Debug, Clone)]
+pub struct OutgoingFrame {
+    /// RTP time (48 kHz): frame number × 960.
+    pub rtp_time: u64,
+    /// The Opus packet, shared by every peer it goes to.
+    pub payload: Arc<[u8]>,
+    /// Capture time of the audio in it (µs since the epoch), sent as `abs-capture-time`.
+    pub capture_us: Option<u64>,
+}
+
 /// What happened to a peer.
 #[derive(Debug, Clone)]
 pub enum PeerEvent {
@@ -238,25 +249,33 @@ impl Peer {
         }
     }
 
-    /// Sends one 20 ms Opus frame at RTP time `rtp_time` (drain afterwards). Frames written
-    /// before the peer is connected are dropped, as WebRTC does.
+    /// Sends one 20 ms Opus frame at RTP time `rtp_time`, and drains (see [`Peer::drain`]).
+    /// Frames written before the peer is connected are dropped, as WebRTC does.
     pub fn write_audio(
         &mut self,
         now: Instant,
-        rtp_time: u64,
-        payload: Arc<[u8]>,
-        capture_us: Option<u64>,
-    ) {
-        let (Some(mid), Some(pt), true) = (self.audio, self.pt, self.connected) else { return };
-        let Some(mut writer) = self.rtc.writer(mid) else { return };
-        if let Some(us) = capture_us {
+        frame: OutgoingFrame,
+        send: &mut dyn FnMut(&Transmit),
+        events: &mut Vec<PeerEvent>,
+    ) -> Instant {
+        let (Some(mid), Some(pt), true) = (self.audio, self.pt, self.connected) else {
+            return self.timeout;
+        };
+        let Some(mut writer) = self.rtc.writer(mid) else { return self.timeout };
+        if let Some(us) = frame.capture_us {
             let capture_time = UNIX_EPOCH + Duration::from_micros(us);
             writer = writer.abs_capture_time(AbsCaptureTime { capture_time, clock_offset: None });
         }
-        let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
-        if let Err(e) = writer.write(pt, now, time, payload) {
+        let time = MediaTime::new(frame.rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        if let Err(e) = writer.write(pt, now, time, frame.payload) {
             tracing::debug!("webrtc write failed: {e}");
+            return self.drain(now, send, events);
         }
+        // str0m packetizes written frames on its next time input: give it one now, so the
+        // frame leaves at once rather than after another trip through the timers. (A write
+        // produces no output of its own, so nothing is left undrained between the two.)
+        self.tick(now);
+        self.drain(now, send, events)
     }
 
     /// Runs str0m until it wants to wait: datagrams go to `send`, events to `events`. Returns
