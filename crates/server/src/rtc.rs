@@ -449,9 +449,16 @@ impl EventLoop {
         }
         let ids: Vec<PeerId> = self.sessions.keys().copied().collect();
         for id in ids {
-            self.hub.remove(id);
-            self.forget(id);
+            self.hang_up(&socket, id);
         }
+    }
+
+    /// Ends a session the server decided to end, telling the peer.
+    fn hang_up(&mut self, socket: &UdpSocket, id: PeerId) {
+        let EventLoop { hub, counters, .. } = self;
+        let mut send = |t: &Transmit| send_now(socket, counters, t);
+        hub.hang_up(id, Instant::now(), &mut send);
+        self.forget(id);
     }
 
     fn on_datagram(&mut self, socket: &UdpSocket, from: SocketAddr, bytes: &[u8]) {
@@ -513,10 +520,7 @@ impl EventLoop {
                 self.sessions.insert(id, Session { key, space, role });
             }
             Command::Remove(key) => match self.by_key.get(&key).copied() {
-                Some(id) => {
-                    self.hub.remove(id);
-                    self.forget(id);
-                }
+                Some(id) => self.hang_up(socket, id),
                 // Not handed over yet: its `Add` will find no reservation and drop the peer.
                 None => {
                     self.registry.lock().unwrap_or_else(|p| p.into_inner()).release(&key);
@@ -540,8 +544,7 @@ impl EventLoop {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
-                    self.hub.remove(id);
-                    self.forget(id);
+                    self.hang_up(socket, id);
                 }
             }
         }

@@ -126,6 +126,12 @@ async fn a_whip_tone_reaches_websocket_and_whep_listeners() {
     let t = target(addr);
     let lo = "127.0.0.1".parse().expect("ip");
     assert_eq!(rtc_client::delete(&t, lo, &whep.location).await.expect("delete"), 200);
+    // The server tells the peer (DTLS close_notify): the client knows at once, not by timeout.
+    let told = tokio::time::Instant::now();
+    while !whep.is_closed() && told.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(whep.is_closed(), "the WHEP client was told its session ended");
     assert_eq!(rtc_client::delete(&t, lo, &whep.location).await.expect("delete"), 404);
     assert_eq!(rtc_client::delete(&t, lo, &speaker.location).await.expect("delete"), 200);
     sender.abort();

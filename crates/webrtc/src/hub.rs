@@ -114,6 +114,14 @@ impl Hub {
         Some(slot.peer)
     }
 
+    /// Ends a peer and tells its remote side (see [`Peer::hang_up`]); not reported as an event.
+    pub fn hang_up(&mut self, id: PeerId, now: Instant, send: &mut dyn FnMut(&Transmit)) {
+        if let Some(slot) = self.peers.get_mut(&id) {
+            slot.peer.hang_up(now, send);
+        }
+        self.remove(id);
+    }
+
     /// Whether the peer exists and media flows to it.
     pub fn is_connected(&self, id: PeerId) -> bool {
         self.peers.get(&id).is_some_and(|s| s.peer.is_connected())

@@ -331,7 +331,19 @@ impl Peer {
         }
     }
 
-    /// Ends the session; it produces nothing more.
+    /// Ends the session and tells the remote side (RTCP BYE, DTLS close_notify), so a browser
+    /// learns at once rather than by timeout.
+    pub fn hang_up(&mut self, now: Instant, send: &mut dyn FnMut(&Transmit)) {
+        if self.is_closed() {
+            return;
+        }
+        if self.rtc.close().is_ok() {
+            self.drain(now, send, &mut Vec::new());
+        }
+        self.close();
+    }
+
+    /// Ends the session at once; it produces nothing more.
     pub fn close(&mut self) {
         self.closed = true;
         self.rtc.disconnect();
