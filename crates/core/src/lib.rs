@@ -7,6 +7,7 @@ pub mod directory;
 pub mod id;
 pub mod pow;
 pub mod role;
+pub mod room;
 pub mod space;
 pub mod stage;
 pub mod time;
@@ -16,6 +17,10 @@ pub use directory::{Directory, DirectoryError};
 pub use id::{IdError, Identity, SpaceId};
 pub use pow::{PowError, solve as solve_pow};
 pub use role::Role;
+pub use room::{
+    Action, HandLowered, Member, ModAction, ModerationEntry, Mute, Presence, Reaction, Room,
+    RoomConfig, RoomError, RoomErrorKind, RoomEvent, RoomView,
+};
 pub use space::{NewSpace, Space, SpaceError, SpaceState};
 pub use stage::{Seated, Stage, StageError};
 pub use time::UnixTime;

@@ -19,7 +19,7 @@ use townhall_media::{Mixer, OggOpusMuxer, ProgramFrame, ProgramFrameView, Source
 use crate::clock;
 use crate::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
 use crate::hls::HlsStore;
-use crate::metrics::{MIXER_LATE_TICKS, MIXER_TICKS};
+use crate::metrics::{FRAMES_DROPPED, MIXER_LATE_TICKS, MIXER_TICKS};
 use crate::rtc::ProgramPacket;
 
 const TICK: Duration = Duration::from_millis(townhall_media::FRAME_MS as u64);
@@ -153,12 +153,16 @@ impl SpaceMix {
         self.hls.push(frame.payload.clone(), frame.mixed_at_us);
         if self.feed.listeners(Protocol::Webrtc) > 0 {
             // Never waits: a WebRTC loop that is behind loses frames, the mixer does not.
-            let _ = self.rtc.try_send(ProgramPacket {
+            let sent = self.rtc.try_send(ProgramPacket {
                 space: self.feed.space().clone(),
                 seq: frame.seq,
                 payload: frame.payload.clone(),
                 capture_us: view.captured_at_us(),
+                mixed_at_us: frame.mixed_at_us,
             });
+            if sent.is_err() {
+                metrics::counter!(FRAMES_DROPPED, "protocol" => "webrtc").increment(1);
+            }
         }
         self.ogg_pending += 1;
         match self.ogg.push(&frame.payload, end_of_stream) {

@@ -54,6 +54,9 @@ pub const WEBRTC_SESSIONS: &str = "townhall_webrtc_sessions";
 /// Counter: WebRTC datagrams, by `result` (`sent`, `dropped` when the socket buffer was full,
 /// `received`).
 pub const WEBRTC_DATAGRAMS: &str = "townhall_webrtc_datagrams_total";
+/// Histogram (summary): seconds from mixing a program frame to the WebRTC loop writing it to
+/// its WHEP listeners (whether the loop keeps up).
+pub const WEBRTC_EGRESS_LAG: &str = "townhall_webrtc_egress_lag_seconds";
 
 /// Counts each routed request by route pattern and status (for cache effectiveness: how often
 /// the origin served what a CDN should have).
@@ -86,7 +89,7 @@ pub fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(LISTENERS, "Listeners connected, by space and protocol.");
     describe_gauge!(SPEAKERS, "Speakers on stage, by space.");
     describe_counter!(FRAMES_SENT, "Program frames written to listeners, by protocol.");
@@ -107,5 +110,6 @@ fn describe() {
     describe_counter!(HLS_REQUESTS, "HLS requests reaching the origin, by kind.");
     describe_gauge!(WEBRTC_SESSIONS, "WebRTC sessions held, by kind (whip, whep).");
     describe_counter!(WEBRTC_DATAGRAMS, "WebRTC datagrams sent, dropped or received.");
+    describe_histogram!(WEBRTC_EGRESS_LAG, "Seconds from mixing to the WebRTC loop's writes.");
     describe_gauge!(OVERLOADED, "1 while the node admits nobody new because it is overloaded.");
 }

@@ -35,7 +35,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::feed::ListenerGuard;
 use crate::live::SpeakerSeat;
-use crate::metrics::{FRAMES_SENT, SPEAKER_FRAMES, WEBRTC_DATAGRAMS, WEBRTC_SESSIONS};
+use crate::metrics::{
+    FRAMES_SENT, SPEAKER_FRAMES, WEBRTC_DATAGRAMS, WEBRTC_EGRESS_LAG, WEBRTC_SESSIONS,
+};
 
 /// Program frames queued towards the WebRTC loop before new ones are dropped (the mixer never
 /// waits for WebRTC listeners).
@@ -56,6 +58,8 @@ pub struct ProgramPacket {
     pub payload: Bytes,
     /// When the oldest speaker audio in it was captured, µs since the epoch (none: silence).
     pub capture_us: Option<u64>,
+    /// When it was mixed, µs since the epoch (for the loop's lag).
+    pub mixed_at_us: u64,
 }
 
 /// What a session is for.
@@ -362,6 +366,7 @@ struct Counters {
     dropped: Counter,
     received: Counter,
     frames_sent: Counter,
+    egress_lag: metrics::Histogram,
 }
 
 impl Counters {
@@ -371,6 +376,7 @@ impl Counters {
             dropped: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "dropped"),
             received: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "received"),
             frames_sent: metrics::counter!(FRAMES_SENT, "protocol" => "webrtc"),
+            egress_lag: metrics::histogram!(WEBRTC_EGRESS_LAG),
         }
     }
 }
@@ -485,6 +491,8 @@ impl EventLoop {
 
     fn on_program(&mut self, socket: &UdpSocket, packet: ProgramPacket) {
         let Some(ids) = self.listeners.get(&packet.space) else { return };
+        let lag_us = clock::now_us().saturating_sub(packet.mixed_at_us);
+        self.counters.egress_lag.record(lag_us as f64 / 1e6);
         let now = Instant::now();
         // One shared copy of the payload for every listener of the space.
         let payload: Arc<[u8]> = Arc::from(&packet.payload[..]);
