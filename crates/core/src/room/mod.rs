@@ -563,7 +563,7 @@ impl Room {
             self.lower_hand(target, HandLowered::Declined, ev);
             return Ok(());
         }
-        
+        self.stage_full()?;
         self.lower_hand(target, HandLowered::Accepted, ev);
         self.promote_to_stage(target, ev);
         Ok(())
