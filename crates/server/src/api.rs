@@ -151,10 +151,13 @@ async fn join_space(
     let Query(q) = query?;
     let space = app.space(&id)?;
     // Joins are for live spaces on a node that is not draining.
-    app.on_air(&space)?;
+    let live = app.on_air(&space)?;
     let (identity, role) = match bearer(&headers) {
         Some(token) => {
             let claims = app.verify(token, &id)?;
+            if let Some(refused) = live.refusal(&claims.sub) {
+                return Err(refused);
+            }
             (claims.sub, claims.role)
         }
         None if app.shield.require_token() => return Err(attack_mode()),

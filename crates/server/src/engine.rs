@@ -50,6 +50,13 @@ pub enum Ingest {
         /// The speaker's source id.
         source: SourceId,
     },
+    /// A moderator or the speaker muted or unmuted them: their audio is left out of the mix.
+    Mute {
+        /// The speaker's source id.
+        source: SourceId,
+        /// Muted or not.
+        muted: bool,
+    },
 }
 
 /// A space as the engine runs it.
@@ -113,6 +120,9 @@ impl SpaceMix {
                 }
                 Ingest::Frame { source, frame } => {
                     self.mixer.push(source, frame);
+                }
+                Ingest::Mute { source, muted } => {
+                    self.mixer.set_muted(source, muted);
                 }
                 Ingest::Leave { source } => {
                     self.mixer.remove_source(source);

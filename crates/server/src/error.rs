@@ -42,6 +42,11 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 422: well-formed JSON whose fields are not acceptable.
+    pub fn unprocessable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
     /// 409: the space's state does not allow this.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
@@ -159,6 +164,14 @@ impl From<StageError> for ApiError {
             StageError::NotAllowed(_) => ApiError::forbidden(e.to_string()),
             StageError::Full(_) => ApiError::conflict("stage_full", e.to_string()),
         }
+    }
+}
+
+impl From<townhall_core::RoomError> for ApiError {
+    fn from(e: townhall_core::RoomError) -> Self {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::CONFLICT);
+        let retry_after = e.retry_after_secs().map(std::time::Duration::from_secs);
+        ApiError { retry_after, ..ApiError::new(status, e.code(), e.to_string()) }
     }
 }
 

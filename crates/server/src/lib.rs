@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod ogg_http;
+pub mod room;
 pub mod rtc;
 pub mod serve;
 pub mod shield;
@@ -88,6 +89,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(room::routes())
         .merge(whip::routes())
         .merge(web::routes())
         .fallback(not_found)

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
-use townhall_core::{Identity, Role, Seated, Space, SpaceId, Stage, StageError};
+use townhall_core::room::{Action, Room, RoomConfig, RoomEvent, RoomView};
+use townhall_core::{Identity, Role, Seated, Space, SpaceId, Stage, StageError, UnixTime};
 use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
 
 use crate::config::Config;
@@ -58,6 +59,8 @@ pub struct LiveSpace {
     ingest: mpsc::Sender<Ingest>,
     next_source: AtomicU64,
     seats: Mutex<Seats>,
+    /// Who is in the space and what they may do (roles, stage, hands, mutes, removals).
+    room: Mutex<Room>,
 }
 
 impl std::fmt::Debug for LiveSpace {
@@ -99,6 +102,11 @@ impl LiveSpace {
                 stage: Stage::new(config.stage_seats),
                 sessions: HashMap::new(),
             }),
+            room: Mutex::new(Room::with_config(
+                space.host.clone(),
+                RoomConfig { seats: config.stage_seats, ..RoomConfig::default() },
+                crate::clock::now_unix(),
+            )),
         }))
     }
 
@@ -155,7 +163,138 @@ impl LiveSpace {
         };
         // Join must not be lost: wait for room rather than drop it.
         let _ = self.ingest.send(Ingest::Join { source, returns: returns_tx }).await;
+        let muted = self.room().member(&who).is_some_and(|m| m.mute.is_muted());
+        if muted {
+            let _ = self.ingest.send(Ingest::Mute { source, muted: true }).await;
+        }
         Ok(SpeakerSeat { space: self.clone(), who, source, kick, returns })
+    }
+
+    fn room(&self) -> std::sync::MutexGuard<'_, Room> {
+        self.room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The room as the API shows it.
+    pub fn room_view(&self) -> RoomView {
+        self.room().view()
+    }
+
+    /// Why `who` may not be in this space (removed for its lifetime, or blocked), if so.
+    pub fn refusal(&self, who: &Identity) -> Option<crate::error::ApiError> {
+        let room = self.room();
+        if room.is_removed(who) {
+            Some(crate::error::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "removed",
+                "you were removed from this space",
+            ))
+        } else if room.is_blocked(who) {
+            Some(crate::error::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "blocked",
+                "you are blocked from this space",
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Applies `action` by `who` (whose token grants `token_role`), joining them to the room
+    /// first if they are not in it; carries out and broadcasts what changed.
+    pub fn act(
+        &self,
+        who: &Identity,
+        token_role: Role,
+        action: Action,
+        now: UnixTime,
+    ) -> Result<Vec<RoomEvent>, townhall_core::RoomError> {
+        let events = {
+            let mut room = self.room();
+            let mut events = Vec::new();
+            let present = room.member(who).is_some_and(|m| m.is_present());
+            if !present && !matches!(action, Action::Join { .. }) {
+                events.extend(room.apply(who, Action::Join { token_role }, now)?);
+            }
+            events.extend(room.apply(who, action, now)?);
+            events
+        };
+        self.carry_out(&events);
+        Ok(events)
+    }
+
+    /// Checks that `who` may publish now: on stage in the room, or allowed by the role the room
+    /// gives them to take a free seat. Returns their role on stage and whether they are muted.
+    pub fn may_speak(
+        &self,
+        who: &Identity,
+        token_role: Role,
+        now: UnixTime,
+    ) -> Result<(Role, bool), crate::error::ApiError> {
+        if let Some(refused) = self.refusal(who) {
+            return Err(refused);
+        }
+        if let Some(found) = self.on_stage(who) {
+            return Ok(found);
+        }
+        let present = self.room().member(who).is_some_and(|m| m.is_present());
+        if !present {
+            self.act(who, token_role, Action::Join { token_role }, now)?;
+        }
+        if self.on_stage(who).is_none() {
+            let role = self.room().member(who).map_or(Role::Listener, |m| m.role);
+            if !role.can_speak() {
+                return Err(crate::error::ApiError::forbidden(
+                    "you are not on stage: request to speak, and speak once a host accepts",
+                ));
+            }
+            self.act(who, token_role, Action::TakeStage, now)?;
+        }
+        self.on_stage(who).ok_or_else(|| {
+            crate::error::ApiError::conflict("not_on_stage", "you could not take the stage")
+        })
+    }
+
+    /// `who`'s role and mute state if they are present and on stage.
+    fn on_stage(&self, who: &Identity) -> Option<(Role, bool)> {
+        let room = self.room();
+        let member = room.member(who).filter(|m| m.is_present() && m.on_stage)?;
+        Some((member.role, member.mute.is_muted()))
+    }
+
+    /// Makes the media side follow the room, and tells listeners.
+    fn carry_out(&self, events: &[RoomEvent]) {
+        for event in events {
+            match event {
+                RoomEvent::Muted { who, .. } => self.set_muted(who, true),
+                RoomEvent::Unmuted { who } => self.set_muted(who, false),
+                RoomEvent::SpeakerRemoved { who }
+                | RoomEvent::Removed { who, .. }
+                | RoomEvent::Blocked { who, .. } => self.kick(who),
+                _ => {}
+            }
+            if let Ok(json) = serde_json::to_string(event) {
+                self.feed.publish_event(&json);
+            }
+        }
+    }
+
+    fn set_muted(&self, who: &Identity, muted: bool) {
+        let source = self.seats().sessions.get(who).map(|s| s.source);
+        if let Some(source) = source
+            && self.ingest.try_send(Ingest::Mute { source, muted }).is_err()
+        {
+            let ingest = self.ingest.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { ingest.send(Ingest::Mute { source, muted }).await });
+            }
+        }
+    }
+
+    /// Ends `who`'s speaking session (they were moved off stage, removed or blocked).
+    fn kick(&self, who: &Identity) {
+        if let Some(session) = self.seats().sessions.get(who) {
+            session.kick.notify_one();
+        }
     }
 
     /// Ends the stream (the engine closes the feed after a final page).

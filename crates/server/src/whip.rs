@@ -163,10 +163,8 @@ async fn whip(
         ApiError::unauthorized("publishing needs Authorization: Bearer <speaker token>")
     })?;
     let claims = app.verify(token, &id)?;
-    if !claims.role.can_speak() {
-        return Err(ApiError::forbidden(format!("role {} may not speak", claims.role)));
-    }
     let live = app.on_air(&space)?;
+    let (role, _muted) = live.may_speak(&claims.sub, claims.role, crate::clock::now_unix())?;
     let body = body.map_err(body_error)?;
     let offer = check_offer(&body, Intent::Publish).map_err(offer_error)?;
     let wants_return = std::str::from_utf8(&body).is_ok_and(wants_audio_back);
@@ -179,7 +177,7 @@ async fn whip(
             return Err(peer_error(e));
         }
     };
-    let mut seat = match live.seat(claims.sub.clone(), claims.role, wants_return).await {
+    let mut seat = match live.seat(claims.sub.clone(), role, wants_return).await {
         Ok(seat) => seat,
         Err(e) => {
             rtc.release(&key);
@@ -247,6 +245,9 @@ async fn whep(
     let has_token = claims.is_some();
     let who = listener_identity(&app, &space, claims)?;
     let live = app.on_air(&space)?;
+    if has_token && let Some(refused) = live.refusal(&who) {
+        return Err(refused);
+    }
     let body = body.map_err(body_error)?;
     let offer = check_offer(&body, Intent::Subscribe).map_err(offer_error)?;
     let client = match (has_token, peer_addr) {

@@ -90,6 +90,9 @@ pub async fn handler(
     let live = app.on_air(&space)?;
     match mode {
         Mode::Listen { batch } => {
+            if let Some(refused) = claims.as_ref().and_then(|c| live.refusal(&c.sub)) {
+                return Err(refused);
+            }
             let has_token = claims.is_some();
             let who = listener_identity(&app, &space, claims)?;
             let (accept, on_upgrade) = handshake(&mut parts)?;
@@ -124,11 +127,10 @@ pub async fn handler(
                 .write_buffer_size(0);
             let claims =
                 claims.ok_or_else(|| ApiError::unauthorized("speaking needs a token (?token=)"))?;
-            if !claims.role.can_speak() {
-                return Err(ApiError::forbidden(format!("role {} may not speak", claims.role)));
-            }
-            let seat = live.seat(claims.sub.clone(), claims.role, true).await?;
-            let hello = Message::Text(Utf8Bytes::from(hello(&space, &claims.sub, claims.role, 1)));
+            let (role, _muted) =
+                live.may_speak(&claims.sub, claims.role, crate::clock::now_unix())?;
+            let seat = live.seat(claims.sub.clone(), role, true).await?;
+            let hello = Message::Text(Utf8Bytes::from(hello(&space, &claims.sub, role, 1)));
             let limiter = Gcra::new(app.config.speaker_max_fps, app.config.speaker_burst);
             let shutdown = app.shutdown.clone();
             Ok(upgrade.on_upgrade(move |socket| speak(socket, seat, hello, limiter, shutdown)))
