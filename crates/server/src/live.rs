@@ -43,7 +43,53 @@ pub struct Overloaded;
 
 struct Session {
     source: SourceId,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
+}
+
+/// Why a speaking session is told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// A new session of the same identity took over.
+    Replaced,
+    /// A host or co-host moved them to the audience (they may still listen).
+    MovedToAudience,
+    /// They were removed or blocked.
+    Removed,
+}
+
+impl KickReason {
+    /// The reason as sent to the client (`bye.reason`).
+    pub fn code(self) -> &'static str {
+        match self {
+            KickReason::Replaced => "replaced_by_new_session",
+            KickReason::MovedToAudience => "moved_to_audience",
+            KickReason::Removed => "removed",
+        }
+    }
+}
+
+/// Tells one speaking session to end, and why.
+#[derive(Debug)]
+pub struct Kick {
+    notify: Notify,
+    reason: Mutex<KickReason>,
+}
+
+impl Kick {
+    fn new() -> Kick {
+        Kick { notify: Notify::new(), reason: Mutex::new(KickReason::Replaced) }
+    }
+
+    fn fire(&self, reason: KickReason) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        self.notify.notify_one();
+    }
+
+    /// Waits until the session is told to end; returns why.
+    pub async fn fired(&self) -> KickReason {
+        self.notify.notified().await;
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct Seats {
@@ -143,13 +189,13 @@ impl LiveSpace {
         wants_return: bool,
     ) -> Result<SpeakerSeat, StageError> {
         let source = self.next_source.fetch_add(1, Ordering::Relaxed);
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick::new());
         let speakers = {
             let mut seats = self.seats();
             if seats.stage.take_seat(who.clone(), role)? == Seated::Replaced
                 && let Some(old) = seats.sessions.get(&who)
             {
-                old.kick.notify_one();
+                old.kick.fire(KickReason::Replaced);
             }
             seats.sessions.insert(who.clone(), Session { source, kick: kick.clone() });
             seats.stage.len()
@@ -267,9 +313,10 @@ impl LiveSpace {
             match event {
                 RoomEvent::Muted { who, .. } => self.set_muted(who, true),
                 RoomEvent::Unmuted { who } => self.set_muted(who, false),
-                RoomEvent::SpeakerRemoved { who }
-                | RoomEvent::Removed { who, .. }
-                | RoomEvent::Blocked { who, .. } => self.kick(who),
+                RoomEvent::SpeakerRemoved { who } => self.kick(who, KickReason::MovedToAudience),
+                RoomEvent::Removed { who, .. } | RoomEvent::Blocked { who, .. } => {
+                    self.kick(who, KickReason::Removed);
+                }
                 _ => {}
             }
             if let Ok(json) = serde_json::to_string(event) {
@@ -291,9 +338,9 @@ impl LiveSpace {
     }
 
     /// Ends `who`'s speaking session (they were moved off stage, removed or blocked).
-    fn kick(&self, who: &Identity) {
+    fn kick(&self, who: &Identity, reason: KickReason) {
         if let Some(session) = self.seats().sessions.get(who) {
-            session.kick.notify_one();
+            session.kick.fire(reason);
         }
     }
 
@@ -328,7 +375,7 @@ pub struct SpeakerSeat {
     who: Identity,
     source: SourceId,
     /// Notified when another session of the same identity takes over.
-    pub kick: Arc<Notify>,
+    pub kick: Arc<Kick>,
     /// Mix-minus batches for this speaker, if asked for.
     pub returns: Option<mpsc::Receiver<Bytes>>,
 }

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use townhall_core::SpaceId;
 use townhall_media::wire::parse_program_batch;
 use townhall_shield::Gcra;
@@ -29,6 +29,7 @@ use townhall_webrtc::{Intent, OfferError, Peer, PeerError, check_offer};
 use crate::api::space_id;
 use crate::error::ApiError;
 use crate::feed::Protocol;
+use crate::live::Kick;
 use crate::net::PeerAddr;
 use crate::rtc::{SessionKind, SessionRole};
 use crate::state::{AppState, bearer};
@@ -197,7 +198,7 @@ async fn watch_speaker(
     app: Arc<AppState>,
     key: String,
     mut returns: Option<mpsc::Receiver<Bytes>>,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
 ) {
     let mut alive = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -211,7 +212,7 @@ async fn watch_speaker(
                 }
                 None => break,
             },
-            _ = kick.notified() => break,
+            _ = kick.fired() => break,
             _ = alive.tick() => {
                 if !app.rtc.has_session(&key) {
                     return;

@@ -293,9 +293,9 @@ async fn speak(
                     break;
                 }
             },
-            _ = kick.notified() => {
-                let _ = sink.send(bye("replaced_by_new_session")).await;
-                let _ = sink.send(close(close_code::NORMAL, "replaced by a new session")).await;
+            reason = kick.fired() => {
+                let _ = sink.send(bye(reason.code())).await;
+                let _ = sink.send(close(close_code::NORMAL, reason.code())).await;
                 break;
             }
             _ = shutdown.changed() => {

@@ -131,7 +131,10 @@ async fn request_accept_speak_mute_remove() {
         .await
         .expect("lee's session ends at once")
         .expect("speaker task");
-    assert!(events.iter().any(|e| e["type"] == "bye"), "lee is told: {events:?}");
+    assert!(
+        events.iter().any(|e| e["type"] == "bye" && e["reason"] == "removed"),
+        "lee is told: {events:?}"
+    );
     let res = act(addr, "town", &lee, json!({ "action": "request_to_speak" })).await;
     assert_error(res, 403, "removed").await;
     let res = http()
