@@ -258,7 +258,7 @@ impl LiveSpace {
             let mut room = self.room();
             let mut events = Vec::new();
             let present = room.member(who).is_some_and(|m| m.is_present());
-            if !present && !matches!(action, Action::Join { .. }) {
+            if !present && !matches!(action, Action::Join { .. } | Action::Leave) {
                 events.extend(room.apply(who, Action::Join { token_role }, now)?);
             }
             events.extend(room.apply(who, action, now)?);
@@ -356,16 +356,25 @@ impl LiveSpace {
                 rt.spawn(async move { ingest.send(Ingest::Leave { source }).await });
             }
         }
-        let speakers = {
+        let (speakers, was_current) = {
             let mut seats = self.seats();
             // Only the current session of this identity frees the seat; a replaced one does not.
-            if seats.sessions.get(who).is_some_and(|s| s.source == source) {
+            let current = seats.sessions.get(who).is_some_and(|s| s.source == source);
+            if current {
                 seats.sessions.remove(who);
                 seats.stage.leave(who);
             }
-            seats.stage.len()
+            (seats.stage.len(), current)
         };
         metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
+        if was_current {
+            // Their connection is gone: they leave the room too, which frees their seat there;
+            // coming back, they rejoin with the role the room last gave them (and its seat).
+            let left = self.act(who, Role::Listener, Action::Leave, crate::clock::now_unix());
+            if let Err(e) = left {
+                tracing::debug!(space = %self.id, %who, "leaving the room: {e}");
+            }
+        }
     }
 }
 

@@ -211,3 +211,36 @@ async fn room_errors_are_json_with_statuses() {
     assert_eq!(space["state"], "ended");
     server.shutdown().await;
 }
+
+async fn on_stage(addr: SocketAddr, space: &str) -> Vec<String> {
+    let room: Value = http()
+        .get(format!("http://{addr}/api/v1/spaces/{space}/room"))
+        .send()
+        .await
+        .expect("room")
+        .json()
+        .await
+        .expect("json");
+    room["room"]["speakers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["identity"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_speaker_who_disconnects_leaves_the_stage_and_comes_back_to_it() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "door").await;
+    let first = spawn_speaker(addr, "door", "sam", 440.0, Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(on_stage(addr, "door").await.contains(&"sam".to_owned()), "sam on stage");
+    first.await.expect("speaker");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!on_stage(addr, "door").await.contains(&"sam".to_owned()), "the seat is freed");
+    let again = spawn_speaker(addr, "door", "sam", 440.0, Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(on_stage(addr, "door").await.contains(&"sam".to_owned()), "sam is back on stage");
+    again.await.expect("speaker");
+    server.shutdown().await;
+}
