@@ -167,13 +167,16 @@ impl Server {
     }
 }
 
-/// Re-evaluates the crowd-or-attack verdict every second (it logs and reports changes).
+/// Every second: re-evaluates the crowd-or-attack verdict (it logs and reports changes) and
+/// broadcasts each space's reaction tallies of the past seconds.
 async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 app.shield.evaluate();
+                let now = clock::now_unix();
+                app.live_spaces().iter().for_each(|live| live.flush_reactions(now));
             }
             _ = shutdown.changed() => return,
         }

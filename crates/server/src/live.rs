@@ -268,6 +268,13 @@ impl LiveSpace {
         Ok(events)
     }
 
+    /// Broadcasts the reaction tallies of the seconds before `now` (one message per second per
+    /// space, however many listeners react).
+    pub fn flush_reactions(&self, now: UnixTime) {
+        let events = self.room().take_reactions(now);
+        self.carry_out(&events);
+    }
+
     /// Checks that `who` may publish now: on stage in the room, or allowed by the role the room
     /// gives them to take a free seat. Returns their role on stage and whether they are muted.
     pub fn may_speak(

@@ -151,6 +151,11 @@ impl AppState {
         }
     }
 
+    /// Every live space.
+    pub fn live_spaces(&self) -> Vec<Arc<LiveSpace>> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     /// Listeners connected to this node, all spaces and protocols.
     pub fn total_listeners(&self) -> usize {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());

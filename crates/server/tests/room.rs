@@ -244,3 +244,39 @@ async fn a_speaker_who_disconnects_leaves_the_stage_and_comes_back_to_it() {
     again.await.expect("speaker");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn reactions_are_tallied_per_second_and_rate_limited() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "claps").await;
+    let listener = tokio::spawn(hear(addr, "claps", 4));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ann = token("ann", Role::Listener, "claps");
+    let bob = token("bob", Role::Listener, "claps");
+    let mut accepted = 0;
+    let mut limited = 0;
+    for _ in 0..8 {
+        for who in [&ann, &bob] {
+            let res = act(addr, "claps", who, json!({ "action": "react", "reaction": "👏" })).await;
+            match res.status().as_u16() {
+                200 => accepted += 1,
+                429 => limited += 1,
+                other => panic!("react answered {other}"),
+            }
+        }
+    }
+    assert!(limited > 0, "each identity is rate-limited");
+    let heard = listener.await.expect("listener");
+    let tallied: u64 = heard
+        .events
+        .iter()
+        .filter(|e| e["type"] == "reactions")
+        .filter_map(|e| e["counts"].as_object())
+        .flat_map(|c| c.values().filter_map(Value::as_u64))
+        .sum();
+    assert_eq!(tallied, accepted, "every accepted reaction is tallied once: {:?}", heard.events);
+    let messages = heard.events.iter().filter(|e| e["type"] == "reactions").count();
+    assert!(messages <= 3, "one message per second, not per reaction: {messages}");
+    server.shutdown().await;
+}
