@@ -107,6 +107,8 @@ pub struct LiveSpace {
     seats: Mutex<Seats>,
     /// Who is in the space and what they may do (roles, stage, hands, mutes, removals).
     room: Mutex<Room>,
+    /// The last second's reaction tallies, for the polled summary.
+    last_reactions: Mutex<Option<RoomEvent>>,
 }
 
 impl std::fmt::Debug for LiveSpace {
@@ -153,6 +155,7 @@ impl LiveSpace {
                 RoomConfig { seats: config.stage_seats, ..RoomConfig::default() },
                 crate::clock::now_unix(),
             )),
+            last_reactions: Mutex::new(None),
         }))
     }
 
@@ -272,7 +275,20 @@ impl LiveSpace {
     /// space, however many listeners react).
     pub fn flush_reactions(&self, now: UnixTime) {
         let events = self.room().take_reactions(now);
+        if let Some(last) = events.last() {
+            *self.last_reactions.lock().unwrap_or_else(|p| p.into_inner()) = Some(last.clone());
+        }
         self.carry_out(&events);
+    }
+
+    /// The latest second's reaction tallies, if any were sent.
+    pub fn last_reactions(&self) -> Option<RoomEvent> {
+        self.last_reactions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The moderation log, oldest first.
+    pub fn moderation_log(&self) -> Vec<townhall_core::room::ModerationEntry> {
+        self.room().log().cloned().collect()
     }
 
     /// Checks that `who` may publish now: on stage in the room, or allowed by the role the room

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -25,6 +26,8 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/spaces/{id}/room", get(view))
         .route("/api/v1/spaces/{id}/actions", post(act))
+        .route("/api/v1/spaces/{id}/summary", get(summary))
+        .route("/api/v1/spaces/{id}/moderation", get(moderation))
 }
 
 /// An action as the API takes it: `{"action": "mute", "target": "bob", "reason": "..."}`.
@@ -93,6 +96,48 @@ async fn view(
     let space = app.space(&id)?;
     let live = app.on_air(&space)?;
     Ok(Json(json!({ "room": live.room_view() })))
+}
+
+/// A cheap, cacheable summary for listeners without a WebSocket (HLS, CDN): who is on stage,
+/// how many listen, raised hands, the latest second's reactions. Poll it about once a second;
+/// caches may keep it for one.
+async fn summary(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = space_id(path)?;
+    let space = app.space(&id)?;
+    let live = app.on_air(&space)?;
+    let room = live.room_view();
+    let listeners = live.feed().total_listeners();
+    let body = json!({
+        "id": id,
+        "state": space.state,
+        "speakers": room.speakers,
+        "hands": room.hands.len(),
+        "listeners": listeners,
+        "reactions": live.last_reactions(),
+    });
+    let mut res = Json(body).into_response();
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("public, max-age=1"),
+    );
+    Ok(res)
+}
+
+/// The moderation log of a live space (host or co-host token): every mute, move, removal,
+/// block, promotion and end, with time, actor, target and reason.
+async fn moderation(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let id = space_id(path)?;
+    app.authorize_manage(&headers, Some(&id))?;
+    let space = app.space(&id)?;
+    let live = app.on_air(&space)?;
+    Ok(Json(json!({ "entries": live.moderation_log() })))
 }
 
 async fn act(
