@@ -82,3 +82,14 @@ export function wsUrl(path) {
 
 /** The node's shield status (operator token for every space): verdict, evidence, queue. */
 export const shieldStatus = (token) => call('GET', '/api/v1/admin/shield', { token });
+
+/** The room of a live space: `{host, seats, ended, speakers, cohosts, hands, invited, present, listeners}`. */
+export const getRoom = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/room`).then((r) => r.room);
+/** The cacheable summary for listeners without a WebSocket: speakers, hands (a count), listeners, reactions. */
+export const getSummary = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/summary`);
+/**
+ * Acts in a space's room (bearer token): `{action, target?, reason?, reaction?}`. Resolves to
+ * `{events, room}`; rejects with an ApiError (403 not allowed, 404, 409 wrong state, 429 ...).
+ */
+export const act = (token, id, body) =>
+  call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/actions`, { token, body });

@@ -1,7 +1,10 @@
-// The page: space list, one space (listen, level meter, listener count), host controls.
+// The page: space list, one space (listen, level meter, listener count, the room: stage,
+// requests to speak, moderation, reactions), host controls.
 
 import * as api from './api.js';
 import { Listener, RtcListener } from './listen.js';
+import { Room } from './room.js';
+import { RoomView } from './room-view.js';
 import { RtcError, canWebRtc, describe } from './rtc.js';
 import { RtcSpeaker, Speaker } from './speak.js';
 
@@ -23,6 +26,47 @@ const token = () => localStorage.getItem(TOKEN_KEY) || '';
 function setStatus(el, text, error = false) {
   el.textContent = text;
   el.classList.toggle('error', error);
+}
+
+function setListeners(n) {
+  state.listeners = n;
+  $('listener-count').textContent = String(n);
+}
+
+// ---- the room -----------------------------------------------------------------------------
+
+const room = new Room(token, {
+  onChange: () => view.render(),
+  onListeners: setListeners,
+  onReactions: (ev) => view.float(ev),
+  // The room ended our part: stop speaking (and, removed or blocked, listening); the notice says why.
+  onKicked: (reason) => {
+    if (state.speaker) stopSpeaking();
+    if ((reason === 'removed' || reason === 'blocked') && state.listener) stopListening();
+  },
+  onEnded: () => refreshSpace(),
+});
+const view = new RoomView(room, {
+  leaveStage: () => {
+    if (state.speaker) stopSpeaking();
+  },
+  changed: () => renderSpeak(),
+});
+
+/** The Speak button follows the room: a listener speaks once on stage (accepted or invited). */
+function renderSpeak() {
+  const live = Boolean(state.space) && state.space.state === 'live';
+  const may = room.maySpeak();
+  $('speak').disabled = !live || Boolean(state.speaker) || !may;
+  $('speak').title = may ? '' : 'Request to speak: you can speak once a host accepts';
+}
+
+/** The speaking session was refused or hung up by the room: say why rather than retry. */
+function speakRefused(err) {
+  if (!(err instanceof RtcError) || err.status !== 403) return false;
+  if (err.code === 'removed' || err.code === 'blocked') room.kicked(err.code);
+  else room.kicked('moved_to_audience');
+  return true;
 }
 
 // ---- routing ------------------------------------------------------------------------------
@@ -88,22 +132,22 @@ function renderSpace(space) {
   badge.textContent = space.state;
   badge.className = `badge ${space.state}`;
   // WebSocket listeners get live counts; otherwise the space view's count is the one shown.
-  if (!state.listener || state.listener instanceof RtcListener) state.listeners = space.listeners;
+  if (!room.feed && !room.live) state.listeners = space.listeners;
   $('listener-count').textContent = String(state.listeners);
-  $('speakers').textContent = space.speakers.length
-    ? `on stage: ${space.speakers.map((s) => s.identity).join(', ')}`
-    : '';
   const ogg = `${location.origin}/live/${space.id}.opus`;
   $('ogg-link').href = ogg;
   $('ogg-link').textContent = ogg;
   const live = space.state === 'live';
   $('listen').disabled = !live || Boolean(state.listener);
   $('listen-rtc').disabled = !live || Boolean(state.listener) || !canWebRtc();
-  const host = Boolean(token());
-  $('host-controls').hidden = !host || space.state === 'ended';
+  room.open(space.id, live);
+  // Going live, ending: the host and co-hosts (tokens for this space, or for all).
+  const me = room.me();
+  const manager = Boolean(me) && (me.tokenRole === 'host' || me.tokenRole === 'cohost');
+  $('host-controls').hidden = !manager || space.state === 'ended';
   $('start-space').hidden = space.state !== 'scheduled';
   $('end-space').disabled = space.state === 'ended';
-  $('speak').disabled = !live || Boolean(state.speaker);
+  view.render();
 }
 
 function leaveSpace() {
@@ -112,6 +156,7 @@ function leaveSpace() {
   state.listener = null;
   state.speaker = null;
   state.space = null;
+  room.close();
   state.rtc = { listen: 'idle', speak: 'idle' };
   state.speakMode = null;
   $('listen').hidden = false;
@@ -137,11 +182,12 @@ async function listen() {
       state.listenState = s;
       setStatus($('listen-state'), s, s.includes('failed'));
     },
-    onListeners: (n) => {
-      state.listeners = n;
-      $('listener-count').textContent = String(n);
-    },
+    onListeners: setListeners,
     onEnded: () => refreshSpace(),
+    // Room events come with the program: the room follows them rather than polling.
+    onEvent: (ev) => room.apply(ev),
+    onFeed: (open) => room.setFeed(open),
+    onRefused: (code) => room.kicked(code),
   });
   try {
     await state.listener.start();
@@ -166,6 +212,8 @@ async function listenLowLatency() {
       state.rtc.listen = s;
       state.listenState = `low latency: ${rtcText(s, detail)}`;
       setStatus($('listen-state'), state.listenState, s === 'failed');
+      const err = listener.session && listener.session.error;
+      if (s === 'failed' && err && err.status === 403) room.kicked(err.code);
     },
     onEnded: () => refreshSpace(),
   });
@@ -231,6 +279,11 @@ async function speak() {
       onState: (s, detail) => {
         state.rtc.speak = s;
         setStatus($('speak-state'), rtcText(s, detail), s === 'failed');
+        if (s === 'connected') room.speaking();
+        // Hung up and then refused (moved to the audience, removed): the room says why.
+        if (s === 'failed' && state.speaker === rtc && rtc.session.everConnected && speakRefused(rtc.session.error)) {
+          stopSpeaking();
+        }
       },
     });
     state.speaker = rtc;
@@ -254,8 +307,12 @@ async function speak() {
   setSpeakMode('websocket', `speaking over WebSocket, because ${why}`, true);
   state.rtc.speak = 'idle';
   state.speaker = new Speaker(space.id, token(), {
-    onState: (s) => setStatus($('speak-state'), s),
+    onState: (s) => {
+      setStatus($('speak-state'), s);
+      if (s === 'on air') room.speaking();
+    },
     onError: (s) => setStatus($('speak-state'), s, true),
+    onBye: (reason) => room.kicked(reason),
   });
   try {
     await state.speaker.start();
@@ -273,6 +330,7 @@ function stopSpeaking() {
   $('speak').hidden = false;
   $('unspeak').hidden = true;
   $('speak-mode').hidden = true;
+  renderSpeak();
   refreshSpace();
 }
 
@@ -374,6 +432,8 @@ window.townhall = {
     const s = which === 'speak' ? state.speaker : state.listener;
     return s && s.session ? s.session.stats() : Promise.resolve(null);
   },
+  /** The room as the page shows it: stage, hands, invitations, our part, notices, reactions. */
+  room: () => room.snapshot(),
   /** The session's Location (what DELETE ends). */
   rtcLocation: (which) => {
     const s = which === 'speak' ? state.speaker : state.listener;

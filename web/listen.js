@@ -67,18 +67,26 @@ export class Player {
   }
 }
 
+/** What the WebSocket carries besides room events. */
+const STREAM_EVENTS = new Set(['hello', 'listeners', 'state', 'bye', 'error']);
+
 /**
  * A listener of one space: joins (ticket), connects, plays, reconnects with backoff after an
- * unexpected close. Calls `onState(text)`, `onListeners(n)` and `onEnded()`.
+ * unexpected close. Calls `onState(text)`, `onListeners(n)` and `onEnded()`; over the WebSocket
+ * also `onEvent(roomEvent)`, `onFeed(open)` (room events flow or not) and `onRefused(code)`
+ * (403 `removed` or `blocked`: no retry).
  */
 export class Listener {
-  constructor(spaceId, { onState, onListeners, onEnded, token, hlsUrl, scale }) {
+  constructor(spaceId, { onState, onListeners, onEnded, onEvent, onFeed, onRefused, token, hlsUrl, scale }) {
     this.spaceId = spaceId;
     this.hlsUrl = hlsUrl;
     this.scale = scale;
     this.onState = onState;
     this.onListeners = onListeners;
     this.onEnded = onEnded;
+    this.onEvent = onEvent || (() => {});
+    this.onFeed = onFeed || (() => {});
+    this.onRefused = onRefused || (() => {});
     this.token = token;
     this.stopped = false;
     this.retries = 0;
@@ -139,6 +147,11 @@ export class Listener {
     } catch (e) {
       if (e.status === 410) return this.ended();
       if (e.code === 'pow_required' || e.code === 'bad_pow') return this.provePow();
+      if (e.status === 403 && (e.code === 'removed' || e.code === 'blocked')) {
+        this.stopped = true;
+        this.setState(`refused: ${e.message}`);
+        return this.onRefused(e.code);
+      }
       return this.retry(`join failed: ${e.message}`);
     }
     this.pow = undefined;
@@ -164,9 +177,12 @@ export class Listener {
     ws.onopen = () => {
       this.retries = 0;
       this.setState('listening');
+      this.onFeed(true);
     };
     ws.onclose = () => {
-      if (this.ws === ws && !this.stopped && this.state !== 'ended') this.retry('connection lost');
+      if (this.ws !== ws) return;
+      this.onFeed(false);
+      if (!this.stopped && this.state !== 'ended') this.retry('connection lost');
     };
   }
 
@@ -185,8 +201,10 @@ export class Listener {
     if (event.type === 'bye') {
       this.setState('server restarting; reconnecting');
       this.ws = null;
+      this.onFeed(false);
       setTimeout(() => this.connect(), event.reconnect_after_ms || 1000);
     }
+    if (!STREAM_EVENTS.has(event.type)) this.onEvent(event);
   }
 
   /** The node asks anonymous joiners for a proof of work (it is under attack): do it, rejoin. */
@@ -244,7 +262,10 @@ export class Listener {
   close() {
     if (this.hls) this.hls.destroy();
     this.hls = null;
-    if (this.ws) this.ws.close();
+    if (this.ws) {
+      this.ws.close();
+      this.onFeed(false);
+    }
     this.ws = null;
     if (this.player) this.player.close();
     this.player = null;

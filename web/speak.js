@@ -23,13 +23,18 @@ const MIC_CONSTRAINTS = {
 /** True when this browser can encode Opus itself (WebCodecs). */
 export const canEncode = () => typeof AudioEncoder === 'function' && typeof AudioWorkletNode === 'function';
 
-/** A speaker session in one space. Calls `onState(text)` and `onError(text)`. */
+/**
+ * A speaker session in one space. Calls `onState(text)`, `onError(text)` and `onBye(reason)`
+ * when the server ends the session (`moved_to_audience`, `removed`, `replaced_by_new_session`,
+ * `server_shutdown`).
+ */
 export class Speaker {
-  constructor(spaceId, token, { onState, onError }) {
+  constructor(spaceId, token, { onState, onError, onBye }) {
     this.spaceId = spaceId;
     this.token = token;
     this.onState = onState;
     this.onError = onError;
+    this.onBye = onBye || (() => {});
     this.seq = 0;
     this.timestamp = 0;
     this.peak = 0;
@@ -103,7 +108,10 @@ export class Speaker {
     }
     const event = JSON.parse(data);
     if (event.type === 'error') this.onError(`${event.code}: ${event.message}`);
-    if (event.type === 'bye') this.onError(`server: ${event.reason}`);
+    if (event.type === 'bye') {
+      this.onError(`server: ${event.reason}`);
+      this.onBye(event.reason);
+    }
     if (event.type === 'state' && event.state === 'ended') this.onState('the space has ended');
   }
 

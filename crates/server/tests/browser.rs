@@ -596,3 +596,153 @@ async fn a_page_speaks_over_whip_and_another_hears_it_over_whep() {
     listener.close().await;
     server.shutdown().await;
 }
+
+/// The loud 100 ms windows (RMS above 0.01) in what a WebSocket listener heard.
+fn loud_windows(pcm: &[f32]) -> usize {
+    pcm.chunks(4_800).filter(|c| rms(c) > 0.01).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_asks_to_speak_the_host_accepts_it_speaks_and_the_host_mutes_it() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "town-hall").await;
+    let page = format!("http://{addr}/#/space/town-hall");
+    let room = "return window.townhall.room()";
+    let secs = Duration::from_secs;
+    let shown = |id: &str| format!("return !document.getElementById('{id}').hidden");
+    let lee_on_stage = |v: &Value| {
+        v["speakers"].as_array().and_then(|s| s.iter().find(|m| m["identity"] == "lee")).cloned()
+    };
+
+    // Lee has a listener token and listens over the WebSocket: room events come with the program.
+    let lee = Browser::start().await;
+    lee.goto(&format!("http://{addr}/")).await;
+    let lee_token = json!(token("lee", townhall_core::Role::Listener, "town-hall"));
+    lee.script(&format!("localStorage.setItem('townhall.token', {lee_token}); return true")).await;
+    lee.goto(&page).await;
+    let state = lee.wait_for(room, secs(10), |v| v["loaded"] == true).await;
+    assert_eq!(state["me"]["identity"], "lee", "{state}");
+    assert_eq!(state["me"]["canSpeak"], false, "a listener may not speak yet: {state}");
+    assert_eq!(lee.script("return document.getElementById('speak').disabled").await, true);
+    assert_eq!(lee.script(&shown("request-speak")).await, true, "no Request to speak");
+    assert_eq!(lee.script(&shown("moderation")).await, false, "a listener sees no requests list");
+    lee.click("listen").await;
+    let state = lee.wait_for(room, secs(10), |v| v["feed"] == "websocket").await;
+    assert_eq!(state["feed"], "websocket", "the room does not follow the WebSocket: {state}");
+
+    // Lee raises a hand.
+    lee.click("request-speak").await;
+    let state = lee.wait_for(room, secs(5), |v| v["me"]["hand"] == true).await;
+    assert_eq!(state["me"]["hand"], true, "no raised hand: {state}");
+    assert_eq!(lee.script(&shown("cancel-request")).await, true, "no Cancel request");
+    assert_eq!(lee.script(&shown("request-speak")).await, false);
+
+    // The host's page (not listening: it follows the room by polling) lists the request and
+    // accepts it.
+    let host_page = Browser::start().await;
+    host_page.goto(&format!("http://{addr}/")).await;
+    let host_token = json!(host());
+    host_page
+        .script(&format!("localStorage.setItem('townhall.token', {host_token}); return true"))
+        .await;
+    host_page.goto(&page).await;
+    let state = host_page.wait_for(room, secs(10), |v| v["hands"] == json!(["lee"])).await;
+    assert_eq!(state["hands"], json!(["lee"]), "the host does not see the raised hand: {state}");
+    assert_eq!(state["me"]["moderator"], true, "{state}");
+    assert_eq!(state["feed"], "poll", "{state}");
+    let listed = host_page
+        .script("return document.querySelector('#requests [data-who=\"lee\"]')?.textContent || ''")
+        .await;
+    assert!(listed.as_str().is_some_and(|t| t.contains("lee") && t.contains("Accept")), "{listed}");
+    host_page.click("requests [data-action=accept_request][data-target=lee]").await;
+
+    // Lee's page shows lee on stage as a speaker, and Speak becomes available.
+    let state = lee.wait_for(room, secs(10), |v| v["me"]["onStage"] == true).await;
+    assert_eq!(state["me"]["onStage"], true, "lee is not on stage: {state}");
+    assert_eq!(state["me"]["role"], "speaker", "{state}");
+    assert_eq!(state["me"]["hand"], false, "{state}");
+    let badge = lee
+        .script(
+            "return document.querySelector('#stage [data-identity=\"lee\"] .badge')?.textContent",
+        )
+        .await;
+    assert_eq!(badge, "Speaker", "the stage list shows lee with a role badge");
+    let ready = lee
+        .wait_for("return !document.getElementById('speak').disabled", secs(5), |v| v == true)
+        .await;
+    assert_eq!(ready, true, "Speak is not available on stage");
+    assert_eq!(lee.script(&shown("leave-stage")).await, true, "no Leave stage");
+    let state = host_page.wait_for(room, secs(5), |v| v["hands"] == json!([])).await;
+    assert_eq!(state["hands"], json!([]), "the request stays listed: {state}");
+
+    // Lee speaks from the fake microphone over WHIP with the listener token; a Rust listener
+    // hears it.
+    lee.click("speak").await;
+    let rtc =
+        lee.wait_for("return window.townhall.rtc()", secs(15), |v| v["speak"] == "connected").await;
+    let line = page_text(&lee, "speak-state").await;
+    assert_eq!(rtc["speak"], "connected", "lee's WHIP session did not connect: {line}");
+    let heard = listen_ws(ws(addr, "/ws/town-hall?batch=5").await, secs(5)).await;
+    let loud = loud_windows(&heard.pcm);
+    assert!(loud >= 3, "the listener heard lee in only {loud} 100 ms windows");
+
+    // The host mutes lee from the stage list: lee's page shows it (muted icon, who muted), the
+    // host may lift it, and the program goes quiet.
+    let mute = "#stage [data-action=mute][data-target=lee]";
+    let button = host_page
+        .wait_for(&format!("return Boolean(document.querySelector('{mute}'))"), secs(5), |v| {
+            v == true
+        })
+        .await;
+    assert_eq!(button, true, "no Mute for lee on the host's page");
+    host_page.click("stage [data-action=mute][data-target=lee]").await;
+    let state = lee
+        .wait_for(room, secs(5), |v| lee_on_stage(v).is_some_and(|m| m["mute"] == "moderator"))
+        .await;
+    let seat = lee_on_stage(&state);
+    assert!(seat.is_some_and(|m| m["muted"] == true), "lee's page does not show the mute: {state}");
+    let icon = lee
+        .script(
+            "const li = document.querySelector('#stage [data-identity=\"lee\"]'); \
+             return [li.dataset.mute, Boolean(li.querySelector('.mic-off'))]",
+        )
+        .await;
+    assert_eq!(icon, json!(["moderator", true]), "no muted icon for lee");
+    assert_eq!(page_text(&lee, "my-mute").await, "🔇 the host muted you");
+    assert_eq!(lee.script(&shown("self-unmute")).await, false, "lee may not lift a host's mute");
+    let lift = host_page
+        .wait_for(
+            "return Boolean(document.querySelector('#stage [data-action=unmute][data-target=lee]'))",
+            secs(5),
+            |v| v == true,
+        )
+        .await;
+    assert_eq!(lift, true, "the host's page offers no Unmute");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quiet = listen_ws(ws(addr, "/ws/town-hall?batch=5").await, secs(3)).await;
+    assert!(quiet.seqs.len() > 100, "the program goes on: {} frames", quiet.seqs.len());
+    let loud = loud_windows(quiet.tail(2.0));
+    assert_eq!(loud, 0, "lee is still heard after the mute ({loud} loud 100 ms windows)");
+    assert_eq!(lee.script("return window.townhall.rtc().speak").await, "connected");
+
+    // The host moves lee to the audience: lee's page stops speaking and says why.
+    host_page.click("stage [data-action=move_to_audience][data-target=lee]").await;
+    let state = lee.wait_for(room, secs(10), |v| v["notice"] == "moved_to_audience").await;
+    assert_eq!(state["notice"], "moved_to_audience", "{state}");
+    assert_eq!(state["me"]["onStage"], false, "{state}");
+    assert_eq!(state["me"]["canSpeak"], false, "{state}");
+    let notice = page_text(&lee, "room-notice").await;
+    assert!(notice.contains("moved you to the audience"), "{notice}");
+    let rtc = lee.wait_for("return window.townhall.rtc()", secs(5), |v| v["speak"] == "idle").await;
+    assert_eq!(rtc["speak"], "idle", "lee's page still speaks: {rtc}");
+    assert_eq!(lee.script("return document.getElementById('speak').disabled").await, true);
+    assert_eq!(lee.script(&shown("request-speak")).await, true, "no way back to the stage");
+
+    host_page.close().await;
+    lee.close().await;
+    server.shutdown().await;
+}
