@@ -12,6 +12,7 @@ pub mod space;
 pub mod stage;
 pub mod time;
 pub mod token;
+pub mod webhook;
 
 pub use directory::{Directory, DirectoryError};
 pub use id::{IdError, Identity, SpaceId};
@@ -25,3 +26,4 @@ pub use space::{NewSpace, Space, SpaceError, SpaceState};
 pub use stage::{Seated, Stage, StageError};
 pub use time::UnixTime;
 pub use token::{Claims, SpaceScope, TokenError, TokenKeys, WaitTicket};
+pub use webhook::{Outbox, OutboxConfig, WebhookEnvelope, WebhookEvent};
