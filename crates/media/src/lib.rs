@@ -11,6 +11,7 @@ pub mod hls;
 pub mod jitter;
 pub mod mixer;
 pub mod ogg;
+pub mod recording;
 pub mod wire;
 
 pub use frame::{CHANNELS, FRAME_MS, FRAME_SAMPLES, FrameError, SAMPLE_RATE, check_opus_frame};

@@ -70,7 +70,7 @@ impl OpusHead {
 }
 
 /// Encodes an `OpusTags` packet with a vendor string and `KEY=value` comments.
-fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
+pub(crate) fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b"OpusTags");
     out.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
