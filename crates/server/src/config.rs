@@ -98,6 +98,14 @@ pub struct Config {
     pub webrtc_max_sessions: usize,
     /// WebRTC sessions one identity (with a token) or one address (without) may hold at once.
     pub webrtc_sessions_per_client: usize,
+    /// Webhook receivers: every event is POSTed, signed, to each (`http://` only; empty: off).
+    pub webhook_urls: Vec<String>,
+    /// Webhook events queued for delivery; when full, the oldest is dropped.
+    pub webhook_queue: usize,
+    /// Attempts per event and receiver (the first included) before it is dropped.
+    pub webhook_max_attempts: u32,
+    /// Delay before the first webhook retry, ms; it doubles with each failure, up to 60 s.
+    pub webhook_retry_base_ms: u64,
 }
 
 impl Default for Config {
@@ -144,6 +152,10 @@ impl Default for Config {
             webrtc_advertise: Vec::new(),
             webrtc_max_sessions: 5_000,
             webrtc_sessions_per_client: 4,
+            webhook_urls: Vec::new(),
+            webhook_queue: 1_000,
+            webhook_max_attempts: 8,
+            webhook_retry_base_ms: 1_000,
         }
     }
 }
@@ -207,6 +219,15 @@ impl Config {
         if self.api_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return bad("api_secret must be at least 16 bytes");
         }
+        for url in &self.webhook_urls {
+            crate::webhooks::parse_url(url).map_err(ConfigError::Invalid)?;
+        }
+        if self.webhook_queue == 0 || self.webhook_max_attempts == 0 {
+            return bad("webhook_queue and webhook_max_attempts must be at least 1");
+        }
+        if !(1..=60_000).contains(&self.webhook_retry_base_ms) {
+            return bad("webhook_retry_base_ms must be 1 to 60000");
+        }
         Ok(())
     }
 
@@ -254,6 +275,8 @@ mod tests {
             Config { ogg_page_ms: 30, ..Config::default() },
             Config { ws_batch_frames: 0, ..Config::default() },
             Config { api_secret: Some("short".into()), ..Config::default() },
+            Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
+            Config { webhook_queue: 0, ..Config::default() },
         ] {
             assert!(c.validate().is_err());
         }

@@ -22,6 +22,7 @@ pub mod serve;
 pub mod shield;
 pub mod state;
 pub mod web;
+pub mod webhooks;
 pub mod whip;
 pub mod ws;
 

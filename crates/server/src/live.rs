@@ -109,6 +109,9 @@ pub struct LiveSpace {
     room: Mutex<Room>,
     /// The last second's reaction tallies, for the polled summary.
     last_reactions: Mutex<Option<RoomEvent>>,
+    /// Where speakers joining and leaving are reported, and how this space is named there.
+    webhooks: crate::webhooks::Webhooks,
+    webhook_space: townhall_core::webhook::SpaceRef,
 }
 
 impl std::fmt::Debug for LiveSpace {
@@ -125,6 +128,7 @@ impl LiveSpace {
         engine: &Engine,
         fanout: FanoutConfig,
         rtc: mpsc::Sender<ProgramPacket>,
+        webhooks: crate::webhooks::Webhooks,
     ) -> Result<Arc<LiveSpace>, OpenError> {
         let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
         let serial: u32 = rand::random();
@@ -156,6 +160,8 @@ impl LiveSpace {
                 crate::clock::now_unix(),
             )),
             last_reactions: Mutex::new(None),
+            webhooks,
+            webhook_space: space.into(),
         }))
     }
 
@@ -193,15 +199,14 @@ impl LiveSpace {
     ) -> Result<SpeakerSeat, StageError> {
         let source = self.next_source.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Kick::new());
-        let speakers = {
+        let (speakers, replaced) = {
             let mut seats = self.seats();
-            if seats.stage.take_seat(who.clone(), role)? == Seated::Replaced
-                && let Some(old) = seats.sessions.get(&who)
-            {
+            let replaced = seats.stage.take_seat(who.clone(), role)? == Seated::Replaced;
+            if replaced && let Some(old) = seats.sessions.get(&who) {
                 old.kick.fire(KickReason::Replaced);
             }
             seats.sessions.insert(who.clone(), Session { source, kick: kick.clone() });
-            seats.stage.len()
+            (seats.stage.len(), replaced)
         };
         metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
         let (returns_tx, returns) = if wants_return {
@@ -215,6 +220,11 @@ impl LiveSpace {
         let muted = self.room().member(&who).is_some_and(|m| m.mute.is_muted());
         if muted {
             let _ = self.ingest.send(Ingest::Mute { source, muted: true }).await;
+        }
+        if !replaced {
+            let speaker = townhall_core::webhook::SpeakerRef { identity: who.clone(), role };
+            let space = self.webhook_space.clone();
+            self.webhooks.emit(townhall_core::WebhookEvent::SpeakerJoined { space, speaker });
         }
         Ok(SpeakerSeat { space: self.clone(), who, source, kick, returns })
     }
@@ -379,17 +389,24 @@ impl LiveSpace {
                 rt.spawn(async move { ingest.send(Ingest::Leave { source }).await });
             }
         }
+        let mut left_role = None;
         let (speakers, was_current) = {
             let mut seats = self.seats();
             // Only the current session of this identity frees the seat; a replaced one does not.
             let current = seats.sessions.get(who).is_some_and(|s| s.source == source);
             if current {
+                left_role = seats.stage.speakers().find(|(w, _)| *w == who).map(|(_, r)| r);
                 seats.sessions.remove(who);
                 seats.stage.leave(who);
             }
             (seats.stage.len(), current)
         };
         metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
+        if let Some(role) = left_role {
+            let speaker = townhall_core::webhook::SpeakerRef { identity: who.clone(), role };
+            let space = self.webhook_space.clone();
+            self.webhooks.emit(townhall_core::WebhookEvent::SpeakerLeft { space, speaker });
+        }
         if was_current {
             // Their connection is gone: they leave the room too, which frees their seat there;
             // coming back, they rejoin with the role the room last gave them (and its seat).

@@ -22,6 +22,7 @@ use crate::hls::HlsStores;
 use crate::live::LiveSpace;
 use crate::rtc::RtcNode;
 use crate::shield::Shield;
+use townhall_core::WebhookEvent;
 
 /// Everything request handlers share.
 pub struct AppState {
@@ -43,6 +44,8 @@ pub struct AppState {
     pub hls: HlsStores,
     /// WebRTC sessions (WHIP speakers, WHEP listeners).
     pub rtc: RtcNode,
+    /// Webhook events out (spaces started and ended, speakers joining and leaving, recordings).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl std::fmt::Debug for AppState {
@@ -117,6 +120,7 @@ impl AppState {
             shield,
             hls: HlsStores::default(),
             rtc,
+            webhooks: crate::webhooks::Webhooks::start(&config),
             config,
             keys,
             directory: Mutex::new(directory),
@@ -247,6 +251,7 @@ impl AppState {
         let space = directory.create(req, host, now_unix())?.clone();
         if space.state == SpaceState::Live {
             self.open_live(&space, &directory)?;
+            self.webhooks.emit(WebhookEvent::SpaceStarted { space: (&space).into() });
         }
         Ok(space)
     }
@@ -256,6 +261,7 @@ impl AppState {
         let mut directory = self.directory();
         let space = directory.start(id, now_unix())?.clone();
         self.open_live(&space, &directory)?;
+        self.webhooks.emit(WebhookEvent::SpaceStarted { space: (&space).into() });
         Ok(space)
     }
 
@@ -266,6 +272,7 @@ impl AppState {
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
+            self.webhooks.emit(WebhookEvent::SpaceEnded { space: (&space).into() });
         }
         self.rtc.end_space(id);
         Ok(space)
@@ -278,9 +285,15 @@ impl AppState {
             shutdown: self.shutdown.clone(),
             shield: Some(self.shield.clone()),
         };
-        let live =
-            LiveSpace::open(space, &self.config, &self.engine, fanout, self.rtc.program_sender())
-                .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
+        let live = LiveSpace::open(
+            space,
+            &self.config,
+            &self.engine,
+            fanout,
+            self.rtc.program_sender(),
+            self.webhooks.clone(),
+        )
+        .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;
         self.hls.insert(space.id.clone(), live.hls().clone());
         // HLS of spaces the directory has forgotten is dropped.
         self.hls.retain(|id| directory.get(id).is_ok());

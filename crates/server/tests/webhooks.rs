@@ -1,0 +1,172 @@
+//! Webhooks on a real server: a receiver on loopback that refuses the first delivery gets it
+//! again (same event id) after the retry; every request is signed with the API secret; a
+//! speaker taking and leaving a seat, and the space ending, are reported.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use common::*;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use townhall_core::Role;
+use townhall_core::webhook::verify;
+use townhall_server::Config;
+
+/// One request the receiver got.
+#[derive(Debug)]
+struct Hook {
+    headers: HeaderMap,
+    body: Bytes,
+    json: Value,
+}
+
+impl Hook {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+#[derive(Clone)]
+struct Receiver {
+    seen: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Hook>,
+}
+
+/// Records the request; answers 500 to the very first one and 200 after.
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let first = r.seen.fetch_add(1, Ordering::SeqCst) == 0;
+    let _ = r.tx.send(Hook { headers, body, json });
+    if first { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+}
+
+async fn receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Hook>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route("/hooks", post(receive))
+        .with_state(Receiver { seen: Arc::new(AtomicUsize::new(0)), tx });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+/// The next request, checked: JSON, our user agent, a valid signature with the dev secret.
+async fn next_hook(rx: &mut mpsc::UnboundedReceiver<Hook>) -> Hook {
+    let hook = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a webhook in time")
+        .expect("receiver running");
+    assert_eq!(hook.header("content-type"), "application/json");
+    assert_eq!(hook.header("user-agent"), "townhall");
+    let now = townhall_server::clock::now_unix();
+    let secret = townhall_server::config::DEV_API_SECRET.as_bytes();
+    let signature = hook.header("townhall-signature");
+    verify(secret, signature, &hook.body, now, 300).expect("signature verifies");
+    assert!(verify(b"some other secret entirely", signature, &hook.body, now, 300).is_err());
+    assert!(hook.json["id"].as_str().is_some_and(|id| id.starts_with("evt_")), "{}", hook.json);
+    assert!(hook.json["created_at"].as_u64().is_some_and(|t| t.abs_diff(now.0) < 300));
+    hook
+}
+
+#[tokio::test]
+async fn events_are_signed_retried_and_cover_a_space_from_start_to_end() {
+    let (recv_addr, mut hooks) = receiver().await;
+    let server = server_with(Config {
+        webhook_urls: vec![format!("http://{recv_addr}/hooks")],
+        webhook_retry_base_ms: 50,
+        ..Config::default()
+    })
+    .await;
+    let addr = server.addr();
+
+    // Going live: space_started, refused once (500), then delivered again with the same id.
+    live_space(addr, "hooks").await;
+    let first = next_hook(&mut hooks).await;
+    assert_eq!(first.json["event"], "space_started", "{}", first.json);
+    assert_eq!(first.json["space"]["id"], "hooks");
+    assert_eq!(first.json["space"]["title"], "Test hooks");
+    let again = next_hook(&mut hooks).await;
+    assert_eq!(again.json["event"], "space_started", "{}", again.json);
+    assert_eq!(again.json["id"], first.json["id"], "a retry carries the same event id");
+    assert_eq!(again.body, first.body, "a retry sends the same bytes");
+
+    // A speaker takes a seat, then hangs up.
+    let path = format!("/ws/hooks?mode=speak&token={}", token("alice", Role::Speaker, "hooks"));
+    let mut speaker = ws(addr, &path).await;
+    assert_eq!(next_json(&mut speaker).await["type"], "hello");
+    let joined = next_hook(&mut hooks).await;
+    assert_eq!(joined.json["event"], "speaker_joined", "{}", joined.json);
+    assert_eq!(joined.json["space"]["id"], "hooks");
+    assert_eq!(joined.json["speaker"]["identity"], "alice");
+    assert_eq!(joined.json["speaker"]["role"], "speaker");
+    drop(speaker);
+    let left = next_hook(&mut hooks).await;
+    assert_eq!(left.json["event"], "speaker_left", "{}", left.json);
+    assert_eq!(left.json["speaker"]["identity"], "alice");
+    assert_ne!(left.json["id"], joined.json["id"]);
+
+    // Ending the space.
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces/hooks/end"))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("end");
+    assert_eq!(res.status(), 200);
+    let ended = next_hook(&mut hooks).await;
+    assert_eq!(ended.json["event"], "space_ended", "{}", ended.json);
+    assert_eq!(ended.json["space"]["id"], "hooks");
+
+    // Nothing else was sent (no duplicate of a delivered event).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hooks.try_recv().is_err(), "no further webhooks");
+
+    // The outcomes are counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let count = |outcome: &str| {
+            let prefix = format!("townhall_webhooks_total{{outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if count("delivered") >= 4.0 && count("retried") >= 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "webhook metrics: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_receivers_are_refused_at_start() {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo: false,
+        webhook_urls: vec!["https://hooks.example.com/townhall".into()],
+        ..Config::default()
+    };
+    let err = townhall_server::start(config).await.expect_err("https refused");
+    let message = err.to_string();
+    assert!(message.contains("https") && message.contains("http://"), "{message}");
+}
