@@ -60,18 +60,40 @@ impl Directory {
         self.spaces.get(&id).ok_or(DirectoryError::NotFound(id))
     }
 
+    /// Puts back a space remembered from before a restart, as it was (any state). Refused if
+    /// the id is taken; open spaces count against the bound like new ones.
+    pub fn restore(&mut self, space: Space) -> Result<&Space, DirectoryError> {
+        if self.spaces.contains_key(&space.id) {
+            return Err(DirectoryError::Exists(space.id));
+        }
+        let open = self.spaces.values().filter(|s| s.state != SpaceState::Ended).count();
+        if space.state != SpaceState::Ended && open >= self.max_open {
+            return Err(DirectoryError::Full(self.max_open));
+        }
+        let id = space.id.clone();
+        self.spaces.insert(id.clone(), space);
+        self.forget_old_ended();
+        self.get(&id)
+    }
+
+    /// Forgets a space entirely (the demo, re-created at every start).
+    pub fn forget(&mut self, id: &SpaceId) -> Option<Space> {
+        self.spaces.remove(id)
+    }
+
     /// The space with this id.
     pub fn get(&self, id: &SpaceId) -> Result<&Space, DirectoryError> {
         self.spaces.get(id).ok_or_else(|| DirectoryError::NotFound(id.clone()))
     }
 
-    /// All spaces, live first, then scheduled, then ended; by id within each.
+    /// All spaces: live ones first (by id), then scheduled ones soonest first, then ended ones
+    /// most recent first.
     pub fn list(&self) -> Vec<&Space> {
         let mut all: Vec<&Space> = self.spaces.values().collect();
         all.sort_by_key(|s| match s.state {
-            SpaceState::Live => 0,
-            SpaceState::Scheduled => 1,
-            SpaceState::Ended => 2,
+            SpaceState::Live => (0, 0),
+            SpaceState::Scheduled => (1, s.scheduled_for.map_or(u64::MAX, |t| t.0)),
+            SpaceState::Ended => (2, u64::MAX - s.ended_at.map_or(0, |t| t.0)),
         });
         all
     }

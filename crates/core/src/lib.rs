@@ -3,6 +3,7 @@
 //! Everything here is plain data and state machines driven by explicit inputs, with time passed
 //! in as [`UnixTime`]. No sockets, no tasks, no clocks: the server crate owns those.
 
+pub mod absence;
 pub mod directory;
 pub mod id;
 pub mod pow;
@@ -14,6 +15,7 @@ pub mod time;
 pub mod token;
 pub mod webhook;
 
+pub use absence::AbsenceTimer;
 pub use directory::{Directory, DirectoryError};
 pub use id::{IdError, Identity, SpaceId};
 pub use pow::{PowError, solve as solve_pow};

@@ -89,6 +89,8 @@ impl Space {
     pub const MAX_TITLE: usize = 200;
     /// The longest description, in characters.
     pub const MAX_DESCRIPTION: usize = 2_000;
+    /// How far ahead a space may be scheduled, in seconds (a year).
+    pub const MAX_SCHEDULE_AHEAD_SECS: u64 = 366 * 86_400;
 
     /// Builds a space from a request, validating its fields.
     pub fn create(
@@ -105,6 +107,16 @@ impl Space {
             && d.chars().count() > Self::MAX_DESCRIPTION
         {
             return Err(SpaceError::Invalid("description must be at most 2000 characters"));
+        }
+        if let Some(at) = req.scheduled_for
+            && !req.live
+        {
+            if at < now {
+                return Err(SpaceError::Invalid("scheduled_for must not be in the past"));
+            }
+            if at.0 - now.0 > Self::MAX_SCHEDULE_AHEAD_SECS {
+                return Err(SpaceError::Invalid("scheduled_for must be within a year"));
+            }
         }
         let mut space = Space {
             id,
@@ -157,6 +169,28 @@ impl Space {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_must_be_ahead_and_within_a_year() {
+        let req = |at| NewSpace {
+            title: "t".into(),
+            scheduled_for: Some(UnixTime(at)),
+            ..NewSpace::default()
+        };
+        let id = || SpaceId::new("s").expect("id");
+        let host = || Identity::new("h").expect("host");
+        let now = UnixTime(1_000);
+        assert!(Space::create(id(), req(999), host(), now).is_err(), "past");
+        assert!(Space::create(id(), req(1_000), host(), now).is_ok(), "now");
+        let year = Space::MAX_SCHEDULE_AHEAD_SECS;
+        assert!(Space::create(id(), req(1_000 + year), host(), now).is_ok());
+        assert!(Space::create(id(), req(1_001 + year), host(), now).is_err(), "too far");
+        let live = NewSpace { live: true, ..req(1) };
+        assert!(
+            Space::create(id(), live, host(), now).is_ok(),
+            "a live start ignores the schedule"
+        );
+    }
 
     fn space(live: bool) -> Space {
         let req = NewSpace { title: "Town hall".into(), live, public: true, ..NewSpace::default() };

@@ -40,8 +40,24 @@ struct SpaceList {
     spaces: Vec<SpaceView>,
 }
 
-async fn list_spaces(State(app): State<Arc<AppState>>) -> Json<SpaceList> {
-    Json(SpaceList { spaces: app.list() })
+/// Query of `GET /api/v1/spaces`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only spaces in this state (`scheduled` lists the upcoming ones, soonest first).
+    state: Option<townhall_core::SpaceState>,
+}
+
+async fn list_spaces(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<SpaceList>, ApiError> {
+    let Query(q) = query?;
+    let mut spaces = app.list();
+    if let Some(state) = q.state {
+        spaces.retain(|s| s.space.state == state);
+    }
+    Ok(Json(SpaceList { spaces }))
 }
 
 async fn get_space(
@@ -247,7 +263,8 @@ pub struct ShieldUpdate {
 }
 
 /// Checks an operator token: a host or co-host token for every space (`*`).
-fn authorize_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks for an operator token (host or co-host role, every space).
+pub fn authorize_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let claims = app.authorize_manage(headers, None)?;
     if claims.space != SpaceScope::Any {
         return Err(ApiError::forbidden("operator endpoints need a token for every space ('*')"));

@@ -12,8 +12,15 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address to listen on for HTTP and WebSocket.
     pub listen: SocketAddr,
-    /// Directory for recordings and state (unused by the in-memory default so far).
+    /// Directory for recordings and (with `database`) the metadata database.
     pub data_dir: PathBuf,
+    /// Keep metadata (spaces, schedules, bans, moderation log, reports, recordings index) in
+    /// SQLite under `data_dir`, so it survives restarts. `townhall serve` turns this on unless
+    /// given `--in-memory`; off, the same schema lives in memory (tests, throwaway nodes).
+    pub database: bool,
+    /// A live space with neither its host nor a co-host present for this long ends itself
+    /// (seconds; 0 = never).
+    pub host_absent_end_secs: u64,
     /// Start the demo space with its speaker bot.
     pub demo: bool,
     /// The URL users reach this node at, for printed links (default: `http://{listen}`).
@@ -106,6 +113,9 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// Delay before the first webhook retry, ms; it doubles with each failure, up to 60 s.
     pub webhook_retry_base_ms: u64,
+    /// Recordings are flushed and synced to disk at least this often, ms (20 to 2000): the most
+    /// audio a crash can lose.
+    pub recording_sync_ms: u64,
 }
 
 impl Default for Config {
@@ -113,6 +123,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("townhall-data"),
+            database: false,
+            host_absent_end_secs: 600,
             demo: true,
             public_url: None,
             api_key: None,
@@ -156,6 +168,7 @@ impl Default for Config {
             webhook_queue: 1_000,
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 1_000,
+            recording_sync_ms: 1_000,
         }
     }
 }
@@ -228,6 +241,9 @@ impl Config {
         if !(1..=60_000).contains(&self.webhook_retry_base_ms) {
             return bad("webhook_retry_base_ms must be 1 to 60000");
         }
+        if !(20..=2_000).contains(&self.recording_sync_ms) {
+            return bad("recording_sync_ms must be 20 to 2000");
+        }
         Ok(())
     }
 
@@ -277,6 +293,7 @@ mod tests {
             Config { api_secret: Some("short".into()), ..Config::default() },
             Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
             Config { webhook_queue: 0, ..Config::default() },
+            Config { recording_sync_ms: 2_001, ..Config::default() },
         ] {
             assert!(c.validate().is_err());
         }

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::MissedTickBehavior;
+use townhall_core::room::Action;
 use townhall_core::{Identity, NewSpace, Role, SpaceId};
 use townhall_media::{OggOpusReader, SpeakerFrame};
 
-use crate::clock::now_us;
+use crate::clock::{now_unix, now_us};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -33,9 +34,16 @@ pub async fn start(app: &Arc<AppState>) -> Result<SpaceId, ApiError> {
         scheduled_for: None,
     };
     let host = Identity::new("demo-host").map_err(|e| ApiError::internal(e.to_string()))?;
-    app.create(req, host)?;
+    // The demo starts afresh at every start, whatever the database remembers of it.
+    if app.space(&id).is_ok() {
+        app.forget(&id);
+    }
+    app.create(req, host.clone())?;
     let speech = OggOpusReader::parse(SPEECH).map_err(|e| ApiError::internal(e.to_string()))?;
     let live = app.live(&id).ok_or_else(|| ApiError::internal("demo space did not go live"))?;
+    // Its host is always in: the demo never ends for want of one.
+    live.act(&host, Role::Host, Action::Join { token_role: Role::Host }, now_unix())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let bot = Identity::new("demo-bot").map_err(|e| ApiError::internal(e.to_string()))?;
     let seat = live.seat(bot, Role::Speaker, false).await?;
     let feed = live.feed().clone();

@@ -14,13 +14,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use townhall_core::SpaceId;
 use townhall_media::wire::ProgramBatchWriter;
-use townhall_media::{Mixer, OggOpusMuxer, ProgramFrame, ProgramFrameView, SourceId, SpeakerFrame};
+use townhall_media::{
+    Mixer, OggOpusMuxer, ProgramFrame, ProgramFrameView, SourceId, SpeakerFrame, VoiceActivity,
+    VoiceConfig,
+};
 
 use crate::clock;
 use crate::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
 use crate::hls::HlsStore;
 use crate::metrics::{FRAMES_DROPPED, MIXER_LATE_TICKS, MIXER_TICKS};
 use crate::rtc::ProgramPacket;
+use crate::talking::Talking;
 
 const TICK: Duration = Duration::from_millis(townhall_media::FRAME_MS as u64);
 /// Further behind than this, the engine stops catching up and resynchronises its clock.
@@ -57,6 +61,8 @@ pub enum Ingest {
         /// Muted or not.
         muted: bool,
     },
+    /// Start (a recorder's tap) or stop (`None`) recording the program.
+    Record(Option<crate::recorder::RecordTap>),
 }
 
 /// A space as the engine runs it.
@@ -79,6 +85,11 @@ pub struct SpaceMix {
     last_count: Option<usize>,
     /// Frames muxed into the Ogg page being built.
     ogg_pending: u64,
+    /// The recorder of the program, while recording.
+    recorder: Option<crate::recorder::RecordTap>,
+    /// Who is talking (from the mixer's levels), and their names.
+    voice: VoiceActivity,
+    talking: Option<Arc<Talking>>,
 }
 
 impl SpaceMix {
@@ -103,7 +114,27 @@ impl SpaceMix {
             ticks: 0,
             last_count: None,
             ogg_pending: 0,
+            recorder: None,
+            voice: VoiceActivity::new(VoiceConfig::default()),
+            talking: None,
         }
+    }
+
+    /// Reports who is talking to `talking` and, on changes, to listeners as
+    /// `{"type":"speaking","speakers":[...]}`.
+    pub fn with_talking(mut self, talking: Arc<Talking>) -> SpaceMix {
+        self.talking = Some(talking);
+        self
+    }
+
+    fn detect_voices(&mut self, now_us: u64) {
+        let Some(talking) = &self.talking else { return };
+        let Some(sources) = self.voice.observe(self.mixer.levels(), now_us / 1_000) else {
+            return;
+        };
+        let speakers = talking.update(&sources);
+        let event = serde_json::json!({ "type": "speaking", "speakers": speakers });
+        self.feed.publish_event(&event.to_string());
     }
 
     fn drain_ingest(&mut self) {
@@ -128,6 +159,7 @@ impl SpaceMix {
                     self.mixer.remove_source(source);
                     self.returns.remove(&source);
                 }
+                Ingest::Record(tap) => self.recorder = tap,
             }
         }
     }
@@ -137,6 +169,7 @@ impl SpaceMix {
         self.drain_ingest();
         let tick = self.mixer.tick(now_us);
         self.publish(&tick.program, false);
+        self.detect_voices(now_us);
         for (source, frame) in &tick.returns {
             if let Some(tx) = self.returns.get(source) {
                 let _ = tx.try_send(single_batch(frame));
@@ -173,6 +206,12 @@ impl SpaceMix {
             if sent.is_err() {
                 metrics::counter!(FRAMES_DROPPED, "protocol" => "webrtc").increment(1);
             }
+        }
+        // Never waits: a recorder whose disk is behind loses frames, the mixer does not.
+        if let Some(tap) = &mut self.recorder
+            && !tap.offer(frame.seq, &frame.payload)
+        {
+            self.recorder = None;
         }
         self.ogg_pending += 1;
         match self.ogg.push(&frame.payload, end_of_stream) {

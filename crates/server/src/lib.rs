@@ -16,11 +16,15 @@ pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod ogg_http;
+pub mod recorder;
+pub mod reports;
 pub mod room;
 pub mod rtc;
 pub mod serve;
 pub mod shield;
 pub mod state;
+pub mod store;
+pub mod talking;
 pub mod web;
 pub mod webhooks;
 pub mod whip;
@@ -58,6 +62,12 @@ pub enum StartError {
     /// The demo space could not be created.
     #[error("demo: {}", .0.message)]
     Demo(ApiError),
+    /// Spaces stored before the last stop could not be brought back.
+    #[error("restoring spaces: {}", .0.message)]
+    Restore(ApiError),
+    /// The metadata database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// A token could not be minted.
     #[error("token: {0}")]
     Token(#[from] townhall_core::TokenError),
@@ -91,6 +101,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(room::routes())
+        .merge(recorder::routes())
+        .merge(reports::routes())
         .merge(whip::routes())
         .merge(web::routes())
         .fallback(not_found)
@@ -111,7 +123,20 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let engine = engine::Engine::start()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let rtc = rtc::RtcNode::start(&config, shutdown_rx.clone())?;
-    let app = Arc::new(AppState::new(config, keys, engine, rtc, shutdown_rx, metrics::handle()));
+    let store = Arc::new(if config.database {
+        store::Store::open(&config.data_dir)?
+    } else {
+        store::Store::in_memory()?
+    });
+    let app =
+        Arc::new(AppState::new(config, keys, engine, rtc, store, shutdown_rx, metrics::handle()));
+    app.restore().map_err(StartError::Restore)?;
+    // Recordings a crash interrupted are finalised before anyone can ask for them.
+    let (data_dir, store, webhooks) =
+        (app.config.data_dir.clone(), app.store.clone(), app.webhooks.clone());
+    tokio::task::spawn_blocking(move || recorder::recover(&data_dir, &store, &webhooks))
+        .await
+        .map_err(std::io::Error::other)?;
     if app.config.demo {
         demo::start(&app).await.map_err(StartError::Demo)?;
     }
@@ -158,6 +183,7 @@ impl Server {
     /// (at most `drain_secs`), then stops.
     pub async fn shutdown(self) {
         self.app.set_draining();
+        recorder::finish_all(&self.app).await;
         let _ = self.shutdown.send(true);
         let deadline = Duration::from_secs(self.app.config.drain_secs);
         let abort = self.task.abort_handle();
@@ -168,8 +194,9 @@ impl Server {
     }
 }
 
-/// Every second: re-evaluates the crowd-or-attack verdict (it logs and reports changes) and
-/// broadcasts each space's reaction tallies of the past seconds.
+/// Every second: re-evaluates the crowd-or-attack verdict (it logs and reports changes),
+/// broadcasts each space's reaction tallies of the past seconds and ends spaces left without a
+/// host for the grace period.
 async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -178,6 +205,7 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 app.shield.evaluate();
                 let now = clock::now_unix();
                 app.live_spaces().iter().for_each(|live| live.flush_reactions(now));
+                app.end_abandoned(now);
             }
             _ = shutdown.changed() => return,
         }

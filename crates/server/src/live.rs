@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use townhall_core::room::{Action, Room, RoomConfig, RoomEvent, RoomView};
-use townhall_core::{Identity, Role, Seated, Space, SpaceId, Stage, StageError, UnixTime};
+use townhall_core::{
+    AbsenceTimer, Identity, Role, Seated, Space, SpaceId, Stage, StageError, UnixTime,
+};
 use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
 
 use crate::config::Config;
@@ -17,6 +19,8 @@ use crate::feed::ProgramFeed;
 use crate::hls::HlsStore;
 use crate::metrics::SPEAKERS;
 use crate::rtc::ProgramPacket;
+use crate::store::{BanKind, Store};
+use crate::talking::Talking;
 
 /// Speaker frames queued towards the mixer before new ones are refused.
 const INGEST_CAPACITY: usize = 1_024;
@@ -104,11 +108,17 @@ pub struct LiveSpace {
     hls: Arc<HlsStore>,
     ingest: mpsc::Sender<Ingest>,
     next_source: AtomicU64,
+    /// Who is talking (named sources; set by the engine).
+    talking: Arc<Talking>,
     seats: Mutex<Seats>,
     /// Who is in the space and what they may do (roles, stage, hands, mutes, removals).
     room: Mutex<Room>,
     /// The last second's reaction tallies, for the polled summary.
     last_reactions: Mutex<Option<RoomEvent>>,
+    /// Where moderation is recorded.
+    store: Arc<Store>,
+    /// How long the host and co-hosts have been away.
+    absence: Mutex<AbsenceTimer>,
     /// Where speakers joining and leaving are reported, and how this space is named there.
     webhooks: crate::webhooks::Webhooks,
     webhook_space: townhall_core::webhook::SpaceRef,
@@ -128,6 +138,7 @@ impl LiveSpace {
         engine: &Engine,
         fanout: FanoutConfig,
         rtc: mpsc::Sender<ProgramPacket>,
+        store: Arc<Store>,
         webhooks: crate::webhooks::Webhooks,
     ) -> Result<Arc<LiveSpace>, OpenError> {
         let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
@@ -143,25 +154,45 @@ impl LiveSpace {
         let hls = HlsStore::new(mixer.pre_skip(), format!("{serial:08x}"))
             .map_err(|e| OpenError::Hls(e.message))?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
-        engine.add(SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx, rtc));
+        let talking = Arc::new(Talking::default());
+        engine.add(
+            SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx, rtc)
+                .with_talking(talking.clone()),
+        );
+        let mut room = Room::with_config(
+            space.host.clone(),
+            RoomConfig { seats: config.stage_seats, ..RoomConfig::default() },
+            crate::clock::now_unix(),
+        );
+        // Removals and blocks outlive restarts.
+        match store.bans(&space.id) {
+            Ok(bans) => {
+                for (who, kind) in bans {
+                    match kind {
+                        BanKind::Removed => room.restore_removed(who),
+                        BanKind::Blocked => room.restore_blocked(who),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(space = %space.id, "cannot read bans: {e}"),
+        }
         Ok(Arc::new(LiveSpace {
+            store,
+            webhooks,
+            webhook_space: space.into(),
+            absence: Mutex::new(AbsenceTimer::new(config.host_absent_end_secs)),
             id: space.id.clone(),
             feed,
             hls,
             ingest: tx,
             next_source: AtomicU64::new(1),
+            talking,
             seats: Mutex::new(Seats {
                 stage: Stage::new(config.stage_seats),
                 sessions: HashMap::new(),
             }),
-            room: Mutex::new(Room::with_config(
-                space.host.clone(),
-                RoomConfig { seats: config.stage_seats, ..RoomConfig::default() },
-                crate::clock::now_unix(),
-            )),
+            room: Mutex::new(room),
             last_reactions: Mutex::new(None),
-            webhooks,
-            webhook_space: space.into(),
         }))
     }
 
@@ -206,6 +237,7 @@ impl LiveSpace {
                 old.kick.fire(KickReason::Replaced);
             }
             seats.sessions.insert(who.clone(), Session { source, kick: kick.clone() });
+            self.talking.name(source, who.clone());
             (seats.stage.len(), replaced)
         };
         metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
@@ -231,6 +263,11 @@ impl LiveSpace {
 
     fn room(&self) -> std::sync::MutexGuard<'_, Room> {
         self.room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Who is talking now (voice activity), by name.
+    pub fn talking(&self) -> Vec<Identity> {
+        self.talking.current()
     }
 
     /// The room as the API shows it.
@@ -267,17 +304,26 @@ impl LiveSpace {
         action: Action,
         now: UnixTime,
     ) -> Result<Vec<RoomEvent>, townhall_core::RoomError> {
-        let events = {
+        let (events, logged) = {
             let mut room = self.room();
             let mut events = Vec::new();
+            let logged_before = room.log_total();
             let present = room.member(who).is_some_and(|m| m.is_present());
             if !present && !matches!(action, Action::Join { .. } | Action::Leave) {
                 events.extend(room.apply(who, Action::Join { token_role }, now)?);
             }
             events.extend(room.apply(who, action, now)?);
-            events
+            let new = usize::try_from(room.log_total() - logged_before).unwrap_or(usize::MAX);
+            let kept = room.log().len();
+            let logged: Vec<_> = room.log().skip(kept.saturating_sub(new)).cloned().collect();
+            (events, logged)
         };
         self.carry_out(&events);
+        if !logged.is_empty()
+            && let Err(e) = self.store.record_moderation(&self.id, &logged)
+        {
+            tracing::error!(space = %self.id, "cannot record moderation: {e}");
+        }
         Ok(events)
     }
 
@@ -294,6 +340,17 @@ impl LiveSpace {
     /// The latest second's reaction tallies, if any were sent.
     pub fn last_reactions(&self) -> Option<RoomEvent> {
         self.last_reactions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether neither the host nor a co-host has been present for the configured grace
+    /// period (`host_absent_end_secs`) up to `now`.
+    pub fn host_gone(&self, now: UnixTime) -> bool {
+        let present = {
+            let room = self.room();
+            let here = |who: &Identity| room.member(who).is_some_and(|m| m.is_present());
+            here(room.host()) || room.cohosts().any(here)
+        };
+        self.absence.lock().unwrap_or_else(|p| p.into_inner()).observe(present, now)
     }
 
     /// The moderation log, oldest first.
@@ -382,6 +439,11 @@ impl LiveSpace {
         engine.remove(self.id.clone());
     }
 
+    /// Hands the mixer a recorder's tap (`None` stops recording); `false` if the mixer is gone.
+    pub async fn record(&self, tap: Option<crate::recorder::RecordTap>) -> bool {
+        self.ingest.send(Ingest::Record(tap)).await.is_ok()
+    }
+
     fn leave(&self, who: &Identity, source: SourceId) {
         if self.ingest.try_send(Ingest::Leave { source }).is_err() {
             let ingest = self.ingest.clone();
@@ -394,6 +456,7 @@ impl LiveSpace {
             let mut seats = self.seats();
             // Only the current session of this identity frees the seat; a replaced one does not.
             let current = seats.sessions.get(who).is_some_and(|s| s.source == source);
+            self.talking.forget(source);
             if current {
                 left_role = seats.stage.speakers().find(|(w, _)| *w == who).map(|(_, r)| r);
                 seats.sessions.remove(who);

@@ -35,9 +35,13 @@ struct ServeArgs {
     /// TOML configuration file (flags and environment override it).
     #[arg(long, env = "TOWNHALL_CONFIG")]
     config: Option<PathBuf>,
-    /// Directory for recordings and state.
+    /// Directory for recordings and the metadata database (default ./townhall-data).
     #[arg(long, env = "TOWNHALL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep spaces, bans, reports and the recordings index in memory only (without a config
+    /// file the database in the data directory is on; with one, its `database` key decides).
+    #[arg(long)]
+    in_memory: bool,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -108,8 +112,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+        None => Config { database: true, ..Config::default() },
     };
+    if args.in_memory {
+        config.database = false;
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

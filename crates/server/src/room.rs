@@ -27,7 +27,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/spaces/{id}/room", get(view))
         .route("/api/v1/spaces/{id}/actions", post(act))
         .route("/api/v1/spaces/{id}/summary", get(summary))
-        .route("/api/v1/spaces/{id}/moderation", get(moderation))
 }
 
 /// An action as the API takes it: `{"action": "mute", "target": "bob", "reason": "..."}`.
@@ -95,7 +94,7 @@ async fn view(
     let id = space_id(path)?;
     let space = app.space(&id)?;
     let live = app.on_air(&space)?;
-    Ok(Json(json!({ "room": live.room_view() })))
+    Ok(Json(json!({ "room": live.room_view(), "talking": live.talking() })))
 }
 
 /// A cheap, cacheable summary for listeners without a WebSocket (HLS, CDN): who is on stage,
@@ -114,6 +113,7 @@ async fn summary(
         "id": id,
         "state": space.state,
         "speakers": room.speakers,
+        "talking": live.talking(),
         "hands": room.hands.len(),
         "listeners": listeners,
         "reactions": live.last_reactions(),
@@ -124,20 +124,6 @@ async fn summary(
         axum::http::HeaderValue::from_static("public, max-age=1"),
     );
     Ok(res)
-}
-
-/// The moderation log of a live space (host or co-host token): every mute, move, removal,
-/// block, promotion and end, with time, actor, target and reason.
-async fn moderation(
-    State(app): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let id = space_id(path)?;
-    app.authorize_manage(&headers, Some(&id))?;
-    let space = app.space(&id)?;
-    let live = app.on_air(&space)?;
-    Ok(Json(json!({ "entries": live.moderation_log() })))
 }
 
 async fn act(

@@ -22,6 +22,7 @@ use crate::hls::HlsStores;
 use crate::live::LiveSpace;
 use crate::rtc::RtcNode;
 use crate::shield::Shield;
+use crate::store::Store;
 use townhall_core::WebhookEvent;
 
 /// Everything request handlers share.
@@ -46,6 +47,12 @@ pub struct AppState {
     pub rtc: RtcNode,
     /// Webhook events out (spaces started and ended, speakers joining and leaving, recordings).
     pub webhooks: crate::webhooks::Webhooks,
+    /// Per-identity limit on filing reports.
+    pub report_limiter: crate::reports::ReportLimiter,
+    /// Metadata that outlives the process (spaces, bans, moderation log, reports, recordings).
+    pub store: Arc<Store>,
+    /// Recordings in progress.
+    pub recordings: crate::recorder::Recordings,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,6 +109,8 @@ pub struct SpaceView {
     /// `direct` (WebSocket or Ogg from this node) or `scale` (new listeners should use LL-HLS
     /// through caches: the node is busy or its operators say so).
     pub listen_mode: &'static str,
+    /// Whether the space is being recorded.
+    pub recording: bool,
 }
 
 impl AppState {
@@ -111,6 +120,7 @@ impl AppState {
         keys: TokenKeys,
         engine: Engine,
         rtc: RtcNode,
+        store: Arc<Store>,
         shutdown: watch::Receiver<bool>,
         metrics: PrometheusHandle,
     ) -> AppState {
@@ -120,6 +130,9 @@ impl AppState {
             shield,
             hls: HlsStores::default(),
             rtc,
+            store,
+            report_limiter: crate::reports::ReportLimiter::default(),
+            recordings: crate::recorder::Recordings::default(),
             webhooks: crate::webhooks::Webhooks::start(&config),
             config,
             keys,
@@ -231,6 +244,7 @@ impl AppState {
         let listen_mode = if space.public && self.shield.scale_mode() { "scale" } else { "direct" };
         SpaceView {
             listen_mode,
+            recording: self.recordings.is_recording(&space.id),
             listeners: counts.ws + counts.ogg + counts.webrtc,
             listeners_by_protocol: counts,
             speakers,
@@ -249,6 +263,10 @@ impl AppState {
     pub fn create(&self, req: NewSpace, host: Identity) -> Result<Space, ApiError> {
         let mut directory = self.directory();
         let space = directory.create(req, host, now_unix())?.clone();
+        if let Err(e) = self.store.save_space(&space) {
+            directory.forget(&space.id);
+            return Err(ApiError::internal(format!("cannot store the space: {e}")));
+        }
         if space.state == SpaceState::Live {
             self.open_live(&space, &directory)?;
             self.webhooks.emit(WebhookEvent::SpaceStarted { space: (&space).into() });
@@ -260,6 +278,7 @@ impl AppState {
     pub fn start(&self, id: &SpaceId) -> Result<Space, ApiError> {
         let mut directory = self.directory();
         let space = directory.start(id, now_unix())?.clone();
+        self.save(&space);
         self.open_live(&space, &directory)?;
         self.webhooks.emit(WebhookEvent::SpaceStarted { space: (&space).into() });
         Ok(space)
@@ -269,6 +288,7 @@ impl AppState {
     pub fn end(&self, id: &SpaceId) -> Result<Space, ApiError> {
         let mut directory = self.directory();
         let space = directory.end(id, now_unix())?.clone();
+        self.save(&space);
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
@@ -276,6 +296,71 @@ impl AppState {
         }
         self.rtc.end_space(id);
         Ok(space)
+    }
+
+    /// Saves a space's new state; the change stands even if the disk refuses (it is logged).
+    fn save(&self, space: &Space) {
+        if let Err(e) = self.store.save_space(space) {
+            tracing::error!(space = %space.id, "cannot store the space: {e}");
+        }
+    }
+
+    /// Brings back the spaces stored before the last stop: scheduled ones wait again, live ones
+    /// go back on air (speakers reconnect; removals and blocks still hold), ended ones are
+    /// listed.
+    pub fn restore(&self) -> Result<usize, ApiError> {
+        let stored =
+            self.store.spaces().map_err(|e| ApiError::internal(format!("stored spaces: {e}")))?;
+        let mut directory = self.directory();
+        let mut restored = 0;
+        for space in stored {
+            let space = match directory.restore(space) {
+                Ok(space) => space.clone(),
+                Err(e) => {
+                    tracing::warn!("not restoring a stored space: {e}");
+                    continue;
+                }
+            };
+            if space.state == SpaceState::Live {
+                self.open_live(&space, &directory)?;
+            }
+            restored += 1;
+        }
+        if restored > 0 {
+            tracing::info!(restored, "spaces restored from the database");
+        }
+        Ok(restored)
+    }
+
+    /// Forgets a space in the directory and the database (the demo, re-created at each start).
+    pub fn forget(&self, id: &SpaceId) {
+        let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(live) = live {
+            live.end(&self.engine);
+        }
+        self.directory().forget(id);
+        if let Err(e) = self.store.delete_space(id) {
+            tracing::error!(space = %id, "cannot forget the space: {e}");
+        }
+    }
+
+    /// Ends live spaces whose host and co-hosts have all been away for the configured grace
+    /// period; returns the ids ended.
+    pub fn end_abandoned(&self, now: townhall_core::UnixTime) -> Vec<SpaceId> {
+        let grace = self.config.host_absent_end_secs;
+        let abandoned: Vec<SpaceId> = self
+            .live_spaces()
+            .iter()
+            .filter(|live| live.host_gone(now))
+            .map(|live| live.id().clone())
+            .collect();
+        abandoned
+            .into_iter()
+            .filter(|id| {
+                tracing::info!(space = %id, grace, "no host for the grace period: ending");
+                self.end(id).is_ok()
+            })
+            .collect()
     }
 
     fn open_live(&self, space: &Space, directory: &Directory) -> Result<(), ApiError> {
@@ -291,6 +376,7 @@ impl AppState {
             &self.engine,
             fanout,
             self.rtc.program_sender(),
+            self.store.clone(),
             self.webhooks.clone(),
         )
         .map_err(|e| ApiError::internal(format!("cannot open space: {e}")))?;

@@ -31,6 +31,13 @@ impl Gcra {
         Gcra { interval, tolerance, tat: None }
     }
 
+    /// A limiter allowing one event per `interval` on average (for slow rates such as one a
+    /// minute), with bursts of `burst` (at least 1).
+    pub fn every(interval: Duration, burst: u32) -> Gcra {
+        let tolerance = interval * burst.max(1).saturating_sub(1);
+        Gcra { interval, tolerance, tat: None }
+    }
+
     /// Records an event at `now` if it conforms; otherwise says how long to wait.
     pub fn check(&mut self, now: Instant) -> Result<(), RateLimited> {
         let tat = self.tat.map_or(now, |t| t.max(now));
@@ -47,6 +54,17 @@ impl Gcra {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn slow_rates_allow_their_burst_then_one_per_interval() {
+        let start = Instant::now();
+        let mut g = Gcra::every(Duration::from_secs(60), 2);
+        assert!(g.check(start).is_ok());
+        assert!(g.check(start).is_ok());
+        let refused = g.check(start).expect_err("third at once");
+        assert_eq!(refused.retry_after, Duration::from_secs(60));
+        assert!(g.check(start + Duration::from_secs(60)).is_ok());
+    }
 
     #[test]
     fn allows_a_burst_then_the_rate() {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Reaction;
 use crate::{Identity, Role, UnixTime};
@@ -141,7 +141,7 @@ pub enum RoomEvent {
 }
 
 /// Kinds of moderation recorded in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModAction {
     /// A moderator muted someone.
@@ -167,7 +167,7 @@ pub enum ModAction {
 }
 
 /// One entry of the moderation log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModerationEntry {
     /// When.
     pub at: UnixTime,

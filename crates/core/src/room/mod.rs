@@ -317,6 +317,28 @@ impl Room {
         self.removed.contains(who)
     }
 
+    /// Re-applies a removal remembered from before a restart (no event, no log entry). The
+    /// identity must not be present; a present one is left alone.
+    pub fn restore_removed(&mut self, who: Identity) {
+        if !self.member(&who).is_some_and(Member::is_present) && who != self.host {
+            self.removed.insert(who);
+        }
+    }
+
+    /// Re-applies a block remembered from before a restart (no event, no log entry), within
+    /// [`Room::MAX_BLOCKED`]. A present identity is left alone.
+    pub fn restore_blocked(&mut self, who: Identity) {
+        let room = self.blocked.len() < Self::MAX_BLOCKED;
+        if room && !self.member(&who).is_some_and(Member::is_present) && who != self.host {
+            self.blocked.insert(who);
+        }
+    }
+
+    /// How many moderation entries were ever logged (kept and dropped).
+    pub fn log_total(&self) -> u64 {
+        self.log_dropped + self.log.len() as u64
+    }
+
     /// How many people are in the space now.
     pub fn present_count(&self) -> usize {
         self.present

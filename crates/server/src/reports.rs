@@ -1,0 +1,208 @@
+//! Notice and action: anyone in a space reports it or a person in it; hosts read their space's
+//! moderation log; operators list every report and moderation action (the record keeping the
+//! EU Digital Services Act expects of platforms).
+//!
+//! - `POST /api/v1/spaces/{id}/reports` (any token for the space): `{"category", "target"?,
+//!   "details"?}` → `201` with the stored report; 5 at once, then one a minute per identity.
+//! - `GET /api/v1/spaces/{id}/moderation` (host or co-host): the space's moderation log.
+//! - `GET /api/v1/admin/reports`, `GET /api/v1/admin/moderation` (operator token for `*`).
+//!
+//! Lists are newest first, `?limit=` (1 to 500, default 100) and `?before=` (a `seq`) to page.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use townhall_core::{Identity, SpaceId};
+use townhall_shield::Gcra;
+
+use crate::api::{authorize_admin, space_id};
+use crate::clock::now_unix;
+use crate::error::ApiError;
+use crate::state::{AppState, bearer};
+use crate::store::ReportCategory;
+
+/// The longest report text, in characters.
+pub const MAX_DETAILS_CHARS: usize = 2_000;
+/// Reports one identity may file at once.
+const REPORT_BURST: u32 = 5;
+/// Then one per this long.
+const REPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// Identities whose report rate is tracked before the table starts afresh.
+const MAX_TRACKED: usize = 100_000;
+
+/// The routes of reports and moderation logs.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/spaces/{id}/reports", post(file_report))
+        .route("/api/v1/spaces/{id}/moderation", get(space_moderation))
+        .route("/api/v1/admin/reports", get(all_reports))
+        .route("/api/v1/admin/moderation", get(all_moderation))
+}
+
+/// Per-identity limit on filing reports.
+#[derive(Debug, Default)]
+pub struct ReportLimiter {
+    seen: Mutex<HashMap<Identity, Gcra>>,
+}
+
+impl ReportLimiter {
+    /// Records a report by `who` at `now` if within their allowance.
+    pub fn check(&self, who: &Identity, now: Instant) -> Result<(), Duration> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_TRACKED && !seen.contains_key(who) {
+            // Identities come from signed tokens whose minting is rate-limited; a table this
+            // full is old news.
+            seen.clear();
+        }
+        let limiter =
+            seen.entry(who.clone()).or_insert_with(|| Gcra::every(REPORT_INTERVAL, REPORT_BURST));
+        limiter.check(now).map_err(|limited| limited.retry_after)
+    }
+}
+
+/// A report as the API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewReport {
+    /// What is wrong.
+    pub category: ReportCategory,
+    /// The person reported; absent to report the space itself.
+    #[serde(default)]
+    pub target: Option<Identity>,
+    /// More about it, up to [`MAX_DETAILS_CHARS`] characters.
+    #[serde(default)]
+    pub details: Option<String>,
+}
+
+/// Paging of lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Entries older than this `seq`.
+    pub before: Option<i64>,
+    /// At most this many (1 to 500, default 100).
+    pub limit: Option<usize>,
+    /// Only this space (admin lists).
+    pub space: Option<SpaceId>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n @ 1..=500) => Ok(n),
+            Some(_) => Err(ApiError::unprocessable("limit must be 1 to 500")),
+        }
+    }
+}
+
+async fn file_report(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Json<NewReport>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = space_id(path)?;
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthorized("reporting needs a token for this space (POST .../join gives one)")
+    })?;
+    let claims = app.verify(token, &id)?;
+    app.space(&id)?;
+    let Json(report) = body?;
+    let details = report.details.as_deref().map(str::trim).filter(|d| !d.is_empty());
+    if details.is_some_and(|d| d.chars().count() > MAX_DETAILS_CHARS) {
+        return Err(ApiError::unprocessable(format!(
+            "details must be at most {MAX_DETAILS_CHARS} characters"
+        )));
+    }
+    app.report_limiter
+        .check(&claims.sub, Instant::now())
+        .map_err(|retry_after| ApiError::rate_limited("reports", retry_after))?;
+    let stored = app
+        .store
+        .add_report(&id, now_unix(), &claims.sub, report.target.as_ref(), report.category, details)
+        .map_err(|e| ApiError::internal(format!("cannot store the report: {e}")))?;
+    tracing::info!(space = %id, reporter = %claims.sub, category = ?stored.category, "report filed");
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
+}
+
+async fn space_moderation(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let id = space_id(path)?;
+    app.authorize_manage(&headers, Some(&id))?;
+    app.space(&id)?;
+    let Query(q) = query?;
+    let entries = app
+        .store
+        .moderation(Some(&id), q.before, q.limit()?)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+async fn all_reports(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&app, &headers)?;
+    let Query(q) = query?;
+    let reports = app
+        .store
+        .reports(q.space.as_ref(), q.before, q.limit()?)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "reports": reports })))
+}
+
+async fn all_moderation(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&app, &headers)?;
+    let Query(q) = query?;
+    let entries = app
+        .store
+        .moderation(q.space.as_ref(), q.before, q.limit()?)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_limited_per_identity() {
+        let limiter = ReportLimiter::default();
+        let (a, b) = (Identity::new("a").expect("a"), Identity::new("b").expect("b"));
+        let now = Instant::now();
+        for _ in 0..REPORT_BURST {
+            assert!(limiter.check(&a, now).is_ok());
+        }
+        assert_eq!(limiter.check(&a, now), Err(REPORT_INTERVAL));
+        assert!(limiter.check(&b, now).is_ok(), "others are not affected");
+        assert!(limiter.check(&a, now + REPORT_INTERVAL).is_ok());
+    }
+
+    #[test]
+    fn limits_outside_the_range_are_refused() {
+        let q = |limit| ListQuery { before: None, limit, space: None };
+        assert_eq!(q(None).limit().ok(), Some(100));
+        assert_eq!(q(Some(500)).limit().ok(), Some(500));
+        assert!(q(Some(0)).limit().is_err());
+        assert!(q(Some(501)).limit().is_err());
+    }
+}
