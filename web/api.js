@@ -84,7 +84,8 @@ export function wsUrl(path) {
 export const shieldStatus = (token) => call('GET', '/api/v1/admin/shield', { token });
 
 /** The room of a live space: `{host, seats, ended, speakers, cohosts, hands, invited, present, listeners}`. */
-export const getRoom = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/room`).then((r) => r.room);
+export const getRoom = (id) =>
+  call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/room`).then((r) => ({ ...r.room, talking: r.talking }));
 /** The cacheable summary for listeners without a WebSocket: speakers, hands (a count), listeners, reactions. */
 export const getSummary = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/summary`);
 /**
@@ -93,3 +94,7 @@ export const getSummary = (id) => call('GET', `/api/v1/spaces/${encodeURICompone
  */
 export const act = (token, id, body) =>
   call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/actions`, { token, body });
+
+/** Reports the space, or a person in it (`{category, target?, details?}`). */
+export const report = (token, id, body) =>
+  call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/reports`, { token, body });

@@ -91,23 +91,35 @@ async function refreshList() {
   } catch (e) {
     return;
   }
-  const ul = $('spaces');
-  ul.replaceChildren(
-    ...spaces.map((s) => {
-      const li = document.createElement('li');
-      const a = document.createElement('a');
-      a.href = `#/space/${s.id}`;
-      const title = document.createElement('span');
-      title.textContent = s.title;
-      const meta = document.createElement('span');
-      meta.className = 'muted';
-      meta.textContent = s.state === 'live' ? `● live · ${s.listeners} listening` : s.state;
-      a.append(title, meta);
-      li.append(a);
-      return li;
-    }),
-  );
+  // Live and ended spaces in the list; scheduled ones under "Upcoming", soonest first (the
+  // server's order).
+  const item = (s) => {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = `#/space/${s.id}`;
+    const title = document.createElement('span');
+    title.textContent = s.title;
+    const meta = document.createElement('span');
+    meta.className = 'muted';
+    meta.textContent =
+      s.state === 'live' ? `● live · ${s.listeners} listening` : s.state === 'scheduled' ? when(s) : s.state;
+    a.append(title, meta);
+    li.append(a);
+    return li;
+  };
+  const upcoming = spaces.filter((s) => s.state === 'scheduled');
+  const others = spaces.filter((s) => s.state !== 'scheduled');
+  $('spaces').replaceChildren(...others.map(item));
+  $('upcoming').replaceChildren(...upcoming.map(item));
+  $('upcoming-title').hidden = upcoming.length === 0;
   $('list-empty').hidden = spaces.length > 0;
+}
+
+/** When a scheduled space is meant to start, in the reader's time zone. */
+function when(space) {
+  if (!space.scheduled_for) return 'scheduled';
+  const at = new Date(space.scheduled_for * 1000);
+  return `starts ${at.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}`;
 }
 
 // ---- one space ----------------------------------------------------------------------------
@@ -128,6 +140,8 @@ function renderSpace(space) {
   state.space = space;
   $('space-title').textContent = space.title;
   $('space-description').textContent = space.description || '';
+  $('space-when').hidden = space.state !== 'scheduled';
+  $('space-when').textContent = space.state === 'scheduled' ? when(space) : '';
   const badge = $('space-state');
   badge.textContent = space.state;
   badge.className = `badge ${space.state}`;
@@ -148,6 +162,29 @@ function renderSpace(space) {
   $('start-space').hidden = space.state !== 'scheduled';
   $('end-space').disabled = space.state === 'ended';
   view.render();
+}
+
+/** Files a report of the space (or of the person named) with the page's token. */
+async function report(e) {
+  e.preventDefault();
+  const status = $('report-status');
+  if (!token()) {
+    setStatus(status, 'paste a token first (Host ▸ Token; joining as a listener gives one)', true);
+    return;
+  }
+  const body = { category: $('report-category').value };
+  const target = $('report-target').value.trim();
+  const details = $('report-details').value.trim();
+  if (target) body.target = target;
+  if (details) body.details = details;
+  try {
+    await api.report(token(), state.space.id, body);
+    setStatus(status, 'Thank you: the report was sent to the operators.');
+    $('report-target').value = '';
+    $('report-details').value = '';
+  } catch (err) {
+    setStatus(status, `${err.code || 'error'}: ${err.message}`, true);
+  }
 }
 
 function leaveSpace() {
@@ -355,15 +392,26 @@ function wire() {
   $('create-form').onsubmit = async (e) => {
     e.preventDefault();
     const title = $('new-title').value.trim();
+    const fields = { title, live: $('new-live').checked };
+    const description = $('new-description').value.trim();
+    if (description) fields.description = description;
+    if (!fields.live && $('new-when').value) {
+      fields.scheduled_for = Math.floor(new Date($('new-when').value).getTime() / 1000);
+    }
     try {
-      const space = await api.createSpace(token(), { title, live: $('new-live').checked });
+      const space = await api.createSpace(token(), fields);
       setStatus($('host-status'), `created ${space.id}`);
       $('new-title').value = '';
+      $('new-description').value = '';
       location.hash = `#/space/${space.id}`;
     } catch (err) {
       setStatus($('host-status'), `${err.code || 'error'}: ${err.message}`, true);
     }
   };
+  $('new-live').onchange = () => {
+    $('new-when-label').hidden = $('new-live').checked;
+  };
+  $('report-form').onsubmit = report;
   $('listen').onclick = listen;
   $('listen-rtc').onclick = listenLowLatency;
   $('stop').onclick = stopListening;

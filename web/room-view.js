@@ -170,6 +170,7 @@ export class RoomView {
     const items = v.speakers.map((s) => {
       const mine = me && s.identity === me.identity;
       const muted = s.mute.state !== 'unmuted';
+      const talking = !muted && room.talking.has(s.identity);
       const controls = [];
       if (room.outranks(s)) {
         if (s.mute.state !== 'moderator') controls.push(actionButton('Mute', 'mute', s.identity));
@@ -179,7 +180,10 @@ export class RoomView {
       }
       return el(
         'li',
-        { class: `member${muted ? ' muted' : ''}`, data: { identity: s.identity, role: s.role, mute: s.mute.state } },
+        {
+          class: `member${muted ? ' muted' : ''}${talking ? ' talking' : ''}`,
+          data: { identity: s.identity, role: s.role, mute: s.mute.state, talking: String(talking) },
+        },
         el('span', { class: 'avatar', 'aria-hidden': 'true' }, s.identity.slice(0, 1).toUpperCase()),
         el('span', { class: 'who' }, s.identity, mine ? el('span', { class: 'muted small' }, ' (you)') : null),
         el('span', { class: `badge role ${s.role}` }, ROLE[s.role] || s.role),

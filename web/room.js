@@ -75,6 +75,7 @@ export class Room {
     this.error = null;
     this.status = '';
     this.reactions = null;
+    this.talking = new Set(); // who is talking now (voice activity)
     this.lastSecond = 0;
     this.floated = 0;
     this.selfAt = 0;
@@ -257,6 +258,7 @@ export class Room {
     this.loaded = true;
     this.detail = true;
     this.handsCount = v.hands.length;
+    if (Array.isArray(v.talking)) this.talking = new Set(v.talking);
     for (const s of this.view.speakers) this.seated(s);
     const seat = this.mySeat();
     if (seat) this.myRole = seat.role;
@@ -265,6 +267,7 @@ export class Room {
 
   applySummary(s, withSpeakers) {
     if (typeof s.listeners === 'number') this.hooks.onListeners(s.listeners);
+    if (Array.isArray(s.talking)) this.talking = new Set(s.talking);
     if (withSpeakers) {
       this.view.speakers = s.speakers.map((m) => ({ ...m }));
       for (const m of this.view.speakers) this.seated(m);
@@ -309,7 +312,7 @@ export class Room {
 
   /** Applies one room event from the WebSocket. */
   apply(ev) {
-    if (ev.type !== 'reactions') this.version += 1;
+    if (ev.type !== 'reactions' && ev.type !== 'speaking') this.version += 1;
     const v = this.view;
     const who = ev.who;
     const drop = (list) => list.filter((x) => x !== who);
@@ -376,6 +379,9 @@ export class Room {
         break;
       case 'reactions':
         this.react(ev);
+        break;
+      case 'speaking':
+        this.talking = new Set(ev.speakers);
         break;
       case 'ended':
         this.setEnded();

@@ -689,6 +689,15 @@ async fn a_listener_asks_to_speak_the_host_accepts_it_speaks_and_the_host_mutes_
     let heard = listen_ws(ws(addr, "/ws/town-hall?batch=5").await, secs(5)).await;
     let loud = loud_windows(&heard.pcm);
     assert!(loud >= 3, "the listener heard lee in only {loud} 100 ms windows");
+    // The host's stage shows lee talking (voice activity from the mixer).
+    let talking = host_page
+        .wait_for(
+            "return document.querySelector('#stage [data-identity=\"lee\"]')?.dataset.talking",
+            secs(10),
+            |v| v == "true",
+        )
+        .await;
+    assert_eq!(talking, "true", "the host's page never showed lee talking");
 
     // The host mutes lee from the stage list: lee's page shows it (muted icon, who muted), the
     // host may lift it, and the program goes quiet.
