@@ -79,8 +79,9 @@ const QUEUE_FRAMES: usize = 500;
 const INDEX_EVERY: Duration = Duration::from_secs(10);
 /// How long stopping waits for the file to be finished.
 const STOP_WAIT: Duration = Duration::from_secs(10);
-/// Frames per page when no sync closes one first (1 s).
-const PAGE_FRAMES: usize = 50;
+/// Frames per page (500 ms) when no sync closes one first: what a killed process can lose
+/// (pages written are in the kernel; syncs make them survive a power cut too).
+const PAGE_FRAMES: usize = 25;
 
 /// A program frame on its way to a recorder.
 struct Frame {
@@ -391,7 +392,8 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
         bytes: 0,
         state: RecordingState::Recording,
     };
-    let pre_skip = OggOpusReader::parse(&live.feed().ogg_headers()).map_or(312, |r| r.head.pre_skip);
+    let pre_skip =
+        OggOpusReader::parse(&live.feed().ogg_headers()).map_or(312, |r| r.head.pre_skip);
     let dir = dir(&app.config.data_dir);
     let (store, sync_ms) = (app.store.clone(), app.config.recording_sync_ms);
     let created = {
@@ -424,9 +426,8 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
         clock: Instant::now(),
         bytes,
     };
-    let spawned = std::thread::Builder::new()
-        .name("townhall-recorder".into())
-        .spawn(move || recorder.run());
+    let spawned =
+        std::thread::Builder::new().name("townhall-recorder".into()).spawn(move || recorder.run());
     if let Err(e) = spawned {
         app.recordings.release(&space.id, &id);
         return Err(ApiError::internal(format!("cannot start the recorder: {e}")));
@@ -677,7 +678,8 @@ async fn set_recording(
     app.authorize_manage(&headers, Some(&id))?;
     let Json(toggle) = body?;
     let space = app.space(&id)?;
-    let record = if toggle.recording { start(&app, &space).await? } else { stop(&app, &id).await? };
+    let record =
+        if toggle.recording { start(&app, &space).await? } else { stop(&app, &id).await? };
     Ok(Json(record.into()))
 }
 
@@ -727,10 +729,8 @@ async fn list(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
-    let rows = app
-        .store
-        .recordings()
-        .map_err(|e| ApiError::internal(format!("recordings index: {e}")))?;
+    let rows =
+        app.store.recordings().map_err(|e| ApiError::internal(format!("recordings index: {e}")))?;
     let recordings = rows
         .into_iter()
         .filter(|r| space.as_ref().is_none_or(|s| *s == r.space))
@@ -911,7 +911,10 @@ async fn serve_file(
     set(header::ETAG, &etag);
     set(header::LAST_MODIFIED, &last_modified);
     set(header::ACCEPT_RANGES, "bytes");
-    set(header::CACHE_CONTROL, if public { "public, max-age=3600" } else { "private, max-age=3600" });
+    set(
+        header::CACHE_CONTROL,
+        if public { "public, max-age=3600" } else { "private, max-age=3600" },
+    );
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     // Conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
     let not_modified = match header_str(header::IF_NONE_MATCH) {
@@ -926,7 +929,8 @@ async fn serve_file(
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
     // If-Range: ranges only for the representation the client already has part of.
-    let range_applies = header_str(header::IF_RANGE).is_none_or(|v| v == etag || v == last_modified);
+    let range_applies =
+        header_str(header::IF_RANGE).is_none_or(|v| v == etag || v == last_modified);
     let range = match header_str(header::RANGE) {
         Some(value) if range_applies => parse_range(value, len),
         _ => RangeRequest::Full,
@@ -1008,8 +1012,17 @@ mod tests {
         assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
         assert_eq!(p("bytes=0-99999999999999999999999"), Partial { start: 0, end: 999 });
         for ignored in [
-            "bytes=5-1", "bytes=0-1,5-6", "items=0-1", "bytes=", "bytes=-", "bytes=a-b",
-            "bytes=+1-2", "bytes=1-+2", "0-1", "bytes=--1", "",
+            "bytes=5-1",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=1-+2",
+            "0-1",
+            "bytes=--1",
+            "",
         ] {
             assert_eq!(p(ignored), Full, "{ignored:?}");
         }
@@ -1044,7 +1057,9 @@ mod tests {
              filename*=UTF-8''Caf%C3%A9%20%22live%22%2F..%2F%202%202026-01-01.opus"
         );
         let empty = RecordingRecord { title: "★".into(), ..rec };
-        assert!(content_disposition(&empty, true).starts_with("attachment; filename=\"s-1-00.opus\""));
+        assert!(
+            content_disposition(&empty, true).starts_with("attachment; filename=\"s-1-00.opus\"")
+        );
     }
 
     #[test]
