@@ -98,3 +98,12 @@ export const act = (token, id, body) =>
 /** Reports the space, or a person in it (`{category, target?, details?}`). */
 export const report = (token, id, body) =>
   call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/reports`, { token, body });
+
+/** Starts or stops recording a live space (host or co-host token): resolves to the recording. */
+export const setRecording = (token, id, recording) =>
+  call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/recording`, { token, body: { recording } });
+/** Recordings, newest first (of one space with `space`); a token adds those of private spaces. */
+export const listRecordings = (space, token) =>
+  call('GET', `/api/v1/recordings${space ? `?space=${encodeURIComponent(space)}` : ''}`, { token }).then(
+    (r) => r.recordings,
+  );

@@ -3,6 +3,7 @@
 
 import * as api from './api.js';
 import { Listener, RtcListener } from './listen.js';
+import { renderRecordingState, renderRecordings } from './recordings.js';
 import { Room } from './room.js';
 import { RoomView } from './room-view.js';
 import { RtcError, canWebRtc, describe } from './rtc.js';
@@ -113,6 +114,29 @@ async function refreshList() {
   $('upcoming').replaceChildren(...upcoming.map(item));
   $('upcoming-title').hidden = upcoming.length === 0;
   $('list-empty').hidden = spaces.length > 0;
+  refreshRecordings(null);
+}
+
+// The recordings list is read when a space is opened and when its recording starts or stops,
+// else at most every 30 s: a crowd of pages must not poll the index.
+const shownRecordings = { key: null, at: 0, recording: null };
+
+/** The recordings of the space shown (`space`), or of every space (`null`, the list view). */
+async function refreshRecordings(space) {
+  const key = space || '*';
+  const recording = space && state.space ? Boolean(state.space.recording) : null;
+  const changed = shownRecordings.key !== key || shownRecordings.recording !== recording;
+  if (!changed && Date.now() - shownRecordings.at < 30_000) return;
+  Object.assign(shownRecordings, { key, at: Date.now(), recording });
+  let list;
+  try {
+    list = await api.listRecordings(space, token());
+  } catch (e) {
+    return;
+  }
+  renderRecordings($(space ? 'space-recordings' : 'recordings'), list, token());
+  if (space) $('space-recordings-card').hidden = list.length === 0;
+  else $('recordings-empty').hidden = list.length > 0;
 }
 
 /** When a scheduled space is meant to start, in the reader's time zone. */
@@ -161,6 +185,8 @@ function renderSpace(space) {
   $('host-controls').hidden = !manager || space.state === 'ended';
   $('start-space').hidden = space.state !== 'scheduled';
   $('end-space').disabled = space.state === 'ended';
+  renderRecordingState($, space, manager);
+  refreshRecordings(space.id);
   view.render();
 }
 
@@ -185,6 +211,15 @@ async function report(e) {
   } catch (err) {
     setStatus(status, `${err.code || 'error'}: ${err.message}`, true);
   }
+}
+
+/** The room says recording started or stopped: the REC badge follows at once (the list, at the
+ * next refresh of the space, spread over its 5 s period across the audience). */
+function recordingChanged(ev) {
+  if (!state.space) return;
+  state.space.recording = Boolean(ev.recording);
+  const me = room.me();
+  renderRecordingState($, state.space, Boolean(me) && (me.tokenRole === 'host' || me.tokenRole === 'cohost'));
 }
 
 function leaveSpace() {
@@ -222,7 +257,7 @@ async function listen() {
     onListeners: setListeners,
     onEnded: () => refreshSpace(),
     // Room events come with the program: the room follows them rather than polling.
-    onEvent: (ev) => room.apply(ev),
+    onEvent: (ev) => (ev.type === 'recording' ? recordingChanged(ev) : room.apply(ev)),
     onFeed: (open) => room.setFeed(open),
     onRefused: (code) => room.kicked(code),
   });
@@ -416,6 +451,9 @@ function wire() {
   $('listen-rtc').onclick = listenLowLatency;
   $('stop').onclick = stopListening;
   $('start-space').onclick = () => hostAction(() => api.startSpace(token(), state.space.id), 'live');
+  $('record').onclick = () => hostAction(() => api.setRecording(token(), state.space.id, true), 'recording');
+  $('stop-record').onclick = () =>
+    hostAction(() => api.setRecording(token(), state.space.id, false), 'recording saved');
   $('end-space').onclick = () => {
     if (state.speaker) stopSpeaking();
     hostAction(() => api.endSpace(token(), state.space.id), 'ended');

@@ -716,12 +716,22 @@ fn check_access(
     }
 }
 
+/// `Cache-Control` of index answers: the same for every anonymous caller, so caches (and the
+/// page's many viewers) may share them briefly; private with a token.
+fn index_cache(
+    headers: &HeaderMap,
+    token: Option<&str>,
+) -> [(header::HeaderName, &'static str); 1] {
+    let anonymous = bearer(headers).is_none() && token.is_none();
+    [(header::CACHE_CONTROL, if anonymous { "public, max-age=2" } else { "private, no-store" })]
+}
+
 /// `GET /api/v1/recordings`: newest first; `?space=` for one space's.
 async fn list(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<RecordingList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let space = q
         .space
@@ -738,7 +748,8 @@ async fn list(
         .take(limit)
         .map(RecordingView::from)
         .collect();
-    Ok(Json(RecordingList { recordings }))
+    let cache = index_cache(&headers, q.token.as_deref());
+    Ok((cache, Json(RecordingList { recordings })).into_response())
 }
 
 /// Query of one recording or its file.
@@ -775,10 +786,11 @@ async fn one(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FileQuery>, QueryRejection>,
-) -> Result<Json<RecordingView>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let Query(q) = query?;
-    Ok(Json(find(&app, &headers, &id, q.token.as_deref())?.into()))
+    let view = RecordingView::from(find(&app, &headers, &id, q.token.as_deref())?);
+    Ok((index_cache(&headers, q.token.as_deref()), Json(view)).into_response())
 }
 
 /// What a `Range` header asks of a representation of known length.

@@ -35,6 +35,7 @@ const ASSETS: &[Asset] = &[
     asset!("/rtc.js", "rtc.js", JS),
     asset!("/room.js", "room.js", JS),
     asset!("/room-view.js", "room-view.js", JS),
+    asset!("/recordings.js", "recordings.js", JS),
     asset!("/playback-worklet.js", "playback-worklet.js", JS),
     asset!("/capture-worklet.js", "capture-worklet.js", JS),
     // hls.js 1.7.4 (Apache-2.0), the light build, for LL-HLS playback where the browser has none.

@@ -755,3 +755,80 @@ async fn a_listener_asks_to_speak_the_host_accepts_it_speaks_and_the_host_mutes_
     lee.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_records_the_demo_and_the_page_plays_the_recording_back() {
+    if browser_available().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("townhall-browser-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server =
+        demo_server(townhall_server::Config { data_dir: dir.clone(), ..Default::default() }).await;
+    let addr = server.addr();
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let token = json!(server.host_token());
+    browser.script(&format!("localStorage.setItem('townhall.token', {token}); return true")).await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let visible = |id: &str| format!("return !document.getElementById('{id}').hidden");
+    let shown = browser.wait_for(&visible("record"), Duration::from_secs(10), |v| v == true).await;
+    assert_eq!(shown, true, "the host's page offers no Record button");
+    assert_eq!(browser.script(&visible("rec-badge")).await, false);
+
+    browser.click("record").await;
+    let rec = browser.wait_for(&visible("rec-badge"), Duration::from_secs(10), |v| v == true).await;
+    assert_eq!(rec, true, "no REC badge while recording");
+    assert_eq!(space_view(addr, "demo").await["recording"], true);
+    assert_eq!(browser.script(&visible("stop-record")).await, true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    browser.click("stop-record").await;
+    let gone =
+        browser.wait_for(&visible("rec-badge"), Duration::from_secs(10), |v| v == false).await;
+    assert_eq!(gone, false, "the REC badge stays after stopping");
+
+    // The space's Recordings section: title, date, duration, a player and a download link.
+    let item = "document.querySelector('#space-recordings .recording')";
+    let listed = browser
+        .wait_for(
+            &format!("return Boolean({item} && {item}.querySelector('audio'))"),
+            Duration::from_secs(10),
+            |v| v == true,
+        )
+        .await;
+    assert_eq!(listed, true, "the recording is not listed with a player");
+    let text = browser.script(&format!("return {item}.textContent")).await;
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("Townhall demo") && t.contains("0:0")),
+        "{text}"
+    );
+    let audio = browser
+        .script(&format!(
+            "const a = {item}.querySelector('audio'); \
+             return {{preload: a.preload, controls: a.controls, src: a.src, \
+                      download: {item}.querySelector('a').getAttribute('href')}}"
+        ))
+        .await;
+    assert_eq!(
+        (audio["preload"].as_str(), audio["controls"].as_bool()),
+        (Some("none"), Some(true))
+    );
+    assert!(audio["src"].as_str().is_some_and(|s| s.contains("/recordings/demo-")), "{audio}");
+    assert!(audio["download"].as_str().is_some_and(|s| s.contains("download=1")), "{audio}");
+    // Chromium plays it: the file decodes, seeks (byte ranges) and has the right length.
+    browser.script(&format!("{item}.querySelector('audio').play(); return true")).await;
+    let played = browser
+        .wait_above(
+            &format!("return {item}.querySelector('audio').currentTime"),
+            0.5,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(played > 0.5, "the recording does not play in the page ({played} s)");
+    let duration = browser.script(&format!("return {item}.querySelector('audio').duration")).await;
+    let duration = duration.as_f64().unwrap_or(0.0);
+    assert!((2.0..5.0).contains(&duration), "the page's player says {duration} s");
+    browser.close().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,75 @@
+// Recordings: the list (title, date, duration, a player and a download link) and the REC state.
+
+/** `1:02:03` or `4:05` from milliseconds. */
+export function formatDuration(ms) {
+  const total = Math.round((ms || 0) / 1000);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
+}
+
+const STATE_TEXT = { recording: '● recording', finished: '', recovered: 'recovered after an interruption' };
+
+/** A recording's URL, with the page's token for private spaces (`<audio>` sends no headers). */
+function withToken(url, token) {
+  if (!token) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
+}
+
+/**
+ * Shows `recordings` in `ul` (newest first): title, date, duration, an `<audio controls
+ * preload="none">` and a download link for finished and recovered ones. Rendering the same list
+ * again changes nothing, so a player keeps playing through the page's periodic refreshes.
+ */
+export function renderRecordings(ul, recordings, token) {
+  const key = JSON.stringify(recordings.map((r) => [r.id, r.state, r.duration_ms, Boolean(token)]));
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  const playing = new Map(
+    [...ul.querySelectorAll('audio')].filter((a) => !a.paused || a.currentTime > 0).map((a) => [a.dataset.id, a]),
+  );
+  ul.replaceChildren(
+    ...recordings.map((r) => {
+      const li = document.createElement('li');
+      li.className = 'recording';
+      li.dataset.id = r.id;
+      const head = document.createElement('div');
+      head.className = 'row spread';
+      const title = document.createElement('strong');
+      title.textContent = r.title || r.space;
+      const meta = document.createElement('span');
+      meta.className = 'muted small';
+      const date = new Date(r.started_at * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+      meta.textContent = [date, formatDuration(r.duration_ms), STATE_TEXT[r.state]].filter(Boolean).join(' · ');
+      head.append(title, meta);
+      li.append(head);
+      if (r.url) {
+        // A player already started keeps playing (same element) when the list changes.
+        const audio = playing.get(r.id) || document.createElement('audio');
+        audio.controls = true;
+        audio.preload = 'none';
+        audio.dataset.id = r.id;
+        if (!audio.src) audio.src = withToken(r.url, token);
+        const download = document.createElement('a');
+        download.href = withToken(r.download_url, token);
+        download.textContent = 'Download';
+        download.className = 'small';
+        download.setAttribute('download', '');
+        const row = document.createElement('div');
+        row.className = 'row';
+        row.append(audio, download);
+        li.append(row);
+      }
+      return li;
+    }),
+  );
+}
+
+/** The REC badge and the host's Record / Stop recording buttons for `space`. */
+export function renderRecordingState($, space, manager) {
+  const live = space.state === 'live';
+  $('rec-badge').hidden = !space.recording;
+  $('record').hidden = !manager || !live || space.recording;
+  $('stop-record').hidden = !manager || !live || !space.recording;
+}
