@@ -1082,6 +1082,105 @@ mod tests {
         assert!(!none_match("\"b\"", "\"a\""));
     }
 
+    #[test]
+    fn a_full_queue_drops_frames_and_a_gone_recorder_lets_go_of_the_tap() {
+        let (tx, rx) = sync_channel(2);
+        let mut tap = RecordTap { tx, id: Arc::from("r"), dropped: 0 };
+        let frame = Bytes::from_static(b"opus");
+        assert!((0..5).all(|seq| tap.offer(seq, &frame)), "never refuses while the recorder runs");
+        assert_eq!(tap.dropped, 3);
+        assert_eq!(rx.try_iter().map(|f| f.seq).collect::<Vec<_>>(), vec![0, 1]);
+        drop(rx);
+        assert!(!tap.offer(5, &frame));
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("townhall-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(DIR)).expect("dir");
+        dir
+    }
+
+    /// A partial recording of `frames` frames as a crash leaves it: the open page lost, and
+    /// half a page torn off at the end.
+    fn crashed_file(id: &str, space: &str, frames: u32) -> Vec<u8> {
+        let tags = RecordingTags {
+            title: "Crashed".into(),
+            space: space.into(),
+            recording: id.into(),
+            started_at: 1_000,
+        };
+        let (mut w, mut file) =
+            RecordingWriter::new(1, 312, &tags, WriterConfig::default(), 0).expect("writer");
+        for seq in 0..frames {
+            file.extend(
+                w.push(seq, Bytes::from_static(b"\xf8opus"), u64::from(seq) * 20)
+                    .expect("push")
+                    .bytes,
+            );
+        }
+        file.extend_from_slice(b"OggS\0\0torn");
+        file
+    }
+
+    #[test]
+    fn recovery_finalises_indexed_and_orphaned_partial_files() {
+        let data = temp_dir("recover");
+        let dir = data.join(DIR);
+        let store = Store::in_memory().expect("store");
+        let row = RecordingRecord {
+            id: "s-1000-00000001".into(),
+            space: SpaceId::new("s").expect("id"),
+            title: "Indexed".into(),
+            file: "s-1000-00000001.opus".into(),
+            started_at: UnixTime(1_000),
+            ended_at: None,
+            duration_ms: 0,
+            bytes: 0,
+            state: RecordingState::Recording,
+        };
+        store.save_recording(&row).expect("save");
+        std::fs::write(dir.join("s-1000-00000001.opus.partial"), crashed_file(&row.id, "s", 260))
+            .expect("write");
+        // A file the index never knew (a node without a database, or a crash before indexing).
+        let orphan = "t-1000-00000002";
+        std::fs::write(dir.join(format!("{orphan}.opus.partial")), crashed_file(orphan, "t", 120))
+            .expect("write");
+        // A row whose file is gone, and a partial file with no headers.
+        let missing = RecordingRecord {
+            id: "s-1000-00000003".into(),
+            file: "s-1000-00000003.opus".into(),
+            ..row.clone()
+        };
+        store.save_recording(&missing).expect("save");
+        std::fs::write(dir.join("u-1-00000004.opus.partial"), b"Ogg").expect("write");
+        std::fs::write(dir.join("not-ours.txt"), b"x").expect("write");
+
+        assert_eq!(recover(&data, &store, &Webhooks::disabled()), 3);
+        let got = store.recording(&row.id).expect("index").expect("row");
+        assert_eq!(got.state, RecordingState::Recovered);
+        // 250 frames in 1 s pages reached the "disk"; the last 10 were in the open page.
+        assert_eq!(got.duration_ms, townhall_media::recording::duration_ms(250 * 960, 312));
+        let file = std::fs::read(dir.join(&row.file)).expect("finalised file");
+        assert_eq!(got.bytes, file.len() as u64);
+        assert!(finalise(&file).expect("valid").was_complete);
+        let orphaned = store.recording(orphan).expect("index").expect("indexed from its tags");
+        assert_eq!((orphaned.space.as_str(), orphaned.title.as_str()), ("t", "Crashed"));
+        assert_eq!(orphaned.state, RecordingState::Recovered);
+        assert_eq!(orphaned.started_at, UnixTime(1_000));
+        let gone = store.recording(&missing.id).expect("index").expect("row");
+        assert_eq!((gone.state, gone.bytes), (RecordingState::Recovered, 0));
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["not-ours.txt", "s-1000-00000001.opus", "t-1000-00000002.opus"]);
+        // A second start finds nothing left to do.
+        assert_eq!(recover(&data, &store, &Webhooks::disabled()), 0);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
     proptest! {
         /// Any header: no panic, and a partial range always lies inside the representation.
         #[test]
