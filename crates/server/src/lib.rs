@@ -12,6 +12,7 @@ pub mod error;
 pub mod fanout;
 pub mod feed;
 pub mod hls;
+pub mod identity_limit;
 pub mod live;
 pub mod metrics;
 pub mod net;

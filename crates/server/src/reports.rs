@@ -9,8 +9,7 @@
 //!
 //! Lists are newest first, `?limit=` (1 to 500, default 100) and `?before=` (a `seq`) to page.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -22,7 +21,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use townhall_core::{Identity, SpaceId};
-use townhall_shield::Gcra;
 
 use crate::api::{authorize_admin, space_id};
 use crate::clock::now_unix;
@@ -33,11 +31,9 @@ use crate::store::ReportCategory;
 /// The longest report text, in characters.
 pub const MAX_DETAILS_CHARS: usize = 2_000;
 /// Reports one identity may file at once.
-const REPORT_BURST: u32 = 5;
+pub const REPORT_BURST: u32 = 5;
 /// Then one per this long.
-const REPORT_INTERVAL: Duration = Duration::from_secs(60);
-/// Identities whose report rate is tracked before the table starts afresh.
-const MAX_TRACKED: usize = 100_000;
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The routes of reports and moderation logs.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -46,27 +42,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/spaces/{id}/moderation", get(space_moderation))
         .route("/api/v1/admin/reports", get(all_reports))
         .route("/api/v1/admin/moderation", get(all_moderation))
-}
-
-/// Per-identity limit on filing reports.
-#[derive(Debug, Default)]
-pub struct ReportLimiter {
-    seen: Mutex<HashMap<Identity, Gcra>>,
-}
-
-impl ReportLimiter {
-    /// Records a report by `who` at `now` if within their allowance.
-    pub fn check(&self, who: &Identity, now: Instant) -> Result<(), Duration> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_TRACKED && !seen.contains_key(who) {
-            // Identities come from signed tokens whose minting is rate-limited; a table this
-            // full is old news.
-            seen.clear();
-        }
-        let limiter =
-            seen.entry(who.clone()).or_insert_with(|| Gcra::every(REPORT_INTERVAL, REPORT_BURST));
-        limiter.check(now).map_err(|limited| limited.retry_after)
-    }
 }
 
 /// A report as the API takes it.
@@ -124,7 +99,8 @@ async fn file_report(
             "details must be at most {MAX_DETAILS_CHARS} characters"
         )));
     }
-    app.report_limiter
+    app.limits
+        .reports
         .check(&claims.sub, Instant::now())
         .map_err(|retry_after| ApiError::rate_limited("reports", retry_after))?;
     let stored = app
@@ -183,19 +159,6 @@ async fn all_moderation(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reports_are_limited_per_identity() {
-        let limiter = ReportLimiter::default();
-        let (a, b) = (Identity::new("a").expect("a"), Identity::new("b").expect("b"));
-        let now = Instant::now();
-        for _ in 0..REPORT_BURST {
-            assert!(limiter.check(&a, now).is_ok());
-        }
-        assert_eq!(limiter.check(&a, now), Err(REPORT_INTERVAL));
-        assert!(limiter.check(&b, now).is_ok(), "others are not affected");
-        assert!(limiter.check(&a, now + REPORT_INTERVAL).is_ok());
-    }
 
     #[test]
     fn limits_outside_the_range_are_refused() {

@@ -126,6 +126,19 @@ async fn summary(
     Ok(res)
 }
 
+/// Per-identity limits: raised and lowered hands are broadcast to every listener, so they are
+/// limited tightly; other actions loosely; reactions by the room itself.
+fn limit_action(app: &AppState, who: &Identity, action: &Action) -> Result<(), ApiError> {
+    let limiter = match action {
+        Action::React { .. } => return Ok(()),
+        Action::RequestToSpeak | Action::CancelRequest => &app.limits.hands,
+        _ => &app.limits.actions,
+    };
+    limiter
+        .check(who, std::time::Instant::now())
+        .map_err(|retry_after| ApiError::rate_limited("actions", retry_after))
+}
+
 async fn act(
     State(app): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
@@ -140,6 +153,7 @@ async fn act(
     let live = app.on_air(&space)?;
     let Json(req) = body?;
     let action = parse_action(req)?;
+    limit_action(&app, &claims.sub, &action)?;
     let ends = matches!(action, Action::End);
     let events = live.act(&claims.sub, claims.role, action, now_unix())?;
     if ends {

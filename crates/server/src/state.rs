@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::fanout::FanoutConfig;
 use crate::feed::Protocol;
 use crate::hls::HlsStores;
+use crate::identity_limit::IdentityLimiter;
 use crate::live::LiveSpace;
 use crate::rtc::RtcNode;
 use crate::shield::Shield;
@@ -47,8 +48,8 @@ pub struct AppState {
     pub rtc: RtcNode,
     /// Webhook events out (spaces started and ended, speakers joining and leaving, recordings).
     pub webhooks: crate::webhooks::Webhooks,
-    /// Per-identity limit on filing reports.
-    pub report_limiter: crate::reports::ReportLimiter,
+    /// Per-identity limits on reports and on raising hands.
+    pub limits: IdentityLimits,
     /// Metadata that outlives the process (spaces, bans, moderation log, reports, recordings).
     pub store: Arc<Store>,
     /// Recordings in progress.
@@ -58,6 +59,33 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").field("listen", &self.config.listen).finish_non_exhaustive()
+    }
+}
+
+/// The actor named in the moderation log for what the node does by itself.
+pub const NODE_ACTOR: &str = "townhall";
+
+/// Per-identity limits of actions that reach many people.
+#[derive(Debug)]
+pub struct IdentityLimits {
+    /// Filing reports.
+    pub reports: IdentityLimiter,
+    /// Raising or lowering one's hand (each is broadcast to every listener).
+    pub hands: IdentityLimiter,
+    /// Every other room action except reactions (which the room limits itself).
+    pub actions: IdentityLimiter,
+}
+
+impl Default for IdentityLimits {
+    fn default() -> Self {
+        IdentityLimits {
+            reports: IdentityLimiter::new(
+                crate::reports::REPORT_INTERVAL,
+                crate::reports::REPORT_BURST,
+            ),
+            hands: IdentityLimiter::new(std::time::Duration::from_secs(2), 4),
+            actions: IdentityLimiter::new(std::time::Duration::from_millis(50), 50),
+        }
     }
 }
 
@@ -131,7 +159,7 @@ impl AppState {
             hls: HlsStores::default(),
             rtc,
             store,
-            report_limiter: crate::reports::ReportLimiter::default(),
+            limits: IdentityLimits::default(),
             recordings: crate::recorder::Recordings::default(),
             webhooks: crate::webhooks::Webhooks::start(&config),
             config,
@@ -358,9 +386,29 @@ impl AppState {
             .into_iter()
             .filter(|id| {
                 tracing::info!(space = %id, grace, "no host for the grace period: ending");
-                self.end(id).is_ok()
+                let ended = self.end(id).is_ok();
+                if ended && let Ok(node) = Identity::new(NODE_ACTOR) {
+                    let why = format!("no host or co-host for {grace} s");
+                    self.log_end(id, &node, Some(why));
+                }
+                ended
             })
             .collect()
+    }
+
+    /// Records in the moderation log that `actor` ended the space (the room's own `end`
+    /// action is logged by the room).
+    pub fn log_end(&self, id: &SpaceId, actor: &Identity, reason: Option<String>) {
+        let entry = townhall_core::room::ModerationEntry {
+            at: now_unix(),
+            actor: actor.clone(),
+            action: townhall_core::room::ModAction::End,
+            target: None,
+            reason,
+        };
+        if let Err(e) = self.store.record_moderation(id, &[entry]) {
+            tracing::error!(space = %id, "cannot record the end: {e}");
+        }
     }
 
     fn open_live(&self, space: &Space, directory: &Directory) -> Result<(), ApiError> {

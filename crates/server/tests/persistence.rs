@@ -145,6 +145,9 @@ async fn spaces_bans_moderation_and_reports_survive_a_restart() {
         .filter_map(|e| e["action"].as_str())
         .collect();
     assert_eq!(actions, ["block", "remove"], "{log}");
+    let ended = get_json(addr, "/api/v1/admin/moderation?space=over", &host()).await;
+    assert_eq!(ended["entries"][0]["action"], "end", "{ended}");
+    assert_eq!(ended["entries"][0]["actor"], "host");
     let reports = get_json(addr, "/api/v1/admin/reports", &host()).await;
     assert_eq!(reports["reports"][0]["category"], "harassment", "{reports}");
     assert_eq!(reports["reports"][0]["details"], "shouting");
@@ -216,6 +219,9 @@ async fn a_live_space_without_its_host_ends_itself_and_the_demo_does_not() {
         }
     }
     assert_eq!(state.as_deref(), Some("ended"), "no host for 2 s: the space ends");
+    let log = get_json(addr, "/api/v1/spaces/town/moderation", &host()).await;
+    assert_eq!(log["entries"][0]["action"], "end", "{log}");
+    assert_eq!(log["entries"][0]["actor"], "townhall");
     server.shutdown().await;
 }
 
@@ -230,4 +236,22 @@ async fn the_demo_starts_afresh_on_a_stored_data_directory() {
         server.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn hands_going_up_and_down_are_rate_limited_per_identity() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "town").await;
+    let path = "/api/v1/spaces/town/actions";
+    let (ann, bob) = (token("ann", Role::Listener, "town"), token("bob", Role::Listener, "town"));
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let action = if i % 2 == 0 { "request_to_speak" } else { "cancel_request" };
+        statuses.push(post(addr, path, &ann, json!({"action": action})).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "a burst of 4, then one per 2 s");
+    let res = post(addr, path, &bob, json!({"action": "request_to_speak"})).await;
+    assert_eq!(res.status(), 200, "others are not affected");
+    server.shutdown().await;
 }
