@@ -192,6 +192,14 @@ export class RoomView {
       );
     });
     replaceIfChanged($('stage'), items);
+    // The audience in the room (people who joined it, not every anonymous listener), from the
+    // last read of the room.
+    const audience = v.audience || [];
+    const more = Math.max(0, (v.audienceCount || 0) - audience.length);
+    $('audience-line').hidden = audience.length === 0;
+    $('audience-line').textContent = audience.length
+      ? `In the audience: ${audience.join(', ')}${more ? ` and ${more} more` : ''}`
+      : '';
     $('stage-empty').hidden = items.length > 0 || !room.loaded;
     const n = v.speakers.length;
     $('stage-count').textContent = v.seats ? `${n} of ${v.seats} seats` : `${n} on stage`;

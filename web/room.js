@@ -254,6 +254,8 @@ export class Room {
       cohosts: [...v.cohosts],
       hands: v.hands.map((h) => ({ ...h })),
       invited: [...v.invited],
+      audience: [...(v.audience || [])],
+      audienceCount: v.listeners || 0,
     };
     this.loaded = true;
     this.detail = true;

@@ -114,6 +114,8 @@ pub struct RoomView {
     pub present: usize,
     /// People in the space now and not on stage.
     pub listeners: usize,
+    /// Some of them (at most [`Room::AUDIENCE_SAMPLE`], by identity), for the audience list.
+    pub audience: Vec<Identity>,
 }
 
 /// The acting member, as checked by `apply`.
@@ -151,6 +153,8 @@ impl Room {
     pub const MAX_LOG: usize = 10_000;
     /// The most blocked identities.
     pub const MAX_BLOCKED: usize = 10_000;
+    /// The most audience members a [`RoomView`] names.
+    pub const AUDIENCE_SAMPLE: usize = 50;
     /// The most seconds of reaction tallies kept before the oldest are dropped.
     pub const MAX_PENDING_SECONDS: usize = 120;
 
@@ -383,6 +387,13 @@ impl Room {
                 .collect(),
             invited: self.invited.iter().cloned().collect(),
             present: self.present,
+            audience: self
+                .members
+                .values()
+                .filter(|m| m.is_present() && !m.on_stage)
+                .take(Self::AUDIENCE_SAMPLE)
+                .map(|m| m.identity.clone())
+                .collect(),
         }
     }
 

@@ -786,3 +786,18 @@ fn the_view_serialises_for_the_api() {
         .expect("json");
     assert_eq!(ev, serde_json::json!({"type": "speaker_added", "who": "a", "role": "speaker"}));
 }
+
+#[test]
+fn the_view_names_the_present_audience_up_to_its_sample() {
+    let mut room = fixture();
+    ok(&mut room, "li2", Action::Leave);
+    let v = room.view();
+    assert_eq!(v.audience, vec![id("hand"), id("li1")], "present, off stage, by identity");
+    assert_eq!(v.listeners, 2);
+    for n in 0..Room::AUDIENCE_SAMPLE + 10 {
+        ok(&mut room, &format!("x{n:03}"), Action::Join { token_role: Role::Listener });
+    }
+    let v = room.view();
+    assert_eq!(v.audience.len(), Room::AUDIENCE_SAMPLE);
+    assert_eq!(v.listeners, Room::AUDIENCE_SAMPLE + 12);
+}
