@@ -145,6 +145,12 @@ impl From<DirectoryError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
 impl From<SpaceError> for ApiError {
     fn from(e: SpaceError) -> Self {
         match e {

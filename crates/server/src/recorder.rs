@@ -457,8 +457,7 @@ pub async fn stop(app: &Arc<AppState>, space: &SpaceId) -> Result<RecordingRecor
         tracing::warn!(recording = %id, "the recording is taking long to finish");
     }
     app.store
-        .recording(&id)
-        .map_err(|e| ApiError::internal(format!("recordings index: {e}")))?
+        .recording(&id)?
         .ok_or_else(|| ApiError::internal("the recording could not be created"))
 }
 
@@ -739,8 +738,7 @@ async fn list(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
-    let rows =
-        app.store.recordings().map_err(|e| ApiError::internal(format!("recordings index: {e}")))?;
+    let rows = app.store.recordings()?;
     let recordings = rows
         .into_iter()
         .filter(|r| space.as_ref().is_none_or(|s| *s == r.space))
@@ -771,11 +769,7 @@ fn find(
     if !valid_id(id) {
         return Err(ApiError::not_found("no such recording"));
     }
-    let rec = app
-        .store
-        .recording(id)
-        .map_err(|e| ApiError::internal(format!("recordings index: {e}")))?
-        .ok_or_else(|| ApiError::not_found("no such recording"))?;
+    let rec = app.store.recording(id)?.ok_or_else(|| ApiError::not_found("no such recording"))?;
     check_access(app, headers, token, &rec)?;
     Ok(rec)
 }

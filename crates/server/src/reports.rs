@@ -103,10 +103,14 @@ async fn file_report(
         .reports
         .check(&claims.sub, Instant::now())
         .map_err(|retry_after| ApiError::rate_limited("reports", retry_after))?;
-    let stored = app
-        .store
-        .add_report(&id, now_unix(), &claims.sub, report.target.as_ref(), report.category, details)
-        .map_err(|e| ApiError::internal(format!("cannot store the report: {e}")))?;
+    let stored = app.store.add_report(
+        &id,
+        now_unix(),
+        &claims.sub,
+        report.target.as_ref(),
+        report.category,
+        details,
+    )?;
     tracing::info!(space = %id, reporter = %claims.sub, category = ?stored.category, "report filed");
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
@@ -121,10 +125,7 @@ async fn space_moderation(
     app.authorize_manage(&headers, Some(&id))?;
     app.space(&id)?;
     let Query(q) = query?;
-    let entries = app
-        .store
-        .moderation(Some(&id), q.before, q.limit()?)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let entries = app.store.moderation(Some(&id), q.before, q.limit()?)?;
     Ok(Json(json!({ "entries": entries })))
 }
 
@@ -135,10 +136,7 @@ async fn all_reports(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&app, &headers)?;
     let Query(q) = query?;
-    let reports = app
-        .store
-        .reports(q.space.as_ref(), q.before, q.limit()?)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let reports = app.store.reports(q.space.as_ref(), q.before, q.limit()?)?;
     Ok(Json(json!({ "reports": reports })))
 }
 
@@ -149,10 +147,7 @@ async fn all_moderation(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&app, &headers)?;
     let Query(q) = query?;
-    let entries = app
-        .store
-        .moderation(q.space.as_ref(), q.before, q.limit()?)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let entries = app.store.moderation(q.space.as_ref(), q.before, q.limit()?)?;
     Ok(Json(json!({ "entries": entries })))
 }
 

@@ -297,43 +297,25 @@ impl Store {
 
     /// Every stored space.
     pub fn spaces(&self) -> Result<Vec<Space>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        self.select(
             "SELECT id, title, description, host, state, public, created_at, scheduled_for,
                 started_at, ended_at FROM spaces ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-            ))
-        })?;
-        let mut spaces = Vec::new();
-        for row in rows {
-            let (id, title, description, host, state, public, created, scheduled, started, ended) =
-                row?;
-            spaces.push(Space {
-                id: space_id(id)?,
-                title,
-                description,
-                host: identity(host)?,
-                state: parse_state(&state)?,
-                public,
-                created_at: unix(created),
-                scheduled_for: scheduled.map(unix),
-                started_at: started.map(unix),
-                ended_at: ended.map(unix),
-            });
-        }
-        Ok(spaces)
+            [],
+            |r| {
+                Ok(Space {
+                    id: space_id(r.get(0)?)?,
+                    title: r.get(1)?,
+                    description: r.get(2)?,
+                    host: identity(r.get(3)?)?,
+                    state: parse_enum(&r.get::<_, String>(4)?)?,
+                    public: r.get(5)?,
+                    created_at: unix(r.get(6)?),
+                    scheduled_for: r.get::<_, Option<i64>>(7)?.map(unix),
+                    started_at: r.get::<_, Option<i64>>(8)?.map(unix),
+                    ended_at: r.get::<_, Option<i64>>(9)?.map(unix),
+                })
+            },
+        )
     }
 
     /// Records moderation entries of `space`, and keeps the bans they imply (removals and
@@ -388,61 +370,34 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<StoredModeration>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, space, at, actor, action, target, reason FROM moderation
-             WHERE (?1 IS NULL OR space = ?1) AND (?2 IS NULL OR seq < ?2)
-             ORDER BY seq DESC LIMIT ?3",
-        )?;
-        let rows =
-            stmt.query_map(params![space.map(SpaceId::as_str), before, limit_sql(limit)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, space, at, actor, action, target, reason) = row?;
-            out.push(StoredModeration {
-                seq,
-                space: space_id(space)?,
-                entry: ModerationEntry {
-                    at: unix(at),
-                    actor: identity(actor)?,
-                    action: parse_mod_action(&action)?,
-                    target: target.map(identity).transpose()?,
-                    reason,
-                },
-            });
-        }
-        Ok(out)
+        self.page(
+            "seq, space, at, actor, action, target, reason FROM moderation",
+            space,
+            before,
+            limit,
+            |r| {
+                Ok(StoredModeration {
+                    seq: r.get(0)?,
+                    space: space_id(r.get(1)?)?,
+                    entry: ModerationEntry {
+                        at: unix(r.get(2)?),
+                        actor: identity(r.get(3)?)?,
+                        action: parse_enum(&r.get::<_, String>(4)?)?,
+                        target: r.get::<_, Option<String>>(5)?.map(identity).transpose()?,
+                        reason: r.get(6)?,
+                    },
+                })
+            },
+        )
     }
 
     /// Who may not come back into `space`, and why.
     pub fn bans(&self, space: &SpaceId) -> Result<Vec<(Identity, BanKind)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT identity, kind FROM bans WHERE space = ?1 ORDER BY at, identity")?;
-        let rows = stmt.query_map([space.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (who, kind) = row?;
-            let kind = match kind.as_str() {
-                "removed" => BanKind::Removed,
-                "blocked" => BanKind::Blocked,
-                other => return Err(StoreError::Corrupt(format!("ban kind {other:?}"))),
-            };
-            out.push((identity(who)?, kind));
-        }
-        Ok(out)
+        self.select(
+            "SELECT identity, kind FROM bans WHERE space = ?1 ORDER BY at, identity",
+            [space.as_str()],
+            |r| Ok((identity(r.get(0)?)?, parse_enum(&r.get::<_, String>(1)?)?)),
+        )
     }
 
     /// Files a report; returns it with its sequence number.
@@ -486,38 +441,23 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Report>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, space, at, reporter, target, category, details FROM reports
-             WHERE (?1 IS NULL OR space = ?1) AND (?2 IS NULL OR seq < ?2)
-             ORDER BY seq DESC LIMIT ?3",
-        )?;
-        let rows =
-            stmt.query_map(params![space.map(SpaceId::as_str), before, limit_sql(limit)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, space, at, reporter, target, category, details) = row?;
-            out.push(Report {
-                seq,
-                space: space_id(space)?,
-                at: unix(at),
-                reporter: identity(reporter)?,
-                target: target.map(identity).transpose()?,
-                category: parse_enum(&category)?,
-                details,
-            });
-        }
-        Ok(out)
+        self.page(
+            "seq, space, at, reporter, target, category, details FROM reports",
+            space,
+            before,
+            limit,
+            |r| {
+                Ok(Report {
+                    seq: r.get(0)?,
+                    space: space_id(r.get(1)?)?,
+                    at: unix(r.get(2)?),
+                    reporter: identity(r.get(3)?)?,
+                    target: r.get::<_, Option<String>>(4)?.map(identity).transpose()?,
+                    category: parse_enum(&r.get::<_, String>(5)?)?,
+                    details: r.get(6)?,
+                })
+            },
+        )
     }
 
     /// Saves a recording's index entry (inserted or replaced).
@@ -542,65 +482,51 @@ impl Store {
 
     /// Every recording, newest first.
     pub fn recordings(&self) -> Result<Vec<RecordingRecord>, StoreError> {
-        self.query_recordings(
-            "SELECT id, space, title, file, started_at, ended_at, duration_ms,
-                bytes, state FROM recordings ORDER BY started_at DESC, id DESC",
-            None,
-        )
+        let sql = format!("SELECT {RECORDING_COLUMNS} ORDER BY started_at DESC, id DESC");
+        self.select(&sql, [], recording_row)
     }
 
     /// One recording.
     pub fn recording(&self, id: &str) -> Result<Option<RecordingRecord>, StoreError> {
-        let mut found = self.query_recordings(
-            "SELECT id, space, title, file, started_at, ended_at, duration_ms, bytes, state
-             FROM recordings WHERE id = ?1",
-            Some(id),
-        )?;
-        Ok(found.pop())
+        let sql = format!("SELECT {RECORDING_COLUMNS} WHERE id = ?1");
+        Ok(self.select(&sql, [id], recording_row)?.pop())
     }
 
-    fn query_recordings(
+    /// Runs a query and converts each row with `row`.
+    fn select<T>(
         &self,
         sql: &str,
-        id: Option<&str>,
-    ) -> Result<Vec<RecordingRecord>, StoreError> {
+        params: impl rusqlite::Params,
+        row: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(sql)?;
-        let map = |r: &rusqlite::Row<'_>| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, String>(8)?,
-            ))
-        };
-        let rows: Vec<_> = match id {
-            Some(id) => stmt.query_map([id], map)?.collect::<Result<_, _>>()?,
-            None => stmt.query_map([], map)?.collect::<Result<_, _>>()?,
-        };
-        rows.into_iter()
-            .map(|(id, space, title, file, started, ended, duration, bytes, state)| {
-                Ok(RecordingRecord {
-                    id,
-                    space: space_id(space)?,
-                    title,
-                    file,
-                    started_at: unix(started),
-                    ended_at: ended.map(unix),
-                    duration_ms: u64::try_from(duration).unwrap_or(0),
-                    bytes: u64::try_from(bytes).unwrap_or(0),
-                    state: parse_enum(&state)?,
-                })
-            })
-            .collect()
+        let mut rows = stmt.query(params)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(row(r)?);
+        }
+        Ok(out)
     }
 
-    /// A row that must exist, for tests and tools: the number of spaces stored.
+    /// A page of an append-only log (`columns_from`: its columns and table), newest first: of
+    /// one space or all, at most `limit` rows, with `seq` below `before` when paging.
+    fn page<T>(
+        &self,
+        columns_from: &str,
+        space: Option<&SpaceId>,
+        before: Option<i64>,
+        limit: usize,
+        row: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = format!(
+            "SELECT {columns_from} WHERE (?1 IS NULL OR space = ?1) AND (?2 IS NULL OR seq < ?2)
+             ORDER BY seq DESC LIMIT ?3"
+        );
+        self.select(&sql, params![space.map(SpaceId::as_str), before, limit_sql(limit)], row)
+    }
+
+    /// The number of spaces stored.
     pub fn space_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM spaces", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -614,6 +540,24 @@ impl Store {
             .optional()?;
         Ok(found.is_some())
     }
+}
+
+/// The columns of a recording row and their table, as [`recording_row`] reads them.
+const RECORDING_COLUMNS: &str =
+    "id, space, title, file, started_at, ended_at, duration_ms, bytes, state FROM recordings";
+
+fn recording_row(r: &rusqlite::Row<'_>) -> Result<RecordingRecord, StoreError> {
+    Ok(RecordingRecord {
+        id: r.get(0)?,
+        space: space_id(r.get(1)?)?,
+        title: r.get(2)?,
+        file: r.get(3)?,
+        started_at: unix(r.get(4)?),
+        ended_at: r.get::<_, Option<i64>>(5)?.map(unix),
+        duration_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+        bytes: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+        state: parse_enum(&r.get::<_, String>(8)?)?,
+    })
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -659,19 +603,11 @@ fn state_name(state: SpaceState) -> &'static str {
     }
 }
 
-fn parse_state(raw: &str) -> Result<SpaceState, StoreError> {
-    parse_enum(raw)
-}
-
 fn mod_action_name(action: ModAction) -> Result<String, StoreError> {
     match serde_json::to_value(action) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         _ => Err(StoreError::Corrupt(format!("moderation action {action:?}"))),
     }
-}
-
-fn parse_mod_action(raw: &str) -> Result<ModAction, StoreError> {
-    parse_enum(raw)
 }
 
 /// Parses a unit enum stored under its serde name.

@@ -330,8 +330,8 @@ async fn listeners_see_who_is_talking_and_when_they_stop() {
     let hearing = tokio::spawn(listen_ws(listener, Duration::from_secs(6)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A silent speaker and a talking one, for two seconds.
-    let quiet = spawn_speaker_at(addr, "town", "quinn", 0.0, Duration::from_secs(2));
-    let loud = spawn_speaker_at(addr, "town", "sam", 0.4, Duration::from_secs(2));
+    let quiet = spawn_speaker_at(addr, "town", "quinn", 440.0, 0.0, Duration::from_secs(2));
+    let loud = spawn_speaker(addr, "town", "sam", 440.0, Duration::from_secs(2));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let summary: Value = http()
         .get(format!("http://{addr}/api/v1/spaces/town/summary"))
@@ -351,26 +351,4 @@ async fn listeners_see_who_is_talking_and_when_they_stop() {
     assert_eq!(talking.last(), Some(&&json!([])), "silence after they stop: {talking:?}");
     assert!(talking.len() <= 6, "changes, not a stream: {talking:?}");
     server.shutdown().await;
-}
-
-/// Speaks a tone at `amplitude` (0 = silence) for `duration`, then hangs up.
-fn spawn_speaker_at(
-    addr: SocketAddr,
-    space: &str,
-    who: &str,
-    amplitude: f32,
-    duration: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let path = format!("/ws/{space}?mode=speak&token={}", token(who, Role::Speaker, space));
-    tokio::spawn(async move {
-        let mut ws = ws(addr, &path).await;
-        assert_eq!(next_json(&mut ws).await["type"], "hello");
-        let mut bot = ToneSpeaker::new(440.0, amplitude);
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for _ in 0..duration.as_millis() / 20 {
-            tick.tick().await;
-            ws.send(Message::Binary(bot.next_message())).await.expect("send frame");
-        }
-        let _ = ws.send(Message::Close(None)).await;
-    })
 }

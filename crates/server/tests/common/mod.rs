@@ -149,6 +149,18 @@ pub fn spawn_speaker(
     freq: f32,
     duration: Duration,
 ) -> tokio::task::JoinHandle<Heard> {
+    spawn_speaker_at(addr, space, who, freq, 0.4, duration)
+}
+
+/// [`spawn_speaker`] with the tone at `amplitude` (0 sends silence).
+pub fn spawn_speaker_at(
+    addr: SocketAddr,
+    space: &str,
+    who: &str,
+    freq: f32,
+    amplitude: f32,
+    duration: Duration,
+) -> tokio::task::JoinHandle<Heard> {
     let path = format!("/ws/{space}?mode=speak&token={}", token(who, Role::Speaker, space));
     tokio::spawn(async move {
         let mut ws = ws(addr, &path).await;
@@ -156,7 +168,7 @@ pub fn spawn_speaker(
         assert_eq!(hello["type"], "hello");
         let (mut sink, stream) = ws.split();
         let reader = tokio::spawn(listen_stream(stream, duration + Duration::from_secs(2)));
-        let mut bot = ToneSpeaker::new(freq, 0.4);
+        let mut bot = ToneSpeaker::new(freq, amplitude);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         for _ in 0..duration.as_millis() / 20 {
             tick.tick().await;
