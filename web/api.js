@@ -22,10 +22,16 @@ async function call(method, path, { token, body } = {}) {
   return json;
 }
 
-/** Lists spaces, live first. */
-export const listSpaces = () => call('GET', '/api/v1/spaces').then((r) => r.spaces);
+/**
+ * The token pasted in the page, if any: reads send it too, since private spaces (their listing,
+ * view, room and summary) are shown only to holders of a token for them.
+ */
+const pageToken = () => localStorage.getItem('townhall.token') || undefined;
+
+/** Lists spaces, live first (private ones only with a token for them). */
+export const listSpaces = () => call('GET', '/api/v1/spaces', { token: pageToken() }).then((r) => r.spaces);
 /** Gets one space. */
-export const getSpace = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}`);
+export const getSpace = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}`, { token: pageToken() });
 /** Creates a space (host token). */
 export const createSpace = (token, fields) => call('POST', '/api/v1/spaces', { token, body: fields });
 /** Takes a scheduled space live (host token). */
@@ -46,7 +52,8 @@ export const joinSpace = (id, token, waitTicket, pow) => {
 };
 
 /** A proof-of-work challenge `{challenge, difficulty}` (asked of anonymous joiners under attack). */
-export const powChallenge = () => call('POST', '/api/v1/pow');
+export const powChallenge = (space) =>
+  call('POST', `/api/v1/pow?space=${encodeURIComponent(space)}`);
 
 function leadingZeroBits(bytes) {
   let bits = 0;
@@ -85,9 +92,13 @@ export const shieldStatus = (token) => call('GET', '/api/v1/admin/shield', { tok
 
 /** The room of a live space: `{host, seats, ended, speakers, cohosts, hands, invited, present, listeners}`. */
 export const getRoom = (id) =>
-  call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/room`).then((r) => ({ ...r.room, talking: r.talking }));
+  call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/room`, { token: pageToken() }).then((r) => ({
+    ...r.room,
+    talking: r.talking,
+  }));
 /** The cacheable summary for listeners without a WebSocket: speakers, hands (a count), listeners, reactions. */
-export const getSummary = (id) => call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/summary`);
+export const getSummary = (id) =>
+  call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/summary`, { token: pageToken() });
 /**
  * Acts in a space's room (bearer token): `{action, target?, reason?, reaction?}`. Resolves to
  * `{events, room}`; rejects with an ApiError (403 not allowed, 404, 409 wrong state, 429 ...).

@@ -211,7 +211,7 @@ export class Listener {
   async provePow() {
     this.setState('proving this is not a bot (a second or two)');
     try {
-      this.pow = await solvePow(await powChallenge());
+      this.pow = await solvePow(await powChallenge(this.spaceId));
     } catch (e) {
       return this.retry(`proof of work failed: ${e.message}`);
     }

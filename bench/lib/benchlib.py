@@ -13,6 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHILDREN = []
 
+# Townhall has no built-in key pair: every bench run gives the server and townhall-load (which
+# mints its tokens) the same fresh pair through the environment its children inherit.
+os.environ.setdefault("TOWNHALL_API_KEY", "bench")
+os.environ.setdefault("TOWNHALL_API_SECRET", os.urandom(32).hex())
+
 
 def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)

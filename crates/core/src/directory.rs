@@ -19,6 +19,9 @@ pub enum DirectoryError {
     /// The space refused the operation.
     #[error(transparent)]
     Space(#[from] SpaceError),
+    /// No unused id could be derived from the title (ask for one explicitly).
+    #[error("no free id derived from this title; choose an id")]
+    NoFreeId,
 }
 
 /// All spaces known to this node, bounded in size.
@@ -41,18 +44,33 @@ impl Directory {
     /// Creates a space hosted by `host`. Without a requested id, one is derived from the title.
     pub fn create(
         &mut self,
+        req: NewSpace,
+        host: Identity,
+        now: UnixTime,
+    ) -> Result<&Space, DirectoryError> {
+        self.create_avoiding(req, host, now, |_| false)
+    }
+
+    /// Like [`create`](Self::create), but ids for which `used_before` holds (spaces this
+    /// directory has forgotten but whose recordings, bans or logs are still kept elsewhere) are
+    /// never given out again: a requested one is refused as taken, a derived one skipped.
+    pub fn create_avoiding(
+        &mut self,
         mut req: NewSpace,
         host: Identity,
         now: UnixTime,
+        used_before: impl Fn(&SpaceId) -> bool,
     ) -> Result<&Space, DirectoryError> {
         let open = self.spaces.values().filter(|s| s.state != SpaceState::Ended).count();
         if open >= self.max_open {
             return Err(DirectoryError::Full(self.max_open));
         }
         let id = match req.id.take() {
-            Some(id) if self.spaces.contains_key(&id) => return Err(DirectoryError::Exists(id)),
+            Some(id) if self.spaces.contains_key(&id) || used_before(&id) => {
+                return Err(DirectoryError::Exists(id));
+            }
             Some(id) => id,
-            None => self.fresh_id(&req.title),
+            None => self.fresh_id(&req.title, &used_before).ok_or(DirectoryError::NoFreeId)?,
         };
         let space = Space::create(id.clone(), req, host, now)?;
         self.spaces.insert(id.clone(), space);
@@ -114,13 +132,14 @@ impl Directory {
         self.get(&id)
     }
 
-    fn fresh_id(&self, title: &str) -> SpaceId {
+    /// The title's slug, or the slug numbered 2, 3, ... up to a bound (so a store that calls
+    /// everything used cannot spin this forever).
+    fn fresh_id(&self, title: &str, used_before: &impl Fn(&SpaceId) -> bool) -> Option<SpaceId> {
         let base = slug(title);
-        (1..)
+        (1..=10_000)
             .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
             .filter_map(|candidate| SpaceId::new(candidate).ok())
-            .find(|id| !self.spaces.contains_key(id))
-            .unwrap_or_else(|| unreachable!("an unbounded sequence always has a free id"))
+            .find(|id| !self.spaces.contains_key(id) && !used_before(id))
     }
 
     fn forget_old_ended(&mut self) {
@@ -159,6 +178,25 @@ fn slug(title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_used_before_are_never_given_out_again() {
+        let mut d = Directory::new(10, 10);
+        let host = Identity::new("h").expect("id");
+        let used = |id: &SpaceId| id.as_str() == "town-hall" || id.as_str() == "old";
+        let req = |id: Option<&str>| NewSpace {
+            id: id.map(|i| SpaceId::new(i).expect("id")),
+            title: "Town hall".into(),
+            description: None,
+            live: true,
+            public: true,
+            scheduled_for: None,
+        };
+        let derived = d.create_avoiding(req(None), host.clone(), UnixTime(0), used).expect("ok");
+        assert_eq!(derived.id.as_str(), "town-hall-2", "a forgotten space's id is skipped");
+        let taken = d.create_avoiding(req(Some("old")), host, UnixTime(0), used);
+        assert!(matches!(taken, Err(DirectoryError::Exists(_))));
+    }
     use proptest::prelude::*;
 
     fn host() -> Identity {

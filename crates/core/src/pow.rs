@@ -1,12 +1,14 @@
 //! Proof of work for anonymous joiners in attack mode: the node hands out a signed challenge;
 //! the joiner finds a counter such that SHA-256(`challenge:counter`) starts with `difficulty`
 //! zero bits. Cheap for one person's browser (about 2^difficulty hashes), expensive for a bot
-//! army, and stateless for the node (the challenge is signed and expires).
+//! army, and stateless for the node (the challenge is signed and expires). A challenge is bound
+//! to one space, and [`TokenKeys::verify_pow`] returns its nonce so the node can refuse a second
+//! use of the same solution (a fixed-memory replay filter at the edge).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{TokenError, TokenKeys, UnixTime};
+use crate::{SpaceId, TokenError, TokenKeys, UnixTime};
 
 /// The most leading zero bits a challenge may ask for.
 pub const MAX_DIFFICULTY: u8 = 32;
@@ -22,6 +24,8 @@ pub struct PowChallenge {
     pub nonce: u64,
     /// Leading zero bits required.
     pub difficulty: u8,
+    /// The space it admits to.
+    pub space: SpaceId,
     /// Expires at, seconds since the epoch.
     pub exp: u64,
 }
@@ -70,9 +74,10 @@ pub fn solve(challenge: &str, difficulty: u8) -> u64 {
 }
 
 impl TokenKeys {
-    /// Signs a challenge of `difficulty` bits, valid `ttl_secs`.
+    /// Signs a challenge of `difficulty` bits for joining `space`, valid `ttl_secs`.
     pub fn mint_pow(
         &self,
+        space: SpaceId,
         nonce: u64,
         difficulty: u8,
         now: UnixTime,
@@ -83,18 +88,21 @@ impl TokenKeys {
             iss: self.api_key().to_owned(),
             nonce,
             difficulty: difficulty.min(MAX_DIFFICULTY),
+            space,
             exp: now.0.saturating_add(ttl_secs),
         };
         self.sign(&claims)
     }
 
-    /// Checks a proof `challenge:counter` against at least `min_difficulty` bits at `now`.
+    /// Checks a proof `challenge:counter` for joining `space` against at least `min_difficulty`
+    /// bits at `now`; returns the challenge's nonce, which the caller admits once.
     pub fn verify_pow(
         &self,
         proof: &str,
+        space: &SpaceId,
         min_difficulty: u8,
         now: UnixTime,
-    ) -> Result<(), PowError> {
+    ) -> Result<u64, PowError> {
         let (challenge, counter) = proof.rsplit_once(':').ok_or(PowError::Malformed)?;
         let counter: u64 = counter.parse().map_err(|_| PowError::Malformed)?;
         let claims: PowChallenge = self.decode_claims(challenge)?;
@@ -107,12 +115,15 @@ impl TokenKeys {
         if claims.exp <= now.0 {
             return Err(PowError::Challenge(TokenError::Expired));
         }
+        if &claims.space != space {
+            return Err(PowError::Challenge(TokenError::WrongSpace(space.clone())));
+        }
         let need = claims.difficulty.max(min_difficulty);
         let got = leading_zero_bits(challenge, counter);
         if got < u32::from(need) {
             return Err(PowError::TooEasy { got, need });
         }
-        Ok(())
+        Ok(claims.nonce)
     }
 }
 
@@ -125,37 +136,51 @@ mod tests {
         TokenKeys::new("key", b"a secret long enough for HS256 use")
     }
 
+    fn space(s: &str) -> SpaceId {
+        SpaceId::new(s).expect("id")
+    }
+
     #[test]
     fn a_solved_challenge_verifies_and_a_lazy_one_does_not() {
         let k = keys();
-        let challenge = k.mint_pow(42, 10, UnixTime(0), 60).expect("mint");
+        let challenge = k.mint_pow(space("a"), 42, 10, UnixTime(0), 60).expect("mint");
         let counter = solve(&challenge, 10);
         assert!(leading_zero_bits(&challenge, counter) >= 10);
-        assert_eq!(k.verify_pow(&format!("{challenge}:{counter}"), 10, UnixTime(1)), Ok(()));
+        let proof = format!("{challenge}:{counter}");
+        assert_eq!(k.verify_pow(&proof, &space("a"), 10, UnixTime(1)), Ok(42), "its nonce");
+        assert_eq!(
+            k.verify_pow(&proof, &space("b"), 10, UnixTime(1)),
+            Err(PowError::Challenge(TokenError::WrongSpace(space("b")))),
+            "bound to the space it was asked for"
+        );
         let lazy = (0..).find(|c| leading_zero_bits(&challenge, *c) < 10).expect("an easy counter");
         assert!(matches!(
-            k.verify_pow(&format!("{challenge}:{lazy}"), 10, UnixTime(1)),
+            k.verify_pow(&format!("{challenge}:{lazy}"), &space("a"), 10, UnixTime(1)),
             Err(PowError::TooEasy { .. })
         ));
         assert!(matches!(
-            k.verify_pow(&format!("{challenge}:{counter}"), 10, UnixTime(60)),
+            k.verify_pow(&format!("{challenge}:{counter}"), &space("a"), 10, UnixTime(60)),
             Err(PowError::Challenge(TokenError::Expired))
         ));
         assert!(
             matches!(
-                k.verify_pow(&format!("{challenge}:{counter}"), 30, UnixTime(1)),
+                k.verify_pow(&format!("{challenge}:{counter}"), &space("a"), 30, UnixTime(1)),
                 Err(PowError::TooEasy { .. })
             ),
             "the node's minimum wins"
         );
         let other = TokenKeys::new("key", b"another secret entirely, also long");
-        assert!(other.verify_pow(&format!("{challenge}:{counter}"), 10, UnixTime(1)).is_err());
+        assert!(
+            other
+                .verify_pow(&format!("{challenge}:{counter}"), &space("a"), 10, UnixTime(1))
+                .is_err()
+        );
     }
 
     proptest! {
         #[test]
         fn arbitrary_proofs_never_verify_or_panic(raw in ".{0,300}") {
-            prop_assert!(keys().verify_pow(&raw, 8, UnixTime(0)).is_err());
+            prop_assert!(keys().verify_pow(&raw, &space("a"), 8, UnixTime(0)).is_err());
         }
     }
 }

@@ -60,6 +60,52 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, seconds since the epoch.
     pub exp: u64,
+    /// An operator of the node (`townhall token --operator`, the start-up token): the admin API,
+    /// and every space whatever its room says. Never implied by a role or a `*` scope.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub op: bool,
+    /// Minted by a node for someone who joined without a token: they count as anonymous (their
+    /// queue, proof of work) wherever they present it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub anon: bool,
+    /// A ticket the node minted to carry in URLs (listener role, one space, short-lived): the
+    /// only kind of token accepted in a query string.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ticket: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Claims {
+    /// Plain claims (no operator, anonymous or ticket flags) for `who` with `role` on `space`,
+    /// valid for `ttl_secs` from `now`, issued under `api_key`.
+    pub fn new(
+        api_key: &str,
+        who: Identity,
+        role: Role,
+        space: SpaceScope,
+        now: UnixTime,
+        ttl_secs: u64,
+    ) -> Claims {
+        Claims {
+            iss: api_key.to_owned(),
+            sub: who,
+            space,
+            role,
+            iat: now.0,
+            exp: now.0.saturating_add(ttl_secs),
+            op: false,
+            anon: false,
+            ticket: false,
+        }
+    }
+
+    /// Whether these claims make their holder an operator of the node.
+    pub fn is_operator(&self) -> bool {
+        self.op && self.space == SpaceScope::Any
+    }
 }
 
 /// Why a token was refused.
@@ -156,14 +202,13 @@ impl TokenKeys {
         now: UnixTime,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
-        let claims = Claims {
-            iss: self.api_key.clone(),
-            sub: who,
-            space,
-            role,
-            iat: now.0,
-            exp: now.0.saturating_add(ttl_secs),
-        };
+        self.sign(&Claims::new(&self.api_key, who, role, space, now, ttl_secs))
+    }
+
+    /// Signs claims built by the caller (operator tokens, tickets); the issuer is set to this
+    /// key.
+    pub fn mint_claims(&self, mut claims: Claims) -> Result<String, TokenError> {
+        claims.iss = self.api_key.clone();
         self.sign(&claims)
     }
 
@@ -289,6 +334,23 @@ mod tests {
         assert_eq!(k.verify(&t, UnixTime(160)), Err(TokenError::Expired));
         let wrong = k.verify_for(&t, &space("b"), UnixTime(120));
         assert_eq!(wrong, Err(TokenError::WrongSpace(space("b"))));
+    }
+
+    #[test]
+    fn flags_round_trip_and_plain_tokens_carry_none() {
+        let k = keys();
+        let plain = k.mint(who(), Role::Host, SpaceScope::Any, UnixTime(0), 60).expect("mint");
+        let c = k.verify(&plain, UnixTime(1)).expect("valid");
+        assert!(!c.op && !c.anon && !c.ticket && !c.is_operator());
+        let op = Claims {
+            op: true,
+            ..Claims::new("x", who(), Role::Host, SpaceScope::Any, UnixTime(0), 60)
+        };
+        let c = k.verify(&k.mint_claims(op.clone()).expect("mint"), UnixTime(1)).expect("valid");
+        assert!(c.is_operator());
+        assert_eq!(c.iss, "key", "the issuer is the signing key's");
+        let one = Claims { space: SpaceScope::One(space("a")), ..op };
+        assert!(!one.is_operator(), "an operator flag on a one-space token is not an operator");
     }
 
     #[test]

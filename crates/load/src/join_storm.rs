@@ -287,7 +287,8 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
 async fn prove(cfg: &StormConfig, n: usize) -> Option<String> {
     let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await.ok()?;
     let mut buf = ReadBuf::new(4_096);
-    http::post(&mut stream, &cfg.target, "/api/v1/pow", None, "").await.ok()?;
+    let path = format!("/api/v1/pow?space={}", cfg.space);
+    http::post(&mut stream, &cfg.target, &path, None, "").await.ok()?;
     let head = http::read_head(&mut stream, &mut buf).await.ok()?;
     let body = http::read_body(&mut stream, &mut buf, head).await.ok()?;
     let json: serde_json::Value = serde_json::from_slice(&body).ok()?;

@@ -456,17 +456,34 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
     check(a.common.expect.as_deref(), &figures)
 }
 
-/// Mints a token with the key pair from TOWNHALL_API_KEY / TOWNHALL_API_SECRET (or the
-/// development pair the server uses when they are unset).
+/// Mints a token with the key pair from TOWNHALL_API_KEY / TOWNHALL_API_SECRET (the server's;
+/// there is no built-in pair). Tokens for every space (`*`) are operator tokens.
 fn mint(identity: &str, role: Role, space: &str, ttl: u64) -> anyhow::Result<String> {
-    let key = std::env::var("TOWNHALL_API_KEY").unwrap_or_else(|_| "devkey".into());
-    let secret = std::env::var("TOWNHALL_API_SECRET")
-        .unwrap_or_else(|_| "townhall-development-secret-change-me".into());
+    let key = std::env::var("TOWNHALL_API_KEY").map_err(|_| {
+        anyhow::anyhow!(
+            "set TOWNHALL_API_KEY and TOWNHALL_API_SECRET to the server's pair (or pass a token)"
+        )
+    })?;
+    let secret = std::env::var("TOWNHALL_API_SECRET").map_err(|_| {
+        anyhow::anyhow!("set TOWNHALL_API_SECRET to the server's secret (or pass a token)")
+    })?;
     let keys = TokenKeys::new(key, secret.as_bytes());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let scope = SpaceScope::try_from(space.to_owned())?;
     let who = Identity::new(identity.to_owned())?;
-    Ok(keys.mint(who, role, scope, townhall_core::UnixTime(now), ttl)?)
+    let op = scope == SpaceScope::Any;
+    let claims = townhall_core::Claims {
+        op,
+        ..townhall_core::Claims::new(
+            keys.api_key(),
+            who,
+            role,
+            scope,
+            townhall_core::UnixTime(now),
+            ttl,
+        )
+    };
+    Ok(keys.mint_claims(claims)?)
 }
 
 fn speaker_token(a: &SpeakArgs) -> anyhow::Result<String> {

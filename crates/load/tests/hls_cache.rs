@@ -8,6 +8,14 @@ use std::time::Duration;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_townhall-load");
+/// The key pair the test server is configured with (there is no built-in one); townhall-load
+/// mints its tokens with it from the environment.
+const API_KEY: &str = "load-test";
+const API_SECRET: &str = "the load tests' secret, not for any deployment";
+
+fn keys_env() -> [(&'static str, &'static str); 2] {
+    [("TOWNHALL_API_KEY", API_KEY), ("TOWNHALL_API_SECRET", API_SECRET)]
+}
 const NGINX: &str = "/usr/sbin/nginx";
 
 /// nginx, stopped when dropped.
@@ -86,6 +94,8 @@ async fn origin_metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 async fn a_thousand_listeners_behind_nginx_cost_the_origin_a_few_requests_per_part() {
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
         demo: true,
         overload_lag_ms: 0,
         trusted_proxies: vec!["127.0.0.1".parse().expect("ip")],
@@ -122,10 +132,12 @@ async fn a_thousand_listeners_behind_nginx_cost_the_origin_a_few_requests_per_pa
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output())
-        .await
-        .expect("join")
-        .expect("townhall-load runs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(&args).envs(keys_env()).output()
+    })
+    .await
+    .expect("join")
+    .expect("townhall-load runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let report: Value =
         stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);

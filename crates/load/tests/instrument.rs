@@ -12,22 +12,32 @@ use tokio_tungstenite::tungstenite::Message;
 use townhall_media::wire::{ProgramBatchWriter, ProgramFrameView};
 
 const BIN: &str = env!("CARGO_BIN_EXE_townhall-load");
+/// The key pair the test server is configured with (there is no built-in one); townhall-load
+/// mints its tokens with it from the environment.
+const API_KEY: &str = "load-test";
+const API_SECRET: &str = "the load tests' secret, not for any deployment";
+
+fn keys_env() -> [(&'static str, &'static str); 2] {
+    [("TOWNHALL_API_KEY", API_KEY), ("TOWNHALL_API_SECRET", API_SECRET)]
+}
 
 /// Tests here read process-wide server metrics: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn run_load(args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(BIN).args(args).output().expect("townhall-load runs");
+    let out = Command::new(BIN).args(args).envs(keys_env()).output().expect("townhall-load runs");
     parse_output(out)
 }
 
 /// Runs the binary off the async runtime (the server under test lives on it).
 async fn run_load_async(args: &[&str]) -> (i32, Value, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output())
-        .await
-        .expect("join")
-        .expect("townhall-load runs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(&args).envs(keys_env()).output()
+    })
+    .await
+    .expect("join")
+    .expect("townhall-load runs");
     parse_output(out)
 }
 
@@ -50,6 +60,8 @@ async fn quick_listen_counts_what_the_server_sent() {
     let _serial = SERIAL.lock().await;
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
         demo: true,
         overload_lag_ms: 0,
         ..Default::default()

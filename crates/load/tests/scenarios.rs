@@ -9,16 +9,26 @@ use std::time::Duration;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_townhall-load");
+/// The key pair the test server is configured with (there is no built-in one); townhall-load
+/// mints its tokens with it from the environment.
+const API_KEY: &str = "load-test";
+const API_SECRET: &str = "the load tests' secret, not for any deployment";
+
+fn keys_env() -> [(&'static str, &'static str); 2] {
+    [("TOWNHALL_API_KEY", API_KEY), ("TOWNHALL_API_SECRET", API_SECRET)]
+}
 
 /// Tests here read the verdict of their own server, but share the machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run_load(args: &[&str]) -> (i32, Value, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output())
-        .await
-        .expect("join")
-        .expect("townhall-load runs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(&args).envs(keys_env()).output()
+    })
+    .await
+    .expect("join")
+    .expect("townhall-load runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json =
@@ -29,6 +39,8 @@ async fn run_load(args: &[&str]) -> (i32, Value, String) {
 async fn demo_server() -> townhall_server::Server {
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
         demo: true,
         ..Default::default()
     };
@@ -112,6 +124,8 @@ async fn slowhttptest_does_not_stop_joins() {
     );
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
         demo: true,
         header_timeout_secs: 5,
         ..Default::default()
@@ -158,6 +172,8 @@ async fn listeners_that_never_read_are_cut() {
     let _serial = SERIAL.lock().await;
     let config = townhall_server::Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
         demo: true,
         stall_timeout_secs: 1,
         socket_send_buffer: Some(4_096),

@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
+use townhall_core::{Claims, Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
 use townhall_shield::{Decision, Lane, Signal, jitter};
 
 use crate::clock::now_unix;
 use crate::error::ApiError;
-use crate::state::{AppState, SpaceUrls, SpaceView, attack_mode, bearer};
+use crate::state::{AppState, Manage, SpaceUrls, SpaceView, attack_mode, bearer};
 
 /// Routes of `/api/v1`.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -50,10 +50,11 @@ struct ListQuery {
 
 async fn list_spaces(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<SpaceList>, ApiError> {
     let Query(q) = query?;
-    let mut spaces = app.list();
+    let mut spaces = app.list(&headers);
     if let Some(state) = q.state {
         spaces.retain(|s| s.space.state == state);
     }
@@ -62,10 +63,11 @@ async fn list_spaces(
 
 async fn get_space(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SpaceView>, ApiError> {
     let id = space_id(path)?;
-    Ok(Json(app.view(app.space(&id)?)))
+    Ok(Json(app.view(app.visible_space(&id, &headers)?)))
 }
 
 async fn create_space(
@@ -73,7 +75,7 @@ async fn create_space(
     headers: HeaderMap,
     body: Result<Json<NewSpace>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let claims = app.authorize_manage(&headers, None)?;
+    let claims = app.authorize_create(&headers)?;
     let Json(req) = body?;
     // A token scoped to one space may create exactly that space.
     if let SpaceScope::One(granted) = &claims.space
@@ -92,7 +94,9 @@ async fn start_space(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SpaceView>, ApiError> {
-    manage(&app, &headers, path, AppState::start)
+    let id = space_id(path)?;
+    app.authorize_space(&headers, &id, Manage::Start)?;
+    Ok(Json(app.view(app.start(&id)?)))
 }
 
 async fn end_space(
@@ -101,22 +105,10 @@ async fn end_space(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SpaceView>, ApiError> {
     let id = space_id(path)?;
-    let claims = app.authorize_manage(&headers, Some(&id))?;
+    let claims = app.authorize_space(&headers, &id, Manage::End)?;
     let space = app.end(&id)?;
     app.log_end(&id, &claims.sub, None);
     Ok(Json(app.view(space)))
-}
-
-/// A host action on one space: authorise, apply, show the result.
-fn manage(
-    app: &AppState,
-    headers: &HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    action: fn(&AppState, &SpaceId) -> Result<townhall_core::Space, ApiError>,
-) -> Result<Json<SpaceView>, ApiError> {
-    let id = space_id(path)?;
-    app.authorize_manage(headers, Some(&id))?;
-    Ok(Json(app.view(action(app, &id)?)))
 }
 
 /// What `join` returns: a listener ticket and where to use it.
@@ -172,20 +164,22 @@ async fn join_space(
     let space = app.space(&id)?;
     // Joins are for live spaces on a node that is not draining.
     let live = app.on_air(&space)?;
-    let (identity, role) = match bearer(&headers) {
+    // Who joins, whether they count as anonymous (their own line, proof of work), and the
+    // expiry their ticket may not outlive (that of the token they came with).
+    let (identity, anonymous, not_after) = match bearer(&headers) {
         Some(token) => {
             let claims = app.verify(token, &id)?;
             if let Some(refused) = live.refusal(&claims.sub) {
                 return Err(refused);
             }
-            (claims.sub, claims.role)
+            (claims.sub, claims.anon, Some(claims.exp))
         }
         None if app.shield.require_token() => return Err(attack_mode()),
         None if space.public && app.config.anonymous_listeners => {
             if app.shield.require_pow() {
-                check_pow(&app, q.pow.as_deref())?;
+                check_pow(&app, &id, q.pow.as_deref())?;
             }
-            (anonymous_identity(), Role::Listener)
+            (anonymous_identity(), true, None)
         }
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
     };
@@ -193,22 +187,47 @@ async fn join_space(
     app.shield.check_join(peer.map(|p| p.0.0.0.ip()), token_identity.as_deref())?;
     app.shield.observe(Signal::Join);
     let now = now_unix();
-    // Signed-in joiners wait in their own line, called before anonymous ones.
-    let lane = if token_identity.is_some() { Lane::SignedIn } else { Lane::Anonymous };
+    // Signed-in joiners wait in their own line, called before anonymous ones; a ticket minted
+    // for an anonymous joiner does not make its holder signed in.
+    let lane = if anonymous { Lane::Anonymous } else { Lane::SignedIn };
     let place = match q.ticket.as_deref().map(|t| app.keys.verify_wait(t, &id, now)) {
         None | Some(Err(TokenError::Expired)) => None,
-        Some(Ok(ticket)) if ticket.lane == lane_code(lane) => Some(ticket.n),
+        Some(Ok(ticket)) if ticket.lane == lane_code(lane) => Some(ticket),
         // A ticket from the other line: a place at the end of this one.
         Some(Ok(_)) => None,
         Some(Err(e)) => return Err(ApiError::bad_request("bad_ticket", e.to_string())),
     };
     let public = space.public;
     let urls = app.view(space).urls;
-    match app.shield.arrive(app.total_listeners(), lane, place) {
+    let number = place.as_ref().map(|t| t.n);
+    match app.shield.arrive(app.total_listeners(), lane, number) {
         Decision::Admit => {
+            // A called ticket lets one joiner in, not everyone who copied it.
+            if let Some(ticket) = &place
+                && !app.shield.first_use(crate::shield::OneUse::WaitTicket, &ticket_key(ticket))
+            {
+                return Err(ApiError::bad_request(
+                    "bad_ticket",
+                    "this waiting-room ticket was already used: join again for a new place",
+                ));
+            }
             let ttl = app.config.ticket_ttl_secs;
-            let token = app.keys.mint(identity.clone(), role, SpaceScope::One(id), now, ttl)?;
-            let ticket = JoinTicket { token, identity, role, expires_at: now.0 + ttl, urls };
+            // A ticket never outlives the token it was joined with, and only listens.
+            let expires_at = not_after.map_or(now.0 + ttl, |exp| exp.min(now.0 + ttl));
+            let claims = Claims {
+                anon: anonymous,
+                ticket: true,
+                ..Claims::new(
+                    app.keys.api_key(),
+                    identity.clone(),
+                    Role::Listener,
+                    SpaceScope::One(id),
+                    now,
+                    expires_at.saturating_sub(now.0),
+                )
+            };
+            let token = app.keys.mint_claims(claims)?;
+            let ticket = JoinTicket { token, identity, role: Role::Listener, expires_at, urls };
             Ok(Json(ticket).into_response())
         }
         Decision::Wait { number, position, retry_after } => {
@@ -224,6 +243,15 @@ async fn join_space(
                 .into_response())
         }
     }
+}
+
+/// What makes a waiting-room ticket one of a kind (its space, line and number).
+fn ticket_key(ticket: &townhall_core::WaitTicket) -> Vec<u8> {
+    let mut key = Vec::with_capacity(ticket.space.as_str().len() + 9);
+    key.extend_from_slice(ticket.space.as_str().as_bytes());
+    key.push(ticket.lane);
+    key.extend_from_slice(&ticket.n.to_le_bytes());
+    key
 }
 
 /// A lane as written into tickets.
@@ -266,14 +294,9 @@ pub struct ShieldUpdate {
     request_burst_per_ip: Option<u32>,
 }
 
-/// Checks an operator token: a host or co-host token for every space (`*`).
-/// Checks for an operator token (host or co-host role, every space).
+/// Checks for an operator token (the `op` claim, every space).
 pub fn authorize_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let claims = app.authorize_manage(headers, None)?;
-    if claims.space != SpaceScope::Any {
-        return Err(ApiError::forbidden("operator endpoints need a token for every space ('*')"));
-    }
-    Ok(())
+    app.authorize_operator(headers).map(|_| ())
 }
 
 /// `GET /api/v1/admin/shield`: verdict, evidence, capacity, queue, attack mode.
@@ -333,25 +356,48 @@ pub struct PowChallengeView {
 /// How long a challenge may be worked on.
 const POW_TTL_SECS: u64 = 120;
 
-/// `POST /api/v1/pow`: a fresh challenge (stateless: signed, expiring).
+/// Query of `POST /api/v1/pow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowQuery {
+    /// The space the solution will join (a challenge admits to one space, once).
+    space: String,
+}
+
+/// `POST /api/v1/pow?space=ID`: a fresh challenge for joining that space (stateless: signed,
+/// expiring; its solution is admitted once).
 async fn pow_challenge(
     State(app): State<Arc<AppState>>,
+    query: Result<Query<PowQuery>, QueryRejection>,
 ) -> Result<Json<PowChallengeView>, ApiError> {
+    let Query(q) = query?;
+    let id = SpaceId::new(q.space)
+        .map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
+    app.space(&id)?;
     let now = now_unix();
     let difficulty = app.config.pow_difficulty;
-    let challenge = app.keys.mint_pow(rand::random(), difficulty, now, POW_TTL_SECS)?;
+    let challenge = app.keys.mint_pow(id, rand::random(), difficulty, now, POW_TTL_SECS)?;
     Ok(Json(PowChallengeView { challenge, difficulty, expires_at: now.0 + POW_TTL_SECS }))
 }
 
-fn check_pow(app: &AppState, proof: Option<&str>) -> Result<(), ApiError> {
+fn check_pow(app: &AppState, space: &SpaceId, proof: Option<&str>) -> Result<(), ApiError> {
     let proof = proof.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "pow_required",
-            "this node asks anonymous joiners for a proof of work: POST /api/v1/pow, solve, then join with ?pow=challenge:counter",
+            format!("this node asks anonymous joiners for a proof of work: POST /api/v1/pow?space={space}, solve, then join with ?pow=challenge:counter"),
         )
     })?;
-    app.keys
-        .verify_pow(proof, app.config.pow_difficulty, now_unix())
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_pow", e.to_string()))
+    let nonce = app
+        .keys
+        .verify_pow(proof, space, app.config.pow_difficulty, now_unix())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_pow", e.to_string()))?;
+    if !app.shield.first_use(crate::shield::OneUse::Pow, &nonce.to_le_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_pow",
+            "this proof of work was already used: ask for a new challenge",
+        ));
+    }
+    Ok(())
 }

@@ -27,8 +27,12 @@ pub struct Config {
     pub public_url: Option<String>,
     /// API key that names the token issuer (env `TOWNHALL_API_KEY`).
     pub api_key: Option<String>,
-    /// Secret that signs tokens (env `TOWNHALL_API_SECRET`).
+    /// Secret that signs tokens (env `TOWNHALL_API_SECRET`). Unset with no key either: a
+    /// loopback node generates a pair kept in `data_dir`; any other node refuses to start.
     pub api_secret: Option<String>,
+    /// Secret that signs webhook deliveries (env `TOWNHALL_WEBHOOK_SECRET`); generated and kept
+    /// in `data_dir` when unset. Never the token secret: receivers must not be able to mint.
+    pub webhook_secret: Option<String>,
     /// Most open (scheduled or live) spaces on this node.
     pub max_spaces: usize,
     /// Seats on each stage (host, co-hosts and speakers together).
@@ -81,6 +85,11 @@ pub struct Config {
     /// Addresses of trusted caches and proxies (e.g. the nginx edge in front of HLS): exempt
     /// from per-address and per-subnet limits, which they would otherwise hit for everyone.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Who may frame the page (the CSP `frame-ancestors` source list): `'none'` by default;
+    /// e.g. `'self' https://blog.example.com` to embed the player elsewhere.
+    pub frame_ancestors: String,
+    /// Listening connections (WebSocket and Ogg) one token identity may hold at once.
+    pub listens_per_identity: u32,
     /// Open connections from one address.
     pub max_connections_per_ip: u32,
     /// Open connections from one /24 (IPv6: /64).
@@ -113,6 +122,9 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// Delay before the first webhook retry, ms; it doubles with each failure, up to 60 s.
     pub webhook_retry_base_ms: u64,
+    /// Reports, and moderation log entries, kept in the database (each; the newest): a bound on
+    /// what a crowd of fresh identities can make the disk hold.
+    pub retention_rows: u64,
     /// Recordings are flushed and synced to disk at least this often, ms (20 to 2000): the most
     /// audio a crash can lose.
     pub recording_sync_ms: u64,
@@ -129,6 +141,7 @@ impl Default for Config {
             public_url: None,
             api_key: None,
             api_secret: None,
+            webhook_secret: None,
             max_spaces: 100,
             stage_seats: townhall_core::Stage::DEFAULT_SEATS,
             bitrate: 32_000,
@@ -154,6 +167,8 @@ impl Default for Config {
             joins_per_identity: 1,
             join_burst_per_identity: 10,
             trusted_proxies: Vec::new(),
+            frame_ancestors: "'none'".into(),
+            listens_per_identity: 4,
             max_connections_per_ip: 256,
             max_connections_per_subnet: 4_096,
             pow_difficulty: 16,
@@ -168,6 +183,7 @@ impl Default for Config {
             webhook_queue: 1_000,
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 1_000,
+            retention_rows: crate::store::DEFAULT_RETENTION_ROWS,
             recording_sync_ms: 1_000,
         }
     }
@@ -197,11 +213,6 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The development key pair used when none is configured. Announced loudly at start-up.
-pub const DEV_API_KEY: &str = "devkey";
-/// The development secret (never use in production).
-pub const DEV_API_SECRET: &str = "townhall-development-secret-change-me";
-
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -229,8 +240,12 @@ impl Config {
         if self.stage_seats == 0 || self.max_spaces == 0 {
             return bad("stage_seats and max_spaces must be at least 1");
         }
-        if self.api_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return bad("api_secret must be at least 16 bytes");
+        for (name, secret) in
+            [("api_secret", &self.api_secret), ("webhook_secret", &self.webhook_secret)]
+        {
+            if secret.as_ref().is_some_and(|s| s.len() < crate::credentials::MIN_SECRET_LEN) {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 16 bytes")));
+            }
         }
         for url in &self.webhook_urls {
             crate::webhooks::parse_url(url).map_err(ConfigError::Invalid)?;
@@ -241,18 +256,15 @@ impl Config {
         if !(1..=60_000).contains(&self.webhook_retry_base_ms) {
             return bad("webhook_retry_base_ms must be 1 to 60000");
         }
+        if self.frame_ancestors.trim().is_empty()
+            || self.frame_ancestors.chars().any(|c| c.is_control() || c == ';' || c == ',')
+        {
+            return bad("frame_ancestors must be a CSP source list (e.g. 'none' or 'self')");
+        }
         if !(20..=2_000).contains(&self.recording_sync_ms) {
             return bad("recording_sync_ms must be 20 to 2000");
         }
         Ok(())
-    }
-
-    /// The API key and secret, or the development pair; the flag says which.
-    pub fn credentials(&self) -> (String, String, bool) {
-        match (&self.api_key, &self.api_secret) {
-            (Some(k), Some(s)) => (k.clone(), s.clone(), false),
-            _ => (DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned(), true),
-        }
     }
 
     /// Frames per Ogg page.

@@ -137,6 +137,7 @@ impl From<DirectoryError> for ApiError {
         match &e {
             DirectoryError::NotFound(_) => ApiError::not_found(e.to_string()),
             DirectoryError::Exists(_) => ApiError::conflict("exists", e.to_string()),
+            DirectoryError::NoFreeId => ApiError::conflict("exists", e.to_string()),
             DirectoryError::Full(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", e.to_string())
             }

@@ -110,6 +110,7 @@ struct Channels {
 /// One space's program stream, as listeners see it.
 pub struct ProgramFeed {
     space: SpaceId,
+    metric_label: String,
     ogg_headers: Bytes,
     ogg_burst_pages: usize,
     fanout: FanoutConfig,
@@ -134,6 +135,7 @@ impl ProgramFeed {
             ogg_recent: VecDeque::with_capacity(ogg_burst_pages + 1),
         };
         ProgramFeed {
+            metric_label: space.to_string(),
             space,
             ogg_headers,
             ogg_burst_pages,
@@ -143,6 +145,18 @@ impl ProgramFeed {
             ogg_listeners: AtomicUsize::new(0),
             webrtc_listeners: AtomicUsize::new(0),
         }
+    }
+
+    /// Names the space in `/metrics` by `label` instead of its id (private spaces: their ids
+    /// are not for everyone who can scrape).
+    pub fn with_metric_label(mut self, label: String) -> ProgramFeed {
+        self.metric_label = label;
+        self
+    }
+
+    /// How `/metrics` names this feed's space.
+    pub fn metric_label(&self) -> &str {
+        &self.metric_label
     }
 
     /// The space this feed belongs to.
@@ -305,11 +319,11 @@ impl ProgramFeed {
         if let Some(shield) = &self.fanout.shield {
             shield.observe(townhall_shield::Signal::Listen);
         }
-        ListenerGuard { feed: self.clone(), protocol, since: std::time::Instant::now() }
+        ListenerGuard { feed: self.clone(), protocol, since: std::time::Instant::now(), hold: None }
     }
 
     fn report(&self, protocol: Protocol, n: usize) {
-        metrics::gauge!(LISTENERS, "space" => self.space.to_string(), "protocol" => protocol.label())
+        metrics::gauge!(LISTENERS, "space" => self.metric_label.clone(), "protocol" => protocol.label())
             .set(n as f64);
     }
 }
@@ -325,6 +339,16 @@ pub struct ListenerGuard {
     feed: Arc<ProgramFeed>,
     protocol: Protocol,
     since: std::time::Instant,
+    /// The listener's place in its identity's connection count, if it came with a token.
+    hold: Option<crate::shield::IdentityHold>,
+}
+
+impl ListenerGuard {
+    /// Keeps `hold` (the identity's connection count) for as long as this listener stays.
+    pub fn holding(mut self, hold: Option<crate::shield::IdentityHold>) -> ListenerGuard {
+        self.hold = hold;
+        self
+    }
 }
 
 impl Drop for ListenerGuard {

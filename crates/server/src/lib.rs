@@ -6,11 +6,14 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod credentials;
+pub mod datadir;
 pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod fanout;
 pub mod feed;
+pub mod headers;
 pub mod hls;
 pub mod identity_limit;
 pub mod live;
@@ -42,7 +45,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use townhall_core::{Identity, Role, SpaceScope, TokenKeys};
+use townhall_core::{Claims, Identity, Role, SpaceScope};
 
 pub use config::Config;
 use error::ApiError;
@@ -72,6 +75,9 @@ pub enum StartError {
     /// A token could not be minted.
     #[error("token: {0}")]
     Token(#[from] townhall_core::TokenError),
+    /// No usable key pair (see [`credentials`]).
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
 }
 
 /// A running server.
@@ -81,7 +87,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     host_token: String,
-    dev_credentials: bool,
+    credentials: credentials::Source,
 }
 
 impl std::fmt::Debug for Server {
@@ -109,6 +115,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), headers::add))
         .layer(axum::middleware::from_fn_with_state(app.clone(), serve::rate_limit))
         .layer(axum::middleware::from_fn(metrics::count_requests))
         .with_state(app)
@@ -117,8 +124,7 @@ pub fn router(app: Arc<AppState>) -> Router {
 /// Starts a server: binds, starts the media engine and (if configured) the demo space.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     config.validate()?;
-    let (key, secret, dev_credentials) = config.credentials();
-    let keys = TokenKeys::new(key, secret.as_bytes());
+    let credentials = credentials::resolve(&config)?;
     let listener = net::bind(config.listen, config.socket_send_buffer)?;
     let addr = listener.local_addr()?;
     let engine = engine::Engine::start()?;
@@ -129,8 +135,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     } else {
         store::Store::in_memory()?
     });
-    let app =
-        Arc::new(AppState::new(config, keys, engine, rtc, store, shutdown_rx, metrics::handle()));
+    store.set_retention(config.retention_rows);
+    let app = Arc::new(AppState::new(
+        config,
+        &credentials,
+        engine,
+        rtc,
+        store,
+        shutdown_rx,
+        metrics::handle(),
+    ));
     app.restore().map_err(StartError::Restore)?;
     // Recordings a crash interrupted are finalised before anyone can ask for them.
     let (data_dir, store, webhooks) =
@@ -142,7 +156,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         demo::start(&app).await.map_err(StartError::Demo)?;
     }
     let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
-    let host_token = app.keys.mint(host, Role::Host, SpaceScope::Any, clock::now_unix(), 86_400)?;
+    // The start-up token is the operator's: every space and the admin API.
+    let operator = Claims {
+        op: true,
+        ..Claims::new(
+            app.keys.api_key(),
+            host,
+            Role::Host,
+            SpaceScope::Any,
+            clock::now_unix(),
+            86_400,
+        )
+    };
+    let host_token = app.keys.mint_claims(operator)?;
     tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     let task = tokio::spawn(serve::serve(
@@ -151,7 +177,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         router(app.clone()),
         shutdown_tx.subscribe(),
     ));
-    Ok(Server { addr, app, shutdown: shutdown_tx, task, host_token, dev_credentials })
+    Ok(Server {
+        addr,
+        app,
+        shutdown: shutdown_tx,
+        task,
+        host_token,
+        credentials: credentials.source,
+    })
 }
 
 impl Server {
@@ -160,14 +193,15 @@ impl Server {
         self.addr
     }
 
-    /// A host token for every space, valid for a day (printed at start-up).
+    /// An operator token (host role, every space, the admin API), valid for a day; printed at
+    /// start-up on loopback.
     pub fn host_token(&self) -> &str {
         &self.host_token
     }
 
-    /// Whether the built-in development key pair is in use.
-    pub fn dev_credentials(&self) -> bool {
-        self.dev_credentials
+    /// Where the node's key pair came from (configured, or generated for this install).
+    pub fn credentials(&self) -> &credentials::Source {
+        &self.credentials
     }
 
     /// Shared state, for tests and embedding.

@@ -145,12 +145,13 @@ impl LiveSpace {
         let serial: u32 = rand::random();
         let ogg =
             OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
-        let feed = Arc::new(ProgramFeed::new(
-            space.id.clone(),
-            ogg.headers(),
-            config.ogg_burst_pages(),
-            fanout,
-        ));
+        // A private space is named in `/metrics` by its stream's random serial, not its id.
+        let label =
+            if space.public { space.id.to_string() } else { format!("private-{serial:08x}") };
+        let feed = Arc::new(
+            ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
+                .with_metric_label(label),
+        );
         let hls = HlsStore::new(mixer.pre_skip(), format!("{serial:08x}"))
             .map_err(|e| OpenError::Hls(e.message))?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
@@ -240,7 +241,8 @@ impl LiveSpace {
             self.talking.name(source, who.clone());
             (seats.stage.len(), replaced)
         };
-        metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
+        metrics::gauge!(SPEAKERS, "space" => self.feed.metric_label().to_owned())
+            .set(speakers as f64);
         let (returns_tx, returns) = if wants_return {
             let (tx, rx) = mpsc::channel(RETURN_CAPACITY);
             (Some(tx), Some(rx))
@@ -293,6 +295,16 @@ impl LiveSpace {
         } else {
             None
         }
+    }
+
+    /// The role the room gives `who` (holding a token for `token_role`) for management now;
+    /// refused if the room removed or blocked them.
+    pub fn authority(
+        &self,
+        who: &Identity,
+        token_role: Role,
+    ) -> Result<Role, townhall_core::RoomError> {
+        self.room().authority(who, token_role)
     }
 
     /// Applies `action` by `who` (whose token grants `token_role`), joining them to the room
@@ -464,7 +476,8 @@ impl LiveSpace {
             }
             (seats.stage.len(), current)
         };
-        metrics::gauge!(SPEAKERS, "space" => self.id.to_string()).set(speakers as f64);
+        metrics::gauge!(SPEAKERS, "space" => self.feed.metric_label().to_owned())
+            .set(speakers as f64);
         if let Some(role) = left_role {
             let speaker = townhall_core::webhook::SpeakerRef { identity: who.clone(), role };
             let space = self.webhook_space.clone();

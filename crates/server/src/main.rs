@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use townhall_core::{Identity, Role, SpaceScope, TokenKeys};
-use townhall_server::{Config, clock, config};
+use townhall_core::{Claims, Identity, Role, SpaceScope, TokenKeys};
+use townhall_server::credentials::{self, Source};
+use townhall_server::{Config, clock};
 
 /// Townhall: live audio spaces that stay on air through flash crowds and attacks.
 #[derive(Debug, Parser)]
@@ -18,9 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (defaults: 127.0.0.1:8080, in-memory, demo space on).
+    /// Run the server (defaults: 127.0.0.1:8080, metadata in ./townhall-data, demo space on).
     Serve(ServeArgs),
-    /// Print an access token (HS256 JWT) signed with TOWNHALL_API_KEY / TOWNHALL_API_SECRET.
+    /// Print an access token (HS256 JWT) signed with the node's key pair (TOWNHALL_API_KEY /
+    /// TOWNHALL_API_SECRET, or the pair generated for this install in the data directory).
     Token(TokenArgs),
 }
 
@@ -42,6 +44,13 @@ struct ServeArgs {
     /// file the database in the data directory is on; with one, its `database` key decides).
     #[arg(long)]
     in_memory: bool,
+    /// Print an operator token at start-up even when not listening on loopback (it is printed
+    /// on loopback anyway): it can do anything on this node, so logs must be private.
+    #[arg(long)]
+    print_host_token: bool,
+    /// Secret signing webhook deliveries (default: generated and kept in the data directory).
+    #[arg(long, env = "TOWNHALL_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -70,8 +79,31 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3_600)]
     ttl: u64,
+    /// An operator token (needs `--space '*'`): the admin API and every space, whatever the
+    /// rooms say.
+    #[arg(long)]
+    operator: bool,
+    /// Config file to read the key pair (and data directory) from.
+    #[arg(long, env = "TOWNHALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory holding this install's generated key pair (default ./townhall-data).
+    #[arg(long, env = "TOWNHALL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     keys: KeyArgs,
+}
+
+impl KeyArgs {
+    /// Each of the key and the secret overrides the config file's on its own: a key from the
+    /// file and a secret from the environment are both kept.
+    fn apply(self, config: &mut Config) {
+        if let Some(key) = self.api_key {
+            config.api_key = Some(key);
+        }
+        if let Some(secret) = self.api_secret {
+            config.api_secret = Some(secret);
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,23 +115,33 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let config = Config {
-        api_key: args.keys.api_key,
-        api_secret: args.keys.api_secret,
-        ..Config::default()
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
     };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    args.keys.apply(&mut config);
     config.validate()?;
-    let (key, secret, dev) = config.credentials();
-    if dev {
+    let credentials = credentials::resolve_for_tool(&config)?;
+    if let Source::Generated { path, .. } = &credentials.source {
         eprintln!(
-            "note: TOWNHALL_API_KEY/TOWNHALL_API_SECRET unset; signing with the development pair"
+            "note: signing with the key pair generated for this install ({})",
+            path.display()
         );
     }
-    let keys = TokenKeys::new(key, secret.as_bytes());
+    let keys = TokenKeys::new(credentials.api_key, credentials.api_secret.as_bytes());
     let scope = SpaceScope::try_from(args.space).context("--space")?;
+    if args.operator && scope != SpaceScope::Any {
+        anyhow::bail!("--operator needs --space '*'");
+    }
     let identity = Identity::new(args.identity).context("--identity")?;
-    let token = keys.mint(identity, args.role, scope, clock::now_unix(), args.ttl)?;
-    println!("{token}");
+    let claims = Claims {
+        op: args.operator,
+        ..Claims::new(keys.api_key(), identity, args.role, scope, clock::now_unix(), args.ttl)
+    };
+    println!("{}", keys.mint_claims(claims)?);
     Ok(())
 }
 
@@ -126,15 +168,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_demo {
         config.demo = false;
     }
-    if args.keys.api_key.is_some() || args.keys.api_secret.is_some() {
-        config.api_key = args.keys.api_key;
-        config.api_secret = args.keys.api_secret;
+    args.keys.apply(&mut config);
+    if let Some(secret) = args.webhook_secret {
+        config.webhook_secret = Some(secret);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, args.print_host_token))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, print_host_token: bool) -> anyhow::Result<()> {
+    let loopback = config.listen.ip().is_loopback();
     let public_url = config.public_url.clone();
     let demo = config.demo;
     let mut server = townhall_server::start(config).await.context("starting server")?;
@@ -145,11 +188,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         println!("  demo space:  {url}/#/space/{}", townhall_server::demo::DEMO_SPACE);
         println!("  Ogg stream:  {url}/live/{}.opus", townhall_server::demo::DEMO_SPACE);
     }
-    println!("  host token (all spaces, 24 h):\n{}", server.host_token());
-    if server.dev_credentials() {
+    if let Source::Generated { path, created } = server.credentials() {
+        let how = if *created { "generated" } else { "kept" };
+        println!("  keys:        {how} for this install in {}", path.display());
+    }
+    if loopback || print_host_token {
+        println!("  operator token (all spaces, 24 h):\n{}", server.host_token());
+    } else {
         println!(
-            "  note: using the development API key pair ({}); set TOWNHALL_API_KEY and TOWNHALL_API_SECRET in production",
-            config::DEV_API_KEY
+            "  operator token: not printed off loopback (--print-host-token, or `townhall token --operator`)"
         );
     }
     tokio::select! {

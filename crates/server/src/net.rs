@@ -36,6 +36,11 @@ pub fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> io::Result<TcpListene
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// The client a request is from: the peer, or, behind a trusted proxy, the address the proxy
+/// says it serves (X-Forwarded-For or PROXY protocol). Per-client limits key on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// A TCP stream that fails writes which make no progress for too long.
 #[derive(Debug)]
 pub struct GuardedStream {

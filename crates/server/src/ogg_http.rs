@@ -36,13 +36,21 @@ pub struct OggQuery {
     token: Option<String>,
 }
 
-/// Checks a stream request: the file name, the token, the space's state.
+/// A stream request that passed its checks.
+struct Admitted {
+    space: Space,
+    live: Arc<LiveSpace>,
+    hold: Option<crate::shield::IdentityHold>,
+}
+
+/// Checks a stream request: the file name, the token, the space's state, and the room (whoever
+/// it removed or blocked does not listen here either).
 fn check(
     app: &AppState,
     file: &str,
     query: &str,
     authorization: Option<&str>,
-) -> Result<(Space, Arc<LiveSpace>), ApiError> {
+) -> Result<Admitted, ApiError> {
     let raw = file
         .strip_suffix(".opus")
         .or_else(|| file.strip_suffix(".ogg"))
@@ -54,11 +62,10 @@ fn check(
     let space = app.space(&id)?;
     let token = q.token.as_deref().or(authorization);
     let claims = token.map(|t| app.verify(t, &id)).transpose()?;
-    let has_token = claims.is_some();
-    listener_identity(app, &space, claims)?;
+    listener_identity(app, &space, claims.as_ref())?;
     let live = app.on_air(&space)?;
-    app.admit_listener(&id, has_token)?;
-    Ok((space, live))
+    let hold = app.admit_listener(&live, claims.as_ref())?;
+    Ok(Admitted { space, live, hold })
 }
 
 fn icy_name(space: &Space) -> String {
@@ -98,7 +105,7 @@ pub async fn serve_raw(
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let file = path.strip_prefix("/live/").unwrap_or("");
     let checked = check(app, file, query, authorization.as_deref());
-    let (space, live) = match checked {
+    let Admitted { space, live, hold: identity_hold } = match checked {
         Ok(ok) => ok,
         Err(e) => {
             write_error(&mut stream, &e).await;
@@ -112,7 +119,7 @@ pub async fn serve_raw(
             return;
         }
     };
-    let guard = live.feed().count_listener(Protocol::Ogg);
+    let guard = live.feed().count_listener(Protocol::Ogg).holding(identity_hold);
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
@@ -129,9 +136,9 @@ pub async fn routed(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let query = query.0.unwrap_or_default();
-    let (space, live) = check(&app, &file, &query, bearer(&headers))?;
+    let Admitted { space, live, hold } = check(&app, &file, &query, bearer(&headers))?;
     let (recent, rx) = live.feed().subscribe_ogg().map_err(|_| ApiError::ended())?;
-    let guard = live.feed().count_listener(Protocol::Ogg);
+    let guard = live.feed().count_listener(Protocol::Ogg).holding(hold);
     let mut prelude = vec![live.feed().ogg_headers()];
     prelude.extend(recent);
     let body = Body::from_stream(pages(prelude, rx, guard, app.shutdown.clone()));

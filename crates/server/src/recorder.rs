@@ -24,7 +24,7 @@
 //!   headers).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -342,9 +342,9 @@ fn create(
     sync_ms: u64,
     store: &Store,
 ) -> io::Result<(File, RecordingWriter, u64)> {
-    std::fs::create_dir_all(dir)?;
+    crate::datadir::ensure_private_dir(dir)?;
     let path = dir.join(format!("{}{PARTIAL}", row.file));
-    let mut file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let mut file = crate::datadir::create_new_private(&path)?;
     let tags = RecordingTags {
         title: row.title.clone(),
         space: row.space.to_string(),
@@ -618,7 +618,7 @@ fn recover_orphan(dir: &FsPath, id: &str, store: &Store) -> io::Result<Option<Re
 /// Writes `name` in `dir` atomically: a temporary file, synced, renamed over, directory synced.
 fn replace(dir: &FsPath, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}{RECOVERING}"));
-    let mut file = File::create(&tmp)?;
+    let mut file = crate::datadir::create_private(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
@@ -674,7 +674,7 @@ async fn set_recording(
     body: Result<Json<RecordingToggle>, JsonRejection>,
 ) -> Result<Json<RecordingView>, ApiError> {
     let id = space_id(path)?;
-    app.authorize_manage(&headers, Some(&id))?;
+    app.authorize_space(&headers, &id, crate::state::Manage::Record)?;
     let Json(toggle) = body?;
     let space = app.space(&id)?;
     let record =

@@ -89,10 +89,11 @@ pub fn parse_action(req: ActionRequest) -> Result<Action, ApiError> {
 
 async fn view(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = space_id(path)?;
-    let space = app.space(&id)?;
+    let space = app.visible_space(&id, &headers)?;
     let live = app.on_air(&space)?;
     Ok(Json(json!({ "room": live.room_view(), "talking": live.talking() })))
 }
@@ -102,10 +103,11 @@ async fn view(
 /// caches may keep it for one.
 async fn summary(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = space_id(path)?;
-    let space = app.space(&id)?;
+    let space = app.visible_space(&id, &headers)?;
     let live = app.on_air(&space)?;
     let room = live.room_view();
     let listeners = live.feed().total_listeners();
@@ -114,33 +116,39 @@ async fn summary(
         "state": space.state,
         "speakers": room.speakers,
         "talking": live.talking(),
-        "hands": room.hands.len(),
+        "hands": room.hands_total,
         "listeners": listeners,
         "reactions": live.last_reactions(),
     });
     let mut res = Json(body).into_response();
-    res.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("public, max-age=1"),
-    );
+    // A private space's summary is for its token holders only: no shared caches.
+    let cache = if space.public { "public, max-age=1" } else { "private, max-age=1" };
+    res.headers_mut()
+        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static(cache));
     Ok(res)
 }
 
 /// Per-identity limits: raised and lowered hands are broadcast to every listener, so they are
 /// limited tightly; other actions loosely; reactions by the room itself.
-fn limit_action(app: &AppState, who: &Identity, action: &Action) -> Result<(), ApiError> {
+fn limit_action(
+    app: &AppState,
+    who: &Identity,
+    client: Option<std::net::IpAddr>,
+    action: &Action,
+) -> Result<(), ApiError> {
     let limiter = match action {
         Action::React { .. } => return Ok(()),
         Action::RequestToSpeak | Action::CancelRequest => &app.limits.hands,
         _ => &app.limits.actions,
     };
     limiter
-        .check(who, std::time::Instant::now())
-        .map_err(|retry_after| ApiError::rate_limited("actions", retry_after))
+        .check(who, client, std::time::Instant::now())
+        .map_err(|l| ApiError::rate_limited(&format!("{} (room actions)", l.scope), l.retry_after))
 }
 
 async fn act(
     State(app): State<Arc<AppState>>,
+    client: Option<axum::Extension<crate::net::ClientAddr>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Json<ActionRequest>, JsonRejection>,
@@ -153,7 +161,7 @@ async fn act(
     let live = app.on_air(&space)?;
     let Json(req) = body?;
     let action = parse_action(req)?;
-    limit_action(&app, &claims.sub, &action)?;
+    limit_action(&app, &claims.sub, client.map(|c| c.0.0), &action)?;
     let ends = matches!(action, Action::End);
     let events = live.act(&claims.sub, claims.role, action, now_unix())?;
     if ends {

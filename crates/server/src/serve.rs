@@ -169,6 +169,7 @@ async fn hyper_connection(
     let service = conn.router.clone().map_request(move |mut req: axum::http::Request<Incoming>| {
         let ordinal = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        req.extensions_mut().insert(crate::net::ClientAddr(peer.ip()));
         req.extensions_mut().insert(ConnContext { hold: hold.clone(), ordinal });
         req
     });

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 use townhall_shield::{
     Capacity, Classifier, CountSketch, Decision, Evidence, Lane, Pressure, PressureLimits,
-    RateSketch, Signal, Slot, Thresholds, Verdict, WaitingRoom, ip_key, subnet_key,
+    RateSketch, ReplayFilter, Signal, Slot, Thresholds, Verdict, WaitingRoom, ip_key, subnet_key,
 };
 
 use crate::config::Config;
@@ -30,8 +30,10 @@ pub struct Shield {
     join_identity: RateSketch,
     ip_conns: CountSketch,
     subnet_conns: CountSketch,
-    max_per_ip: u32,
-    max_per_subnet: u32,
+    /// Configured connection caps per address and per subnet (the `normal` verdict's).
+    base_caps: ConnCaps,
+    /// Caps in force, following the verdict: tighter under attack, looser for a flash crowd.
+    caps: Mutex<ConnCaps>,
     room: Mutex<WaitingRoom>,
     classifier: Mutex<Classifier>,
     require_token: AtomicBool,
@@ -46,6 +48,71 @@ pub struct Shield {
     trusted: Vec<IpAddr>,
     /// The per-address request limit in force (rate, burst).
     ip_limits: Mutex<(u32, u32)>,
+    /// Proof-of-work solutions already admitted (each admits once).
+    pow_used: Mutex<ReplayFilter>,
+    /// Waiting-room tickets already admitted (each admits one joiner).
+    tickets_used: Mutex<ReplayFilter>,
+    /// Listening connections open per token identity.
+    identity_listens: CountSketch,
+    max_listens_per_identity: u32,
+}
+
+/// Single-use things the shield remembers having admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneUse {
+    /// A proof-of-work solution (by its challenge's nonce).
+    Pow,
+    /// A called waiting-room ticket (by space, line and number).
+    WaitTicket,
+}
+
+/// Bits (log2) of each generation of the replay filters: 2 × 2 MiB each, good for about a
+/// million admissions per TTL with a false-positive rate under 1e-4 (a false positive makes
+/// one honest joiner solve or queue again; it never admits anyone).
+const REPLAY_BITS_LOG2: u32 = 24;
+
+/// Open connections allowed per address and per /24 (IPv6 /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConnCaps {
+    /// Per address.
+    pub per_ip: u32,
+    /// Per subnet.
+    pub per_subnet: u32,
+}
+
+impl ConnCaps {
+    /// How far caps move with the verdict.
+    const FACTOR: u32 = 4;
+
+    /// The caps for `verdict`, from the configured (normal) ones: a flash crowd behind one
+    /// campus or carrier NAT is let in (four times the caps: they come to listen, and the
+    /// waiting room still paces them), an attack is squeezed (a quarter, at least 8 per address
+    /// and 64 per subnet, so a household still gets in).
+    pub fn for_verdict(self, verdict: Verdict) -> ConnCaps {
+        match verdict {
+            Verdict::Normal => self,
+            Verdict::FlashCrowd => ConnCaps {
+                per_ip: self.per_ip.saturating_mul(Self::FACTOR),
+                per_subnet: self.per_subnet.saturating_mul(Self::FACTOR),
+            },
+            Verdict::Attack => ConnCaps {
+                per_ip: (self.per_ip / Self::FACTOR).max(8.min(self.per_ip)),
+                per_subnet: (self.per_subnet / Self::FACTOR).max(64.min(self.per_subnet)),
+            },
+        }
+    }
+}
+
+/// A listening connection counted against its token's identity; released on drop.
+pub struct IdentityHold {
+    shield: Arc<Shield>,
+    slot: Slot,
+}
+
+impl Drop for IdentityHold {
+    fn drop(&mut self) {
+        self.shield.identity_listens.release(self.slot);
+    }
 }
 
 /// Error codes that mark a request as junk for the classifier.
@@ -66,6 +133,11 @@ const JUNK: &[&str] = &[
     "method_not_allowed",
     "invalid_space_id",
 ];
+
+/// How long a proof of work is remembered: its challenge's lifetime and more.
+const POW_REPLAY_TTL: std::time::Duration = std::time::Duration::from_secs(150);
+/// How long a used waiting-room ticket is remembered: its lifetime.
+const TICKET_REPLAY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A listener who leaves sooner than this after connecting counts as a bounce.
 pub const BOUNCE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -97,6 +169,8 @@ pub struct ShieldStatus {
     pub requests_per_ip: u32,
     /// Burst allowed per address.
     pub request_burst_per_ip: u32,
+    /// Connection caps in force (they follow the verdict).
+    pub connection_caps: ConnCaps,
 }
 
 impl std::fmt::Debug for Shield {
@@ -148,8 +222,14 @@ impl Shield {
             ),
             ip_conns: CountSketch::new(WIDTH_LOG2),
             subnet_conns: CountSketch::new(WIDTH_LOG2),
-            max_per_ip: config.max_connections_per_ip,
-            max_per_subnet: config.max_connections_per_subnet,
+            base_caps: ConnCaps {
+                per_ip: config.max_connections_per_ip,
+                per_subnet: config.max_connections_per_subnet,
+            },
+            caps: Mutex::new(ConnCaps {
+                per_ip: config.max_connections_per_ip,
+                per_subnet: config.max_connections_per_subnet,
+            }),
             room: Mutex::new(WaitingRoom::new(capacity)),
             classifier: Mutex::new(Classifier::new(Thresholds::default(), 10)),
             require_token: AtomicBool::new(false),
@@ -164,7 +244,52 @@ impl Shield {
             trusted: config.trusted_proxies.clone(),
             ip_limits: Mutex::new((config.requests_per_ip, config.request_burst_per_ip)),
             egress_behind: AtomicBool::new(false),
+            pow_used: Mutex::new(ReplayFilter::new(REPLAY_BITS_LOG2, POW_REPLAY_TTL)),
+            tickets_used: Mutex::new(ReplayFilter::new(REPLAY_BITS_LOG2, TICKET_REPLAY_TTL)),
+            identity_listens: CountSketch::new(WIDTH_LOG2),
+            max_listens_per_identity: config.listens_per_identity,
         }
+    }
+
+    /// Whether `key` of `kind` is used for the first time (and now remembered as used).
+    pub fn first_use(&self, kind: OneUse, key: &[u8]) -> bool {
+        let filter = match kind {
+            OneUse::Pow => &self.pow_used,
+            OneUse::WaitTicket => &self.tickets_used,
+        };
+        let first =
+            filter.lock().unwrap_or_else(|p| p.into_inner()).check_and_insert(key, Instant::now());
+        if !first {
+            let reason = match kind {
+                OneUse::Pow => "pow_replayed",
+                OneUse::WaitTicket => "ticket_replayed",
+            };
+            metrics::counter!(SHIELD_REJECTIONS, "reason" => reason).increment(1);
+        }
+        first
+    }
+
+    /// Counts a listening connection against `who`, or refuses it (429) when they hold
+    /// `listens_per_identity` already: a token is one person, not a fleet of players.
+    pub fn hold_identity(self: &Arc<Self>, who: &str) -> Result<IdentityHold, ApiError> {
+        let slot = self.identity_listens.acquire(&who, self.max_listens_per_identity).ok_or_else(
+            || {
+                metrics::counter!(SHIELD_REJECTIONS, "reason" => "identity_connections")
+                    .increment(1);
+                ApiError {
+                    retry_after: Some(std::time::Duration::from_secs(5)),
+                    ..ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_connections",
+                        format!(
+                            "this token already holds {} listening connections",
+                            self.max_listens_per_identity
+                        ),
+                    )
+                }
+            },
+        )?;
+        Ok(IdentityHold { shield: self.clone(), slot })
     }
 
     /// A fan-out shard fell behind its feed (its listeners lost messages).
@@ -222,6 +347,17 @@ impl Shield {
         if changed {
             tracing::warn!(verdict = verdict.as_str(), ?evidence, "traffic verdict changed");
         }
+        let caps = self.base_caps.for_verdict(verdict);
+        let previous =
+            std::mem::replace(&mut *self.caps.lock().unwrap_or_else(|p| p.into_inner()), caps);
+        if previous != caps {
+            tracing::warn!(
+                verdict = verdict.as_str(),
+                per_ip = caps.per_ip,
+                per_subnet = caps.per_subnet,
+                "connection caps follow the verdict"
+            );
+        }
         for v in [Verdict::Normal, Verdict::FlashCrowd, Verdict::Attack] {
             metrics::gauge!(crate::metrics::VERDICT, "verdict" => v.as_str())
                 .set(if v == verdict { 1.0 } else { 0.0 });
@@ -264,6 +400,7 @@ impl Shield {
                 * 1e3,
             requests_per_ip: ip_limits.0,
             request_burst_per_ip: ip_limits.1,
+            connection_caps: *self.caps.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 
@@ -325,8 +462,11 @@ impl Shield {
         }
         let refuse = |scope: &'static str| {
             metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
+            // Told when to come back, spread so a refused crowd does not return at once.
+            let retry =
+                townhall_shield::jitter(std::time::Duration::from_secs(5), 0.5, rand::random());
             ApiError {
-                retry_after: Some(std::time::Duration::from_secs(5)),
+                retry_after: Some(retry),
                 ..ApiError::new(
                     axum::http::StatusCode::TOO_MANY_REQUESTS,
                     "too_many_connections",
@@ -334,10 +474,10 @@ impl Shield {
                 )
             }
         };
+        let caps = *self.caps.lock().unwrap_or_else(|p| p.into_inner());
         let ip_slot =
-            self.ip_conns.acquire(&ip_key(ip), self.max_per_ip).ok_or_else(|| refuse("address"))?;
-        let Some(subnet_slot) = self.subnet_conns.acquire(&subnet_key(ip), self.max_per_subnet)
-        else {
+            self.ip_conns.acquire(&ip_key(ip), caps.per_ip).ok_or_else(|| refuse("address"))?;
+        let Some(subnet_slot) = self.subnet_conns.acquire(&subnet_key(ip), caps.per_subnet) else {
             self.ip_conns.release(ip_slot);
             return Err(refuse("subnet"));
         };
@@ -419,5 +559,38 @@ impl Shield {
     /// Tickets waiting.
     pub fn queued(&self) -> u64 {
         self.room.lock().unwrap_or_else(|p| p.into_inner()).queued()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_caps_loosen_for_a_crowd_and_tighten_under_attack() {
+        let base = ConnCaps { per_ip: 256, per_subnet: 4_096 };
+        assert_eq!(base.for_verdict(Verdict::Normal), base);
+        let crowd = base.for_verdict(Verdict::FlashCrowd);
+        assert!(crowd.per_subnet >= 5_000, "a campus of 5,000 listeners fits: {crowd:?}");
+        let attack = base.for_verdict(Verdict::Attack);
+        assert_eq!(attack, ConnCaps { per_ip: 64, per_subnet: 1_024 });
+        let small = ConnCaps { per_ip: 4, per_subnet: 16 }.for_verdict(Verdict::Attack);
+        assert_eq!(small, ConnCaps { per_ip: 4, per_subnet: 16 }, "never below a household");
+    }
+
+    #[test]
+    fn caps_in_force_follow_the_verdict_at_each_evaluation() {
+        let shield = Arc::new(Shield::new(&Config {
+            max_connections_per_ip: 2,
+            max_connections_per_subnet: 1_000,
+            ..Config::default()
+        }));
+        let ip: IpAddr = "198.51.100.9".parse().expect("ip");
+        let held: Vec<_> = (0..2).map(|_| shield.connect(ip).expect("under the cap")).collect();
+        let refused = shield.connect(ip).err().expect("third refused");
+        assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.retry_after.is_some(), "told when to come back");
+        assert_eq!(shield.status().connection_caps.per_ip, 2, "normal traffic: configured caps");
+        drop(held);
     }
 }

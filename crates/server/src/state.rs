@@ -9,7 +9,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::watch;
 use townhall_core::{
-    Claims, Directory, Identity, NewSpace, Role, Space, SpaceId, SpaceState, TokenKeys,
+    Claims, Directory, DirectoryError, Identity, NewSpace, Role, Space, SpaceId, SpaceState,
+    TokenKeys,
 };
 
 use crate::clock::now_unix;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Recordings in progress.
     pub recordings: crate::recorder::Recordings,
+    /// CSP, frame-ancestors and friends on every answer.
+    pub security_headers: crate::headers::SecurityHeaders,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,13 +81,26 @@ pub struct IdentityLimits {
 
 impl Default for IdentityLimits {
     fn default() -> Self {
+        use crate::identity_limit::Allowance;
+        use std::time::Duration;
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
         IdentityLimits {
             reports: IdentityLimiter::new(
-                crate::reports::REPORT_INTERVAL,
-                crate::reports::REPORT_BURST,
+                Allowance::every(crate::reports::REPORT_INTERVAL, crate::reports::REPORT_BURST),
+                Allowance::every(secs(30), 10),
+                Allowance::every(secs(2), 50),
             ),
-            hands: IdentityLimiter::new(std::time::Duration::from_secs(2), 4),
-            actions: IdentityLimiter::new(std::time::Duration::from_millis(50), 50),
+            hands: IdentityLimiter::new(
+                Allowance::every(secs(2), 4),
+                Allowance::every(secs(1), 10),
+                Allowance::every(ms(100), 100),
+            ),
+            actions: IdentityLimiter::new(
+                Allowance::every(ms(50), 50),
+                Allowance::every(ms(50), 100),
+                Allowance::every(ms(5), 1_000),
+            ),
         }
     }
 }
@@ -145,7 +161,7 @@ impl AppState {
     /// State for a node with this configuration.
     pub fn new(
         config: Config,
-        keys: TokenKeys,
+        credentials: &crate::credentials::Credentials,
         engine: Engine,
         rtc: RtcNode,
         store: Arc<Store>,
@@ -161,9 +177,10 @@ impl AppState {
             store,
             limits: IdentityLimits::default(),
             recordings: crate::recorder::Recordings::default(),
-            webhooks: crate::webhooks::Webhooks::start(&config),
+            webhooks: crate::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
+            security_headers: crate::headers::SecurityHeaders::new(&config.frame_ancestors),
             config,
-            keys,
+            keys: TokenKeys::new(credentials.api_key.clone(), credentials.api_secret.as_bytes()),
             directory: Mutex::new(directory),
             live: RwLock::new(HashMap::new()),
             engine,
@@ -207,32 +224,47 @@ impl AppState {
         live.values().map(|l| l.feed().total_listeners()).sum()
     }
 
-    /// Admits a listener connecting directly (WebSocket or Ogg): with a token from `join` it
-    /// needs only room; without one it goes through the waiting room like a join.
-    pub fn admit_listener(&self, space: &SpaceId, has_token: bool) -> Result<(), ApiError> {
-        if !has_token && self.shield.require_token() {
+    /// Admits a listener connecting directly (WebSocket or Ogg) to `live`: whoever the room
+    /// removed or blocked is refused on every path; with a token (from `join`) they need only
+    /// room and a free connection of their identity's few; without one they go through the
+    /// waiting room like a join. The returned hold keeps their identity's count while they
+    /// listen.
+    pub fn admit_listener(
+        &self,
+        live: &LiveSpace,
+        claims: Option<&Claims>,
+    ) -> Result<Option<crate::shield::IdentityHold>, ApiError> {
+        let space = live.id();
+        if let Some(refused) = claims.and_then(|c| live.refusal(&c.sub)) {
+            return Err(refused);
+        }
+        let Some(claims) = claims else {
+            self.admit_anonymous(space)?;
+            return Ok(None);
+        };
+        if !self.shield.has_room(self.total_listeners()) {
+            return Err(ApiError {
+                retry_after: Some(std::time::Duration::from_secs(5)),
+                ..ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "full",
+                    "this node is at capacity; retry",
+                )
+            });
+        }
+        self.shield.hold_identity(claims.sub.as_str()).map(Some)
+    }
+
+    fn admit_anonymous(&self, space: &SpaceId) -> Result<(), ApiError> {
+        if self.shield.require_token() {
             return Err(attack_mode());
         }
-        if !has_token && self.shield.require_pow() {
+        if self.shield.require_pow() {
             return Err(ApiError::unauthorized(
                 "anonymous listeners join first right now: POST /api/v1/spaces/{id}/join",
             ));
         }
         let listeners = self.total_listeners();
-        if has_token {
-            return if self.shield.has_room(listeners) {
-                Ok(())
-            } else {
-                Err(ApiError {
-                    retry_after: Some(std::time::Duration::from_secs(5)),
-                    ..ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "full",
-                        "this node is at capacity; retry",
-                    )
-                })
-            };
-        }
         self.shield.admit_direct(listeners, townhall_shield::Lane::Anonymous).map_err(|retry_after| ApiError {
             retry_after: Some(retry_after),
             ..ApiError::new(
@@ -281,16 +313,44 @@ impl AppState {
         }
     }
 
-    /// Every space, live first.
-    pub fn list(&self) -> Vec<SpaceView> {
-        let spaces: Vec<Space> = self.directory().list().into_iter().cloned().collect();
+    /// Every space the caller may see (public ones, and private ones their bearer token
+    /// grants), live first.
+    pub fn list(&self, headers: &HeaderMap) -> Vec<SpaceView> {
+        let claims = self.visitor(headers);
+        let spaces: Vec<Space> = self
+            .directory()
+            .list()
+            .into_iter()
+            .filter(|s| s.public || claims.as_ref().is_some_and(|c| c.space.covers(&s.id)))
+            .cloned()
+            .collect();
         spaces.into_iter().map(|s| self.view(s)).collect()
+    }
+
+    /// A space the caller may see: public, or private with a bearer token for it. A private
+    /// space is "not found" to everyone else, so its existence does not leak either.
+    pub fn visible_space(&self, id: &SpaceId, headers: &HeaderMap) -> Result<Space, ApiError> {
+        let space = self.space(id)?;
+        if space.public || self.visitor(headers).is_some_and(|c| c.space.covers(id)) {
+            Ok(space)
+        } else {
+            Err(DirectoryError::NotFound(id.clone()).into())
+        }
+    }
+
+    /// The verified claims of the caller's bearer token, if any (invalid ones count as none).
+    fn visitor(&self, headers: &HeaderMap) -> Option<Claims> {
+        bearer(headers).and_then(|t| self.keys.verify(t, now_unix()).ok())
     }
 
     /// Creates a space; a live one gets its mixer at once.
     pub fn create(&self, req: NewSpace, host: Identity) -> Result<Space, ApiError> {
         let mut directory = self.directory();
-        let space = directory.create(req, host, now_unix())?.clone();
+        // Ids are never reused: an ended space the directory forgot still owns its recordings,
+        // bans and log in the database, which a new space of the same id must not inherit.
+        // (A database that cannot answer counts as "used": refuse rather than risk it.)
+        let used_before = |id: &SpaceId| self.store.has_space(id).unwrap_or(true);
+        let space = directory.create_avoiding(req, host, now_unix(), used_before)?.clone();
         if let Err(e) = self.store.save_space(&space) {
             directory.forget(&space.id);
             return Err(ApiError::internal(format!("cannot store the space: {e}")));
@@ -440,23 +500,77 @@ impl AppState {
         Ok(self.keys.verify_for(token, space, now_unix())?)
     }
 
-    /// Verifies a bearer token that may manage `space` (scope unchecked when `None`).
-    pub fn authorize_manage(
+    /// Verifies a bearer token that may create spaces: an operator's, or a host or co-host
+    /// token (a one-space token creates only that space; the caller checks).
+    pub fn authorize_create(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        let claims = self.bearer_claims(headers)?;
+        if !claims.is_operator() && !claims.role.can_manage() {
+            return Err(ApiError::forbidden(format!("role {} may not create spaces", claims.role)));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a bearer token that may do `what` to space `id`. Operators may do anything;
+    /// anyone else needs what the room says now, not what their token once said: a co-host the
+    /// room demoted, removed or blocked manages nothing, and ending is for the room's host.
+    pub fn authorize_space(
         &self,
         headers: &HeaderMap,
-        space: Option<&SpaceId>,
+        id: &SpaceId,
+        what: Manage,
     ) -> Result<Claims, ApiError> {
-        let token = bearer(headers).ok_or_else(|| {
-            ApiError::unauthorized(
-                "an Authorization: Bearer token with a host or cohost role is required",
-            )
-        })?;
-        let claims = self.keys.verify(token, now_unix())?;
-        if space.is_some_and(|id| !claims.space.covers(id)) {
+        let claims = self.bearer_claims(headers)?;
+        if !claims.space.covers(id) {
             return Err(ApiError::forbidden("the token does not grant this space"));
         }
-        if !claims.role.can_manage() {
-            return Err(ApiError::forbidden(format!("role {} may not manage spaces", claims.role)));
+        if claims.is_operator() {
+            return Ok(claims);
+        }
+        let space = self.space(id)?;
+        let role = match self.live(id) {
+            Some(live) if space.state == SpaceState::Live => {
+                live.authority(&claims.sub, claims.role)?
+            }
+            // No room yet (scheduled) or any more (ended): the space's record names its host;
+            // other managers keep what their token says, short of ending or reading an ended
+            // space's log.
+            _ if claims.sub == space.host => Role::Host,
+            _ if claims.role.can_manage() && space.state == SpaceState::Scheduled => Role::Cohost,
+            _ => Role::Listener,
+        };
+        let allowed = match what {
+            Manage::End => role == Role::Host,
+            Manage::Start | Manage::Record | Manage::ReadModeration => role.can_manage(),
+        };
+        if !allowed {
+            return Err(ApiError::forbidden(format!(
+                "{} may not {} this space (the room gives them the role {role})",
+                claims.sub,
+                what.verb()
+            )));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies an operator token (the admin API): `op` claim and every space (`*`).
+    pub fn authorize_operator(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        let claims = self.bearer_claims(headers)?;
+        if !claims.is_operator() {
+            return Err(ApiError::forbidden(
+                "operator endpoints need an operator token (townhall token --operator --space '*')",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// The verified claims of the `Authorization: Bearer` token. Tickets meant for URLs manage
+    /// nothing.
+    fn bearer_claims(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        let token = bearer(headers)
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+        let claims = self.keys.verify(token, now_unix())?;
+        if claims.ticket {
+            return Err(ApiError::forbidden("a listening ticket cannot manage spaces"));
         }
         Ok(claims)
     }
@@ -469,6 +583,30 @@ impl AppState {
     /// Whether the node is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// What a management request does to a space (each needs a role the room gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manage {
+    /// Take a scheduled space live (host or co-host).
+    Start,
+    /// End the space (the host only).
+    End,
+    /// Start or stop recording (host or co-host).
+    Record,
+    /// Read the space's moderation log (host or co-host).
+    ReadModeration,
+}
+
+impl Manage {
+    fn verb(self) -> &'static str {
+        match self {
+            Manage::Start => "start",
+            Manage::End => "end",
+            Manage::Record => "record",
+            Manage::ReadModeration => "read the moderation log of",
+        }
     }
 }
 

@@ -222,7 +222,13 @@ pub struct RecordingRecord {
 pub struct Store {
     conn: Mutex<Connection>,
     persistent: bool,
+    retention: std::sync::atomic::AtomicU64,
 }
+
+/// Rows of reports and of the moderation log kept by default, each; older ones are deleted as
+/// new ones arrive (a report is at most ~2 KiB, so this bounds the tables to a few hundred MiB
+/// however many identities file them).
+pub const DEFAULT_RETENTION_ROWS: u64 = 100_000;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -236,8 +242,11 @@ impl Store {
 
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
-        let conn = Connection::open(data_dir.join(Self::FILE))?;
+        crate::datadir::ensure_private_dir(data_dir)?;
+        let path = data_dir.join(Self::FILE);
+        let conn = Connection::open(&path)?;
+        // SQLite gives its -wal and -shm files the database file's mode: owner-only for all.
+        crate::datadir::make_private(&path)?;
         // WAL: readers never wait for the writer; NORMAL: durable at each checkpoint, and a
         // crash loses at most the last transactions, never the file.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -253,7 +262,37 @@ impl Store {
 
     fn ready(mut conn: Connection, persistent: bool) -> Result<Store, StoreError> {
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn), persistent })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            persistent,
+            retention: std::sync::atomic::AtomicU64::new(DEFAULT_RETENTION_ROWS),
+        })
+    }
+
+    /// Keeps at most `rows` reports and `rows` moderation log entries (the newest).
+    pub fn set_retention(&self, rows: u64) {
+        self.retention.store(rows.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Deletes the rows of `table` (an autoincrement `seq` table) older than the newest
+    /// `retention`: one indexed delete per insert, so the table never grows past its bound.
+    fn trim(conn: &Connection, table: &str, retention: u64) -> Result<(), StoreError> {
+        let newest = conn.last_insert_rowid();
+        let cut = newest.saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
+        if cut > 0 {
+            conn.execute(&format!("DELETE FROM {table} WHERE seq <= ?1"), [cut])?;
+        }
+        Ok(())
+    }
+
+    fn retention(&self) -> u64 {
+        self.retention.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rows in the reports table (for tests and the operators' view).
+    pub fn report_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Whether the data outlives the process.
@@ -340,6 +379,7 @@ impl Store {
                     e.reason,
                 ],
             )?;
+            Store::trim(&tx, "moderation", self.retention())?;
             let Some(target) = &e.target else { continue };
             let ban = match e.action {
                 ModAction::Remove => Some(BanKind::Removed),
@@ -423,8 +463,10 @@ impl Store {
                 details,
             ],
         )?;
+        let seq = conn.last_insert_rowid();
+        Store::trim(&conn, "reports", self.retention())?;
         Ok(Report {
-            seq: conn.last_insert_rowid(),
+            seq,
             space: space.clone(),
             at,
             reporter: reporter.clone(),

@@ -5,7 +5,7 @@
 //! Plain HTTP only (hyper's client, no TLS stack): receivers are `http://` URLs, for example a
 //! local TLS-terminating proxy in front of an `https://` one. Each request carries
 //! `Content-Type: application/json`, `User-Agent: townhall` and `Townhall-Signature:
-//! t=<unix secs>,v1=<hex HMAC-SHA256 of "<t>.<body>">` keyed with the node's API secret; a 2xx
+//! t=<unix secs>,v1=<hex HMAC-SHA256 of "<t>.<body>">` keyed with the node's `webhook_secret` (never the token secret); a 2xx
 //! within 5 s is a delivery, anything else is retried with backoff.
 
 use std::sync::Arc;
@@ -57,7 +57,7 @@ impl Webhooks {
     /// Starts the delivery task for `config.webhook_urls` (on the current Tokio runtime) and
     /// returns its handle; disabled when there are no receivers. The task runs until every
     /// handle is gone and what was queued is delivered or given up.
-    pub fn start(config: &Config) -> Webhooks {
+    pub fn start(config: &Config, secret: &str) -> Webhooks {
         if config.webhook_urls.is_empty() {
             return Webhooks::disabled();
         }
@@ -87,9 +87,8 @@ impl Webhooks {
             retry_cap_ms: RETRY_CAP.as_millis() as u64,
             max_in_flight: MAX_IN_FLIGHT,
         };
-        let (_, secret, _) = config.credentials();
         let (tx, rx) = mpsc::channel(config.webhook_queue.clamp(1, 10_000));
-        runtime.spawn(deliver(rx, endpoints, Arc::from(secret.into_bytes()), outbox));
+        runtime.spawn(deliver(rx, endpoints, Arc::from(secret.as_bytes()), outbox));
         Webhooks { tx: Some(tx) }
     }
 
@@ -260,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_disabled_handle_drops_events_quietly() {
-        let hooks = Webhooks::start(&Config::default());
+        let hooks = Webhooks::start(&Config::default(), "a test secret, long enough");
         assert!(!hooks.enabled());
         hooks.emit(WebhookEvent::SpaceEnded {
             space: townhall_core::webhook::SpaceRef {

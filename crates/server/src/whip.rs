@@ -244,11 +244,11 @@ async fn whep(
     require_sdp(&headers)?;
     let claims = bearer(&headers).map(|t| app.verify(t, &id)).transpose()?;
     let has_token = claims.is_some();
-    let who = listener_identity(&app, &space, claims)?;
+    let who = listener_identity(&app, &space, claims.as_ref())?;
     let live = app.on_air(&space)?;
-    if has_token && let Some(refused) = live.refusal(&who) {
-        return Err(refused);
-    }
+    // WebRTC sessions have their own per-client cap (`reserve` below): the identity's
+    // listening-connection hold is for WebSocket and Ogg.
+    drop(app.admit_listener(&live, claims.as_ref())?);
     let body = body.map_err(body_error)?;
     let offer = check_offer(&body, Intent::Subscribe).map_err(offer_error)?;
     let client = match (has_token, peer_addr) {
@@ -256,7 +256,6 @@ async fn whep(
         (false, Some(Extension(ConnectInfo(PeerAddr(addr))))) => format!("ip:{}", addr.ip()),
         (false, None) => "ip:unknown".to_owned(),
     };
-    app.admit_listener(&id, has_token)?;
     let rtc = &app.rtc;
     let key = rtc.reserve(client, &id, SessionKind::Whep)?;
     let (peer, answer) = match Peer::answer(offer, rtc.peer_config(), Instant::now()) {

@@ -93,13 +93,12 @@ pub async fn handler(
             if let Some(refused) = claims.as_ref().and_then(|c| live.refusal(&c.sub)) {
                 return Err(refused);
             }
-            let has_token = claims.is_some();
-            let who = listener_identity(&app, &space, claims)?;
+            let who = listener_identity(&app, &space, claims.as_ref())?;
             let (accept, on_upgrade) = handshake(&mut parts)?;
-            app.admit_listener(&id, has_token)?;
+            let identity_hold = app.admit_listener(&live, claims.as_ref())?;
             let hold = parts.extensions.get::<ConnContext>().and_then(|c| c.hold.clone());
             let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
-            let guard = live.feed().count_listener(Protocol::Ws);
+            let guard = live.feed().count_listener(Protocol::Ws).holding(identity_hold);
             let hello =
                 ws_frame(WsOpcode::Text, hello(&space, &who, Role::Listener, batch).as_bytes());
             tokio::spawn(async move {
@@ -188,10 +187,10 @@ fn switching_protocols(accept: String) -> Response {
 pub fn listener_identity(
     app: &AppState,
     space: &Space,
-    claims: Option<Claims>,
+    claims: Option<&Claims>,
 ) -> Result<Identity, ApiError> {
     match claims {
-        Some(c) => Ok(c.sub),
+        Some(c) => Ok(c.sub.clone()),
         None if space.public && app.config.anonymous_listeners => {
             Ok(Identity::new("anonymous").unwrap_or_else(|_| unreachable!("valid identity")))
         }

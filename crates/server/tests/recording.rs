@@ -351,13 +351,14 @@ impl Node {
         let deadline = Instant::now() + 60 * SECOND;
         while addr.is_none() || token.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("the node prints its address and host token");
+            let line =
+                rx.recv_timeout(left).expect("the node prints its address and operator token");
             if let Some(url) = line.strip_prefix("Townhall is listening on http://") {
                 addr = Some(url.trim().parse::<SocketAddr>().expect("address"));
             } else if token_next {
                 token = Some(line.trim().to_owned());
             }
-            token_next = line.contains("host token");
+            token_next = line.contains("operator token");
         }
         Node { child, addr: addr.expect("addr"), token: token.expect("token") }
     }

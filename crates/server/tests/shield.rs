@@ -338,17 +338,45 @@ async fn anonymous_joiners_show_a_proof_of_work_when_operators_ask() {
 
     let (code, _, body) = join(addr, "pow", None).await;
     assert_eq!((code, body["error"]["code"].as_str()), (401, Some("pow_required")), "{body}");
-    let challenge: Value =
-        c.post(url(addr, "/api/v1/pow")).send().await.expect("pow").json().await.expect("json");
+    let res = c.post(url(addr, "/api/v1/pow")).send().await.expect("pow");
+    assert_eq!(res.status(), 400, "a challenge is for one space: ?space= is required");
+    let challenge: Value = c
+        .post(url(addr, "/api/v1/pow?space=pow"))
+        .send()
+        .await
+        .expect("pow")
+        .json()
+        .await
+        .expect("json");
     let text = challenge["challenge"].as_str().expect("challenge").to_owned();
     assert_eq!(challenge["difficulty"], 12);
     let counter = townhall_core::solve_pow(&text, 12);
+    // Bound to its space: it admits nowhere else.
+    live_space(addr, "elsewhere").await;
+    let res = c
+        .post(url(addr, &format!("/api/v1/spaces/elsewhere/join?pow={text}:{counter}")))
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 401, "a challenge for another space");
     let res = c
         .post(url(addr, &format!("/api/v1/spaces/pow/join?pow={text}:{counter}")))
         .send()
         .await
         .expect("join");
     assert_eq!(res.status(), 200, "a solved challenge admits");
+    // Once: a replayed solution admits nobody else.
+    for _ in 0..3 {
+        let res = c
+            .post(url(addr, &format!("/api/v1/spaces/pow/join?pow={text}:{counter}")))
+            .send()
+            .await
+            .expect("join");
+        assert_eq!(res.status(), 401, "a replayed proof of work");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "bad_pow");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("already used")));
+    }
     let wrong = (0..)
         .find(|n| townhall_core::pow::leading_zero_bits(&text, *n) < 12)
         .expect("a wrong counter");

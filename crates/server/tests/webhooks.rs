@@ -60,7 +60,11 @@ async fn receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Hook>) {
     (addr, rx)
 }
 
-/// The next request, checked: JSON, our user agent, a valid signature with the dev secret.
+/// The webhook secret the test server is given.
+const WEBHOOK_SECRET: &str = "the webhook secret of this test";
+
+/// The next request, checked: JSON, our user agent, a valid signature with the webhook secret
+/// (and not with the token secret: receivers must not hold the key that mints tokens).
 async fn next_hook(rx: &mut mpsc::UnboundedReceiver<Hook>) -> Hook {
     let hook = tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
@@ -69,9 +73,9 @@ async fn next_hook(rx: &mut mpsc::UnboundedReceiver<Hook>) -> Hook {
     assert_eq!(hook.header("content-type"), "application/json");
     assert_eq!(hook.header("user-agent"), "townhall");
     let now = townhall_server::clock::now_unix();
-    let secret = townhall_server::config::DEV_API_SECRET.as_bytes();
     let signature = hook.header("townhall-signature");
-    verify(secret, signature, &hook.body, now, 300).expect("signature verifies");
+    verify(WEBHOOK_SECRET.as_bytes(), signature, &hook.body, now, 300).expect("signature verifies");
+    assert!(verify(TEST_API_SECRET.as_bytes(), signature, &hook.body, now, 300).is_err());
     assert!(verify(b"some other secret entirely", signature, &hook.body, now, 300).is_err());
     assert!(hook.json["id"].as_str().is_some_and(|id| id.starts_with("evt_")), "{}", hook.json);
     assert!(hook.json["created_at"].as_u64().is_some_and(|t| t.abs_diff(now.0) < 300));
@@ -84,6 +88,7 @@ async fn events_are_signed_retried_and_cover_a_space_from_start_to_end() {
     let server = server_with(Config {
         webhook_urls: vec![format!("http://{recv_addr}/hooks")],
         webhook_retry_base_ms: 50,
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
         ..Config::default()
     })
     .await;

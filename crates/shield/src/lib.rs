@@ -7,17 +7,28 @@
 //! - [`pressure`]: overload from event-loop lag and egress backlog (adaptive admission).
 //! - [`classifier`]: crowd or attack, from live signals, with the evidence.
 //! - [`client`]: the keys limits are applied to (address, subnet).
+//! - [`client_addr`]: who the client is behind trusted proxies (`X-Forwarded-For`, PROXY
+//!   protocol).
+//! - [`replay`]: single-use tokens (proof-of-work solutions, tickets) spent once, in fixed memory.
 
 pub mod admission;
 pub mod classifier;
 pub mod client;
+pub mod client_addr;
 pub mod gcra;
 pub mod pressure;
+pub mod replay;
 pub mod sketch;
 
 pub use admission::{Capacity, Decision, Lane, WaitingRoom, jitter};
 pub use classifier::{Classifier, Evidence, Signal, Thresholds, Verdict};
 pub use client::{ip_key, subnet_key};
+pub use client_addr::{
+    MAX_FORWARDED_BYTES, MAX_FORWARDED_ENTRIES, PROXY_V1_MAX_LEN, PROXY_V2_MAX_LEN,
+    PROXY_V2_SIGNATURE, ProxyCommand, ProxyError, ProxyHeader, ProxyParse, ProxyTransport,
+    ProxyVersion, TrustedProxies, TrustedProxyError, client_from_forwarded_for, parse_proxy_header,
+};
 pub use gcra::{Gcra, RateLimited};
 pub use pressure::{Pressure, PressureLimits};
+pub use replay::ReplayFilter;
 pub use sketch::{CountSketch, RateSketch, Slot};

@@ -68,12 +68,27 @@ impl RateSketch {
         sketch
     }
 
+    /// One event per `interval` per key on average (slower than one a second, e.g. reports),
+    /// bursts of `burst`.
+    pub fn every(interval: Duration, burst: u32, width_log2: u32) -> RateSketch {
+        let sketch = RateSketch::new(1, burst, width_log2);
+        sketch.set_interval(interval, burst);
+        sketch
+    }
+
     /// Changes the rate and burst for every key (e.g. tightened under attack); takes effect on
     /// the next check.
     pub fn set_rate(&self, per_second: u32, burst: u32) {
-        let interval_ns = 1_000_000_000 / u64::from(per_second.max(1));
+        let interval = Duration::from_nanos(1_000_000_000 / u64::from(per_second.max(1)));
+        self.set_interval(interval, burst);
+    }
+
+    /// Changes the interval between events and the burst for every key.
+    pub fn set_interval(&self, interval: Duration, burst: u32) {
+        let interval_ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.interval_ns.store(interval_ns, Ordering::Relaxed);
-        self.tolerance_ns.store(interval_ns * u64::from(burst.max(1) - 1), Ordering::Relaxed);
+        let tolerance = interval_ns.saturating_mul(u64::from(burst.max(1) - 1));
+        self.tolerance_ns.store(tolerance, Ordering::Relaxed);
     }
 
     /// Bytes of memory the table holds (fixed).

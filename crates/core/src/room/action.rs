@@ -19,7 +19,8 @@ pub enum Action {
         /// The role the actor's token grants.
         token_role: Role,
     },
-    /// Leave the space (seat, raised hand and invitation are dropped; roles are kept).
+    /// Leave the space (seat, raised hand and invitation are dropped; roles and mutes are
+    /// kept, and a listener with nothing to keep is forgotten).
     Leave,
     /// Raise a hand: ask to speak (listeners only).
     RequestToSpeak,

@@ -1,5 +1,5 @@
-//! Why a room refused an action: forbidden (403), unknown person (404), invalid now (409) or
-//! too fast (429), each with a stable machine code.
+//! Why a room refused an action: forbidden (403), unknown person (404), invalid now (409), too
+//! fast (429) or full (503), each with a stable machine code.
 
 use crate::{Identity, Role};
 
@@ -14,6 +14,9 @@ pub enum RoomErrorKind {
     Conflict,
     /// Too many reactions; retry after a second (429).
     RateLimited,
+    /// The space holds as many people as it may; retry later (503). Capacity, not a verdict on
+    /// the actor, so it is not a 4xx.
+    Unavailable,
 }
 
 impl RoomErrorKind {
@@ -24,6 +27,7 @@ impl RoomErrorKind {
             RoomErrorKind::NotFound => 404,
             RoomErrorKind::Conflict => 409,
             RoomErrorKind::RateLimited => 429,
+            RoomErrorKind::Unavailable => 503,
         }
     }
 }
@@ -137,11 +141,25 @@ pub enum RoomError {
     /// The block list holds as many identities as it may.
     #[error("the block list is full ({0} identities)")]
     BlockListFull(usize),
+    /// The list of removed identities holds as many as it may.
+    #[error("the list of removed people is full ({0} identities)")]
+    RemovedListFull(usize),
+    /// As many hands are up as the queue holds; the listener may ask again once it moves.
+    #[error("too many raised hands ({0}); try again once some are answered")]
+    HandsFull(usize),
+    /// As many invitations are pending as the room holds.
+    #[error("too many pending invitations ({0}); wait for some to be answered")]
+    InvitationsFull(usize),
 
     // --- 429 ---
     /// Too many reactions from this identity this second.
     #[error("too many reactions; at most {0} a second")]
     ReactionRateLimited(u32),
+
+    // --- 503 ---
+    /// The room remembers as many people as it may and none can be forgotten to make space.
+    #[error("this space is full ({0} people); try again later")]
+    Full(usize),
 }
 
 impl RoomError {
@@ -158,11 +176,12 @@ impl RoomError {
             | Blocked(_) => RoomErrorKind::Forbidden,
             UnknownMember(_) => RoomErrorKind::NotFound,
             ReactionRateLimited(_) => RoomErrorKind::RateLimited,
+            Full(_) => RoomErrorKind::Unavailable,
             _ => RoomErrorKind::Conflict,
         }
     }
 
-    /// The HTTP status: 403, 404, 409 or 429.
+    /// The HTTP status: 403, 404, 409, 429 or 503.
     pub fn http_status(&self) -> u16 {
         self.kind().http_status()
     }
@@ -201,12 +220,24 @@ impl RoomError {
             AlreadyBlocked(_) => "already_blocked",
             NotBlocked(_) => "not_blocked",
             BlockListFull(_) => "block_list_full",
+            RemovedListFull(_) => "removed_list_full",
+            HandsFull(_) => "hands_full",
+            InvitationsFull(_) => "invitations_full",
             ReactionRateLimited(_) => "rate_limited",
+            Full(_) => "room_full",
         }
     }
 
-    /// Seconds to wait before retrying, for 429s.
+    /// Seconds to wait before retrying, for 429s and 503s.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        matches!(self, RoomError::ReactionRateLimited(_)).then_some(1)
+        match self {
+            RoomError::ReactionRateLimited(_) => Some(1),
+            RoomError::Full(_) => Some(Self::FULL_RETRY_SECS),
+            _ => None,
+        }
     }
+
+    /// How long a refused joiner should wait before trying a full space again: long enough
+    /// that a crowd at the door does not retry in lockstep every second.
+    pub const FULL_RETRY_SECS: u64 = 30;
 }

@@ -93,6 +93,11 @@ pub struct Member {
     /// Reactions sent in the current second: (second, count).
     #[serde(skip)]
     pub(super) reacted: (UnixTime, u32),
+    /// The role their first join granted. A listener who came in as one may be forgotten on
+    /// leaving; anyone who came in higher must be remembered, or their token would undo the
+    /// room's later demotion on the next join.
+    #[serde(skip)]
+    pub(super) joined_as: Role,
 }
 
 impl Member {
@@ -108,6 +113,7 @@ impl Member {
             since: now,
             seated_seq: 0,
             reacted: (UnixTime(0), 0),
+            joined_as: role,
         }
     }
 

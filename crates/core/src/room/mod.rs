@@ -46,8 +46,22 @@
 //! persist, and so do demotions and moves to the audience. Hosts, co-hosts and speakers take a
 //! free seat on joining. Removed identities are refused for the rest of the room's life (403
 //! `removed`), blocked ones until unblocked (403 `blocked`). The host stays host while absent.
+//!
+//! # Bounds
+//!
+//! Every table keyed by identity is bounded, so a crowd of identities cannot grow the room
+//! without limit. A listener who came in as a listener and leaves with nothing the room must
+//! keep (no mute, hand, invitation, ban) is forgotten, and coming back joins anew; everyone
+//! else (roles the room granted or took, mutes, the host) is remembered. At
+//! [`RoomConfig::max_members`] a first join forgets any such absent listeners left over, and if
+//! none is left it is refused (503 `room_full`). Raised hands and pending invitations are
+//! capped at [`RoomConfig::max_hands`] each (409 `hands_full`, `invitations_full`), removals
+//! and blocks at [`Room::MAX_REMOVED`] and [`Room::MAX_BLOCKED`], and a [`RoomView`] names at
+//! most a sample of the audience, hands and invitations.
 
 mod action;
+#[cfg(test)]
+mod bounds;
 mod error;
 mod event;
 mod member;
@@ -67,8 +81,10 @@ pub use member::{Hand, Invitation, Member, Mute, Presence};
 
 use crate::{Identity, Role, Stage, UnixTime};
 
-/// A room's limits.
+/// A room's limits. Every table the room keys by identity has one, so that no crowd of
+/// identities can make it grow without bound. Missing fields deserialise to the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RoomConfig {
     /// Seats on stage, host and co-hosts included.
     pub seats: usize,
@@ -76,11 +92,23 @@ pub struct RoomConfig {
     pub max_cohosts: usize,
     /// Most reactions one identity may send in one second.
     pub reactions_per_second: u32,
+    /// Most members the room remembers at once, present or not, the host included. Plain
+    /// listeners are forgotten when they leave, so this bounds the crowd in the space plus the
+    /// people whose roles or mutes the room must keep; joins beyond it are refused (503).
+    pub max_members: usize,
+    /// Most raised hands at once, and separately most pending invitations.
+    pub max_hands: usize,
 }
 
 impl Default for RoomConfig {
     fn default() -> RoomConfig {
-        RoomConfig { seats: Stage::DEFAULT_SEATS, max_cohosts: 2, reactions_per_second: 5 }
+        RoomConfig {
+            seats: Stage::DEFAULT_SEATS,
+            max_cohosts: 2,
+            reactions_per_second: 5,
+            max_members: 20_000,
+            max_hands: 1_000,
+        }
     }
 }
 
@@ -93,7 +121,8 @@ pub struct HandView {
     pub at: UnixTime,
 }
 
-/// A serialisable snapshot of a room for the API (the audience is counted, not listed).
+/// A serialisable snapshot of a room for the API. Its size does not grow with the crowd: the
+/// audience, hands and invitations are counted, and only a sample of each is named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoomView {
     /// The host.
@@ -106,10 +135,14 @@ pub struct RoomView {
     pub speakers: Vec<Member>,
     /// The co-hosts, present or not.
     pub cohosts: Vec<Identity>,
-    /// Raised hands, first come first.
+    /// The first [`Room::HAND_SAMPLE`] raised hands, first come first.
     pub hands: Vec<HandView>,
-    /// Listeners with a pending invitation.
+    /// All raised hands.
+    pub hands_total: usize,
+    /// Some listeners with a pending invitation (at most [`Room::INVITED_SAMPLE`], by identity).
     pub invited: Vec<Identity>,
+    /// All pending invitations.
+    pub invited_total: usize,
     /// People in the space now.
     pub present: usize,
     /// People in the space now and not on stage.
@@ -144,6 +177,10 @@ pub struct Room {
     log_dropped: u64,
     reactions: BTreeMap<UnixTime, BTreeMap<Reaction, u32>>,
     seq: u64,
+    /// From when a sweep might find absent members the room could forget (see
+    /// [`Room::sweep`]); `None` when it would find none. Keeps refused joins at a full door
+    /// from scanning every member each time.
+    sweep_at: Option<UnixTime>,
 }
 
 impl Room {
@@ -153,8 +190,15 @@ impl Room {
     pub const MAX_LOG: usize = 10_000;
     /// The most blocked identities.
     pub const MAX_BLOCKED: usize = 10_000;
+    /// The most removed identities (they are refused for the room's life, so the list only
+    /// grows).
+    pub const MAX_REMOVED: usize = 10_000;
     /// The most audience members a [`RoomView`] names.
     pub const AUDIENCE_SAMPLE: usize = 50;
+    /// The most raised hands a [`RoomView`] lists.
+    pub const HAND_SAMPLE: usize = 50;
+    /// The most invited listeners a [`RoomView`] names.
+    pub const INVITED_SAMPLE: usize = 50;
     /// The most seconds of reaction tallies kept before the oldest are dropped.
     pub const MAX_PENDING_SECONDS: usize = 120;
 
@@ -185,6 +229,7 @@ impl Room {
             log_dropped: 0,
             reactions: BTreeMap::new(),
             seq: 0,
+            sweep_at: None,
         }
     }
 
@@ -220,6 +265,7 @@ impl Room {
             Action::Join { .. } => Err(RoomError::AlreadyPresent(by.id.clone())),
             Action::Leave => {
                 self.depart(by.id, ev);
+                self.forget_if_idle(by.id, now);
                 Ok(())
             }
             Action::RequestToSpeak => self.raise_hand(by, now, ev),
@@ -301,9 +347,38 @@ impl Room {
         self.cohosts.iter()
     }
 
+    /// How many hands are up, without walking the queue.
+    pub fn hands_total(&self) -> usize {
+        self.hands.len()
+    }
+
     /// Listeners with a pending invitation to speak.
     pub fn invited(&self) -> impl Iterator<Item = &Identity> {
         self.invited.iter()
+    }
+
+    /// How many invitations are pending.
+    pub fn invited_total(&self) -> usize {
+        self.invited.len()
+    }
+
+    /// The role the room gives `who` now, for decisions made outside [`Room::apply`] (such as
+    /// whether to let them manage the space over the API): the room's word beats the token's,
+    /// so a demoted co-host is a speaker whatever their token says and a new host is the host.
+    /// A member, present or not, has their current role; anyone else what a first join with
+    /// `token_role` would grant. Removed and blocked identities are refused. Changes nothing,
+    /// and does not look at whether the room has ended.
+    pub fn authority(&self, who: &Identity, token_role: Role) -> Result<Role, RoomError> {
+        if self.removed.contains(who) {
+            return Err(RoomError::Removed(who.clone()));
+        }
+        if self.blocked.contains(who) {
+            return Err(RoomError::Blocked(who.clone()));
+        }
+        if who == &self.host {
+            return Ok(Role::Host);
+        }
+        Ok(self.members.get(who).map_or_else(|| self.first_join_role(token_role), |m| m.role))
     }
 
     /// Whether `who` is refused on join until unblocked.
@@ -321,10 +396,11 @@ impl Room {
         self.removed.contains(who)
     }
 
-    /// Re-applies a removal remembered from before a restart (no event, no log entry). The
-    /// identity must not be present; a present one is left alone.
+    /// Re-applies a removal remembered from before a restart (no event, no log entry), within
+    /// [`Room::MAX_REMOVED`]. The identity must not be present; a present one is left alone.
     pub fn restore_removed(&mut self, who: Identity) {
-        if !self.member(&who).is_some_and(Member::is_present) && who != self.host {
+        let room = self.removed.len() < Self::MAX_REMOVED;
+        if room && !self.member(&who).is_some_and(Member::is_present) && who != self.host {
             self.removed.insert(who);
         }
     }
@@ -383,9 +459,12 @@ impl Room {
             cohosts: self.cohosts.iter().cloned().collect(),
             hands: self
                 .hands()
+                .take(Self::HAND_SAMPLE)
                 .map(|m| HandView { who: m.identity.clone(), at: hand_at(m) })
                 .collect(),
-            invited: self.invited.iter().cloned().collect(),
+            hands_total: self.hands.len(),
+            invited: self.invited.iter().take(Self::INVITED_SAMPLE).cloned().collect(),
+            invited_total: self.invited.len(),
             present: self.present,
             audience: self
                 .members
@@ -449,6 +528,7 @@ impl Room {
                 m.role
             }
             None => {
+                self.make_space(now)?;
                 let role = self.first_join_role(token_role);
                 self.members
                     .insert(who.clone(), Member::new(who.clone(), role, Presence::Joined, now));
@@ -464,6 +544,19 @@ impl Room {
             self.seat(who, &mut ev);
         }
         Ok(ev)
+    }
+
+    /// Makes space for one more member, forgetting absent ones the room need not remember if
+    /// it is full; refuses if none can be forgotten.
+    fn make_space(&mut self, now: UnixTime) -> Result<(), RoomError> {
+        let max = self.config.max_members;
+        if self.members.len() >= max && self.sweep_at.is_some_and(|at| at <= now) {
+            self.sweep(now);
+        }
+        if self.members.len() >= max {
+            return Err(RoomError::Full(max));
+        }
+        Ok(())
     }
 
     /// What a first join with this token role grants: never more than the token, and a host
@@ -493,6 +586,9 @@ impl Room {
         }
         if m.invitation.is_some() {
             return Err(RoomError::AlreadyInvited(by.id.clone()));
+        }
+        if self.hands.len() >= self.config.max_hands {
+            return Err(RoomError::HandsFull(self.config.max_hands));
         }
         let seq = self.next_seq();
         self.hands.insert(seq, by.id.clone());
@@ -552,6 +648,9 @@ impl Room {
             return Err(RoomError::HandRaised(target.clone()));
         }
         self.stage_full()?;
+        if self.invited.len() >= self.config.max_hands {
+            return Err(RoomError::InvitationsFull(self.config.max_hands));
+        }
         if let Some(t) = self.members.get_mut(target) {
             t.invitation = Some(Invitation { by: by.id.clone(), at: now });
         }
@@ -786,6 +885,9 @@ impl Room {
         if self.removed.contains(target) {
             return Err(RoomError::AlreadyRemoved(target.clone()));
         }
+        if self.removed.len() >= Self::MAX_REMOVED {
+            return Err(RoomError::RemovedListFull(Self::MAX_REMOVED));
+        }
         self.depart(target, ev);
         self.set_role(target, Role::Listener, ev);
         self.removed.insert(target.clone());
@@ -835,6 +937,9 @@ impl Room {
         if !self.blocked.remove(target) {
             return Err(RoomError::NotBlocked(target.clone()));
         }
+        if self.members.contains_key(target) {
+            self.hint_sweep(now);
+        }
         ev.push(RoomEvent::Unblocked { who: target.clone(), by: by.id.clone() });
         self.record(now, by, ModAction::Unblock, Some(target), None);
         Ok(())
@@ -875,6 +980,8 @@ impl Room {
         self.hands.clear();
         self.invited.clear();
         self.present = 0;
+        // Everyone is absent now, and listeners among them need not be remembered.
+        self.hint_sweep(now);
         self.ended_at = Some(now);
         ev.push(RoomEvent::Ended { by: by.id.clone() });
         self.record(now, by, ModAction::End, None, None);
@@ -940,6 +1047,7 @@ impl Room {
             return;
         }
         m.role = to;
+        let absent = !m.is_present();
         if m.on_stage {
             let seated = self.stage.take_seat(who.clone(), to);
             debug_assert!(seated.is_ok(), "role change on stage keeps a speaking role");
@@ -950,12 +1058,59 @@ impl Room {
             self.cohosts.remove(who);
         }
         ev.push(RoomEvent::RoleChanged { who: who.clone(), from, to });
+        if absent {
+            self.hint_sweep(UnixTime(0));
+        }
     }
 
     fn set_mute(&mut self, who: &Identity, mute: Mute) {
-        if let Some(m) = self.members.get_mut(who) {
-            m.mute = mute;
+        let Some(m) = self.members.get_mut(who) else { return };
+        m.mute = mute;
+        if !m.is_present() {
+            self.hint_sweep(UnixTime(0));
         }
+    }
+
+    /// Forgets `who` if they are absent and the room need not remember them (see [`idle`]),
+    /// so that people passing through leave nothing behind. Someone who reacted this second is
+    /// kept until it is over, so that leaving and rejoining does not reset their reaction
+    /// limit; a later sweep forgets them.
+    fn forget_if_idle(&mut self, who: &Identity, now: UnixTime) {
+        let Some(m) = self.members.get(who) else { return };
+        if !idle(m, &self.host, &self.removed, &self.blocked) {
+            return;
+        }
+        if reacted_since(m, now) {
+            let over = m.reacted.0.plus(1);
+            self.hint_sweep(over);
+        } else {
+            self.members.remove(who);
+        }
+    }
+
+    /// Notes that from `at` a sweep may find members to forget.
+    fn hint_sweep(&mut self, at: UnixTime) {
+        self.sweep_at = Some(self.sweep_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Forgets every absent member the room need not remember. O(members), so it runs only
+    /// when the room is full and [`Room::sweep_at`] says it may find someone: at most once
+    /// per change that made someone forgettable, and once a second for recent reactors.
+    fn sweep(&mut self, now: UnixTime) {
+        let (host, removed, blocked) = (&self.host, &self.removed, &self.blocked);
+        let mut later: Option<UnixTime> = None;
+        self.members.retain(|_, m| {
+            if !idle(m, host, removed, blocked) {
+                return true;
+            }
+            if reacted_since(m, now) {
+                let at = m.reacted.0.plus(1);
+                later = Some(later.map_or(at, |t| t.min(at)));
+                return true;
+            }
+            false
+        });
+        self.sweep_at = later;
     }
 
     /// Takes `who` out of the space: off stage, hand down, invitation dropped, absent.
@@ -993,6 +1148,32 @@ impl Room {
             reason: clip(reason),
         });
     }
+}
+
+/// Whether the room may forget `m`: absent, a listener who came in as one (so a token cannot
+/// undo a demotion on rejoining), not the host, not removed or blocked, with an open microphone
+/// (a self-mute or a moderator's lock is kept) and nothing pending. Coming back, they join anew.
+fn idle(
+    m: &Member,
+    host: &Identity,
+    removed: &BTreeSet<Identity>,
+    blocked: &BTreeSet<Identity>,
+) -> bool {
+    !m.is_present()
+        && !m.on_stage
+        && m.role == Role::Listener
+        && m.joined_as == Role::Listener
+        && m.mute == Mute::Unmuted
+        && m.hand.is_none()
+        && m.invitation.is_none()
+        && &m.identity != host
+        && !removed.contains(&m.identity)
+        && !blocked.contains(&m.identity)
+}
+
+/// Whether `m` reacted in the second `now` or later: their reaction limit still counts.
+fn reacted_since(m: &Member, now: UnixTime) -> bool {
+    m.reacted.1 > 0 && m.reacted.0 >= now
 }
 
 fn hand_at(m: &Member) -> UnixTime {

@@ -6,7 +6,7 @@ pub(super) fn id(s: &str) -> Identity {
     Identity::new(s).expect("identity")
 }
 
-const T0: UnixTime = UnixTime(1_000);
+pub(super) const T0: UnixTime = UnixTime(1_000);
 
 /// Everything the room promises about itself, whatever happened before.
 pub(super) fn invariants(room: &Room) -> Result<(), String> {
@@ -39,8 +39,36 @@ pub(super) fn invariants(room: &Room) -> Result<(), String> {
         return Err("hands out of order".into());
     }
     let invited = members.iter().filter(|m| m.invitation.is_some()).count();
-    if invited != room.invited().count() {
+    if invited != room.invited().count() || invited != room.invited_total() {
         return Err("invitations and members disagree".into());
+    }
+    bounds(room, &members, hands.len(), invited)
+}
+
+/// The bounds on every table keyed by identity, and the view's size.
+fn bounds(room: &Room, members: &[&Member], hands: usize, invited: usize) -> Result<(), String> {
+    let config = room.config();
+    if members.len() > config.max_members.max(1) {
+        return Err(format!("{} members, at most {}", members.len(), config.max_members));
+    }
+    if hands != room.hands_total() || hands > config.max_hands || invited > config.max_hands {
+        return Err(format!("{hands} hands ({}), {invited} invited", room.hands_total()));
+    }
+    if room.removed.len() > Room::MAX_REMOVED || room.blocked.len() > Room::MAX_BLOCKED {
+        return Err(format!("{} removed, {} blocked", room.removed.len(), room.blocked.len()));
+    }
+    if room.sweep_at.is_none()
+        && let Some(m) = members.iter().find(|m| idle(m, &room.host, &room.removed, &room.blocked))
+    {
+        return Err(format!("{} could be forgotten, yet no sweep is due", m.identity));
+    }
+    let view = room.view();
+    if view.hands.len() > Room::HAND_SAMPLE
+        || view.invited.len() > Room::INVITED_SAMPLE
+        || view.audience.len() > Room::AUDIENCE_SAMPLE
+        || (view.hands_total, view.invited_total) != (hands, invited)
+    {
+        return Err(format!("the view lists too much or miscounts: {view:?}"));
     }
     Ok(())
 }
@@ -66,7 +94,7 @@ fn member_invariants(room: &Room, m: &Member) -> Result<(), String> {
 
 /// A room with a present host, two co-hosts and two speakers on stage, and three listeners,
 /// one of them ("hand") with a raised hand.
-fn fixture() -> Room {
+pub(super) fn fixture() -> Room {
     let mut room = Room::new(id("host"), Stage::DEFAULT_SEATS, T0);
     let joins = [
         ("host", Role::Host),
@@ -85,13 +113,13 @@ fn fixture() -> Room {
     room
 }
 
-fn ok(room: &mut Room, actor: &str, action: Action) -> Vec<RoomEvent> {
+pub(super) fn ok(room: &mut Room, actor: &str, action: Action) -> Vec<RoomEvent> {
     let shown = format!("{action:?}");
     room.apply(&id(actor), action, T0)
         .unwrap_or_else(|e| panic!("{actor} {shown}: expected success, got {e}"))
 }
 
-fn err(room: &mut Room, actor: &str, action: Action) -> RoomError {
+pub(super) fn err(room: &mut Room, actor: &str, action: Action) -> RoomError {
     let shown = format!("{action:?}");
     match room.apply(&id(actor), action, T0) {
         Ok(ev) => panic!("{actor} {shown}: expected a refusal, got {ev:?}"),
@@ -99,7 +127,7 @@ fn err(room: &mut Room, actor: &str, action: Action) -> RoomError {
     }
 }
 
-fn at(
+pub(super) fn at(
     room: &mut Room,
     actor: &str,
     action: Action,
@@ -108,7 +136,7 @@ fn at(
     room.apply(&id(actor), action, UnixTime(secs))
 }
 
-fn mute(target: &str) -> Action {
+pub(super) fn mute(target: &str) -> Action {
     Action::Mute { target: id(target), reason: None }
 }
 
@@ -125,6 +153,7 @@ enum Out {
     E404,
     E409,
     E429,
+    E503,
 }
 use Out::{E403, E404, E409, Ok as Y};
 
@@ -136,6 +165,7 @@ fn outcome(r: &Result<Vec<RoomEvent>, RoomError>) -> Out {
             RoomErrorKind::NotFound => E404,
             RoomErrorKind::Conflict => E409,
             RoomErrorKind::RateLimited => Out::E429,
+            RoomErrorKind::Unavailable => Out::E503,
         },
     }
 }
@@ -753,13 +783,17 @@ fn error_codes_are_unique_and_statuses_match_their_kind() {
         RoomError::AlreadyBlocked(who.clone()),
         RoomError::NotBlocked(who.clone()),
         RoomError::BlockListFull(1),
+        RoomError::RemovedListFull(1),
+        RoomError::HandsFull(1),
+        RoomError::InvitationsFull(1),
         RoomError::ReactionRateLimited(5),
+        RoomError::Full(1),
     ];
     let codes: BTreeSet<&str> = all.iter().map(RoomError::code).collect();
     assert_eq!(codes.len(), all.len(), "codes are unique");
     for e in &all {
         assert!(!e.to_string().is_empty());
-        assert!([403, 404, 409, 429].contains(&e.http_status()), "{e:?}");
+        assert!([403, 404, 409, 429, 503].contains(&e.http_status()), "{e:?}");
         assert!(e.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     }
     assert_eq!(

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use townhall_core::{Identity, Role, SpaceScope, TokenKeys, UnixTime};
+use townhall_core::{Claims, Identity, Role, SpaceScope, TokenKeys, UnixTime};
 use townhall_media::analysis::ToneGenerator;
 use townhall_media::wire::parse_program_batch;
 use townhall_media::{FRAME_SAMPLES, SAMPLE_RATE, SpeakerFrame};
@@ -43,17 +43,25 @@ async fn start_test_server(config: Config, demo: bool) -> Server {
     } else {
         config.overload_lag_ms
     };
-    let config =
-        Config { listen: "127.0.0.1:0".parse().expect("addr"), demo, overload_lag_ms, ..config };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        demo,
+        overload_lag_ms,
+        api_key: config.api_key.or_else(|| Some(TEST_API_KEY.into())),
+        api_secret: config.api_secret.or_else(|| Some(TEST_API_SECRET.into())),
+        ..config
+    };
     townhall_server::start(config).await.expect("server starts")
 }
 
-/// The development keys the test servers use.
+/// The key pair test servers are configured with (servers have no built-in pair).
+pub const TEST_API_KEY: &str = "test-key";
+/// The secret of [`TEST_API_KEY`].
+pub const TEST_API_SECRET: &str = "a test secret, not for any deployment";
+
+/// The keys the test servers use.
 pub fn keys() -> TokenKeys {
-    TokenKeys::new(
-        townhall_server::config::DEV_API_KEY,
-        townhall_server::config::DEV_API_SECRET.as_bytes(),
-    )
+    TokenKeys::new(TEST_API_KEY, TEST_API_SECRET.as_bytes())
 }
 
 /// A token for `who` with `role` on `space` ("*" for all).
@@ -63,9 +71,15 @@ pub fn token(who: &str, role: Role, space: &str) -> String {
     keys().mint(Identity::new(who).expect("identity"), role, scope, now, 3_600).expect("mint")
 }
 
-/// A host token for every space.
+/// An operator's host token for every space (what the node prints at start-up).
 pub fn host() -> String {
-    token("host", Role::Host, "*")
+    let now = UnixTime(townhall_server::clock::now_unix().0);
+    let who = Identity::new("host").expect("identity");
+    let claims = Claims {
+        op: true,
+        ..Claims::new(TEST_API_KEY, who, Role::Host, SpaceScope::Any, now, 3_600)
+    };
+    keys().mint_claims(claims).expect("mint")
 }
 
 /// An HTTP client for the API.
