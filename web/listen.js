@@ -122,7 +122,13 @@ export class Listener {
     this.audio = { element: audio, ctx, analyser, samples: new Float32Array(analyser.fftSize) };
     const { default: Hls } = await import('/vendor/hls.light.min.mjs');
     if (Hls.isSupported()) {
-      this.hls = new Hls({ lowLatencyMode: true });
+      // Under attack the node gives playlists only to token holders: send the page's token as a
+      // header (never in a URL).
+      const token = this.token;
+      const xhrSetup = (xhr) => {
+        if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+      };
+      this.hls = new Hls({ lowLatencyMode: true, xhrSetup });
       this.hls.on(Hls.Events.ERROR, (_e, data) => {
         if (data.fatal) this.setState(`HLS error: ${data.details}`);
       });

@@ -11,11 +11,6 @@ export function formatDuration(ms) {
 
 const STATE_TEXT = { recording: '● recording', finished: '', recovered: 'recovered after an interruption' };
 
-/** A recording's URL, with the page's token for private spaces (`<audio>` sends no headers). */
-function withToken(url, token) {
-  if (!token) return url;
-  return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
-}
 
 /**
  * Shows `recordings` in `ul` (newest first): title, date, duration, an `<audio controls
@@ -50,9 +45,11 @@ export function renderRecordings(ul, recordings, token) {
         audio.controls = true;
         audio.preload = 'none';
         audio.dataset.id = r.id;
-        if (!audio.src) audio.src = withToken(r.url, token);
+        // A private recording's URLs carry a short-lived listening ticket the server minted for this
+        // page's token; the token itself never goes into a URL.
+        if (!audio.src) audio.src = r.url;
         const download = document.createElement('a');
-        download.href = withToken(r.download_url, token);
+        download.href = r.download_url;
         download.textContent = 'Download';
         download.className = 'small';
         download.setAttribute('download', '');

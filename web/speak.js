@@ -65,8 +65,9 @@ export class Speaker {
     });
     this.encoder.configure(ENCODER_CONFIG);
 
-    const url = wsUrl(`/ws/${encodeURIComponent(this.spaceId)}?mode=speak&token=${encodeURIComponent(this.token)}`);
-    this.ws = new WebSocket(url);
+    // The token travels as a subprotocol, never in the URL (which logs and histories keep).
+    const url = wsUrl(`/ws/${encodeURIComponent(this.spaceId)}?mode=speak`);
+    this.ws = new WebSocket(url, ['townhall', `bearer.${this.token}`]);
     this.ws.binaryType = 'arraybuffer';
     this.ws.onopen = () => this.onState('on air');
     this.ws.onclose = (e) => {

@@ -274,8 +274,25 @@ pub async fn ws_handshake(
     path: &str,
     buf: &mut ReadBuf,
 ) -> io::Result<Head> {
-    let extra = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
-    get(stream, target, path, extra).await?;
+    ws_handshake_with(stream, target, path, None, buf).await
+}
+
+/// Like [`ws_handshake`], with a bearer token in the `Authorization` header (speaking tokens
+/// never go into URLs).
+pub async fn ws_handshake_with(
+    stream: &mut TcpStream,
+    target: &Target,
+    path: &str,
+    bearer: Option<&str>,
+    buf: &mut ReadBuf,
+) -> io::Result<Head> {
+    let mut extra = String::from(
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    );
+    if let Some(token) = bearer {
+        extra.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    get(stream, target, path, &extra).await?;
     read_head(stream, buf).await
 }
 

@@ -33,6 +33,8 @@ pub struct StormConfig {
     pub token: Option<String>,
     /// Most joiners in flight at once (bounded by this process's open files).
     pub max_in_flight: usize,
+    /// Joiners come from this many /24s (0: spread over 250, as a crowd from everywhere).
+    pub subnets: usize,
 }
 
 /// Outcomes of a storm.
@@ -193,7 +195,8 @@ async fn post_join(
     wait_ticket: Option<&str>,
     pow: Option<&str>,
 ) -> Option<(u16, serde_json::Value, Option<u64>, TcpStream, ReadBuf)> {
-    let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await.ok()?;
+    let mut stream =
+        http::connect(&cfg.target, cfg.target.source_ip_in(n, cfg.subnets)).await.ok()?;
     let mut buf = ReadBuf::new(4_096);
     let mut params = Vec::new();
     if let Some(t) = wait_ticket {
@@ -285,7 +288,8 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
 
 /// Gets a proof-of-work challenge and solves it (off the async threads: it is real work).
 async fn prove(cfg: &StormConfig, n: usize) -> Option<String> {
-    let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await.ok()?;
+    let mut stream =
+        http::connect(&cfg.target, cfg.target.source_ip_in(n, cfg.subnets)).await.ok()?;
     let mut buf = ReadBuf::new(4_096);
     let path = format!("/api/v1/pow?space={}", cfg.space);
     http::post(&mut stream, &cfg.target, &path, None, "").await.ok()?;

@@ -130,6 +130,7 @@ pub async fn run(cfg: LaunchDayConfig) -> LaunchDayReport {
             hold: cooldown,
             token: None,
             max_in_flight: budget / 2,
+            subnets: 0,
         }),
         storm_stats.clone(),
     ));

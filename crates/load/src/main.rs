@@ -243,6 +243,9 @@ struct StormArgs {
     /// Bearer token for join (anonymous otherwise).
     #[arg(long)]
     token: Option<String>,
+    /// Joiners come from this many /24s (0: 250, a crowd from everywhere; 1: one campus NAT).
+    #[arg(long, default_value_t = 0)]
+    subnets: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -552,6 +555,7 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
         hold: Duration::from_millis(a.hold_ms),
         token: a.token.clone(),
         max_in_flight,
+        subnets: a.subnets,
     });
     eprintln!("join-storm: {}/s into {} on {} for {}s", a.rate, cfg.space, cfg.target, a.duration);
     let stats = Arc::new(StormStats::default());

@@ -130,8 +130,9 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
     let mut source = Source::new(&cfg.voice)?;
     let mut stream = http::connect(&cfg.target, cfg.target.source_ip(0)).await?;
     let mut buf = ReadBuf::new(16 * 1024);
-    let path = format!("/ws/{}?mode=speak&token={}", cfg.space, cfg.token);
-    let head = http::ws_handshake(&mut stream, &cfg.target, &path, &mut buf).await?;
+    let path = format!("/ws/{}?mode=speak", cfg.space);
+    let head = http::ws_handshake_with(&mut stream, &cfg.target, &path, Some(&cfg.token), &mut buf)
+        .await?;
     if head.status != 101 {
         return Err(SpeakError::Refused(head.status));
     }

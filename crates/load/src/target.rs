@@ -47,6 +47,20 @@ impl Target {
         }
     }
 
+    /// Like [`source_ip`](Self::source_ip), but from only `subnets` /24s (1 to 250; 0 means
+    /// all 250): a crowd behind a campus or carrier NAT.
+    pub fn source_ip_in(&self, n: usize, subnets: usize) -> IpAddr {
+        let subnets = if subnets == 0 { 250 } else { subnets.min(250) };
+        match self.addr.ip() {
+            IpAddr::V4(_) => {
+                let subnet = 1 + (n % subnets) as u8;
+                let host = 1 + ((n / subnets) % 254) as u8;
+                IpAddr::V4(Ipv4Addr::new(127, 0, subnet, host))
+            }
+            v6 => v6,
+        }
+    }
+
     /// Source addresses for junk: 127.66.0.1 to 127.66.0.254, one /24, as a botnet's
     /// concentrated traffic (IPv6: ::1).
     pub fn junk_source_ip(&self, n: usize) -> IpAddr {
@@ -114,6 +128,12 @@ mod tests {
             assert!(t.junk_source_ip(n).is_loopback());
         }
         assert_ne!(t.source_ip(0), t.source_ip(1));
+        let subnet = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => v4.octets()[2],
+            IpAddr::V6(_) => 0,
+        };
+        assert!((0..5_000).all(|n| subnet(t.source_ip_in(n, 1)) == 1), "one /24");
+        assert_eq!(t.source_ip_in(7, 0), t.source_ip(7), "0 means spread as usual");
     }
 
     proptest! {

@@ -98,7 +98,7 @@ async fn a_thousand_listeners_behind_nginx_cost_the_origin_a_few_requests_per_pa
         api_secret: Some(API_SECRET.into()),
         demo: true,
         overload_lag_ms: 0,
-        trusted_proxies: vec!["127.0.0.1".parse().expect("ip")],
+        trusted_proxies: "127.0.0.1".parse().expect("trusted proxies"),
         ..Default::default()
     };
     let server = townhall_server::start(config).await.expect("origin");

@@ -154,7 +154,7 @@ pub struct Waiting {
 /// Over capacity: `202` and a signed place in the FIFO queue. Stateless: nothing per joiner.
 async fn join_space(
     State(app): State<Arc<AppState>>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::net::PeerAddr>>>,
+    client: Option<axum::Extension<crate::net::ClientAddr>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<JoinQuery>, QueryRejection>,
@@ -184,7 +184,7 @@ async fn join_space(
         None => return Err(ApiError::unauthorized("this space needs a token to listen")),
     };
     let token_identity = bearer(&headers).map(|_| identity.as_str().to_owned());
-    app.shield.check_join(peer.map(|p| p.0.0.0.ip()), token_identity.as_deref())?;
+    app.shield.check_join(client.map(|c| c.0.0), token_identity.as_deref())?;
     app.shield.observe(Signal::Join);
     let now = now_unix();
     // Signed-in joiners wait in their own line, called before anonymous ones; a ticket minted

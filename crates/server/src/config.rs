@@ -84,7 +84,10 @@ pub struct Config {
     pub join_burst_per_identity: u32,
     /// Addresses of trusted caches and proxies (e.g. the nginx edge in front of HLS): exempt
     /// from per-address and per-subnet limits, which they would otherwise hit for everyone.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: townhall_shield::TrustedProxies,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header (v1 or v2), which
+    /// names the client (for TCP load balancers that cannot add X-Forwarded-For).
+    pub proxy_protocol: bool,
     /// Who may frame the page (the CSP `frame-ancestors` source list): `'none'` by default;
     /// e.g. `'self' https://blog.example.com` to embed the player elsewhere.
     pub frame_ancestors: String,
@@ -122,6 +125,14 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// Delay before the first webhook retry, ms; it doubles with each failure, up to 60 s.
     pub webhook_retry_base_ms: u64,
+    /// A recording stops by itself after this long, seconds (it is finished like any other).
+    pub recording_max_secs: u64,
+    /// A recording stops by itself at this size, bytes.
+    pub recording_max_bytes: u64,
+    /// Finished recordings kept on disk, all together, bytes: the oldest are deleted beyond.
+    pub recordings_disk_budget: u64,
+    /// Finished recordings older than this many days are deleted (0: kept until the budget).
+    pub recording_retention_days: u64,
     /// Reports, and moderation log entries, kept in the database (each; the newest): a bound on
     /// what a crowd of fresh identities can make the disk hold.
     pub retention_rows: u64,
@@ -166,7 +177,8 @@ impl Default for Config {
             join_burst_per_ip: 20,
             joins_per_identity: 1,
             join_burst_per_identity: 10,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: townhall_shield::TrustedProxies::none(),
+            proxy_protocol: false,
             frame_ancestors: "'none'".into(),
             listens_per_identity: 4,
             max_connections_per_ip: 256,
@@ -184,6 +196,10 @@ impl Default for Config {
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 1_000,
             retention_rows: crate::store::DEFAULT_RETENTION_ROWS,
+            recording_max_secs: 12 * 3_600,
+            recording_max_bytes: 1 << 30,
+            recordings_disk_budget: 20 << 30,
+            recording_retention_days: 0,
             recording_sync_ms: 1_000,
         }
     }
@@ -260,6 +276,9 @@ impl Config {
             || self.frame_ancestors.chars().any(|c| c.is_control() || c == ';' || c == ',')
         {
             return bad("frame_ancestors must be a CSP source list (e.g. 'none' or 'self')");
+        }
+        if self.recording_max_secs == 0 || self.recording_max_bytes == 0 {
+            return bad("recording_max_secs and recording_max_bytes must be at least 1");
         }
         if !(20..=2_000).contains(&self.recording_sync_ms) {
             return bad("recording_sync_ms must be 20 to 2000");

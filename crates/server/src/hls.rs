@@ -192,6 +192,7 @@ fn last_modified(mut res: Response, at_us: Option<u64>) -> Response {
 /// `GET /hls/{space}/{file}`.
 pub async fn handler(
     State(app): State<Arc<AppState>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::net::PeerAddr>>>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: RawQuery,
     headers: HeaderMap,
@@ -220,6 +221,17 @@ pub async fn handler(
         _ => "segment",
     };
     metrics::counter!(crate::metrics::HLS_REQUESTS, "kind" => kind).increment(1);
+    // Attack mode covers HLS at its entry point: a player straight at this node needs a token
+    // for the space to get a playlist. Caches in `trusted_proxies` are served as always (their
+    // origin cost does not grow with listeners: the CDN is HLS's shield). Media objects are
+    // immutable and served from memory; without a playlist a client can only guess their names,
+    // at its address's request rate.
+    let playlist = matches!(kind, "master" | "playlist" | "blocking_playlist");
+    let from_cache = peer.is_some_and(|p| app.shield.is_trusted(p.0.0.0.ip()));
+    if playlist && app.shield.require_token() && !from_cache {
+        let token = crate::state::bearer(&headers).ok_or_else(crate::state::attack_mode)?;
+        app.verify(token, &id)?;
+    }
     match file.as_str() {
         "master.m3u8" => {
             let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\

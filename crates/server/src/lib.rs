@@ -171,6 +171,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let host_token = app.keys.mint_claims(operator)?;
     tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
+    tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
     let task = tokio::spawn(serve::serve(
         listener,
         app.clone(),
@@ -241,6 +242,26 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 let now = clock::now_unix();
                 app.live_spaces().iter().for_each(|live| live.flush_reactions(now));
                 app.end_abandoned(now);
+                app.retry_unsaved();
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// At start and every ten minutes: deletes recordings past their retention or beyond the disk
+/// budget (on the blocking pool: it touches the disk and the database).
+async fn sweep_recordings(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let app = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let c = &app.config;
+                    recorder::sweep(&c.data_dir, &app.store, c.recordings_disk_budget, c.recording_retention_days, clock::now_unix())
+                })
+                .await;
             }
             _ = shutdown.changed() => return,
         }
@@ -273,6 +294,13 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     if app.is_draining() {
         ApiError::draining().into_response()
+    } else if app.unsaved() > 0 {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_behind",
+            "the database refused writes of space states; retrying",
+        )
+        .into_response()
     } else {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     }

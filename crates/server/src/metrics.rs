@@ -42,6 +42,9 @@ pub const LAG: &str = "townhall_event_loop_lag_seconds";
 /// Gauge: 1 while the node measures itself overloaded (admitting nobody new).
 pub const OVERLOADED: &str = "townhall_overloaded";
 
+/// Counter: writes of a space's state the database refused (each is retried until stored).
+pub const STORE_FAILURES: &str = "townhall_store_write_failures_total";
+
 /// Counter: HTTP requests answered by the router, by `route` (its pattern) and `status`.
 pub const HTTP_REQUESTS: &str = "townhall_http_requests_total";
 

@@ -60,8 +60,11 @@ fn check(
     let q: OggQuery = serde_urlencoded::from_str(query)
         .map_err(|e| ApiError::bad_request("bad_query", e.to_string()))?;
     let space = app.space(&id)?;
-    let token = q.token.as_deref().or(authorization);
-    let claims = token.map(|t| app.verify(t, &id)).transpose()?;
+    let claims = match (q.token.as_deref(), authorization) {
+        (Some(t), _) => Some(app.verify_url_token(t, &id)?),
+        (None, Some(t)) => Some(app.verify(t, &id)?),
+        (None, None) => None,
+    };
     listener_identity(app, &space, claims.as_ref())?;
     let live = app.on_air(&space)?;
     let hold = app.admit_listener(&live, claims.as_ref())?;

@@ -218,6 +218,9 @@ struct Recorder {
     done: watch::Sender<bool>,
     clock: Instant,
     bytes: u64,
+    /// Where it stops by itself: audio length (ms) and file size (bytes).
+    max_ms: u64,
+    max_bytes: u64,
 }
 
 impl Recorder {
@@ -243,6 +246,11 @@ impl Recorder {
             };
             if let Err(e) = out.map_err(io::Error::other).and_then(|o| self.append(&o)) {
                 break Some(e);
+            }
+            if self.writer.duration_ms() >= self.max_ms || self.bytes >= self.max_bytes {
+                tracing::warn!(recording = %self.row.id, duration_ms = self.writer.duration_ms(), bytes = self.bytes, "recording reached its cap: finishing it");
+                metrics::counter!(RECORDINGS_ENDED, "outcome" => "capped").increment(1);
+                break None;
             }
             if indexed.elapsed() >= INDEX_EVERY {
                 indexed = Instant::now();
@@ -425,6 +433,8 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
         done: done_tx,
         clock: Instant::now(),
         bytes,
+        max_ms: app.config.recording_max_secs.saturating_mul(1_000),
+        max_bytes: app.config.recording_max_bytes,
     };
     let spawned =
         std::thread::Builder::new().name("townhall-recorder".into()).spawn(move || recorder.run());
@@ -481,6 +491,60 @@ pub async fn finish_all(app: &AppState) {
 fn announce(live: &LiveSpace, id: &str, recording: bool) {
     let event = serde_json::json!({ "type": "recording", "recording": recording, "id": id });
     live.feed().publish_event(&event.to_string());
+}
+
+// ---- retention -----------------------------------------------------------------------------
+
+/// Deletes finished recordings past their retention, then the oldest while all of them
+/// together exceed `budget` bytes; returns how many were deleted. Recordings in progress are
+/// never touched. Blocking: run it off the async workers.
+pub fn sweep(
+    data_dir: &FsPath,
+    store: &Store,
+    budget: u64,
+    retention_days: u64,
+    now: UnixTime,
+) -> usize {
+    let rows = match store.recordings() {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!("recordings sweep: cannot read the index: {e}");
+            return 0;
+        }
+    };
+    let expired = |r: &RecordingRecord| {
+        let at = r.ended_at.unwrap_or(r.started_at).0;
+        retention_days > 0 && now.0.saturating_sub(at) > retention_days.saturating_mul(86_400)
+    };
+    // Newest first, as the index lists them: the newest are kept within the budget.
+    let mut total: u64 = 0;
+    let mut doomed = Vec::new();
+    for r in rows.into_iter().filter(|r| r.state != RecordingState::Recording) {
+        if expired(&r) || total.saturating_add(r.bytes) > budget {
+            doomed.push(r);
+        } else {
+            total += r.bytes;
+        }
+    }
+    let dir = dir(data_dir);
+    doomed.into_iter().filter(|r| delete_recording(&dir, store, r)).count()
+}
+
+fn delete_recording(dir: &FsPath, store: &Store, r: &RecordingRecord) -> bool {
+    match std::fs::remove_file(dir.join(&r.file)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(recording = %r.id, "cannot delete an expired recording: {e}");
+            return false;
+        }
+    }
+    if let Err(e) = store.delete_recording(&r.id) {
+        tracing::error!(recording = %r.id, "cannot forget an expired recording: {e}");
+        return false;
+    }
+    tracing::info!(recording = %r.id, bytes = r.bytes, "recording deleted (retention or disk budget)");
+    true
 }
 
 // ---- recovery ------------------------------------------------------------------------------
@@ -658,6 +722,31 @@ impl From<RecordingRecord> for RecordingView {
     }
 }
 
+/// How long the listening tickets in a private recording's URLs last (a player seeks with the
+/// same URL while it plays).
+const RECORDING_TICKET_SECS: u64 = 3_600;
+
+impl RecordingView {
+    /// The view, with URLs an `<audio>` element can use: a private space's recording gets a
+    /// short-lived listening ticket in its URLs (minted for the bearer token's holder), never
+    /// the caller's own token.
+    fn for_caller(record: RecordingRecord, app: &AppState, headers: &HeaderMap) -> RecordingView {
+        let public = app.space(&record.space).is_ok_and(|s| s.public);
+        let mut view = RecordingView::from(record);
+        if public {
+            return view;
+        }
+        let claims = bearer(headers).and_then(|t| app.verify(t, &view.record.space).ok());
+        let ticket = claims
+            .and_then(|c| app.listen_ticket(&c, &view.record.space, RECORDING_TICKET_SECS).ok());
+        if let Some(ticket) = ticket {
+            view.url = view.url.map(|u| format!("{u}?token={ticket}"));
+            view.download_url = view.download_url.map(|u| format!("{u}&token={ticket}"));
+        }
+        view
+    }
+}
+
 /// `{"recording": true}` starts recording, `false` stops it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -709,9 +798,10 @@ fn check_access(
     if app.space(&rec.space).is_ok_and(|s| s.public) {
         return Ok(());
     }
-    match bearer(headers).or(token) {
-        Some(token) => app.verify(token, &rec.space).map(|_| ()),
-        None => Err(ApiError::unauthorized("this recording needs a token for its space")),
+    match (bearer(headers), token) {
+        (Some(token), _) => app.verify(token, &rec.space).map(|_| ()),
+        (None, Some(token)) => app.verify_url_token(token, &rec.space).map(|_| ()),
+        (None, None) => Err(ApiError::unauthorized("this recording needs a token for its space")),
     }
 }
 
@@ -744,7 +834,7 @@ async fn list(
         .filter(|r| space.as_ref().is_none_or(|s| *s == r.space))
         .filter(|r| check_access(&app, &headers, q.token.as_deref(), r).is_ok())
         .take(limit)
-        .map(RecordingView::from)
+        .map(|r| RecordingView::for_caller(r, &app, &headers))
         .collect();
     let cache = index_cache(&headers, q.token.as_deref());
     Ok((cache, Json(RecordingList { recordings })).into_response())
@@ -783,7 +873,8 @@ async fn one(
 ) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let Query(q) = query?;
-    let view = RecordingView::from(find(&app, &headers, &id, q.token.as_deref())?);
+    let view =
+        RecordingView::for_caller(find(&app, &headers, &id, q.token.as_deref())?, &app, &headers);
     Ok((index_cache(&headers, q.token.as_deref()), Json(view)).into_response())
 }
 
@@ -1000,6 +1091,48 @@ fn file_chunks(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_sweep_keeps_the_newest_within_budget_and_retention() {
+        let base = temp_dir("sweep");
+        let store = Store::in_memory().expect("store");
+        let rec_dir = dir(&base);
+        std::fs::create_dir_all(&rec_dir).expect("dir");
+        let space = SpaceId::new("s").expect("id");
+        let row = |id: &str, day: u64, bytes: u64, state: RecordingState| RecordingRecord {
+            id: id.into(),
+            space: space.clone(),
+            title: "t".into(),
+            file: file_name(id),
+            started_at: UnixTime(day * 86_400),
+            ended_at: Some(UnixTime(day * 86_400 + 60)),
+            duration_ms: 60_000,
+            bytes,
+            state,
+        };
+        for r in [
+            row("old", 1, 100, RecordingState::Finished),
+            row("mid", 5, 100, RecordingState::Recovered),
+            row("new", 9, 100, RecordingState::Finished),
+            row("live", 0, 10_000, RecordingState::Recording),
+        ] {
+            std::fs::write(rec_dir.join(&r.file), vec![0u8; r.bytes as usize]).expect("file");
+            store.save_recording(&r).expect("row");
+        }
+        // A budget for two: the oldest finished one goes; one in progress is never touched.
+        assert_eq!(sweep(&base, &store, 250, 0, UnixTime(10 * 86_400)), 1);
+        let left: Vec<String> =
+            store.recordings().expect("rows").into_iter().map(|r| r.id).collect();
+        assert_eq!(left, vec!["new", "mid", "live"]);
+        assert!(!rec_dir.join(file_name("old")).exists());
+        // Retention of 3 days: "mid" (day 5) is past it on day 10.
+        assert_eq!(sweep(&base, &store, u64::MAX, 3, UnixTime(10 * 86_400)), 1);
+        let left: Vec<String> =
+            store.recordings().expect("rows").into_iter().map(|r| r.id).collect();
+        assert_eq!(left, vec!["new", "live"]);
+        assert_eq!(sweep(&base, &store, u64::MAX, 3, UnixTime(10 * 86_400)), 0, "idempotent");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn ranges_follow_rfc_9110() {

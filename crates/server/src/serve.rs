@@ -81,8 +81,53 @@ enum HeadError {
     TooLarge,
 }
 
-async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<BytesMut, HeadError> {
-    let mut buf = BytesMut::with_capacity(1024);
+/// Reads the PROXY protocol header a trusted proxy starts its connections with; returns the
+/// client it names (the peer for `LOCAL` health checks) and the bytes read past the header.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Result<(std::net::IpAddr, BytesMut), HeadError> {
+    use townhall_shield::{ProxyParse, parse_proxy_header};
+    let mut buf = BytesMut::with_capacity(256);
+    let read = async {
+        loop {
+            match parse_proxy_header(&buf) {
+                Ok(ProxyParse::Complete(header)) => {
+                    let rest = buf.split_off(header.header_len);
+                    return Ok((header.client(peer).ip(), rest));
+                }
+                Ok(ProxyParse::Incomplete { .. }) => {}
+                Err(_) => return Err(HeadError::Gone),
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Err(HeadError::Gone),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(Err(HeadError::Gone))
+}
+
+/// The values of the X-Forwarded-For headers of a raw request head, in order.
+pub fn forwarded_for(head: &[u8]) -> Vec<&[u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return Vec::new();
+    }
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|h| h.value)
+        .collect()
+}
+
+async fn read_head(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    mut buf: BytesMut,
+) -> Result<BytesMut, HeadError> {
     let read = async {
         loop {
             if buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -114,26 +159,39 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
             return;
         }
     };
-    let head =
-        match read_head(&mut stream, Duration::from_secs(app.config.header_timeout_secs)).await {
-            Ok(head) => head.freeze(),
-            Err(HeadError::Gone) => {
-                // A connection that never sent a whole request: churn, a scan or a slowloris.
+    let timeout = Duration::from_secs(app.config.header_timeout_secs);
+    // A trusted proxy speaking the PROXY protocol names its client before the request.
+    let (proxied, start) = if app.config.proxy_protocol && app.shield.is_trusted(peer.ip()) {
+        match read_proxy_header(&mut stream, peer, timeout).await {
+            Ok((client, rest)) => (Some(client), rest),
+            Err(_) => {
                 app.shield.observe_junk_connection(peer.ip());
                 return;
             }
-            Err(HeadError::TooLarge) => {
-                app.shield.observe_junk_connection(peer.ip());
-                let e = ApiError::new(
-                    axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "headers_too_large",
-                    "request head larger than 16 KiB",
-                );
-                write_error(&mut stream, &e).await;
-                return;
-            }
-        };
-    if let Err(e) = app.shield.request(peer.ip()) {
+        }
+    } else {
+        (None, BytesMut::with_capacity(1024))
+    };
+    let head = match read_head(&mut stream, timeout, start).await {
+        Ok(head) => head.freeze(),
+        Err(HeadError::Gone) => {
+            // A connection that never sent a whole request: churn, a scan or a slowloris.
+            app.shield.observe_junk_connection(peer.ip());
+            return;
+        }
+        Err(HeadError::TooLarge) => {
+            app.shield.observe_junk_connection(peer.ip());
+            let e = ApiError::new(
+                axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "request head larger than 16 KiB",
+            );
+            write_error(&mut stream, &e).await;
+            return;
+        }
+    };
+    let client = proxied.unwrap_or_else(|| app.shield.client(peer.ip(), forwarded_for(&head)));
+    if let Err(e) = app.shield.request(client) {
         app.shield.observe_error(e.code);
         write_error(&mut stream, &e).await;
         return;
@@ -144,7 +202,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
         return;
     }
     let io = Rewind::new(head, GuardedStream::new(stream, stall));
-    hyper_connection(io, peer, hold, &conn).await;
+    hyper_connection(io, peer, proxied, hold, &conn).await;
 }
 
 /// The connection a request arrived on: its place in the per-client counts, and how many
@@ -162,14 +220,21 @@ pub struct ConnContext {
 async fn hyper_connection(
     io: Rewind<GuardedStream>,
     peer: SocketAddr,
+    proxied: Option<std::net::IpAddr>,
     hold: Option<Arc<ConnGuard>>,
     conn: &Conn,
 ) {
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let shield = conn.app.shield.clone();
     let service = conn.router.clone().map_request(move |mut req: axum::http::Request<Incoming>| {
         let ordinal = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Each request on a proxy's keep-alive connection may be another client's.
+        let client = proxied.unwrap_or_else(|| {
+            let values = req.headers().get_all("x-forwarded-for");
+            shield.client(peer.ip(), values.iter().map(|v| v.as_bytes()))
+        });
         req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
-        req.extensions_mut().insert(crate::net::ClientAddr(peer.ip()));
+        req.extensions_mut().insert(crate::net::ClientAddr(client));
         req.extensions_mut().insert(ConnContext { hold: hold.clone(), ordinal });
         req
     });
@@ -199,10 +264,10 @@ pub async fn rate_limit(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let peer = req.extensions().get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0);
+    let client = req.extensions().get::<crate::net::ClientAddr>().map(|c| c.0);
     let later = req.extensions().get::<ConnContext>().is_some_and(|c| c.ordinal > 0);
-    if let (Some(peer), true) = (peer, later)
-        && let Err(e) = app.shield.request(peer.ip())
+    if let (Some(client), true) = (client, later)
+        && let Err(e) = app.shield.request(client)
     {
         app.shield.observe_error(e.code);
         return e.into_response();
@@ -243,4 +308,24 @@ pub fn streaming_head(content_type: &str, extra: &[(&str, String)]) -> Bytes {
     }
     head.push_str("\r\n");
     Bytes::from(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn forwarded_for_values_come_in_order() {
+        let head = b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nHost: x\r\nx-forwarded-for: 5.6.7.8, 9.9.9.9\r\n\r\n";
+        assert_eq!(forwarded_for(head), vec![&b"1.2.3.4"[..], &b"5.6.7.8, 9.9.9.9"[..]]);
+        assert!(forwarded_for(b"not http at all\r\n\r\n").is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_heads_never_panic(head in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = forwarded_for(&head);
+        }
+    }
 }

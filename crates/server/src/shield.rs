@@ -34,6 +34,8 @@ pub struct Shield {
     base_caps: ConnCaps,
     /// Caps in force, following the verdict: tighter under attack, looser for a flash crowd.
     caps: Mutex<ConnCaps>,
+    /// Configured requests per second and burst per subnet (the `normal` verdict's).
+    base_subnet_rate: (u32, u32),
     room: Mutex<WaitingRoom>,
     classifier: Mutex<Classifier>,
     require_token: AtomicBool,
@@ -45,7 +47,7 @@ pub struct Shield {
     /// Whether measured pressure gates admission.
     adaptive: bool,
     /// Caches and proxies exempt from per-client limits.
-    trusted: Vec<IpAddr>,
+    trusted: townhall_shield::TrustedProxies,
     /// The per-address request limit in force (rate, burst).
     ip_limits: Mutex<(u32, u32)>,
     /// Proof-of-work solutions already admitted (each admits once).
@@ -226,6 +228,7 @@ impl Shield {
                 per_ip: config.max_connections_per_ip,
                 per_subnet: config.max_connections_per_subnet,
             },
+            base_subnet_rate: (config.requests_per_subnet, config.request_burst_per_subnet),
             caps: Mutex::new(ConnCaps {
                 per_ip: config.max_connections_per_ip,
                 per_subnet: config.max_connections_per_subnet,
@@ -351,6 +354,15 @@ impl Shield {
         let previous =
             std::mem::replace(&mut *self.caps.lock().unwrap_or_else(|p| p.into_inner()), caps);
         if previous != caps {
+            // A subnet's request budget moves with its connection cap: a campus crowd joins and
+            // connects, two requests each.
+            let (rate, burst) = self.base_subnet_rate;
+            let scale = |n: u32| match verdict {
+                Verdict::Normal => n,
+                Verdict::FlashCrowd => n.saturating_mul(ConnCaps::FACTOR),
+                Verdict::Attack => (n / ConnCaps::FACTOR).max(50.min(n)),
+            };
+            self.subnet_rate.set_rate(scale(rate), scale(burst));
             tracing::warn!(
                 verdict = verdict.as_str(),
                 per_ip = caps.per_ip,
@@ -457,7 +469,7 @@ impl Shield {
     /// Counts a new connection from `ip`, or refuses it (429) when its address or subnet holds
     /// too many.
     pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Result<Option<Arc<ConnGuard>>, ApiError> {
-        if self.trusted.contains(&ip) {
+        if self.trusted.contains(ip) {
             return Ok(None);
         }
         let refuse = |scope: &'static str| {
@@ -486,7 +498,7 @@ impl Shield {
 
     /// Checks a request from `ip` against the address and subnet rate limits (429 when over).
     pub fn request(&self, ip: IpAddr) -> Result<(), ApiError> {
-        if self.trusted.contains(&ip) {
+        if self.trusted.contains(ip) {
             return Ok(());
         }
         let now = self.now_ns();
@@ -513,6 +525,24 @@ impl Shield {
             self.join_identity.check(&who, now).map_err(|e| limited("identity", e))?;
         }
         Ok(())
+    }
+
+    /// The client behind `peer`: `peer` itself, or, when `peer` is a trusted proxy, the address
+    /// its X-Forwarded-For names (rightmost untrusted hop). Nobody else may speak for a client.
+    pub fn client<'a, I>(&self, peer: IpAddr, forwarded_for: I) -> IpAddr
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: DoubleEndedIterator,
+    {
+        if !self.trusted.contains(peer) {
+            return peer;
+        }
+        townhall_shield::client_from_forwarded_for(peer, forwarded_for, &self.trusted)
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.contains(ip)
     }
 
     /// Changes the per-address request limit at run time (tightened under attack).

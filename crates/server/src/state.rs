@@ -57,6 +57,9 @@ pub struct AppState {
     pub recordings: crate::recorder::Recordings,
     /// CSP, frame-ancestors and friends on every answer.
     pub security_headers: crate::headers::SecurityHeaders,
+    /// Space states the database refused, retried every second until stored (bounded: one
+    /// entry per space the directory holds).
+    unsaved: Mutex<HashMap<SpaceId, Space>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -179,6 +182,7 @@ impl AppState {
             recordings: crate::recorder::Recordings::default(),
             webhooks: crate::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
             security_headers: crate::headers::SecurityHeaders::new(&config.frame_ancestors),
+            unsaved: Mutex::new(HashMap::new()),
             config,
             keys: TokenKeys::new(credentials.api_key.clone(), credentials.api_secret.as_bytes()),
             directory: Mutex::new(directory),
@@ -386,11 +390,36 @@ impl AppState {
         Ok(space)
     }
 
-    /// Saves a space's new state; the change stands even if the disk refuses (it is logged).
+    /// Saves a space's new state. The change stands even if the disk refuses, and is retried
+    /// every second ([`retry_unsaved`](Self::retry_unsaved)) until stored, so an ended space
+    /// does not come back live after a restart; meanwhile `/readyz` says the store is behind.
     fn save(&self, space: &Space) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        // A newer state replaces an older one still waiting; order per space is kept.
+        unsaved.remove(&space.id);
         if let Err(e) = self.store.save_space(space) {
-            tracing::error!(space = %space.id, "cannot store the space: {e}");
+            tracing::error!(space = %space.id, "cannot store the space (will retry): {e}");
+            metrics::counter!(crate::metrics::STORE_FAILURES).increment(1);
+            unsaved.insert(space.id.clone(), space.clone());
         }
+    }
+
+    /// Stores the space states the database refused before; returns how many still wait.
+    pub fn retry_unsaved(&self) -> usize {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        unsaved.retain(|id, space| match self.store.save_space(space) {
+            Ok(()) => {
+                tracing::info!(space = %id, "space state stored after a failed write");
+                false
+            }
+            Err(_) => true,
+        });
+        unsaved.len()
+    }
+
+    /// Space states not yet stored.
+    pub fn unsaved(&self) -> usize {
+        self.unsaved.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Brings back the spaces stored before the last stop: scheduled ones wait again, live ones
@@ -498,6 +527,50 @@ impl AppState {
     /// Verifies a token for `space`.
     pub fn verify(&self, token: &str, space: &SpaceId) -> Result<Claims, ApiError> {
         Ok(self.keys.verify_for(token, space, now_unix())?)
+    }
+
+    /// Verifies a token that arrived in a URL (`?token=`) for `space`. URLs leak (logs,
+    /// history, shared links), so they carry only listening: a ticket the node minted, or a
+    /// listener token for this one space. Anything stronger belongs in a header.
+    pub fn verify_url_token(&self, token: &str, space: &SpaceId) -> Result<Claims, ApiError> {
+        let claims = self.verify(token, space)?;
+        let listen_only = claims.role == Role::Listener
+            && !claims.op
+            && claims.space != townhall_core::SpaceScope::Any;
+        if !(claims.ticket || listen_only) {
+            return Err(ApiError::bad_request(
+                "token_in_url",
+                "this token can do more than listen: send it in the Authorization header (or, \
+                 for a browser WebSocket, as the `bearer.<token>` subprotocol); URLs carry only \
+                 listening tickets",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// A short-lived listening ticket for `space` for the holder of `claims` (to put in a URL:
+    /// an `<audio>` element or a WebSocket cannot send headers). It never outlives `claims`.
+    pub fn listen_ticket(
+        &self,
+        claims: &Claims,
+        space: &SpaceId,
+        ttl_secs: u64,
+    ) -> Result<String, ApiError> {
+        let now = now_unix();
+        let ttl = claims.exp.saturating_sub(now.0).min(ttl_secs);
+        let ticket = Claims {
+            anon: claims.anon,
+            ticket: true,
+            ..Claims::new(
+                self.keys.api_key(),
+                claims.sub.clone(),
+                Role::Listener,
+                townhall_core::SpaceScope::One(space.clone()),
+                now,
+                ttl,
+            )
+        };
+        Ok(self.keys.mint_claims(ticket)?)
     }
 
     /// Verifies a bearer token that may create spaces: an operator's, or a host or co-host

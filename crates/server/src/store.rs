@@ -269,6 +269,11 @@ impl Store {
         })
     }
 
+    /// Runs `f` on the database connection (maintenance, and tests that make the disk fail).
+    pub fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
+    }
+
     /// Keeps at most `rows` reports and `rows` moderation log entries (the newest).
     pub fn set_retention(&self, rows: u64) {
         self.retention.store(rows.max(1), std::sync::atomic::Ordering::Relaxed);
@@ -526,6 +531,12 @@ impl Store {
     pub fn recordings(&self) -> Result<Vec<RecordingRecord>, StoreError> {
         let sql = format!("SELECT {RECORDING_COLUMNS} ORDER BY started_at DESC, id DESC");
         self.select(&sql, [], recording_row)
+    }
+
+    /// Forgets a recording's index entry (its file is deleted by the caller).
+    pub fn delete_recording(&self, id: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM recordings WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     /// One recording.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -30,7 +29,6 @@ use crate::api::space_id;
 use crate::error::ApiError;
 use crate::feed::Protocol;
 use crate::live::Kick;
-use crate::net::PeerAddr;
 use crate::rtc::{SessionKind, SessionRole};
 use crate::state::{AppState, bearer};
 use crate::ws::listener_identity;
@@ -235,7 +233,7 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
 async fn whep(
     State(app): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
-    peer_addr: Option<Extension<ConnectInfo<PeerAddr>>>,
+    client_addr: Option<Extension<crate::net::ClientAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -251,9 +249,9 @@ async fn whep(
     drop(app.admit_listener(&live, claims.as_ref())?);
     let body = body.map_err(body_error)?;
     let offer = check_offer(&body, Intent::Subscribe).map_err(offer_error)?;
-    let client = match (has_token, peer_addr) {
+    let client = match (has_token, client_addr) {
         (true, _) => format!("id:{who}"),
-        (false, Some(Extension(ConnectInfo(PeerAddr(addr))))) => format!("ip:{}", addr.ip()),
+        (false, Some(Extension(crate::net::ClientAddr(ip)))) => format!("ip:{ip}"),
         (false, None) => "ip:unknown".to_owned(),
     };
     let rtc = &app.rtc;

@@ -69,8 +69,15 @@ pub async fn handler(
     let Query(q) = query?;
     let (mut parts, _body) = request.into_parts();
     let space = app.space(&id)?;
-    let token = q.token.as_deref().or_else(|| bearer(&parts.headers));
-    let claims = token.map(|t| app.verify(t, &id)).transpose()?;
+    // A token in the URL only listens; a stronger one comes in a header (a browser, which
+    // cannot set headers on a WebSocket, offers it as the `bearer.<token>` subprotocol).
+    let header_token = bearer(&parts.headers).or_else(|| subprotocol_token(&parts.headers));
+    let claims = match (q.token.as_deref(), header_token) {
+        (Some(t), _) => Some(app.verify_url_token(t, &id)?),
+        (None, Some(t)) => Some(app.verify(t, &id)?),
+        (None, None) => None,
+    };
+    let townhall_protocol = offers_protocol(&parts.headers);
     let mode = match q.mode.as_deref().unwrap_or("listen") {
         "listen" => {
             let batch = q.batch.unwrap_or(app.config.ws_batch_frames.min(MAX_WS_BATCH));
@@ -112,7 +119,7 @@ pub async fn handler(
                     Err(_) => tracing::error!("upgraded connection is not a server socket"),
                 }
             });
-            Ok(switching_protocols(accept))
+            Ok(switching_protocols(accept, townhall_protocol))
         }
         Mode::Speak => {
             let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &app)
@@ -123,7 +130,8 @@ pub async fn handler(
                 // tungstenite's default 128 KiB read buffer per connection is far more than a
                 // speaker's 20 ms frames need.
                 .read_buffer_size(READ_BUFFER)
-                .write_buffer_size(0);
+                .write_buffer_size(0)
+                .protocols([PROTOCOL]);
             let claims =
                 claims.ok_or_else(|| ApiError::unauthorized("speaking needs a token (?token=)"))?;
             let (role, _muted) =
@@ -171,12 +179,40 @@ fn handshake(parts: &mut Parts) -> Result<(String, OnUpgrade), ApiError> {
     Ok((base64::engine::general_purpose::STANDARD.encode(sha.finalize()), on_upgrade))
 }
 
-fn switching_protocols(accept: String) -> Response {
+/// The subprotocol a browser names to carry its token in `Sec-WebSocket-Protocol`: it offers
+/// `townhall, bearer.<token>` and the server answers `townhall` (the token never appears in a
+/// URL, a log or a history).
+pub const PROTOCOL: &str = "townhall";
+
+/// The token offered as a `bearer.<token>` subprotocol, if any.
+fn subprotocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer."))
+}
+
+/// Whether the client offered the `townhall` subprotocol (then the answer must name it).
+fn offers_protocol(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == PROTOCOL)
+}
+
+fn switching_protocols(accept: String, townhall_protocol: bool) -> Response {
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if townhall_protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PROTOCOL));
+    }
     if let Ok(v) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }

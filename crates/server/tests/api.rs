@@ -257,7 +257,14 @@ async fn space_life_cycle_and_its_conflicts() {
 
 /// The HTTP status and body of a refused WebSocket handshake.
 async fn ws_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    match tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (clean, token) = speaking_token(path);
+    let mut req = format!("ws://{addr}{clean}").into_client_request().expect("request");
+    if let Some(token) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
         Err(WsError::Http(res)) => {
             let body = res
                 .body()
@@ -290,6 +297,9 @@ async fn websocket_checks_tokens_roles_and_parameters() {
             "forbidden",
         ),
         ("/ws/gate?token=garbage".to_owned(), 401, "invalid_token"),
+        // A token that can speak does not travel in a URL (the header case is above).
+        (format!("/ws/gate?token={}", token("s", Role::Speaker, "gate")), 400, "token_in_url"),
+        (format!("/ws/gate?token={}", host()), 400, "token_in_url"),
         ("/ws/gate?mode=shout".to_owned(), 400, "bad_query"),
         ("/ws/gate?batch=9".to_owned(), 400, "bad_query"),
         ("/ws/gate?surprise=1".to_owned(), 400, "bad_query"),

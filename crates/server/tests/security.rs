@@ -487,3 +487,208 @@ fn operator_claims_need_every_space() {
     };
     assert!(c.is_operator());
 }
+
+// ----- 6. the client behind a trusted proxy -----
+
+async fn join_from(addr: SocketAddr, forwarded_for: &str) -> u16 {
+    let res = http()
+        .post(url(addr, "/api/v1/spaces/edge/join"))
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .expect("join");
+    res.status().as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_join_budget() {
+    let relaxed = Config {
+        trusted_proxies: "127.0.0.1".parse().expect("proxies"),
+        join_burst_per_ip: 3,
+        requests_per_ip: 1_000,
+        request_burst_per_ip: 1_000,
+        ..Config::default()
+    };
+    let server = server_with(relaxed.clone()).await;
+    let addr = server.addr();
+    live_space(addr, "edge").await;
+    // Client A spends its burst; A is refused, B (another listener behind the same edge) is not.
+    for _ in 0..3 {
+        assert_eq!(join_from(addr, "198.51.100.1").await, 200);
+    }
+    assert_eq!(join_from(addr, "198.51.100.1").await, 429, "A's own budget is spent");
+    assert_eq!(join_from(addr, "198.51.100.2").await, 200, "B is someone else");
+    // The rightmost untrusted hop counts: a client cannot pick its address by prepending one.
+    assert_eq!(join_from(addr, "203.0.113.50, 198.51.100.1").await, 429);
+    server.shutdown().await;
+
+    // Without trusting the proxy, the header is ignored: everyone is the proxy's address.
+    let server = server_with(Config { trusted_proxies: Default::default(), ..relaxed }).await;
+    let addr = server.addr();
+    live_space(addr, "edge").await;
+    let statuses: Vec<u16> = futures_util::future::join_all(
+        (0..5).map(|n| join_from(addr, if n % 2 == 0 { "198.51.100.1" } else { "198.51.100.2" })),
+    )
+    .await;
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_header_names_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server_with(Config {
+        trusted_proxies: "127.0.0.1".parse().expect("proxies"),
+        proxy_protocol: true,
+        join_burst_per_ip: 1,
+        ..Config::default()
+    })
+    .await;
+    let addr = server.addr();
+    async fn send(addr: SocketAddr, prefix: &str, path: &str, extra: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "{prefix}POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+        out
+    }
+    async fn raw(addr: SocketAddr, prefix: &str, path: &str) -> String {
+        send(addr, prefix, path, "", "").await
+    }
+    let v1 = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 40000 80\r\n");
+    // Even the operator comes through the proxy (here a v2 LOCAL header: the proxy itself).
+    let local = "\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let auth = format!("Authorization: Bearer {}\r\nContent-Type: application/json\r\n", host());
+    let created =
+        send(addr, local, "/api/v1/spaces", &auth, r#"{"id":"edge","title":"Edge","live":true}"#)
+            .await;
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let first = raw(addr, &v1("192.0.2.10"), "/api/v1/spaces/edge/join").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let again = raw(addr, &v1("192.0.2.10"), "/api/v1/spaces/edge/join").await;
+    assert!(again.starts_with("HTTP/1.1 429"), "the same client: {again}");
+    let other = raw(addr, &v1("192.0.2.11"), "/api/v1/spaces/edge/join").await;
+    assert!(other.starts_with("HTTP/1.1 200"), "another client: {other}");
+    // A trusted peer that does not speak the protocol is cut off.
+    let bare = raw(addr, "", "/api/v1/spaces/edge/join").await;
+    assert!(bare.is_empty(), "{bare}");
+    server.shutdown().await;
+}
+
+// ----- 4. attack mode covers HLS -----
+
+#[tokio::test]
+async fn attack_mode_asks_direct_hls_players_for_a_token_and_serves_trusted_caches() {
+    for trusted in [false, true] {
+        let config = if trusted {
+            Config { trusted_proxies: "127.0.0.1".parse().expect("proxies"), ..Config::default() }
+        } else {
+            Config::default()
+        };
+        let server = server_with(config).await;
+        let addr = server.addr();
+        live_space(addr, "wave").await;
+        let on = json!({"require_token": true});
+        let res = http()
+            .put(url(addr, "/api/v1/admin/shield"))
+            .bearer_auth(host())
+            .json(&on)
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(res.status(), 200);
+        let anonymous = http().get(url(addr, "/hls/wave/master.m3u8")).send().await.expect("get");
+        let listener = http()
+            .get(url(addr, "/hls/wave/master.m3u8"))
+            .bearer_auth(token("lou", Role::Listener, "wave"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(listener.status(), 200, "a token holder plays");
+        if trusted {
+            assert_eq!(anonymous.status(), 200, "a trusted cache is served as always");
+        } else {
+            assert_eq!(anonymous.status(), 401, "a direct anonymous player is asked for a token");
+        }
+        server.shutdown().await;
+    }
+}
+
+// ----- 8. a failed write is not forgotten -----
+
+#[tokio::test]
+async fn an_end_the_disk_refused_is_retried_and_readiness_says_so() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "flaky").await;
+    let store = server.state().store.clone();
+    // The disk refuses every write of a space's state (as a full disk would).
+    store
+        .with_connection(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON spaces BEGIN SELECT RAISE(FAIL, 'disk full'); END;
+                 CREATE TRIGGER refuse_new BEFORE INSERT ON spaces BEGIN SELECT RAISE(FAIL, 'disk full'); END;",
+            )
+        })
+        .expect("trigger");
+    let (status, _) = post(addr, "/api/v1/spaces/flaky/end", Some(&host()), json!({})).await;
+    assert_eq!(status, 200, "the space ends for its listeners at once");
+    let (status, body) = get(addr, "/readyz", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("store_behind")), "{body}");
+    let stored = |store: &townhall_server::store::Store| {
+        store
+            .spaces()
+            .expect("spaces")
+            .into_iter()
+            .find(|s| s.id.as_str() == "flaky")
+            .map(|s| s.state)
+    };
+    assert_eq!(stored(&store), Some(townhall_core::SpaceState::Live), "not stored yet");
+    // The disk recovers: the retry stores it, and the node is ready again.
+    store
+        .with_connection(|c| c.execute_batch("DROP TRIGGER refuse; DROP TRIGGER refuse_new;"))
+        .expect("drop");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get(addr, "/readyz", None).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored(&store), Some(townhall_core::SpaceState::Ended));
+    server.shutdown().await;
+}
+
+// ----- 8. recordings are capped -----
+
+#[tokio::test]
+async fn a_recording_stops_by_itself_at_its_duration_cap() {
+    let dir = temp_dir("cap");
+    let server =
+        server_with(Config { data_dir: dir.clone(), recording_max_secs: 1, ..Config::default() })
+            .await;
+    let addr = server.addr();
+    live_space(addr, "capped").await;
+    let (status, body) =
+        post(addr, "/api/v1/spaces/capped/recording", Some(&host()), json!({"recording": true}))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let rec = loop {
+        let (_, rec) = get(addr, &format!("/api/v1/recordings/{id}"), None).await;
+        if rec["state"] == "finished" {
+            break rec;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never finished: {rec}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ms = rec["duration_ms"].as_u64().unwrap_or(0);
+    assert!((1_000..3_000).contains(&ms), "stopped near its 1 s cap: {ms} ms");
+    let (_, space) = get(addr, "/api/v1/spaces/capped", None).await;
+    assert_eq!(space["recording"], false);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,8 +4,10 @@
 //! - **junk share**: requests refused as malformed, unauthorised, unknown or over a limit;
 //! - **completion**: of the listeners who connected, how many stayed (a crowd stays to listen;
 //!   bots hit and leave);
-//! - **concentration**: how much of the traffic comes from the busiest subnet (a crowd comes from
-//!   everywhere).
+//! - **concentration**: how much of the traffic comes from the busiest subnet (a crowd usually
+//!   comes from everywhere). Concentration alone is not an attack: a campus, an office or a
+//!   carrier NAT sends a whole crowd from one /24, and those listeners join and stay. It tips the
+//!   verdict only together with some junk or weak staying.
 //!
 //! Signals are counted in one-second buckets over a sliding window; the verdict changes only after
 //! it has held for a few seconds (hysteresis), so it does not flap. Sans-IO: time is passed in.
@@ -247,10 +249,11 @@ impl Classifier {
         if e.requests_per_s < t.busy_requests_per_s {
             return Verdict::Normal;
         }
-        if e.junk_share > t.junk_share
-            || e.top_subnet_share > t.top_subnet_share
-            || e.stay_share < t.min_stay_share
-        {
+        // Concentrated traffic is suspicious, not damning: with little junk and listeners who
+        // stay, it is a crowd behind one NAT.
+        let concentrated = e.top_subnet_share > t.top_subnet_share
+            && (e.junk_share > t.junk_share / 3.0 || e.stay_share < t.min_stay_share * 2.0);
+        if e.junk_share > t.junk_share || concentrated || e.stay_share < t.min_stay_share {
             return Verdict::Attack;
         }
         Verdict::FlashCrowd
@@ -335,6 +338,32 @@ mod tests {
         assert_eq!(*v.last().expect("verdicts"), Verdict::Attack);
         let (_, e, _) = c.verdict(t0 + Duration::from_secs(8));
         assert!(e.junk_share > 0.9 && e.top_subnet_share > 0.3, "{e:?}");
+    }
+
+    #[test]
+    fn a_campus_crowd_from_one_subnet_is_a_crowd_and_a_concentrated_flood_is_not() {
+        // Everyone behind one NAT: clean joins, listeners stay.
+        let campus = |_| {
+            (0..400u128).flat_map(|_| [Signal::Request(7), Signal::Join, Signal::Listen]).collect()
+        };
+        let mut c = classifier();
+        let v = drive(&mut c, Instant::now(), 8, campus);
+        assert_eq!(*v.last().expect("verdicts"), Verdict::FlashCrowd);
+        // The same concentration with a fifth of it junk is an attack.
+        let dirty = |_| {
+            (0..400u128)
+                .flat_map(|i| {
+                    let mut s = vec![Signal::Request(7), Signal::Join, Signal::Listen];
+                    if i % 5 == 0 {
+                        s.push(Signal::Junk);
+                    }
+                    s
+                })
+                .collect()
+        };
+        let mut c = classifier();
+        let v = drive(&mut c, Instant::now(), 8, dirty);
+        assert_eq!(*v.last().expect("verdicts"), Verdict::Attack);
     }
 
     #[test]

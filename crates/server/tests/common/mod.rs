@@ -99,15 +99,34 @@ pub async fn live_space(addr: SocketAddr, id: &str) {
     assert_eq!(res.status(), 201, "create space: {}", res.text().await.unwrap_or_default());
 }
 
-/// Opens a WebSocket to `path` (e.g. `/ws/x?mode=speak&token=...`).
+/// Opens a WebSocket to `path` (e.g. `/ws/x?mode=speak&token=...`). A speaking token written
+/// in the path is sent in the `Authorization` header instead, as real clients must (URLs carry
+/// only listening tickets).
 pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
-    let url = format!("ws://{addr}{path}");
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (path, token) = speaking_token(path);
+    let mut req = format!("ws://{addr}{path}").into_client_request().expect("request");
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("header");
+        req.headers_mut().insert("authorization", value);
+    }
     let (ws, _) =
-        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url))
+        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(req))
             .await
             .expect("connect in time")
             .expect("websocket handshake");
     ws
+}
+
+/// Splits the `token=` out of a speaking path (`mode=speak`), if there is one.
+pub fn speaking_token(path: &str) -> (String, Option<String>) {
+    let Some((base, query)) = path.split_once('?') else { return (path.to_owned(), None) };
+    if !query.split('&').any(|p| p == "mode=speak") {
+        return (path.to_owned(), None);
+    }
+    let token = query.split('&').find_map(|p| p.strip_prefix("token=")).map(str::to_owned);
+    let rest: Vec<&str> = query.split('&').filter(|p| !p.starts_with("token=")).collect();
+    (format!("{base}?{}", rest.join("&")), token)
 }
 
 /// Reads the next text message as JSON (skipping binary), within 5 s.
