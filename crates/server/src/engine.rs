@@ -1,6 +1,6 @@
 //! The media engine: one dedicated thread that runs every live space's mixer on a 20 ms clock.
 //!
-//! The mixer path is isolated from listener handling (DESIGN.md §2.6): it runs on its own OS
+//! The mixer path is isolated from listener handling (docs/design.md §2.6): it runs on its own OS
 //! thread, not on the async workers that serve HTTP and WebSocket, and talks to them only through
 //! bounded channels. A flood of listeners can slow their own delivery, never the program stream.
 

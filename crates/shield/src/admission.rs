@@ -23,7 +23,7 @@ pub struct Capacity {
 }
 
 /// Which line a joiner waits in. Signed-in joiners (a valid token) are called before anonymous
-/// ones (DESIGN.md §2.4: shed unauthenticated arrivals first); within a line, strictly FIFO.
+/// ones (docs/design.md §2.4: shed unauthenticated arrivals first); within a line, strictly FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     /// Joiners with a valid token.
