@@ -430,7 +430,7 @@ mod tests {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-        pub fn encode_url_no_pad(input: &[u8]) -> String {
+        pub(super) fn encode_url_no_pad(input: &[u8]) -> String {
             let mut out = String::new();
             for chunk in input.chunks(3) {
                 let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];

@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::civil_time::date_time;
 use crate::cmaf::{CmafError, FragmentWriter};
 use crate::frame::FRAME_MS;
 
@@ -257,22 +258,8 @@ fn write_parts(out: &mut String, seg: &Segment) {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for µs since the epoch (proleptic Gregorian, UTC).
 pub fn iso8601(us: u64) -> String {
-    let secs = us / 1_000_000;
     let millis = (us / 1_000) % 1_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3_600, (rem % 3_600) / 60, rem % 60);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+    format!("{}.{millis:03}Z", date_time(us / 1_000_000))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! crate owns the clock, the threads and the sockets.
 
 pub mod analysis;
+pub mod civil_time;
 pub mod cmaf;
 pub mod frame;
 pub mod hls;

@@ -69,8 +69,11 @@ impl OpusHead {
     }
 }
 
+/// The vendor string of every comment header Townhall writes.
+const VENDOR: &str = "townhall";
+
 /// Encodes an `OpusTags` packet with a vendor string and `KEY=value` comments.
-pub(crate) fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
+fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b"OpusTags");
     out.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
@@ -81,6 +84,60 @@ pub(crate) fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
         out.extend_from_slice(c.as_bytes());
     }
     out
+}
+
+/// The comments of an `OpusTags` packet, if it is well formed (lengths within the packet).
+pub(crate) fn parse_opus_tags(packet: &[u8]) -> Option<Vec<String>> {
+    let rest = packet.strip_prefix(b"OpusTags")?;
+    let (vendor_len, rest) = read_u32(rest)?;
+    let rest = rest.get(vendor_len..)?;
+    let (count, mut rest) = read_u32(rest)?;
+    let mut comments = Vec::new();
+    for _ in 0..count {
+        let (len, after) = read_u32(rest)?;
+        comments.push(String::from_utf8_lossy(after.get(..len)?).into_owned());
+        rest = after.get(len..)?;
+    }
+    Some(comments)
+}
+
+fn read_u32(data: &[u8]) -> Option<(usize, &[u8])> {
+    let bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    Some((usize::try_from(u32::from_le_bytes(bytes)).ok()?, &data[4..]))
+}
+
+/// A comment value as Townhall writes it: control characters out (a newline in a title would
+/// pass for another comment in tools that list them one a line), at most 200 characters.
+pub(crate) fn tag_value(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// Starts a stream the way the live Ogg stream and recordings both start, so their headers
+/// cannot drift apart: a page writer for logical stream `serial`, and the header pages it wrote
+/// (a mono `OpusHead` at 48 kHz with `pre_skip` and no gain, then `OpusTags` with `comments`)
+/// for the caller to send or write before any audio.
+pub(crate) fn start_stream(
+    serial: u32,
+    pre_skip: u16,
+    comments: &[String],
+) -> Result<(PacketWriter<'static, Vec<u8>>, Vec<u8>), OggError> {
+    let mut writer = PacketWriter::new(Vec::new());
+    let head = OpusHead { channels: 1, pre_skip, input_rate: SAMPLE_RATE, gain: 0 };
+    write_header_pages(&mut writer, serial, head.encode(), opus_tags(VENDOR, comments))?;
+    let headers = std::mem::take(writer.inner_mut());
+    Ok((writer, headers))
+}
+
+/// Writes the identification and comment header packets, each on a page of its own at granule
+/// position 0, as RFC 7845 §3 requires before any audio.
+pub(crate) fn write_header_pages(
+    writer: &mut PacketWriter<'_, Vec<u8>>,
+    serial: u32,
+    head: Vec<u8>,
+    tags: Vec<u8>,
+) -> std::io::Result<()> {
+    writer.write_packet(head, serial, PacketWriteEndInfo::EndPage, 0)?;
+    writer.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0)
 }
 
 /// Turns a stream of 20 ms mono Opus packets into Ogg pages of `frames_per_page` packets.
@@ -111,13 +168,9 @@ impl OggOpusMuxer {
         frames_per_page: usize,
         title: &str,
     ) -> Result<OggOpusMuxer, OggError> {
-        let mut writer = PacketWriter::new(Vec::new());
-        let head = OpusHead { channels: 1, pre_skip, input_rate: SAMPLE_RATE, gain: 0 };
-        writer.write_packet(head.encode(), serial, PacketWriteEndInfo::EndPage, 0)?;
-        let title: String = title.chars().filter(|c| !c.is_control()).take(200).collect();
-        let tags = opus_tags("townhall", &[format!("TITLE={title}")]);
-        writer.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0)?;
-        let headers = Bytes::from(std::mem::take(writer.inner_mut()));
+        let (writer, headers) =
+            start_stream(serial, pre_skip, &[format!("TITLE={}", tag_value(title))])?;
+        let headers = Bytes::from(headers);
         Ok(OggOpusMuxer {
             writer,
             serial,
@@ -212,6 +265,22 @@ mod tests {
         let head = OpusHead { channels: 1, pre_skip: 312, input_rate: 48_000, gain: -3 };
         assert_eq!(OpusHead::parse(&head.encode()).expect("parse"), head);
         assert!(OpusHead::parse(b"OpusHeaX0123456789012").is_err());
+    }
+
+    /// The header pages byte for byte, as they were before recordings came to share
+    /// `start_stream` (CRCs included): a listener's player and a recording's readers see the
+    /// same stream start as before.
+    #[test]
+    fn header_pages_are_unchanged() {
+        let mux = OggOpusMuxer::new(7, 312, 5, "test").expect("muxer");
+        let hex: String = mux.headers().iter().map(|b| format!("{b:02x}")).collect();
+        let want = concat!(
+            "4f676753000200000000000000000700000000000000810b352f01134f7075734865616401013801",
+            "80bb0000000000",
+            "4f676753000000000000000000000700000001000000cc59f92801264f7075735461677308000000",
+            "746f776e68616c6c010000000a0000005449544c453d74657374",
+        );
+        assert_eq!(hex, want);
     }
 
     #[test]

@@ -19,16 +19,16 @@ use bytes::Bytes;
 use ogg::reading::{PageParser, PageParsingOptions};
 use ogg::{PacketWriteEndInfo, PacketWriter};
 
+use crate::civil_time::date_time;
 use crate::frame::{FRAME_SAMPLES, SAMPLE_RATE};
-use crate::ogg::{OggError, OpusHead, opus_tags};
+use crate::ogg::{
+    OggError, OpusHead, parse_opus_tags, start_stream, tag_value, write_header_pages,
+};
 
 /// A 20 ms Opus packet of silence (CELT, fullband, mono: TOC `0xF8`, then an all-silence
 /// frame), written where program frames are missing and when a recording must end with no
 /// frame left to carry the end-of-stream flag.
 pub const SILENCE_FRAME: [u8; 3] = [0xF8, 0xFF, 0xFE];
-
-/// Vendor string of the comment header.
-const VENDOR: &str = "townhall";
 
 /// The longest gap, in frames, filled with silence (longer gaps are stream restarts, not
 /// losses: the recording goes on without filling them).
@@ -52,10 +52,10 @@ impl RecordingTags {
     /// The `KEY=value` comments.
     pub fn comments(&self) -> Vec<String> {
         vec![
-            format!("TITLE={}", clean(&self.title)),
+            format!("TITLE={}", tag_value(&self.title)),
             format!("DATE={}", iso8601(self.started_at)),
-            format!("TOWNHALL_SPACE={}", clean(&self.space)),
-            format!("TOWNHALL_RECORDING={}", clean(&self.recording)),
+            format!("TOWNHALL_SPACE={}", tag_value(&self.space)),
+            format!("TOWNHALL_RECORDING={}", tag_value(&self.recording)),
             format!("TOWNHALL_STARTED_AT={}", self.started_at),
             "ENCODER=townhall".to_owned(),
         ]
@@ -78,31 +78,9 @@ impl RecordingTags {
     }
 }
 
-/// Control characters out, at most 200 characters.
-fn clean(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(200).collect()
-}
-
 /// `secs` since the Unix epoch as ISO 8601 UTC (`2026-11-24T12:34:56Z`).
 pub fn iso8601(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), in u64 arithmetic.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    format!("{}Z", date_time(secs))
 }
 
 /// Milliseconds of audio in a stream whose last granule position is `granule` (48 kHz samples,
@@ -215,16 +193,7 @@ impl RecordingWriter {
         config: WriterConfig,
         now_ms: u64,
     ) -> Result<(RecordingWriter, Vec<u8>), OggError> {
-        let mut writer = PacketWriter::new(Vec::new());
-        let head = OpusHead { channels: 1, pre_skip, input_rate: SAMPLE_RATE, gain: 0 };
-        writer.write_packet(head.encode(), serial, PacketWriteEndInfo::EndPage, 0)?;
-        writer.write_packet(
-            opus_tags(VENDOR, &tags.comments()),
-            serial,
-            PacketWriteEndInfo::EndPage,
-            0,
-        )?;
-        let headers = std::mem::take(writer.inner_mut());
+        let (writer, headers) = start_stream(serial, pre_skip, &tags.comments())?;
         let config = WriterConfig {
             sync_interval_ms: config.sync_interval_ms.max(1),
             page_frames: config.page_frames.clamp(1, 255),
@@ -526,18 +495,14 @@ pub fn finalise(data: &[u8]) -> Result<Finalised, FinaliseError> {
     };
     let head = OpusHead::parse(head_packet)
         .map_err(|_| FinaliseError::NoHeaders("the first page is not an OpusHead"))?;
-    let comments = parse_tags(tags_packet).ok_or(FinaliseError::NoHeaders("bad OpusTags"))?;
+    let comments = parse_opus_tags(tags_packet).ok_or(FinaliseError::NoHeaders("bad OpusTags"))?;
     if pages.is_empty() {
         pages.push((vec![SILENCE_FRAME.to_vec()], FRAME_SAMPLES as u64));
         was_complete = false;
     }
     let write = |e: std::io::Error| FinaliseError::Write(e.to_string());
     let mut writer = PacketWriter::new(Vec::with_capacity(pos + 64));
-    writer
-        .write_packet(head_packet.clone(), serial, PacketWriteEndInfo::EndPage, 0)
-        .map_err(write)?;
-    writer
-        .write_packet(tags_packet.clone(), serial, PacketWriteEndInfo::EndPage, 0)
+    write_header_pages(&mut writer, serial, head_packet.clone(), tags_packet.clone())
         .map_err(write)?;
     let mut packets = 0;
     let mut granule = 0;
@@ -564,26 +529,6 @@ pub fn finalise(data: &[u8]) -> Result<Finalised, FinaliseError> {
         dropped_bytes: data.len() - pos,
         was_complete,
     })
-}
-
-/// The comments of an `OpusTags` packet, if it is well formed.
-fn parse_tags(packet: &[u8]) -> Option<Vec<String>> {
-    let rest = packet.strip_prefix(b"OpusTags")?;
-    let (vendor_len, rest) = read_u32(rest)?;
-    let rest = rest.get(vendor_len..)?;
-    let (count, mut rest) = read_u32(rest)?;
-    let mut comments = Vec::new();
-    for _ in 0..count {
-        let (len, after) = read_u32(rest)?;
-        comments.push(String::from_utf8_lossy(after.get(..len)?).into_owned());
-        rest = after.get(len..)?;
-    }
-    Some(comments)
-}
-
-fn read_u32(data: &[u8]) -> Option<(usize, &[u8])> {
-    let bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
-    Some((usize::try_from(u32::from_le_bytes(bytes)).ok()?, &data[4..]))
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ async fn create_space(
     {
         return Err(ApiError::forbidden("the token grants one space; create it by that id"));
     }
-    let space = app.create(req, claims.sub)?;
+    let space = app.blocking(move |app| app.create(req, claims.sub)).await?;
     let location = format!("/api/v1/spaces/{}", space.id);
     let view = app.view(space);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
@@ -96,7 +96,8 @@ async fn start_space(
 ) -> Result<Json<SpaceView>, ApiError> {
     let id = space_id(path)?;
     app.authorize_space(&headers, &id, Manage::Start)?;
-    Ok(Json(app.view(app.start(&id)?)))
+    let space = app.blocking(move |app| app.start(&id)).await?;
+    Ok(Json(app.view(space)))
 }
 
 async fn end_space(
@@ -106,8 +107,13 @@ async fn end_space(
 ) -> Result<Json<SpaceView>, ApiError> {
     let id = space_id(path)?;
     let claims = app.authorize_space(&headers, &id, Manage::End)?;
-    let space = app.end(&id)?;
-    app.log_end(&id, &claims.sub, None);
+    let space = app
+        .blocking(move |app| {
+            let space = app.end(&id)?;
+            app.log_end(&id, &claims.sub, None);
+            Ok(space)
+        })
+        .await?;
     Ok(Json(app.view(space)))
 }
 

@@ -195,7 +195,7 @@ impl Default for Config {
             webhook_queue: 1_000,
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 1_000,
-            retention_rows: crate::store::DEFAULT_RETENTION_ROWS,
+            retention_rows: DEFAULT_RETENTION_ROWS,
             recording_max_secs: 12 * 3_600,
             recording_max_bytes: 1 << 30,
             recordings_disk_budget: 20 << 30,
@@ -203,6 +203,36 @@ impl Default for Config {
             recording_sync_ms: 1_000,
         }
     }
+}
+
+/// The shortest secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Rows of reports and of the moderation log kept by default, each; older ones are deleted as
+/// new ones arrive (a report is at most ~2 KiB, so this bounds the tables to a few hundred MiB
+/// however many identities file them).
+pub const DEFAULT_RETENTION_ROWS: u64 = 100_000;
+
+/// Checks a receiver URL: `http://host[:port]/path`. `https://` is refused: the node has no
+/// TLS client.
+pub fn parse_webhook_url(url: &str) -> Result<axum::http::Uri, String> {
+    let uri: axum::http::Uri =
+        url.parse().map_err(|e| format!("webhook URL {url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "webhook URL {url:?}: https is not supported (townhall has no TLS client); use \
+                 an http:// receiver, or a local TLS-terminating proxy that forwards to the \
+                 https one"
+            ));
+        }
+        _ => return Err(format!("webhook URL {url:?} must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("webhook URL {url:?} has no host"));
+    }
+    Ok(uri)
 }
 
 /// Why configuration could not be loaded.
@@ -259,12 +289,12 @@ impl Config {
         for (name, secret) in
             [("api_secret", &self.api_secret), ("webhook_secret", &self.webhook_secret)]
         {
-            if secret.as_ref().is_some_and(|s| s.len() < crate::credentials::MIN_SECRET_LEN) {
+            if secret.as_ref().is_some_and(|s| s.len() < MIN_SECRET_LEN) {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 16 bytes")));
             }
         }
         for url in &self.webhook_urls {
-            crate::webhooks::parse_url(url).map_err(ConfigError::Invalid)?;
+            parse_webhook_url(url).map_err(ConfigError::Invalid)?;
         }
         if self.webhook_queue == 0 || self.webhook_max_attempts == 0 {
             return bad("webhook_queue and webhook_max_attempts must be at least 1");

@@ -21,8 +21,7 @@ use crate::datadir;
 /// The file, inside the data directory, that keeps generated credentials.
 pub const FILE: &str = "credentials.toml";
 
-/// The shortest secret accepted, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
+pub use crate::config::MIN_SECRET_LEN;
 
 /// The node's secrets, resolved.
 #[derive(Clone)]

@@ -21,9 +21,9 @@ use townhall_media::{
 
 use crate::clock;
 use crate::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
-use crate::hls::HlsStore;
+use crate::hls_store::HlsStore;
 use crate::metrics::{FRAMES_DROPPED, MIXER_LATE_TICKS, MIXER_TICKS};
-use crate::rtc::ProgramPacket;
+use crate::program::ProgramPacket;
 use crate::talking::Talking;
 
 const TICK: Duration = Duration::from_millis(townhall_media::FRAME_MS as u64);
@@ -133,8 +133,8 @@ impl SpaceMix {
             return;
         };
         let speakers = talking.update(&sources);
-        let event = serde_json::json!({ "type": "speaking", "speakers": speakers });
-        self.feed.publish_event(&event.to_string());
+        let event = crate::events::ListenerEvent::Speaking { speakers: &speakers };
+        self.feed.publish_event(&event.to_json());
     }
 
     fn drain_ingest(&mut self) {
@@ -228,8 +228,8 @@ impl SpaceMix {
         let count = self.feed.total_listeners();
         if self.last_count != Some(count) {
             self.last_count = Some(count);
-            let json = format!(r#"{{"type":"listeners","count":{count}}}"#);
-            self.feed.publish_event(&json);
+            let event = crate::events::ListenerEvent::Listeners { count };
+            self.feed.publish_event(&event.to_json());
         }
     }
 

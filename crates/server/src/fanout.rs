@@ -22,7 +22,6 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::feed::ListenerGuard;
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT, STALLED_CONNECTIONS};
 use crate::shield::ConnGuard;
 
@@ -58,8 +57,10 @@ pub struct Joiner {
     /// Bytes to send before live messages (hello, headers, recent audio). Built by the shard's
     /// `prelude` function so it ends exactly where live messages begin.
     pub first: Vec<Bytes>,
-    /// Keeps the listener counted.
-    pub guard: ListenerGuard,
+    /// Lives exactly as long as the listener's connection (e.g. its place in the listener
+    /// counts): dropped when the connection ends. Opaque here, so the fan-out knows nothing of
+    /// what feeds it.
+    pub guard: Box<dyn Send + Sync>,
     /// Keeps the connection counted against its address and subnet.
     pub hold: Option<Arc<ConnGuard>>,
 }
@@ -151,7 +152,7 @@ struct Conn {
     queued_bytes: usize,
     /// When the socket last refused bytes while some were queued.
     blocked_since: Option<Instant>,
-    _guard: ListenerGuard,
+    _guard: Box<dyn Send + Sync>,
     _hold: Option<Arc<ConnGuard>>,
 }
 
@@ -436,7 +437,7 @@ mod tests {
             offset: 0,
             queued_bytes: 0,
             blocked_since: None,
-            _guard: feed.count_listener(crate::feed::Protocol::Ws),
+            _guard: Box::new(feed.count_listener(crate::feed::Protocol::Ws)),
             _hold: None,
         };
         let now = Instant::now();

@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::broadcast;
 use townhall_core::SpaceId;
 
+use crate::events::ListenerEvent;
 use crate::fanout::{Catchup, Fanout, FanoutConfig, Farewell, WireMessage};
 use crate::metrics::LISTENERS;
 
@@ -178,16 +179,18 @@ impl ProgramFeed {
         let start_seq = channel.seq;
         let cfg = &self.fanout;
         let fanout = channel.fanout.get_or_insert_with(|| {
+            let ended = ListenerEvent::State { state: townhall_core::SpaceState::Ended };
+            let shutdown = ListenerEvent::Bye {
+                reason: "server_shutdown",
+                reconnect_after_ms: ListenerEvent::RECONNECT_AFTER_MS,
+            };
             let farewell = Farewell {
                 ended: concat(&[
-                    ws_frame(WsOpcode::Text, br#"{"type":"state","state":"ended"}"#),
+                    ws_frame(WsOpcode::Text, ended.to_json().as_bytes()),
                     ws_close(1000, "space ended"),
                 ]),
                 shutdown: concat(&[
-                    ws_frame(
-                        WsOpcode::Text,
-                        br#"{"type":"bye","reason":"server_shutdown","reconnect_after_ms":1000}"#,
-                    ),
+                    ws_frame(WsOpcode::Text, shutdown.to_json().as_bytes()),
                     ws_close(1001, "server shutting down"),
                 ]),
             };

@@ -11,8 +11,6 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::state::AppState;
-
 /// The policy for the page: its own scripts, styles and worklets; media from itself or the
 /// blobs Media Source Extensions make; connections to its own origin.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -49,9 +47,13 @@ impl SecurityHeaders {
 }
 
 /// Middleware adding the node's security headers to every answer.
-pub async fn add(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn add(
+    State(headers): State<Arc<SecurityHeaders>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mut res = next.run(req).await;
-    app.security_headers.apply(&mut res);
+    headers.apply(&mut res);
     res
 }
 

@@ -11,15 +11,19 @@ pub mod datadir;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod fanout;
 pub mod feed;
 pub mod headers;
 pub mod hls;
+pub mod hls_store;
 pub mod identity_limit;
 pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod ogg_http;
+pub mod program;
+pub mod raw_http;
 pub mod recorder;
 pub mod reports;
 pub mod room;
@@ -115,7 +119,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), headers::add))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(headers::SecurityHeaders::new(&app.config.frame_ancestors)),
+            headers::add,
+        ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), serve::rate_limit))
         .layer(axum::middleware::from_fn(metrics::count_requests))
         .with_state(app)
@@ -241,8 +248,13 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 app.shield.evaluate();
                 let now = clock::now_unix();
                 app.live_spaces().iter().for_each(|live| live.flush_reactions(now));
-                app.end_abandoned(now);
-                app.retry_unsaved();
+                // Ending spaces and retrying writes touch the database.
+                let _ = app.blocking(move |app| {
+                    app.end_abandoned(now);
+                    app.retry_unsaved();
+                    Ok(())
+                })
+                .await;
             }
             _ = shutdown.changed() => return,
         }

@@ -16,9 +16,9 @@ use crate::config::Config;
 use crate::engine::{Engine, Ingest, SpaceMix};
 use crate::fanout::FanoutConfig;
 use crate::feed::ProgramFeed;
-use crate::hls::HlsStore;
+use crate::hls_store::HlsStore;
 use crate::metrics::SPEAKERS;
-use crate::rtc::ProgramPacket;
+use crate::program::ProgramPacket;
 use crate::store::{BanKind, Store};
 use crate::talking::Talking;
 
@@ -152,8 +152,8 @@ impl LiveSpace {
             ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
                 .with_metric_label(label),
         );
-        let hls = HlsStore::new(mixer.pre_skip(), format!("{serial:08x}"))
-            .map_err(|e| OpenError::Hls(e.message))?;
+        let hls =
+            HlsStore::new(mixer.pre_skip(), format!("{serial:08x}")).map_err(OpenError::Hls)?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         let talking = Arc::new(Talking::default());
         engine.add(
@@ -421,9 +421,7 @@ impl LiveSpace {
                 }
                 _ => {}
             }
-            if let Ok(json) = serde_json::to_string(event) {
-                self.feed.publish_event(&json);
-            }
+            self.feed.publish_event(&crate::events::ListenerEvent::Room(event).to_json());
         }
     }
 

@@ -32,6 +32,19 @@ pub fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> io::Result<TcpListene
     socket.listen(BACKLOG)
 }
 
+/// The stream each connection's I/O is, as hyper sees it.
+pub type ConnIo = hyper_util::rt::TokioIo<Rewind<GuardedStream>>;
+
+/// The connection a request arrived on: its place in the per-client counts, and how many
+/// requests came before it on the same connection (the first was checked by the accept loop).
+#[derive(Clone)]
+pub struct ConnContext {
+    /// Keeps the connection counted against its address and subnet (none for trusted proxies).
+    pub hold: Option<std::sync::Arc<crate::shield::ConnGuard>>,
+    /// 0 for the connection's first request.
+    pub ordinal: u64,
+}
+
 /// The peer address of a connection, for handlers that need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);

@@ -24,10 +24,9 @@ use crate::feed::{ListenerGuard, Protocol};
 use crate::live::LiveSpace;
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT};
 use crate::net::GuardedStream;
-use crate::serve::{streaming_head, write_error};
+use crate::raw_http::{streaming_head, write_error};
 use crate::shield::ConnGuard;
 use crate::state::{AppState, bearer};
-use crate::ws::listener_identity;
 
 /// Query parameters of the Ogg stream.
 #[derive(Debug, Default, Deserialize)]
@@ -65,7 +64,7 @@ fn check(
         (None, Some(t)) => Some(app.verify(t, &id)?),
         (None, None) => None,
     };
-    listener_identity(app, &space, claims.as_ref())?;
+    app.listener_identity(&space, claims.as_ref())?;
     let live = app.on_air(&space)?;
     let hold = app.admit_listener(&live, claims.as_ref())?;
     Ok(Admitted { space, live, hold })
@@ -126,7 +125,7 @@ pub async fn serve_raw(
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
-    let _ = fanout.join(Joiner { stream, first, guard, hold }).await;
+    let _ = fanout.join(Joiner { stream, first, guard: Box::new(guard), hold }).await;
 }
 
 /// `GET` or `HEAD /live/{space}.opus` through the router: a stream request that arrived on a

@@ -10,7 +10,7 @@
 //! Lists are newest first, `?limit=` (1 to 500, default 100) and `?before=` (a `seq`) to page.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -30,10 +30,7 @@ use crate::store::ReportCategory;
 
 /// The longest report text, in characters.
 pub const MAX_DETAILS_CHARS: usize = 2_000;
-/// Reports one identity may file at once.
-pub const REPORT_BURST: u32 = 5;
-/// Then one per this long.
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
+pub use crate::state::{REPORT_BURST, REPORT_INTERVAL};
 
 /// The routes of reports and moderation logs.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -133,7 +130,9 @@ async fn space_moderation(
     let id = space_id(path)?;
     app.authorize_space(&headers, &id, crate::state::Manage::ReadModeration)?;
     let Query(q) = query?;
-    let entries = app.store.moderation(Some(&id), q.before, q.limit()?)?;
+    let limit = q.limit()?;
+    let entries =
+        app.blocking(move |app| Ok(app.store.moderation(Some(&id), q.before, limit)?)).await?;
     Ok(Json(json!({ "entries": entries })))
 }
 
@@ -144,7 +143,9 @@ async fn all_reports(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&app, &headers)?;
     let Query(q) = query?;
-    let reports = app.store.reports(q.space.as_ref(), q.before, q.limit()?)?;
+    let limit = q.limit()?;
+    let reports =
+        app.blocking(move |app| Ok(app.store.reports(q.space.as_ref(), q.before, limit)?)).await?;
     Ok(Json(json!({ "reports": reports })))
 }
 
@@ -155,7 +156,10 @@ async fn all_moderation(
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&app, &headers)?;
     let Query(q) = query?;
-    let entries = app.store.moderation(q.space.as_ref(), q.before, q.limit()?)?;
+    let limit = q.limit()?;
+    let entries = app
+        .blocking(move |app| Ok(app.store.moderation(q.space.as_ref(), q.before, limit)?))
+        .await?;
     Ok(Json(json!({ "entries": entries })))
 }
 

@@ -163,10 +163,17 @@ async fn act(
     let action = parse_action(req)?;
     limit_action(&app, &claims.sub, client.map(|c| c.0.0), &action)?;
     let ends = matches!(action, Action::End);
-    let events = live.act(&claims.sub, claims.role, action, now_unix())?;
-    if ends {
-        app.end(&id)?;
-    }
+    // The room writes its moderation log to the database: off the async workers.
+    let acting = live.clone();
+    let events = app
+        .blocking(move |app| {
+            let events = acting.act(&claims.sub, claims.role, action, now_unix())?;
+            if ends {
+                app.end(&id)?;
+            }
+            Ok(events)
+        })
+        .await?;
     Ok(Json(json!({ "events": events, "room": live.room_view() })))
 }
 

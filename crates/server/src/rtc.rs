@@ -38,6 +38,7 @@ use crate::live::SpeakerSeat;
 use crate::metrics::{
     FRAMES_SENT, SPEAKER_FRAMES, WEBRTC_DATAGRAMS, WEBRTC_EGRESS_LAG, WEBRTC_SESSIONS,
 };
+pub use crate::program::ProgramPacket;
 
 /// Program frames queued towards the WebRTC loop before new ones are dropped (the mixer never
 /// waits for WebRTC listeners).
@@ -46,21 +47,6 @@ const PROGRAM_QUEUE: usize = 256;
 const READ_BATCH: usize = 128;
 /// Kernel buffers of the UDP socket: egress to thousands of listeners comes in bursts.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-
-/// One frame of a space's program stream, for WHEP listeners.
-#[derive(Debug, Clone)]
-pub struct ProgramPacket {
-    /// The space.
-    pub space: SpaceId,
-    /// The program frame's sequence number (its RTP time is `seq × 960`).
-    pub seq: u32,
-    /// The Opus packet (shared with every other egress).
-    pub payload: Bytes,
-    /// When the oldest speaker audio in it was captured, µs since the epoch (none: silence).
-    pub capture_us: Option<u64>,
-    /// When it was mixed, µs since the epoch (for the loop's lag).
-    pub mixed_at_us: u64,
-}
 
 /// What a session is for.
 pub enum SessionRole {

@@ -8,25 +8,23 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use crate::error::ApiError;
-use crate::net::{GuardedStream, PeerAddr, Rewind};
+use crate::net::{ConnContext, GuardedStream, PeerAddr, Rewind};
+use crate::raw_http::write_error;
 use crate::shield::ConnGuard;
 use crate::state::AppState;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
-
-/// The stream each connection's I/O is, as hyper sees it.
-pub type ConnIo = TokioIo<Rewind<GuardedStream>>;
 
 /// Accepts connections until `shutdown` flips, then waits for open HTTP exchanges to finish
 /// (the caller bounds the wait).
@@ -205,16 +203,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
     hyper_connection(io, peer, proxied, hold, &conn).await;
 }
 
-/// The connection a request arrived on: its place in the per-client counts, and how many
-/// requests came before it on the same connection (the first was checked by the accept loop).
-#[derive(Clone)]
-pub struct ConnContext {
-    /// Keeps the connection counted against its address and subnet (none for trusted proxies).
-    pub hold: Option<Arc<ConnGuard>>,
-    /// 0 for the connection's first request.
-    pub ordinal: u64,
-}
-
 /// Serves HTTP/1.1 (and WebSocket upgrades) on a connection until it closes; on shutdown,
 /// finishes the exchange in flight and closes.
 async fn hyper_connection(
@@ -277,37 +265,6 @@ pub async fn rate_limit(
         app.shield.observe_error(code.0);
     }
     res
-}
-
-/// Writes an API error as a complete HTTP/1.1 response on a raw socket, then the connection
-/// is closed by the caller.
-pub async fn write_error(stream: &mut TcpStream, e: &ApiError) {
-    e.count();
-    let body = e.body().to_string();
-    let retry = e.retry_after_secs().map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n",
-        e.status.as_u16(),
-        e.status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
-    let _ = stream.shutdown().await;
-}
-
-/// A raw response head for a streaming body that ends when the connection closes.
-pub fn streaming_head(content_type: &str, extra: &[(&str, String)]) -> Bytes {
-    let mut head = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, no-store\r\n\
-         X-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n"
-    );
-    for (name, value) in extra {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    Bytes::from(head)
 }
 
 #[cfg(test)]

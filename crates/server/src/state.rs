@@ -19,7 +19,7 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::fanout::FanoutConfig;
 use crate::feed::Protocol;
-use crate::hls::HlsStores;
+use crate::hls_store::HlsStores;
 use crate::identity_limit::IdentityLimiter;
 use crate::live::LiveSpace;
 use crate::rtc::RtcNode;
@@ -55,8 +55,6 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Recordings in progress.
     pub recordings: crate::recorder::Recordings,
-    /// CSP, frame-ancestors and friends on every answer.
-    pub security_headers: crate::headers::SecurityHeaders,
     /// Space states the database refused, retried every second until stored (bounded: one
     /// entry per space the directory holds).
     unsaved: Mutex<HashMap<SpaceId, Space>>,
@@ -70,6 +68,11 @@ impl std::fmt::Debug for AppState {
 
 /// The actor named in the moderation log for what the node does by itself.
 pub const NODE_ACTOR: &str = "townhall";
+
+/// Reports one identity may file at once.
+pub const REPORT_BURST: u32 = 5;
+/// Then one per this long.
+pub const REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Per-identity limits of actions that reach many people.
 #[derive(Debug)]
@@ -90,7 +93,7 @@ impl Default for IdentityLimits {
         let ms = Duration::from_millis;
         IdentityLimits {
             reports: IdentityLimiter::new(
-                Allowance::every(crate::reports::REPORT_INTERVAL, crate::reports::REPORT_BURST),
+                Allowance::every(REPORT_INTERVAL, REPORT_BURST),
                 Allowance::every(secs(30), 10),
                 Allowance::every(secs(2), 50),
             ),
@@ -181,7 +184,6 @@ impl AppState {
             limits: IdentityLimits::default(),
             recordings: crate::recorder::Recordings::default(),
             webhooks: crate::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
-            security_headers: crate::headers::SecurityHeaders::new(&config.frame_ancestors),
             unsaved: Mutex::new(HashMap::new()),
             config,
             keys: TokenKeys::new(credentials.api_key.clone(), credentials.api_secret.as_bytes()),
@@ -279,6 +281,21 @@ impl AppState {
                 ),
             )
         })
+    }
+
+    /// Who a listener is: the token's identity, or anonymous on a public space.
+    pub fn listener_identity(
+        &self,
+        space: &Space,
+        claims: Option<&Claims>,
+    ) -> Result<Identity, ApiError> {
+        match claims {
+            Some(c) => Ok(c.sub.clone()),
+            None if space.public && self.config.anonymous_listeners => {
+                Ok(Identity::new("anonymous").unwrap_or_else(|_| unreachable!("valid identity")))
+            }
+            None => Err(ApiError::unauthorized("this space needs a token to listen (?token=)")),
+        }
     }
 
     /// A copy of a space's record.
@@ -646,6 +663,20 @@ impl AppState {
             return Err(ApiError::forbidden("a listening ticket cannot manage spaces"));
         }
         Ok(claims)
+    }
+
+    /// Runs `work` on the blocking pool: anything that may touch the database (SQLite waits on
+    /// the disk), so a slow disk delays that request, never the async workers every listener and
+    /// joiner shares.
+    pub async fn blocking<T, F>(self: &Arc<Self>, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || work(&app))
+            .await
+            .map_err(|e| ApiError::internal(format!("blocking task: {e}")))?
     }
 
     /// Marks the node as draining (readyz fails, new joins are refused).

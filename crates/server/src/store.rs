@@ -225,10 +225,7 @@ pub struct Store {
     retention: std::sync::atomic::AtomicU64,
 }
 
-/// Rows of reports and of the moderation log kept by default, each; older ones are deleted as
-/// new ones arrive (a report is at most ~2 KiB, so this bounds the tables to a few hundred MiB
-/// however many identities file them).
-pub const DEFAULT_RETENTION_ROWS: u64 = 100_000;
+pub use crate::config::DEFAULT_RETENTION_ROWS;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

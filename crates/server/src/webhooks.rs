@@ -68,7 +68,7 @@ impl Webhooks {
         let endpoints: Vec<Uri> = config
             .webhook_urls
             .iter()
-            .filter_map(|url| match parse_url(url) {
+            .filter_map(|url| match crate::config::parse_webhook_url(url) {
                 Ok(uri) => Some(uri),
                 Err(e) => {
                     tracing::error!("webhook receiver skipped: {e}");
@@ -116,27 +116,6 @@ impl Webhooks {
             metrics::counter!(WEBHOOKS, "outcome" => "dropped").increment(1);
         }
     }
-}
-
-/// Checks a receiver URL: `http://host[:port]/path`. `https://` is refused: the node has no
-/// TLS client.
-pub fn parse_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("webhook URL {url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "webhook URL {url:?}: https is not supported (townhall has no TLS client); use \
-                 an http:// receiver, or a local TLS-terminating proxy that forwards to the \
-                 https one"
-            ));
-        }
-        _ => return Err(format!("webhook URL {url:?} must start with http://")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("webhook URL {url:?} has no host"));
-    }
-    Ok(uri)
 }
 
 fn describe() {
@@ -248,12 +227,12 @@ mod tests {
 
     #[test]
     fn receiver_urls_are_checked() {
-        assert!(parse_url("http://127.0.0.1:9000/hooks").is_ok());
-        assert!(parse_url("http://hooks.internal/townhall").is_ok());
-        let https = parse_url("https://example.com/hook").unwrap_err();
+        assert!(crate::config::parse_webhook_url("http://127.0.0.1:9000/hooks").is_ok());
+        assert!(crate::config::parse_webhook_url("http://hooks.internal/townhall").is_ok());
+        let https = crate::config::parse_webhook_url("https://example.com/hook").unwrap_err();
         assert!(https.contains("http://") && https.contains("proxy"), "{https}");
         for bad in ["", "ftp://x/y", "/just/a/path", "http://", "not a url"] {
-            assert!(parse_url(bad).is_err(), "{bad}");
+            assert!(crate::config::parse_webhook_url(bad).is_err(), "{bad}");
         }
     }
 

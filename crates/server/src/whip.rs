@@ -31,7 +31,6 @@ use crate::feed::Protocol;
 use crate::live::Kick;
 use crate::rtc::{SessionKind, SessionRole};
 use crate::state::{AppState, bearer};
-use crate::ws::listener_identity;
 
 /// The WHIP and WHEP routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -242,7 +241,7 @@ async fn whep(
     require_sdp(&headers)?;
     let claims = bearer(&headers).map(|t| app.verify(t, &id)).transpose()?;
     let has_token = claims.is_some();
-    let who = listener_identity(&app, &space, claims.as_ref())?;
+    let who = app.listener_identity(&space, claims.as_ref())?;
     let live = app.on_air(&space)?;
     // WebRTC sessions have their own per-client cap (`reserve` below): the identity's
     // listening-connection hold is for WebSocket and Ogg.

@@ -19,20 +19,20 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
-use serde_json::json;
 use sha1::{Digest, Sha1};
 use tokio::sync::watch;
-use townhall_core::{Claims, Identity, Role, Space};
+use townhall_core::{Identity, Role, Space};
 use townhall_media::{SpeakerFrame, check_opus_frame};
 use townhall_shield::Gcra;
 
 use crate::api::space_id;
 use crate::error::ApiError;
+use crate::events::{Codec, ListenerEvent};
 use crate::fanout::Joiner;
 use crate::feed::{MAX_WS_BATCH, Protocol, WsOpcode, ws_frame};
 use crate::live::SpeakerSeat;
 use crate::metrics::SPEAKER_FRAMES;
-use crate::serve::{ConnContext, ConnIo};
+use crate::net::{ConnContext, ConnIo};
 use crate::state::{AppState, bearer};
 
 /// Largest WebSocket message accepted from a client.
@@ -100,7 +100,7 @@ pub async fn handler(
             if let Some(refused) = claims.as_ref().and_then(|c| live.refusal(&c.sub)) {
                 return Err(refused);
             }
-            let who = listener_identity(&app, &space, claims.as_ref())?;
+            let who = app.listener_identity(&space, claims.as_ref())?;
             let (accept, on_upgrade) = handshake(&mut parts)?;
             let identity_hold = app.admit_listener(&live, claims.as_ref())?;
             let hold = parts.extensions.get::<ConnContext>().and_then(|c| c.hold.clone());
@@ -113,8 +113,14 @@ pub async fn handler(
                 match upgraded.downcast::<ConnIo>() {
                     Ok(io) => {
                         let stream = io.io.into_inner().into_inner().into_inner();
-                        let _ =
-                            fanout.join(Joiner { stream, first: vec![hello], guard, hold }).await;
+                        let _ = fanout
+                            .join(Joiner {
+                                stream,
+                                first: vec![hello],
+                                guard: Box::new(guard),
+                                hold,
+                            })
+                            .await;
                     }
                     Err(_) => tracing::error!("upgraded connection is not a server socket"),
                 }
@@ -219,39 +225,17 @@ fn switching_protocols(accept: String, townhall_protocol: bool) -> Response {
     res
 }
 
-/// Who a listener is: the token's identity, or anonymous on a public space.
-pub fn listener_identity(
-    app: &AppState,
-    space: &Space,
-    claims: Option<&Claims>,
-) -> Result<Identity, ApiError> {
-    match claims {
-        Some(c) => Ok(c.sub.clone()),
-        None if space.public && app.config.anonymous_listeners => {
-            Ok(Identity::new("anonymous").unwrap_or_else(|_| unreachable!("valid identity")))
-        }
-        None => Err(ApiError::unauthorized("this space needs a token to listen (?token=)")),
-    }
-}
-
 fn hello(space: &Space, who: &Identity, role: Role, batch: usize) -> String {
-    let body = json!({
-        "type": "hello",
-        "space": { "id": space.id, "title": space.title, "state": space.state },
-        "identity": who,
-        "role": role,
-        "batch": batch,
-        "codec": { "name": "opus", "sample_rate": townhall_media::SAMPLE_RATE, "channels": 1, "frame_ms": townhall_media::FRAME_MS },
-    });
-    body.to_string()
+    let codec = Codec::PROGRAM;
+    ListenerEvent::Hello { space: space.into(), identity: who, role, batch, codec }.to_json()
 }
 
-fn event(body: serde_json::Value) -> Message {
-    Message::Text(Utf8Bytes::from(body.to_string()))
+fn event(event: ListenerEvent<'_>) -> Message {
+    Message::Text(Utf8Bytes::from(event.to_json()))
 }
 
 fn bye(reason: &'static str) -> Message {
-    event(json!({ "type": "bye", "reason": reason, "reconnect_after_ms": 1000 }))
+    event(ListenerEvent::Bye { reason, reconnect_after_ms: ListenerEvent::RECONNECT_AFTER_MS })
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -304,7 +288,7 @@ async fn speak(
                 };
                 if let Err((code, message)) = reply {
                     if trouble.record(Instant::now()) {
-                        let msg = event(json!({ "type": "error", "code": code, "message": message }));
+                        let msg = event(ListenerEvent::Error { code, message: &message });
                         if sink.send(msg).await.is_err() {
                             break;
                         }
@@ -323,7 +307,7 @@ async fn speak(
                 }
                 // The engine dropped this speaker's channel: the space has ended.
                 None => {
-                    let _ = sink.send(event(json!({ "type": "state", "state": "ended" }))).await;
+                    let _ = sink.send(event(ListenerEvent::State { state: townhall_core::SpaceState::Ended })).await;
                     let _ = sink.send(close(close_code::NORMAL, "space ended")).await;
                     break;
                 }

@@ -369,12 +369,7 @@ impl Room {
     /// `token_role` would grant. Removed and blocked identities are refused. Changes nothing,
     /// and does not look at whether the room has ended.
     pub fn authority(&self, who: &Identity, token_role: Role) -> Result<Role, RoomError> {
-        if self.removed.contains(who) {
-            return Err(RoomError::Removed(who.clone()));
-        }
-        if self.blocked.contains(who) {
-            return Err(RoomError::Blocked(who.clone()));
-        }
+        self.not_banned(who)?;
         if who == &self.host {
             return Ok(Role::Host);
         }
@@ -478,13 +473,20 @@ impl Room {
 
     // ----- checks -----
 
-    fn actor_role(&self, who: &Identity) -> Result<Role, RoomError> {
+    /// Refuses a removed identity, then a blocked one: the one door check that joining, acting
+    /// and [`Room::authority`] share, so that a ban holds the same way everywhere.
+    fn not_banned(&self, who: &Identity) -> Result<(), RoomError> {
         if self.removed.contains(who) {
             return Err(RoomError::Removed(who.clone()));
         }
         if self.blocked.contains(who) {
             return Err(RoomError::Blocked(who.clone()));
         }
+        Ok(())
+    }
+
+    fn actor_role(&self, who: &Identity) -> Result<Role, RoomError> {
+        self.not_banned(who)?;
         match self.members.get(who) {
             Some(m) if m.is_present() => Ok(m.role),
             _ => Err(RoomError::NotPresent(who.clone())),
@@ -515,12 +517,7 @@ impl Room {
         token_role: Role,
         now: UnixTime,
     ) -> Result<Vec<RoomEvent>, RoomError> {
-        if self.removed.contains(who) {
-            return Err(RoomError::Removed(who.clone()));
-        }
-        if self.blocked.contains(who) {
-            return Err(RoomError::Blocked(who.clone()));
-        }
+        self.not_banned(who)?;
         let role = match self.members.get_mut(who) {
             Some(m) if m.is_present() => return Err(RoomError::AlreadyPresent(who.clone())),
             Some(m) => {
