@@ -8,18 +8,18 @@ pub mod expect;
 pub mod flood;
 pub mod histogram;
 pub mod hls;
-pub mod http;
 pub mod join_storm;
 pub mod launch_day;
 pub mod listen;
 pub mod ogg_scan;
 pub mod procstat;
-pub mod rtc_client;
 pub mod slowloris;
 pub mod slowread;
 pub mod speak;
 pub mod stats;
-pub mod target;
+
+/// Moved to `townhall-client` (shared with the server's tests); re-exported under the old paths.
+pub use townhall_client::{http, rtc_client, target};
 
 use serde::Serialize;
 

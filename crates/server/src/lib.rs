@@ -3,40 +3,20 @@
 //! The binary (`townhall`) is a thin command line over [`start`]; tests start servers in-process
 //! the same way.
 
-pub mod api;
+pub mod app;
 pub mod clock;
-pub mod config;
-pub mod credentials;
-pub mod datadir;
-pub mod demo;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod fanout;
-pub mod feed;
-pub mod headers;
-pub mod hls;
-pub mod hls_store;
-pub mod identity_limit;
-pub mod live;
+pub mod http;
 pub mod metrics;
-pub mod net;
-pub mod ogg_http;
-pub mod program;
-pub mod raw_http;
-pub mod recorder;
-pub mod reports;
-pub mod room;
-pub mod rtc;
-pub mod serve;
-pub mod shield;
-pub mod state;
-pub mod store;
-pub mod talking;
-pub mod web;
-pub mod webhooks;
-pub mod whip;
-pub mod ws;
+pub mod pipeline;
+
+// The paths embedders, tests and tools use.
+pub use app::{config, credentials, demo, store};
+pub use http::{room, serve};
+pub use pipeline::net;
+
+use app::{error as app_error, recorder, state};
+use http::{api, error, headers, hls, ogg_http, recordings, reports, web, whip, ws};
+use pipeline::{engine, rtc};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,10 +49,10 @@ pub enum StartError {
     Rtc(#[from] rtc::RtcStartError),
     /// The demo space could not be created.
     #[error("demo: {}", .0.message)]
-    Demo(ApiError),
+    Demo(app_error::AppError),
     /// Spaces stored before the last stop could not be brought back.
     #[error("restoring spaces: {}", .0.message)]
-    Restore(ApiError),
+    Restore(app_error::AppError),
     /// The metadata database could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -112,7 +92,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(room::routes())
-        .merge(recorder::routes())
+        .merge(recordings::routes())
         .merge(reports::routes())
         .merge(whip::routes())
         .merge(web::routes())
@@ -136,7 +116,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener.local_addr()?;
     let engine = engine::Engine::start()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let rtc = rtc::RtcNode::start(&config, shutdown_rx.clone())?;
+    let rtc = rtc::RtcNode::start(&config.rtc(), shutdown_rx.clone())?;
     let store = Arc::new(if config.database {
         store::Store::open(&config.data_dir)?
     } else {
@@ -252,7 +232,7 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 let _ = app.blocking(move |app| {
                     app.end_abandoned(now);
                     app.retry_unsaved();
-                    Ok(())
+                    Ok::<_, app_error::AppError>(())
                 })
                 .await;
             }

@@ -128,13 +128,10 @@ impl Browser {
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("webdriver request");
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        // A GET carries no body.
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let res = req.send().await.expect("webdriver request");
         let value: Value = res.json().await.expect("webdriver json");
         if let Some(err) = value["value"]["error"].as_str() {
             panic!("webdriver {path}: {err}: {}", value["value"]["message"]);
@@ -195,6 +192,35 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Resizes the browser window so that the page's viewport is `width`×`height` CSS pixels
+    /// (the window's own frame taken into account).
+    async fn set_viewport(&self, width: i64, height: i64) {
+        let mut rect = json!({ "width": width, "height": height });
+        for _ in 0..2 {
+            self.cmd(reqwest::Method::POST, "/window/rect", rect.clone()).await;
+            let inner = self.script("return [window.innerWidth, window.innerHeight]").await;
+            let (w, h) = (inner[0].as_i64().unwrap_or(0), inner[1].as_i64().unwrap_or(0));
+            if (w, h) == (width, height) {
+                return;
+            }
+            let (rw, rh) =
+                (rect["width"].as_i64().unwrap_or(0), rect["height"].as_i64().unwrap_or(0));
+            rect = json!({ "width": rw + width - w, "height": rh + height - h });
+        }
+    }
+
+    /// Saves a PNG screenshot of the viewport to `path`.
+    async fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine as _;
+        let png = self.cmd(reqwest::Method::GET, "/screenshot", Value::Null).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("a base64 screenshot"))
+            .expect("base64");
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(path, png).expect("write the screenshot");
     }
 
     async fn close(self) {
@@ -831,4 +857,190 @@ async fn a_host_records_the_demo_and_the_page_plays_the_recording_back() {
     browser.close().await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// JS: whether the element `#id` is displayed as a person sees it (takes room on the page and
+/// is not invisible), whatever its `hidden` attribute says.
+fn displayed(id: &str) -> String {
+    format!(
+        "const e = document.getElementById('{id}'); \
+         const r = e.getBoundingClientRect(); const s = getComputedStyle(e); \
+         return s.display !== 'none' && s.visibility !== 'hidden' && r.width > 0 && r.height > 0"
+    )
+}
+
+/// JS: the elements the page hides (`hidden`) that are displayed anyway (a CSS `display`
+/// overriding the attribute), by id or tag.
+const HIDDEN_BUT_SHOWN: &str = "return [...document.querySelectorAll('[hidden]')] \
+     .filter((e) => e.getClientRects().length > 0) \
+     .map((e) => e.id || e.tagName.toLowerCase())";
+
+/// JS: who the stage lists, as `[identity, role badge, talking]`.
+const STAGE: &str = "return [...document.querySelectorAll('#stage .member')].map((li) => \
+     [li.dataset.identity, li.querySelector('.badge')?.textContent, li.classList.contains('talking')])";
+
+/// JS: the computed ring (box shadow) around `identity`'s avatar on the stage.
+fn ring(identity: &str) -> String {
+    format!(
+        "const a = document.querySelector('#stage [data-identity=\"{identity}\"] .avatar'); \
+         return a ? getComputedStyle(a).boxShadow : null"
+    )
+}
+
+/// The ring a talking speaker's avatar wears (`.member.talking .avatar` in style.css).
+const TALKING_RING: &str = "rgb(34, 160, 107)";
+
+/// JS: why the page scrolls sideways: `document` wider than the viewport, or the elements that
+/// stick out of it (empty when it fits).
+const TOO_WIDE: &str = "const d = document.documentElement; \
+     if (d.scrollWidth > d.clientWidth || document.body.scrollWidth > d.clientWidth) \
+         return [`scrollWidth ${d.scrollWidth} > clientWidth ${d.clientWidth}`]; \
+     return [...document.querySelectorAll('body *')].filter((e) => { \
+         const r = e.getBoundingClientRect(); \
+         return r.width > 0 && (r.left < -0.5 || r.right > d.clientWidth + 0.5); \
+     }).map((e) => e.id || e.className || e.tagName.toLowerCase())";
+
+/// Where the tests leave files for a person to look at (the workspace's `target/`).
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_visitor_of_the_demo_sees_the_voice_on_stage_and_no_controls_it_cannot_use() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    // The room says who is heard, and the voice is on the stage.
+    let room = space_view(addr, "demo/room").await;
+    let bot = room["room"]["speakers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|m| m["identity"] == "demo-bot"));
+    assert_eq!(bot.map(|m| m["role"].clone()), Some(json!("speaker")), "{room}");
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let on_stage = |v: &Value| {
+        v.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-bot" && m[1] == "Speaker"))
+    };
+    let stage = browser.wait_for(STAGE, secs(10), on_stage).await;
+    assert!(on_stage(&stage), "the stage does not list demo-bot as a speaker: {stage}");
+    assert!(
+        stage.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-host" && m[1] == "Host")),
+        "{stage}"
+    );
+
+    // What an anonymous visitor sees: Listen, the stage, and how to take part.
+    for id in ["listen", "room", "stage", "room-hint"] {
+        assert_eq!(browser.script(&displayed(id)).await, true, "#{id} is not displayed");
+    }
+    // Not what it cannot use: no invitation, no request, no Speak, no reactions, no host tools.
+    for id in [
+        "invitation",
+        "accept-invite",
+        "decline-invite",
+        "me-controls",
+        "request-speak",
+        "speak-controls",
+        "speak",
+        "reaction-bar",
+        "moderation",
+        "host-controls",
+        "end-space",
+        "record",
+        "host-panel",
+        "stop",
+    ] {
+        assert_eq!(browser.script(&displayed(id)).await, false, "#{id} is displayed");
+    }
+    let leaks = browser.script(HIDDEN_BUT_SHOWN).await;
+    assert_eq!(leaks, json!([]), "hidden elements the page displays anyway");
+
+    // The voice lights its ring on the stage (voice activity); the silent host's stays dark.
+    let lit = |v: &Value| v.as_str().is_some_and(|s| s.contains(TALKING_RING));
+    let bot_ring = browser.wait_for(&ring("demo-bot"), secs(15), lit).await;
+    assert!(lit(&bot_ring), "demo-bot's talking ring never lit: {bot_ring}");
+    assert_eq!(browser.script(&ring("demo-host")).await, "none", "the silent host has a ring");
+    assert_eq!(browser.script(&displayed("stage")).await, true);
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_demo_shows_the_stage_and_listen_without_horizontal_scroll() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    let browser = Browser::start().await;
+    browser.set_viewport(390, 844).await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let viewport = browser.script("return [window.innerWidth, window.innerHeight]").await;
+    assert_eq!(viewport, json!([390, 844]), "not a phone's viewport");
+    let on_stage = |v: &Value| v.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-bot"));
+    let stage = browser.wait_for(STAGE, secs(10), on_stage).await;
+    assert!(on_stage(&stage), "no demo-bot on the stage: {stage}");
+
+    // Listen and the stage are on the first screen, whole.
+    let whole = |selector: &str| {
+        format!(
+            "const r = document.querySelector('{selector}').getBoundingClientRect(); \
+             return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 \
+                 && r.right <= window.innerWidth && r.bottom <= window.innerHeight"
+        )
+    };
+    for selector in ["#listen", "#stage", "#stage [data-identity=\"demo-bot\"]"] {
+        assert_eq!(browser.script(&whole(selector)).await, true, "{selector} is not in view");
+    }
+    // No horizontal scroll, and nothing sticks out to the right.
+    let wide = browser.script(TOO_WIDE).await;
+    assert_eq!(wide, json!([]), "horizontal scroll, or elements wider than the phone");
+
+    // The voice's ring lights on the first screen; a person can look at the picture.
+    let lit = |v: &Value| v.as_str().is_some_and(|s| s.contains(TALKING_RING));
+    let bot_ring = browser.wait_for(&ring("demo-bot"), secs(15), lit).await;
+    assert!(lit(&bot_ring), "demo-bot's talking ring never lit: {bot_ring}");
+    let shot = target_dir().join("phone-demo.png");
+    browser.screenshot(&shot).await;
+    eprintln!("phone screenshot: {}", shot.display());
+
+    // A thumb presses Listen (a real click: it would fail on a covered button) and it plays,
+    // still without horizontal scroll.
+    browser.click("listen").await;
+    let state =
+        browser.wait_for("return window.townhall.state()", secs(20), |v| v == "listening").await;
+    assert_eq!(state, "listening");
+    assert_eq!(browser.script(&whole("#stop")).await, true, "Stop is not in view");
+    let wide = browser.script(TOO_WIDE).await;
+    assert_eq!(wide, json!([]), "horizontal scroll while listening");
+    let shot = target_dir().join("phone-demo-listening.png");
+    browser.screenshot(&shot).await;
+    eprintln!("phone screenshot: {}", shot.display());
+
+    // The host's page on a phone (moderation buttons on every speaker, the host panel, the
+    // host's controls) fits too.
+    let token = json!(server.host_token());
+    browser.script(&format!("localStorage.setItem('townhall.token', {token}); return true")).await;
+    browser.goto(&format!("http://{addr}/")).await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let moderated = "return Boolean(document.querySelector('#stage [data-action=mute][data-target=\"demo-bot\"]')) \
+         && !document.getElementById('host-controls').hidden";
+    let ready = browser.wait_for(moderated, secs(10), |v| v == true).await;
+    assert_eq!(ready, true, "the host's page shows no moderation on the stage");
+    let wide = browser.script(TOO_WIDE).await;
+    assert_eq!(wide, json!([]), "the host's page is wider than the phone");
+    assert_eq!(browser.script(&whole("#listen")).await, true, "Listen is not in view for the host");
+    // The picture shows the stage with its moderation buttons.
+    browser.script("document.getElementById('room').scrollIntoView(); return true").await;
+    let shot = target_dir().join("phone-demo-host.png");
+    browser.screenshot(&shot).await;
+    eprintln!("phone screenshot: {}", shot.display());
+    browser.close().await;
+    server.shutdown().await;
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use townhall_client::rtc_client::{self, Mode, RtcSession};
+use townhall_client::target::Target;
 use townhall_core::Role;
-use townhall_load::rtc_client::{self, Mode, RtcSession};
-use townhall_load::target::Target;
 use townhall_media::analysis::{ToneGenerator, tone_amplitude};
 use townhall_media::{FRAME_SAMPLES, SAMPLE_RATE};
 

@@ -1,0 +1,372 @@
+//! Configuration: built-in defaults, overridden by an optional TOML file, overridden by
+//! environment variables and command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a node can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// Directory for recordings and (with `database`) the metadata database.
+    pub data_dir: PathBuf,
+    /// Keep metadata (spaces, schedules, bans, moderation log, reports, recordings index) in
+    /// SQLite under `data_dir`, so it survives restarts. `townhall serve` turns this on unless
+    /// given `--in-memory`; off, the same schema lives in memory (tests, throwaway nodes).
+    pub database: bool,
+    /// A live space with neither its host nor a co-host present for this long ends itself
+    /// (seconds; 0 = never).
+    pub host_absent_end_secs: u64,
+    /// Start the demo space with its speaker bot.
+    pub demo: bool,
+    /// The URL users reach this node at, for printed links (default: `http://{listen}`).
+    pub public_url: Option<String>,
+    /// API key that names the token issuer (env `TOWNHALL_API_KEY`).
+    pub api_key: Option<String>,
+    /// Secret that signs tokens (env `TOWNHALL_API_SECRET`). Unset with no key either: a
+    /// loopback node generates a pair kept in `data_dir`; any other node refuses to start.
+    pub api_secret: Option<String>,
+    /// Secret that signs webhook deliveries (env `TOWNHALL_WEBHOOK_SECRET`); generated and kept
+    /// in `data_dir` when unset. Never the token secret: receivers must not be able to mint.
+    pub webhook_secret: Option<String>,
+    /// Most open (scheduled or live) spaces on this node.
+    pub max_spaces: usize,
+    /// Seats on each stage (host, co-hosts and speakers together).
+    pub stage_seats: usize,
+    /// Program stream bitrate, bit/s.
+    pub bitrate: i32,
+    /// Duration of one Ogg page of the HTTP stream, ms (multiple of 20).
+    pub ogg_page_ms: u32,
+    /// Recent audio a new Ogg listener receives at once so players start quickly, ms.
+    pub ogg_burst_ms: u32,
+    /// Frames per WebSocket message for listeners who do not ask (1 = lowest latency).
+    pub ws_batch_frames: usize,
+    /// A connection whose socket accepts no bytes for this long is closed (slow-read defence).
+    pub stall_timeout_secs: u64,
+    /// A request head must arrive within this many seconds (slowloris defence).
+    pub header_timeout_secs: u64,
+    /// Kernel send buffer per connection, bytes (`None`: the kernel's autotuning). Smaller
+    /// buffers cap kernel memory per listener and detect stalled readers sooner.
+    pub socket_send_buffer: Option<u32>,
+    /// On shutdown, how long listeners get to leave before the process exits.
+    pub drain_secs: u64,
+    /// Anyone may listen to public spaces without a token.
+    pub anonymous_listeners: bool,
+    /// Speaker frames per second allowed on average (a 20 ms stream sends 50).
+    pub speaker_max_fps: u32,
+    /// Speaker frames allowed in a burst above the average.
+    pub speaker_burst: u32,
+    /// Listeners this node admits at once, all spaces together; beyond, joiners queue.
+    pub max_listeners: usize,
+    /// Joins admitted per second; beyond, joiners queue.
+    pub joins_per_second: u32,
+    /// Joins admitted at once above that rate.
+    pub join_burst: u32,
+    /// Requests per second from one address (average), and its burst.
+    pub requests_per_ip: u32,
+    /// Burst of requests from one address.
+    pub request_burst_per_ip: u32,
+    /// Requests per second from one /24 (IPv6: /64).
+    pub requests_per_subnet: u32,
+    /// Burst of requests from one subnet.
+    pub request_burst_per_subnet: u32,
+    /// Joins per second from one address (a person joins rarely; scripts do not), and burst.
+    pub joins_per_ip: u32,
+    /// Burst of joins from one address.
+    pub join_burst_per_ip: u32,
+    /// Joins per second with one identity's token, and burst.
+    pub joins_per_identity: u32,
+    /// Burst of joins with one identity's token.
+    pub join_burst_per_identity: u32,
+    /// Addresses of trusted caches and proxies (e.g. the nginx edge in front of HLS): exempt
+    /// from per-address and per-subnet limits, which they would otherwise hit for everyone.
+    pub trusted_proxies: townhall_shield::TrustedProxies,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header (v1 or v2), which
+    /// names the client (for TCP load balancers that cannot add X-Forwarded-For).
+    pub proxy_protocol: bool,
+    /// Who may frame the page (the CSP `frame-ancestors` source list): `'none'` by default;
+    /// e.g. `'self' https://blog.example.com` to embed the player elsewhere.
+    pub frame_ancestors: String,
+    /// Listening connections (WebSocket and Ogg) one token identity may hold at once.
+    pub listens_per_identity: u32,
+    /// Open connections from one address.
+    pub max_connections_per_ip: u32,
+    /// Open connections from one /24 (IPv6: /64).
+    pub max_connections_per_subnet: u32,
+    /// Leading zero bits of the proof of work anonymous joiners must show when operators ask
+    /// for it (about 2^n hashes: 16 takes a browser a second or two).
+    pub pow_difficulty: u8,
+    /// Adaptive admission: above this smoothed event-loop lag (ms), the node admits nobody new
+    /// until it recovers (0 disables).
+    pub overload_lag_ms: u64,
+    /// Largest JSON request body, bytes.
+    pub max_body_bytes: usize,
+    /// Lifetime of the listener tickets `join` hands out, seconds.
+    pub ticket_ttl_secs: u64,
+    /// UDP address for WebRTC media, all sessions multiplexed on it (default: the `listen`
+    /// address's IP, any free port).
+    pub webrtc_udp: Option<SocketAddr>,
+    /// Addresses to advertise to WebRTC peers as host candidates, with the UDP port (default:
+    /// the bound address; set the public address when the node is behind NAT).
+    pub webrtc_advertise: Vec<std::net::IpAddr>,
+    /// WebRTC sessions (WHIP and WHEP together) this node holds at once.
+    pub webrtc_max_sessions: usize,
+    /// WebRTC sessions one identity (with a token) or one address (without) may hold at once.
+    pub webrtc_sessions_per_client: usize,
+    /// Webhook receivers: every event is POSTed, signed, to each (`http://` only; empty: off).
+    pub webhook_urls: Vec<String>,
+    /// Webhook events queued for delivery; when full, the oldest is dropped.
+    pub webhook_queue: usize,
+    /// Attempts per event and receiver (the first included) before it is dropped.
+    pub webhook_max_attempts: u32,
+    /// Delay before the first webhook retry, ms; it doubles with each failure, up to 60 s.
+    pub webhook_retry_base_ms: u64,
+    /// A recording stops by itself after this long, seconds (it is finished like any other).
+    pub recording_max_secs: u64,
+    /// A recording stops by itself at this size, bytes.
+    pub recording_max_bytes: u64,
+    /// Finished recordings kept on disk, all together, bytes: the oldest are deleted beyond.
+    pub recordings_disk_budget: u64,
+    /// Finished recordings older than this many days are deleted (0: kept until the budget).
+    pub recording_retention_days: u64,
+    /// Reports, and moderation log entries, kept in the database (each; the newest): a bound on
+    /// what a crowd of fresh identities can make the disk hold.
+    pub retention_rows: u64,
+    /// Recordings are flushed and synced to disk at least this often, ms (20 to 2000): the most
+    /// audio a crash can lose.
+    pub recording_sync_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("townhall-data"),
+            database: false,
+            host_absent_end_secs: 600,
+            demo: true,
+            public_url: None,
+            api_key: None,
+            api_secret: None,
+            webhook_secret: None,
+            max_spaces: 100,
+            stage_seats: townhall_core::Stage::DEFAULT_SEATS,
+            bitrate: 32_000,
+            ogg_page_ms: 200,
+            ogg_burst_ms: 1_000,
+            ws_batch_frames: 1,
+            stall_timeout_secs: 10,
+            header_timeout_secs: 10,
+            socket_send_buffer: None,
+            drain_secs: 5,
+            anonymous_listeners: true,
+            speaker_max_fps: 60,
+            speaker_burst: 25,
+            max_listeners: 50_000,
+            joins_per_second: 5_000,
+            join_burst: 10_000,
+            requests_per_ip: 20,
+            request_burst_per_ip: 60,
+            requests_per_subnet: 500,
+            request_burst_per_subnet: 2_000,
+            joins_per_ip: 2,
+            join_burst_per_ip: 20,
+            joins_per_identity: 1,
+            join_burst_per_identity: 10,
+            trusted_proxies: townhall_shield::TrustedProxies::none(),
+            proxy_protocol: false,
+            frame_ancestors: "'none'".into(),
+            listens_per_identity: 4,
+            max_connections_per_ip: 256,
+            max_connections_per_subnet: 4_096,
+            pow_difficulty: 16,
+            overload_lag_ms: 25,
+            max_body_bytes: 16 * 1024,
+            ticket_ttl_secs: 3_600,
+            webrtc_udp: None,
+            webrtc_advertise: Vec::new(),
+            webrtc_max_sessions: 5_000,
+            webrtc_sessions_per_client: 4,
+            webhook_urls: Vec::new(),
+            webhook_queue: 1_000,
+            webhook_max_attempts: 8,
+            webhook_retry_base_ms: 1_000,
+            retention_rows: DEFAULT_RETENTION_ROWS,
+            recording_max_secs: 12 * 3_600,
+            recording_max_bytes: 1 << 30,
+            recordings_disk_budget: 20 << 30,
+            recording_retention_days: 0,
+            recording_sync_ms: 1_000,
+        }
+    }
+}
+
+/// The shortest secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Rows of reports and of the moderation log kept by default, each; older ones are deleted as
+/// new ones arrive (a report is at most ~2 KiB, so this bounds the tables to a few hundred MiB
+/// however many identities file them).
+pub const DEFAULT_RETENTION_ROWS: u64 = 100_000;
+
+/// Checks a receiver URL: `http://host[:port]/path`. `https://` is refused: the node has no
+/// TLS client.
+pub fn parse_webhook_url(url: &str) -> Result<axum::http::Uri, String> {
+    let uri: axum::http::Uri =
+        url.parse().map_err(|e| format!("webhook URL {url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "webhook URL {url:?}: https is not supported (townhall has no TLS client); use \
+                 an http:// receiver, or a local TLS-terminating proxy that forwards to the \
+                 https one"
+            ));
+        }
+        _ => return Err(format!("webhook URL {url:?} must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("webhook URL {url:?} has no host"));
+    }
+    Ok(uri)
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks ranges that would otherwise fail later or silently misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.ogg_page_ms < 20 || self.ogg_page_ms > 1_000 || !self.ogg_page_ms.is_multiple_of(20)
+        {
+            return bad("ogg_page_ms must be a multiple of 20 between 20 and 1000");
+        }
+        if !(1..=50).contains(&self.ws_batch_frames) {
+            return bad("ws_batch_frames must be 1 to 50");
+        }
+        if !(6_000..=256_000).contains(&self.bitrate) {
+            return bad("bitrate must be 6000 to 256000");
+        }
+        if self.stage_seats == 0 || self.max_spaces == 0 {
+            return bad("stage_seats and max_spaces must be at least 1");
+        }
+        for (name, secret) in
+            [("api_secret", &self.api_secret), ("webhook_secret", &self.webhook_secret)]
+        {
+            if secret.as_ref().is_some_and(|s| s.len() < MIN_SECRET_LEN) {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 16 bytes")));
+            }
+        }
+        for url in &self.webhook_urls {
+            parse_webhook_url(url).map_err(ConfigError::Invalid)?;
+        }
+        if self.webhook_queue == 0 || self.webhook_max_attempts == 0 {
+            return bad("webhook_queue and webhook_max_attempts must be at least 1");
+        }
+        if !(1..=60_000).contains(&self.webhook_retry_base_ms) {
+            return bad("webhook_retry_base_ms must be 1 to 60000");
+        }
+        if self.frame_ancestors.trim().is_empty()
+            || self.frame_ancestors.chars().any(|c| c.is_control() || c == ';' || c == ',')
+        {
+            return bad("frame_ancestors must be a CSP source list (e.g. 'none' or 'self')");
+        }
+        if self.recording_max_secs == 0 || self.recording_max_bytes == 0 {
+            return bad("recording_max_secs and recording_max_bytes must be at least 1");
+        }
+        if !(20..=2_000).contains(&self.recording_sync_ms) {
+            return bad("recording_sync_ms must be 20 to 2000");
+        }
+        Ok(())
+    }
+
+    /// The WebRTC side's settings.
+    pub fn rtc(&self) -> crate::pipeline::rtc::RtcSettings {
+        crate::pipeline::rtc::RtcSettings {
+            udp: self.webrtc_udp.unwrap_or(SocketAddr::new(self.listen.ip(), 0)),
+            advertise: self.webrtc_advertise.clone(),
+            max_sessions: self.webrtc_max_sessions,
+            sessions_per_client: self.webrtc_sessions_per_client,
+        }
+    }
+
+    /// Frames per Ogg page.
+    pub fn ogg_page_frames(&self) -> usize {
+        (self.ogg_page_ms / townhall_media::FRAME_MS) as usize
+    }
+
+    /// Pages of recent audio a new Ogg listener receives.
+    pub fn ogg_burst_pages(&self) -> usize {
+        self.ogg_burst_ms.div_ceil(self.ogg_page_ms.max(1)) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = Config::default();
+        c.validate().expect("defaults valid");
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(toml::from_str::<Config>(&text).expect("parse"), c);
+    }
+
+    #[test]
+    fn files_override_defaults_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("ogg_page_ms = 1000\ndemo = false").expect("parse");
+        assert_eq!((c.ogg_page_ms, c.demo, c.bitrate), (1000, false, 32_000));
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for c in [
+            Config { ogg_page_ms: 30, ..Config::default() },
+            Config { ws_batch_frames: 0, ..Config::default() },
+            Config { api_secret: Some("short".into()), ..Config::default() },
+            Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
+            Config { webhook_queue: 0, ..Config::default() },
+            Config { recording_sync_ms: 2_001, ..Config::default() },
+        ] {
+            assert!(c.validate().is_err());
+        }
+    }
+}

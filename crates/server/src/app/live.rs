@@ -1,0 +1,526 @@
+//! A live space at the edge: its feed, its speakers' seats and the channel into its mixer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use townhall_core::room::{Action, Room, RoomConfig, RoomEvent, RoomView};
+use townhall_core::{
+    AbsenceTimer, Identity, Role, Seated, Space, SpaceId, Stage, StageError, UnixTime,
+};
+use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
+
+use crate::app::config::Config;
+use crate::app::store::{BanKind, Store};
+use crate::metrics::SPEAKERS;
+use crate::pipeline::engine::{Engine, Ingest, SpaceMix};
+use crate::pipeline::fanout::FanoutConfig;
+use crate::pipeline::feed::ProgramFeed;
+use crate::pipeline::hls_store::HlsStore;
+use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::talking::Talking;
+
+/// Speaker frames queued towards the mixer before new ones are refused.
+const INGEST_CAPACITY: usize = 1_024;
+/// Mix-minus batches queued towards one speaker before new ones are dropped.
+const RETURN_CAPACITY: usize = 50;
+
+/// Why a live space could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// libopus refused to create the mixer.
+    #[error("mixer: {0}")]
+    Mixer(#[from] townhall_media::MixerError),
+    /// The Ogg muxer could not write its headers.
+    #[error("ogg: {0}")]
+    Ogg(#[from] townhall_media::ogg::OggError),
+    /// The HLS init segment could not be written.
+    #[error("hls: {0}")]
+    Hls(String),
+}
+
+/// The mixer's queue is full: the frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+struct Session {
+    source: SourceId,
+    kick: Arc<Kick>,
+}
+
+/// Why a speaking session is told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// A new session of the same identity took over.
+    Replaced,
+    /// A host or co-host moved them to the audience (they may still listen).
+    MovedToAudience,
+    /// They were removed or blocked.
+    Removed,
+}
+
+impl KickReason {
+    /// The reason as sent to the client (`bye.reason`).
+    pub fn code(self) -> &'static str {
+        match self {
+            KickReason::Replaced => "replaced_by_new_session",
+            KickReason::MovedToAudience => "moved_to_audience",
+            KickReason::Removed => "removed",
+        }
+    }
+}
+
+/// Tells one speaking session to end, and why.
+#[derive(Debug)]
+pub struct Kick {
+    notify: Notify,
+    reason: Mutex<KickReason>,
+}
+
+impl Kick {
+    fn new() -> Kick {
+        Kick { notify: Notify::new(), reason: Mutex::new(KickReason::Replaced) }
+    }
+
+    fn fire(&self, reason: KickReason) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        self.notify.notify_one();
+    }
+
+    /// Waits until the session is told to end; returns why.
+    pub async fn fired(&self) -> KickReason {
+        self.notify.notified().await;
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Seats {
+    stage: Stage,
+    sessions: HashMap<Identity, Session>,
+}
+
+/// A space that is on air.
+pub struct LiveSpace {
+    id: SpaceId,
+    feed: Arc<ProgramFeed>,
+    hls: Arc<HlsStore>,
+    ingest: mpsc::Sender<Ingest>,
+    next_source: AtomicU64,
+    /// Who is talking (named sources; set by the engine).
+    talking: Arc<Talking>,
+    seats: Mutex<Seats>,
+    /// Who is in the space and what they may do (roles, stage, hands, mutes, removals).
+    room: Mutex<Room>,
+    /// The last second's reaction tallies, for the polled summary.
+    last_reactions: Mutex<Option<RoomEvent>>,
+    /// Where moderation is recorded.
+    store: Arc<Store>,
+    /// How long the host and co-hosts have been away.
+    absence: Mutex<AbsenceTimer>,
+    /// Where speakers joining and leaving are reported, and how this space is named there.
+    webhooks: crate::app::webhooks::Webhooks,
+    webhook_space: townhall_core::webhook::SpaceRef,
+}
+
+impl std::fmt::Debug for LiveSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSpace").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl LiveSpace {
+    /// Builds the mixer and muxer for `space` and hands them to the engine.
+    pub fn open(
+        space: &Space,
+        config: &Config,
+        engine: &Engine,
+        fanout: FanoutConfig,
+        rtc: mpsc::Sender<ProgramPacket>,
+        store: Arc<Store>,
+        webhooks: crate::app::webhooks::Webhooks,
+    ) -> Result<Arc<LiveSpace>, OpenError> {
+        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
+        let serial: u32 = rand::random();
+        let ogg =
+            OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
+        // A private space is named in `/metrics` by its stream's random serial, not its id.
+        let label =
+            if space.public { space.id.to_string() } else { format!("private-{serial:08x}") };
+        let feed = Arc::new(
+            ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
+                .with_metric_label(label),
+        );
+        let hls =
+            HlsStore::new(mixer.pre_skip(), format!("{serial:08x}")).map_err(OpenError::Hls)?;
+        let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
+        let talking = Arc::new(Talking::default());
+        engine.add(
+            SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx, rtc)
+                .with_talking(talking.clone()),
+        );
+        let mut room = Room::with_config(
+            space.host.clone(),
+            RoomConfig { seats: config.stage_seats, ..RoomConfig::default() },
+            crate::clock::now_unix(),
+        );
+        // Removals and blocks outlive restarts.
+        match store.bans(&space.id) {
+            Ok(bans) => {
+                for (who, kind) in bans {
+                    match kind {
+                        BanKind::Removed => room.restore_removed(who),
+                        BanKind::Blocked => room.restore_blocked(who),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(space = %space.id, "cannot read bans: {e}"),
+        }
+        Ok(Arc::new(LiveSpace {
+            store,
+            webhooks,
+            webhook_space: space.into(),
+            absence: Mutex::new(AbsenceTimer::new(config.host_absent_end_secs)),
+            id: space.id.clone(),
+            feed,
+            hls,
+            ingest: tx,
+            next_source: AtomicU64::new(1),
+            talking,
+            seats: Mutex::new(Seats {
+                stage: Stage::new(config.stage_seats),
+                sessions: HashMap::new(),
+            }),
+            room: Mutex::new(room),
+            last_reactions: Mutex::new(None),
+        }))
+    }
+
+    /// The space's id.
+    pub fn id(&self) -> &SpaceId {
+        &self.id
+    }
+
+    /// The space's LL-HLS output.
+    pub fn hls(&self) -> &Arc<HlsStore> {
+        &self.hls
+    }
+
+    /// The program stream's fan-out.
+    pub fn feed(&self) -> &Arc<ProgramFeed> {
+        &self.feed
+    }
+
+    fn seats(&self) -> std::sync::MutexGuard<'_, Seats> {
+        self.seats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Speakers on stage.
+    pub fn speakers(&self) -> Vec<(Identity, Role)> {
+        self.seats().stage.speakers().map(|(who, role)| (who.clone(), role)).collect()
+    }
+
+    /// Seats a speaker and connects them to the mixer. A second session of the same identity
+    /// replaces the first, which is told to leave through its `kick`.
+    pub async fn seat(
+        self: &Arc<Self>,
+        who: Identity,
+        role: Role,
+        wants_return: bool,
+    ) -> Result<SpeakerSeat, StageError> {
+        let source = self.next_source.fetch_add(1, Ordering::Relaxed);
+        let kick = Arc::new(Kick::new());
+        let (speakers, replaced) = {
+            let mut seats = self.seats();
+            let replaced = seats.stage.take_seat(who.clone(), role)? == Seated::Replaced;
+            if replaced && let Some(old) = seats.sessions.get(&who) {
+                old.kick.fire(KickReason::Replaced);
+            }
+            seats.sessions.insert(who.clone(), Session { source, kick: kick.clone() });
+            self.talking.name(source, who.clone());
+            (seats.stage.len(), replaced)
+        };
+        metrics::gauge!(SPEAKERS, "space" => self.feed.metric_label().to_owned())
+            .set(speakers as f64);
+        let (returns_tx, returns) = if wants_return {
+            let (tx, rx) = mpsc::channel(RETURN_CAPACITY);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        // Join must not be lost: wait for room rather than drop it.
+        let _ = self.ingest.send(Ingest::Join { source, returns: returns_tx }).await;
+        let muted = self.room().member(&who).is_some_and(|m| m.mute.is_muted());
+        if muted {
+            let _ = self.ingest.send(Ingest::Mute { source, muted: true }).await;
+        }
+        if !replaced {
+            let speaker = townhall_core::webhook::SpeakerRef { identity: who.clone(), role };
+            let space = self.webhook_space.clone();
+            self.webhooks.emit(townhall_core::WebhookEvent::SpeakerJoined { space, speaker });
+        }
+        Ok(SpeakerSeat { space: self.clone(), who, source, kick, returns })
+    }
+
+    fn room(&self) -> std::sync::MutexGuard<'_, Room> {
+        self.room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Who is talking now (voice activity), by name.
+    pub fn talking(&self) -> Vec<Identity> {
+        self.talking.current()
+    }
+
+    /// The room as the API shows it.
+    pub fn room_view(&self) -> RoomView {
+        self.room().view()
+    }
+
+    /// Why `who` may not be in this space (removed for its lifetime, or blocked), if so.
+    pub fn refusal(&self, who: &Identity) -> Option<crate::app::error::AppError> {
+        let room = self.room();
+        if room.is_removed(who) {
+            Some(crate::app::error::AppError::new(
+                crate::app::error::ErrorKind::Forbidden,
+                "removed",
+                "you were removed from this space",
+            ))
+        } else if room.is_blocked(who) {
+            Some(crate::app::error::AppError::new(
+                crate::app::error::ErrorKind::Forbidden,
+                "blocked",
+                "you are blocked from this space",
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The role the room gives `who` (holding a token for `token_role`) for management now;
+    /// refused if the room removed or blocked them.
+    pub fn authority(
+        &self,
+        who: &Identity,
+        token_role: Role,
+    ) -> Result<Role, townhall_core::RoomError> {
+        self.room().authority(who, token_role)
+    }
+
+    /// Applies `action` by `who` (whose token grants `token_role`), joining them to the room
+    /// first if they are not in it; carries out and broadcasts what changed.
+    pub fn act(
+        &self,
+        who: &Identity,
+        token_role: Role,
+        action: Action,
+        now: UnixTime,
+    ) -> Result<Vec<RoomEvent>, townhall_core::RoomError> {
+        let (events, logged) = {
+            let mut room = self.room();
+            let mut events = Vec::new();
+            let logged_before = room.log_total();
+            let present = room.member(who).is_some_and(|m| m.is_present());
+            if !present && !matches!(action, Action::Join { .. } | Action::Leave) {
+                events.extend(room.apply(who, Action::Join { token_role }, now)?);
+            }
+            events.extend(room.apply(who, action, now)?);
+            let new = usize::try_from(room.log_total() - logged_before).unwrap_or(usize::MAX);
+            let kept = room.log().len();
+            let logged: Vec<_> = room.log().skip(kept.saturating_sub(new)).cloned().collect();
+            (events, logged)
+        };
+        self.carry_out(&events);
+        if !logged.is_empty()
+            && let Err(e) = self.store.record_moderation(&self.id, &logged)
+        {
+            tracing::error!(space = %self.id, "cannot record moderation: {e}");
+        }
+        Ok(events)
+    }
+
+    /// Broadcasts the reaction tallies of the seconds before `now` (one message per second per
+    /// space, however many listeners react).
+    pub fn flush_reactions(&self, now: UnixTime) {
+        let events = self.room().take_reactions(now);
+        if let Some(last) = events.last() {
+            *self.last_reactions.lock().unwrap_or_else(|p| p.into_inner()) = Some(last.clone());
+        }
+        self.carry_out(&events);
+    }
+
+    /// The latest second's reaction tallies, if any were sent.
+    pub fn last_reactions(&self) -> Option<RoomEvent> {
+        self.last_reactions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether neither the host nor a co-host has been present for the configured grace
+    /// period (`host_absent_end_secs`) up to `now`.
+    pub fn host_gone(&self, now: UnixTime) -> bool {
+        let present = {
+            let room = self.room();
+            let here = |who: &Identity| room.member(who).is_some_and(|m| m.is_present());
+            here(room.host()) || room.cohosts().any(here)
+        };
+        self.absence.lock().unwrap_or_else(|p| p.into_inner()).observe(present, now)
+    }
+
+    /// The moderation log, oldest first.
+    pub fn moderation_log(&self) -> Vec<townhall_core::room::ModerationEntry> {
+        self.room().log().cloned().collect()
+    }
+
+    /// Checks that `who` may publish now: on stage in the room, or allowed by the role the room
+    /// gives them to take a free seat. Returns their role on stage and whether they are muted.
+    pub fn may_speak(
+        &self,
+        who: &Identity,
+        token_role: Role,
+        now: UnixTime,
+    ) -> Result<(Role, bool), crate::app::error::AppError> {
+        if let Some(refused) = self.refusal(who) {
+            return Err(refused);
+        }
+        if let Some(found) = self.on_stage(who) {
+            return Ok(found);
+        }
+        let present = self.room().member(who).is_some_and(|m| m.is_present());
+        if !present {
+            self.act(who, token_role, Action::Join { token_role }, now)?;
+        }
+        if self.on_stage(who).is_none() {
+            let role = self.room().member(who).map_or(Role::Listener, |m| m.role);
+            if !role.can_speak() {
+                return Err(crate::app::error::AppError::forbidden(
+                    "you are not on stage: request to speak, and speak once a host accepts",
+                ));
+            }
+            self.act(who, token_role, Action::TakeStage, now)?;
+        }
+        self.on_stage(who).ok_or_else(|| {
+            crate::app::error::AppError::conflict("not_on_stage", "you could not take the stage")
+        })
+    }
+
+    /// `who`'s role and mute state if they are present and on stage.
+    fn on_stage(&self, who: &Identity) -> Option<(Role, bool)> {
+        let room = self.room();
+        let member = room.member(who).filter(|m| m.is_present() && m.on_stage)?;
+        Some((member.role, member.mute.is_muted()))
+    }
+
+    /// Makes the media side follow the room, and tells listeners.
+    fn carry_out(&self, events: &[RoomEvent]) {
+        for event in events {
+            match event {
+                RoomEvent::Muted { who, .. } => self.set_muted(who, true),
+                RoomEvent::Unmuted { who } => self.set_muted(who, false),
+                RoomEvent::SpeakerRemoved { who } => self.kick(who, KickReason::MovedToAudience),
+                RoomEvent::Removed { who, .. } | RoomEvent::Blocked { who, .. } => {
+                    self.kick(who, KickReason::Removed);
+                }
+                _ => {}
+            }
+            self.feed.publish_event(&crate::pipeline::events::ListenerEvent::Room(event).to_json());
+        }
+    }
+
+    fn set_muted(&self, who: &Identity, muted: bool) {
+        let source = self.seats().sessions.get(who).map(|s| s.source);
+        if let Some(source) = source
+            && self.ingest.try_send(Ingest::Mute { source, muted }).is_err()
+        {
+            let ingest = self.ingest.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { ingest.send(Ingest::Mute { source, muted }).await });
+            }
+        }
+    }
+
+    /// Ends `who`'s speaking session (they were moved off stage, removed or blocked).
+    fn kick(&self, who: &Identity, reason: KickReason) {
+        if let Some(session) = self.seats().sessions.get(who) {
+            session.kick.fire(reason);
+        }
+    }
+
+    /// Ends the stream (the engine closes the feed after a final page).
+    pub fn end(&self, engine: &Engine) {
+        engine.remove(self.id.clone());
+    }
+
+    /// Hands the mixer a recorder's tap (`None` stops recording); `false` if the mixer is gone.
+    pub async fn record(&self, tap: Option<crate::pipeline::record_tap::RecordTap>) -> bool {
+        self.ingest.send(Ingest::Record(tap)).await.is_ok()
+    }
+
+    fn leave(&self, who: &Identity, source: SourceId) {
+        if self.ingest.try_send(Ingest::Leave { source }).is_err() {
+            let ingest = self.ingest.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { ingest.send(Ingest::Leave { source }).await });
+            }
+        }
+        let mut left_role = None;
+        let (speakers, was_current) = {
+            let mut seats = self.seats();
+            // Only the current session of this identity frees the seat; a replaced one does not.
+            let current = seats.sessions.get(who).is_some_and(|s| s.source == source);
+            self.talking.forget(source);
+            if current {
+                left_role = seats.stage.speakers().find(|(w, _)| *w == who).map(|(_, r)| r);
+                seats.sessions.remove(who);
+                seats.stage.leave(who);
+            }
+            (seats.stage.len(), current)
+        };
+        metrics::gauge!(SPEAKERS, "space" => self.feed.metric_label().to_owned())
+            .set(speakers as f64);
+        if let Some(role) = left_role {
+            let speaker = townhall_core::webhook::SpeakerRef { identity: who.clone(), role };
+            let space = self.webhook_space.clone();
+            self.webhooks.emit(townhall_core::WebhookEvent::SpeakerLeft { space, speaker });
+        }
+        if was_current {
+            // Their connection is gone: they leave the room too, which frees their seat there;
+            // coming back, they rejoin with the role the room last gave them (and its seat).
+            let left = self.act(who, Role::Listener, Action::Leave, crate::clock::now_unix());
+            if let Err(e) = left {
+                tracing::debug!(space = %self.id, %who, "leaving the room: {e}");
+            }
+        }
+    }
+}
+
+/// A speaker's place on stage; leaving the stage when dropped.
+pub struct SpeakerSeat {
+    space: Arc<LiveSpace>,
+    who: Identity,
+    source: SourceId,
+    /// Notified when another session of the same identity takes over.
+    pub kick: Arc<Kick>,
+    /// Mix-minus batches for this speaker, if asked for.
+    pub returns: Option<mpsc::Receiver<Bytes>>,
+}
+
+impl SpeakerSeat {
+    /// Sends a frame towards the mixer without waiting.
+    pub fn send(&self, frame: SpeakerFrame) -> Result<(), Overloaded> {
+        self.space
+            .ingest
+            .try_send(Ingest::Frame { source: self.source, frame })
+            .map_err(|_| Overloaded)
+    }
+}
+
+impl crate::pipeline::rtc::SpeakerSink for SpeakerSeat {
+    fn send_frame(&self, frame: SpeakerFrame) -> bool {
+        self.send(frame).is_ok()
+    }
+}
+
+impl Drop for SpeakerSeat {
+    fn drop(&mut self) {
+        self.space.leave(&self.who, self.source);
+    }
+}

@@ -1,0 +1,262 @@
+//! Unit tests of the recorder: tap, recovery, retention, ranges.
+
+use super::*;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+
+use bytes::Bytes;
+use townhall_media::recording::{RecordingTags, RecordingWriter, WriterConfig, finalise};
+
+use crate::app::store::{RecordingState, Store};
+use crate::http::recordings::{RangeRequest, content_disposition, none_match, parse_range};
+use proptest::prelude::*;
+
+#[test]
+fn the_sweep_keeps_the_newest_within_budget_and_retention() {
+    let base = temp_dir("sweep");
+    let store = Store::in_memory().expect("store");
+    let rec_dir = dir(&base);
+    std::fs::create_dir_all(&rec_dir).expect("dir");
+    let space = SpaceId::new("s").expect("id");
+    let row = |id: &str, day: u64, bytes: u64, state: RecordingState| RecordingRecord {
+        id: id.into(),
+        space: space.clone(),
+        title: "t".into(),
+        file: file_name(id),
+        started_at: UnixTime(day * 86_400),
+        ended_at: Some(UnixTime(day * 86_400 + 60)),
+        duration_ms: 60_000,
+        bytes,
+        state,
+    };
+    for r in [
+        row("old", 1, 100, RecordingState::Finished),
+        row("mid", 5, 100, RecordingState::Recovered),
+        row("new", 9, 100, RecordingState::Finished),
+        row("live", 0, 10_000, RecordingState::Recording),
+    ] {
+        std::fs::write(rec_dir.join(&r.file), vec![0u8; r.bytes as usize]).expect("file");
+        store.save_recording(&r).expect("row");
+    }
+    // A budget for two: the oldest finished one goes; one in progress is never touched.
+    assert_eq!(sweep(&base, &store, 250, 0, UnixTime(10 * 86_400)), 1);
+    let left: Vec<String> = store.recordings().expect("rows").into_iter().map(|r| r.id).collect();
+    assert_eq!(left, vec!["new", "mid", "live"]);
+    assert!(!rec_dir.join(file_name("old")).exists());
+    // Retention of 3 days: "mid" (day 5) is past it on day 10.
+    assert_eq!(sweep(&base, &store, u64::MAX, 3, UnixTime(10 * 86_400)), 1);
+    let left: Vec<String> = store.recordings().expect("rows").into_iter().map(|r| r.id).collect();
+    assert_eq!(left, vec!["new", "live"]);
+    assert_eq!(sweep(&base, &store, u64::MAX, 3, UnixTime(10 * 86_400)), 0, "idempotent");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn ranges_follow_rfc_9110() {
+    use RangeRequest::*;
+    let p = |s| parse_range(s, 1_000);
+    assert_eq!(p("bytes=0-99"), Partial { start: 0, end: 99 });
+    assert_eq!(p("bytes=900-"), Partial { start: 900, end: 999 });
+    assert_eq!(p("bytes=900-5000"), Partial { start: 900, end: 999 });
+    assert_eq!(p("bytes=-100"), Partial { start: 900, end: 999 });
+    assert_eq!(p("bytes=-5000"), Partial { start: 0, end: 999 });
+    assert_eq!(p("Bytes = 5-5"), Partial { start: 5, end: 5 });
+    assert_eq!(p("bytes=1000-"), Unsatisfiable);
+    assert_eq!(p("bytes=1000-2000"), Unsatisfiable);
+    assert_eq!(p("bytes=-0"), Unsatisfiable);
+    assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+    assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+    assert_eq!(p("bytes=0-99999999999999999999999"), Partial { start: 0, end: 999 });
+    for ignored in [
+        "bytes=5-1",
+        "bytes=0-1,5-6",
+        "items=0-1",
+        "bytes=",
+        "bytes=-",
+        "bytes=a-b",
+        "bytes=+1-2",
+        "bytes=1-+2",
+        "0-1",
+        "bytes=--1",
+        "",
+    ] {
+        assert_eq!(p(ignored), Full, "{ignored:?}");
+    }
+}
+
+#[test]
+fn ids_are_never_paths() {
+    assert!(valid_id("demo-1767225600-0a1b2c3d"));
+    for bad in ["", "../x", "a/b", "a.b", "A", "x\0", "a b", &"a".repeat(101)] {
+        assert!(!valid_id(bad), "{bad:?}");
+    }
+    let id = new_id(&SpaceId::new("a-space").expect("id"), UnixTime(1));
+    assert!(valid_id(&id) && id.starts_with("a-space-1-"));
+}
+
+#[test]
+fn disposition_names_are_safe_ascii_with_the_title_in_utf8() {
+    let rec = RecordingRecord {
+        id: "s-1-00".into(),
+        space: SpaceId::new("s").expect("id"),
+        title: "Café \"live\"/../ 2".into(),
+        file: "s-1-00.opus".into(),
+        started_at: UnixTime(1_767_225_600),
+        ended_at: None,
+        duration_ms: 0,
+        bytes: 0,
+        state: RecordingState::Finished,
+    };
+    assert_eq!(
+        content_disposition(&rec, false),
+        "inline; filename=\"Caf-live-2-2026-01-01.opus\"; \
+         filename*=UTF-8''Caf%C3%A9%20%22live%22%2F..%2F%202%202026-01-01.opus"
+    );
+    let empty = RecordingRecord { title: "★".into(), ..rec };
+    assert!(content_disposition(&empty, true).starts_with("attachment; filename=\"s-1-00.opus\""));
+}
+
+#[test]
+fn if_none_match_compares_weakly() {
+    assert!(none_match("\"a\"", "\"a\""));
+    assert!(none_match("W/\"a\", \"b\"", "\"a\""));
+    assert!(none_match("*", "\"a\""));
+    assert!(!none_match("\"b\"", "\"a\""));
+}
+
+#[test]
+fn a_full_queue_drops_frames_and_a_gone_recorder_lets_go_of_the_tap() {
+    let (tx, rx) = sync_channel(2);
+    let mut tap = RecordTap { tx, id: Arc::from("r"), dropped: 0 };
+    let frame = Bytes::from_static(b"opus");
+    assert!((0..5).all(|seq| tap.offer(seq, &frame)), "never refuses while the recorder runs");
+    assert_eq!(tap.dropped, 3);
+    assert_eq!(rx.try_iter().map(|f| f.seq).collect::<Vec<_>>(), vec![0, 1]);
+    drop(rx);
+    assert!(!tap.offer(5, &frame));
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("townhall-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join(DIR)).expect("dir");
+    dir
+}
+
+/// A partial recording of `frames` frames as a crash leaves it: the open page lost, and
+/// half a page torn off at the end.
+fn crashed_file(id: &str, space: &str, frames: u32) -> Vec<u8> {
+    let tags = RecordingTags {
+        title: "Crashed".into(),
+        space: space.into(),
+        recording: id.into(),
+        started_at: 1_000,
+    };
+    let (mut w, mut file) =
+        RecordingWriter::new(1, 312, &tags, WriterConfig::default(), 0).expect("writer");
+    for seq in 0..frames {
+        file.extend(
+            w.push(seq, Bytes::from_static(b"\xf8opus"), u64::from(seq) * 20).expect("push").bytes,
+        );
+    }
+    file.extend_from_slice(b"OggS\0\0torn");
+    file
+}
+
+#[test]
+fn recovery_finalises_indexed_and_orphaned_partial_files() {
+    let data = temp_dir("recover");
+    let dir = data.join(DIR);
+    let store = Store::in_memory().expect("store");
+    let row = RecordingRecord {
+        id: "s-1000-00000001".into(),
+        space: SpaceId::new("s").expect("id"),
+        title: "Indexed".into(),
+        file: "s-1000-00000001.opus".into(),
+        started_at: UnixTime(1_000),
+        ended_at: None,
+        duration_ms: 0,
+        bytes: 0,
+        state: RecordingState::Recording,
+    };
+    store.save_recording(&row).expect("save");
+    std::fs::write(dir.join("s-1000-00000001.opus.partial"), crashed_file(&row.id, "s", 260))
+        .expect("write");
+    // A file the index never knew (a node without a database, or a crash before indexing).
+    let orphan = "t-1000-00000002";
+    std::fs::write(dir.join(format!("{orphan}.opus.partial")), crashed_file(orphan, "t", 120))
+        .expect("write");
+    // A row whose file is gone, and a partial file with no headers.
+    let missing = RecordingRecord {
+        id: "s-1000-00000003".into(),
+        file: "s-1000-00000003.opus".into(),
+        ..row.clone()
+    };
+    store.save_recording(&missing).expect("save");
+    std::fs::write(dir.join("u-1-00000004.opus.partial"), b"Ogg").expect("write");
+    std::fs::write(dir.join("not-ours.txt"), b"x").expect("write");
+
+    assert_eq!(recover(&data, &store, &Webhooks::disabled()), 3);
+    let got = store.recording(&row.id).expect("index").expect("row");
+    assert_eq!(got.state, RecordingState::Recovered);
+    // 250 frames in 1 s pages reached the "disk"; the last 10 were in the open page.
+    assert_eq!(got.duration_ms, townhall_media::recording::duration_ms(250 * 960, 312));
+    let file = std::fs::read(dir.join(&row.file)).expect("finalised file");
+    assert_eq!(got.bytes, file.len() as u64);
+    assert!(finalise(&file).expect("valid").was_complete);
+    let orphaned = store.recording(orphan).expect("index").expect("indexed from its tags");
+    assert_eq!((orphaned.space.as_str(), orphaned.title.as_str()), ("t", "Crashed"));
+    assert_eq!(orphaned.state, RecordingState::Recovered);
+    assert_eq!(orphaned.started_at, UnixTime(1_000));
+    let gone = store.recording(&missing.id).expect("index").expect("row");
+    assert_eq!((gone.state, gone.bytes), (RecordingState::Recovered, 0));
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["not-ours.txt", "s-1000-00000001.opus", "t-1000-00000002.opus"]);
+    // A second start finds nothing left to do.
+    assert_eq!(recover(&data, &store, &Webhooks::disabled()), 0);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+proptest! {
+    /// Any header: no panic, and a partial range always lies inside the representation.
+    #[test]
+    fn any_range_header_is_safe(value in ".{0,40}", len in 0u64..10_000) {
+        if let RangeRequest::Partial { start, end } = parse_range(&value, len) {
+            prop_assert!(start <= end && end < len);
+        }
+    }
+
+    /// Well-formed single ranges mean what RFC 9110 says.
+    #[test]
+    fn byte_ranges_select_the_right_bytes(
+        len in 0u64..5_000,
+        a in 0u64..6_000,
+        b in proptest::option::of(0u64..6_000),
+        suffix in any::<bool>(),
+    ) {
+        let got = if suffix {
+            parse_range(&format!("bytes=-{a}"), len)
+        } else {
+            let b = b.map_or(String::new(), |b| b.to_string());
+            parse_range(&format!("bytes={a}-{b}"), len)
+        };
+        let want = if suffix {
+            if a == 0 || len == 0 {
+                RangeRequest::Unsatisfiable
+            } else {
+                RangeRequest::Partial { start: len - a.min(len), end: len - 1 }
+            }
+        } else if b.is_some_and(|b| b < a) {
+            RangeRequest::Full
+        } else if a >= len {
+            RangeRequest::Unsatisfiable
+        } else {
+            RangeRequest::Partial { start: a, end: b.unwrap_or(u64::MAX).min(len - 1) }
+        };
+        prop_assert_eq!(got, want);
+    }
+}

@@ -1,0 +1,127 @@
+//! Unit tests of the store: round trips, migrations, bans, corrupt rows.
+
+use super::*;
+use townhall_core::NewSpace;
+use townhall_core::Space;
+use townhall_core::room::ModerationEntry;
+
+fn id(s: &str) -> Identity {
+    Identity::new(s).expect("identity")
+}
+
+fn space(name: &str) -> Space {
+    let req = NewSpace { title: format!("Space {name}"), ..NewSpace::default() };
+    let sid = SpaceId::new(name).expect("id");
+    Space::create(sid, req, id("host"), UnixTime(100)).expect("space")
+}
+
+#[test]
+fn spaces_survive_reopening_the_file_with_every_field() {
+    let dir = std::env::temp_dir().join(format!("townhall-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut s = space("a");
+    s.description = Some("about".into());
+    s.scheduled_for = Some(UnixTime(500));
+    {
+        let store = Store::open(&dir).expect("open");
+        store.save_space(&s).expect("save");
+        s.start(UnixTime(400)).expect("start");
+        store.save_space(&s).expect("save again");
+    }
+    let store = Store::open(&dir).expect("reopen");
+    assert!(store.is_persistent());
+    assert_eq!(store.spaces().expect("spaces"), vec![s.clone()]);
+    store.delete_space(&s.id).expect("delete");
+    assert_eq!(store.space_count().expect("count"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let mut conn = Connection::open_in_memory().expect("conn");
+    migrate(&mut conn).expect("first");
+    migrate(&mut conn).expect("second is a no-op");
+    conn.pragma_update(None, "user_version", 99).expect("bump");
+    assert!(matches!(migrate(&mut conn), Err(StoreError::TooNew(99, _))));
+}
+
+#[test]
+fn moderation_keeps_bans_and_unblock_lifts_only_the_block() {
+    let store = Store::in_memory().expect("store");
+    let sid = SpaceId::new("s").expect("id");
+    let entry = |action, target: &str, at| ModerationEntry {
+        at: UnixTime(at),
+        actor: id("host"),
+        action,
+        target: Some(id(target)),
+        reason: Some("why".into()),
+    };
+    store
+        .record_moderation(
+            &sid,
+            &[
+                entry(ModAction::Mute, "m", 1),
+                entry(ModAction::Remove, "r", 2),
+                entry(ModAction::Block, "b", 3),
+                entry(ModAction::Block, "r", 4),
+            ],
+        )
+        .expect("record");
+    let bans = store.bans(&sid).expect("bans");
+    assert_eq!(
+        bans,
+        vec![(id("r"), BanKind::Removed), (id("b"), BanKind::Blocked), (id("r"), BanKind::Blocked)]
+    );
+    store.record_moderation(&sid, &[entry(ModAction::Unblock, "r", 5)]).expect("unblock");
+    let bans = store.bans(&sid).expect("bans");
+    assert_eq!(bans, vec![(id("r"), BanKind::Removed), (id("b"), BanKind::Blocked)]);
+    let log = store.moderation(Some(&sid), None, 10).expect("log");
+    assert_eq!(log.len(), 5);
+    assert_eq!(log[0].entry.action, ModAction::Unblock, "newest first");
+    let page = store.moderation(None, Some(log[1].seq), 2).expect("page");
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![log[2].seq, log[3].seq]);
+}
+
+#[test]
+fn reports_and_recordings_round_trip() {
+    let store = Store::in_memory().expect("store");
+    let sid = SpaceId::new("s").expect("id");
+    let r = store
+        .add_report(&sid, UnixTime(7), &id("me"), Some(&id("them")), ReportCategory::Hate, None)
+        .expect("report");
+    assert_eq!(store.reports(Some(&sid), None, 10).expect("reports"), vec![r]);
+    assert!(store.reports(Some(&SpaceId::new("t").expect("id")), None, 10).expect("r").is_empty());
+    let mut rec = RecordingRecord {
+        id: "s-7".into(),
+        space: sid,
+        title: "T".into(),
+        file: "s-7.opus".into(),
+        started_at: UnixTime(7),
+        ended_at: None,
+        duration_ms: 0,
+        bytes: 0,
+        state: RecordingState::Recording,
+    };
+    store.save_recording(&rec).expect("save");
+    rec.state = RecordingState::Finished;
+    rec.ended_at = Some(UnixTime(9));
+    rec.duration_ms = 2_000;
+    store.save_recording(&rec).expect("update");
+    assert_eq!(store.recordings().expect("list"), vec![rec.clone()]);
+    assert_eq!(store.recording("s-7").expect("one"), Some(rec));
+    assert_eq!(store.recording("nope").expect("none"), None);
+}
+
+#[test]
+fn corrupt_rows_are_errors_not_panics() {
+    let store = Store::in_memory().expect("store");
+    store
+        .conn()
+        .execute(
+            "INSERT INTO spaces (id, title, host, state, public, created_at)
+             VALUES ('ok', 't', 'h', 'sideways', 1, 0)",
+            [],
+        )
+        .expect("insert");
+    assert!(matches!(store.spaces(), Err(StoreError::Corrupt(_))));
+}

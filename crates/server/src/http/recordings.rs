@@ -1,0 +1,439 @@
+//! Recordings over HTTP: the toggle, the index, and the files with ranges and conditional
+//! requests.
+
+use std::io::{self};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use townhall_core::SpaceId;
+use townhall_media::recording::iso8601;
+
+use crate::app::error::AppError;
+use crate::app::state::{AppState, bearer};
+use crate::app::store::{RecordingRecord, RecordingState};
+use crate::http::api::space_id;
+use crate::http::error::ApiError;
+
+use crate::app::recorder::{dir, file_name, start, stop, url, valid_id};
+
+// ---- HTTP ----------------------------------------------------------------------------------
+
+/// Routes: recording on/off, the index, the files.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/spaces/{id}/recording", post(set_recording))
+        .route("/api/v1/recordings", get(list))
+        .route("/api/v1/recordings/{id}", get(one))
+        .route("/recordings/{file}", get(serve_file))
+}
+
+/// A recording as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingView {
+    /// The index entry.
+    #[serde(flatten)]
+    pub record: RecordingRecord,
+    /// Where to play it (finished and recovered recordings).
+    pub url: Option<String>,
+    /// Where to download it.
+    pub download_url: Option<String>,
+}
+
+impl From<RecordingRecord> for RecordingView {
+    fn from(record: RecordingRecord) -> RecordingView {
+        let ready = record.state != RecordingState::Recording;
+        let url = ready.then(|| url(&record.id));
+        let download_url = url.as_ref().map(|u| format!("{u}?download=1"));
+        RecordingView { record, url, download_url }
+    }
+}
+
+/// How long the listening tickets in a private recording's URLs last (a player seeks with the
+/// same URL while it plays).
+pub(crate) const RECORDING_TICKET_SECS: u64 = 3_600;
+
+impl RecordingView {
+    /// The view, with URLs an `<audio>` element can use: a private space's recording gets a
+    /// short-lived listening ticket in its URLs (minted for the bearer token's holder), never
+    /// the caller's own token.
+    fn for_caller(record: RecordingRecord, app: &AppState, headers: &HeaderMap) -> RecordingView {
+        let public = app.space(&record.space).is_ok_and(|s| s.public);
+        let mut view = RecordingView::from(record);
+        if public {
+            return view;
+        }
+        let claims = bearer(headers).and_then(|t| app.verify(t, &view.record.space).ok());
+        let ticket = claims
+            .and_then(|c| app.listen_ticket(&c, &view.record.space, RECORDING_TICKET_SECS).ok());
+        if let Some(ticket) = ticket {
+            view.url = view.url.map(|u| format!("{u}?token={ticket}"));
+            view.download_url = view.download_url.map(|u| format!("{u}&token={ticket}"));
+        }
+        view
+    }
+}
+
+/// `{"recording": true}` starts recording, `false` stops it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingToggle {
+    /// Record or not.
+    pub recording: bool,
+}
+
+/// `POST /api/v1/spaces/{id}/recording` (host or co-host): starts or stops recording.
+pub(crate) async fn set_recording(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<RecordingToggle>, JsonRejection>,
+) -> Result<Json<RecordingView>, ApiError> {
+    let id = space_id(path)?;
+    app.authorize_space(&headers, &id, crate::app::auth::Manage::Record)?;
+    let Json(toggle) = body?;
+    let space = app.space(&id)?;
+    let record =
+        if toggle.recording { start(&app, &space).await? } else { stop(&app, &id).await? };
+    Ok(Json(record.into()))
+}
+
+/// Query of the recordings list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this space's recordings.
+    space: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+    /// A token, for recordings of private spaces.
+    token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RecordingList {
+    recordings: Vec<RecordingView>,
+}
+
+/// Who may see a recording: anyone for a public space; a token for its space otherwise.
+pub(crate) fn check_access(
+    app: &AppState,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    rec: &RecordingRecord,
+) -> Result<(), ApiError> {
+    if app.space(&rec.space).is_ok_and(|s| s.public) {
+        return Ok(());
+    }
+    match (bearer(headers), token) {
+        (Some(token), _) => app.verify(token, &rec.space).map(|_| ()).map_err(ApiError::from),
+        (None, Some(token)) => {
+            app.verify_url_token(token, &rec.space).map(|_| ()).map_err(ApiError::from)
+        }
+        (None, None) => Err(ApiError::unauthorized("this recording needs a token for its space")),
+    }
+}
+
+/// `Cache-Control` of index answers: the same for every anonymous caller, so caches (and the
+/// page's many viewers) may share them briefly; private with a token.
+pub(crate) fn index_cache(
+    headers: &HeaderMap,
+    token: Option<&str>,
+) -> [(header::HeaderName, &'static str); 1] {
+    let anonymous = bearer(headers).is_none() && token.is_none();
+    [(header::CACHE_CONTROL, if anonymous { "public, max-age=2" } else { "private, no-store" })]
+}
+
+/// `GET /api/v1/recordings`: newest first; `?space=` for one space's.
+pub(crate) async fn list(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let space = q
+        .space
+        .map(SpaceId::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let rows = app.blocking(|app| Ok::<_, AppError>(app.store.recordings()?)).await?;
+    let recordings = rows
+        .into_iter()
+        .filter(|r| space.as_ref().is_none_or(|s| *s == r.space))
+        .filter(|r| check_access(&app, &headers, q.token.as_deref(), r).is_ok())
+        .take(limit)
+        .map(|r| RecordingView::for_caller(r, &app, &headers))
+        .collect();
+    let cache = index_cache(&headers, q.token.as_deref());
+    Ok((cache, Json(RecordingList { recordings })).into_response())
+}
+
+/// Query of one recording or its file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    /// A token, for recordings of private spaces.
+    token: Option<String>,
+    /// `1`: `Content-Disposition: attachment` (save rather than play).
+    download: Option<String>,
+}
+
+pub(crate) fn find(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    token: Option<&str>,
+) -> Result<RecordingRecord, ApiError> {
+    if !valid_id(id) {
+        return Err(ApiError::not_found("no such recording"));
+    }
+    let rec = app.store.recording(id)?.ok_or_else(|| ApiError::not_found("no such recording"))?;
+    check_access(app, headers, token, &rec)?;
+    Ok(rec)
+}
+
+/// [`find`] on the blocking pool (the index is in the database).
+pub(crate) async fn find_blocking(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+    id: &str,
+    token: Option<&str>,
+) -> Result<RecordingRecord, ApiError> {
+    let (headers, id, token) = (headers.clone(), id.to_owned(), token.map(str::to_owned));
+    app.blocking(move |app| find(app, &headers, &id, token.as_deref())).await
+}
+
+/// `GET /api/v1/recordings/{id}`.
+pub(crate) async fn one(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FileQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path?;
+    let Query(q) = query?;
+    let view = RecordingView::for_caller(
+        find_blocking(&app, &headers, &id, q.token.as_deref()).await?,
+        &app,
+        &headers,
+    );
+    Ok((index_cache(&headers, q.token.as_deref()), Json(view)).into_response())
+}
+
+/// What a `Range` header asks of a representation of known length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// The whole representation (no range, or one this server ignores: another unit, bad
+    /// syntax, several ranges).
+    Full,
+    /// Bytes `start..=end`.
+    Partial {
+        /// First byte.
+        start: u64,
+        /// Last byte (inclusive).
+        end: u64,
+    },
+    /// A single byte range that no byte satisfies: `416`.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header (RFC 9110 §14) against a length of `len` bytes. Single byte ranges
+/// are honoured (`a-b`, `a-`, `-n`); anything else is ignored, as the RFC allows.
+pub fn parse_range(value: &str, len: u64) -> RangeRequest {
+    let Some((unit, set)) = value.split_once('=') else { return RangeRequest::Full };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = set.trim().split_once('-') else { return RangeRequest::Full };
+    let number = |s: &str| {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Too long to be a position in any file: clamp (a huge last-pos means "to the end").
+        Some(s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    if first.trim().is_empty() {
+        return match number(last) {
+            None => RangeRequest::Full,
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Partial { start: len.saturating_sub(n), end: len - 1 },
+        };
+    }
+    let Some(start) = number(first) else { return RangeRequest::Full };
+    let end = if last.trim().is_empty() {
+        u64::MAX
+    } else {
+        match number(last) {
+            Some(end) if end >= start => end,
+            _ => return RangeRequest::Full,
+        }
+    };
+    if start >= len {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Partial { start, end: end.min(len - 1) }
+}
+
+/// `Content-Disposition` for a recording: a readable ASCII name and the UTF-8 title (RFC 6266).
+pub fn content_disposition(rec: &RecordingRecord, attachment: bool) -> String {
+    let date = iso8601(rec.started_at.0);
+    let date = date.get(..10).unwrap_or("");
+    let mut slug = String::new();
+    for c in rec.title.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug.trim_end_matches('-').chars().take(60).collect();
+    let base = if slug.is_empty() { rec.id.clone() } else { format!("{slug}-{date}") };
+    let mut encoded = String::new();
+    let title: String = rec.title.chars().filter(|c| !c.is_control()).take(100).collect();
+    for b in format!("{title} {date}.opus").trim_start().bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let kind = if attachment { "attachment" } else { "inline" };
+    format!("{kind}; filename=\"{base}.opus\"; filename*=UTF-8''{encoded}")
+}
+
+/// Whether an `If-None-Match` list matches `etag` (weak comparison).
+pub(crate) fn none_match(value: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    value.split(',').any(|t| t.trim() == "*" || bare(t) == bare(etag))
+}
+
+/// `GET /recordings/{id}.opus`: the file, with ranges and validators.
+pub(crate) async fn serve_file(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FileQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(file) = path?;
+    let Query(q) = query?;
+    let id = file.strip_suffix(".opus").unwrap_or("");
+    let rec = find_blocking(&app, &headers, id, q.token.as_deref()).await?;
+    if rec.state == RecordingState::Recording {
+        return Err(ApiError::conflict("recording", "this recording is still being made"));
+    }
+    let path = dir(&app.config.data_dir).join(file_name(&rec.id));
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found("the recording's file is missing"));
+        }
+        Err(e) => return Err(ApiError::internal(format!("cannot open the recording: {e}"))),
+    };
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the recording: {e}")))?;
+    let len = meta.len();
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let mtime_ns = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{len:x}-{mtime_ns:x}\"");
+    let last_modified = httpdate::fmt_http_date(modified);
+    let public = app.space(&rec.space).is_ok_and(|s| s.public);
+    let mut common = HeaderMap::new();
+    let mut set = |name, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            common.insert(name, v);
+        }
+    };
+    set(header::ETAG, &etag);
+    set(header::LAST_MODIFIED, &last_modified);
+    set(header::ACCEPT_RANGES, "bytes");
+    set(
+        header::CACHE_CONTROL,
+        if public { "public, max-age=3600" } else { "private, max-age=3600" },
+    );
+    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    // Conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
+    let not_modified = match header_str(header::IF_NONE_MATCH) {
+        Some(inm) => none_match(inm, &etag),
+        None => header_str(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| {
+                modified.duration_since(since).map_or(true, |d| d < Duration::from_secs(1))
+            }),
+    };
+    if not_modified {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    // If-Range: ranges only for the representation the client already has part of.
+    let range_applies =
+        header_str(header::IF_RANGE).is_none_or(|v| v == etag || v == last_modified);
+    let range = match header_str(header::RANGE) {
+        Some(value) if range_applies => parse_range(value, len),
+        _ => RangeRequest::Full,
+    };
+    let attachment = q.download.as_deref().is_some_and(|d| d == "1" || d == "true");
+    let (status, start, count) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, len),
+        RangeRequest::Partial { start, end } => {
+            set(header::CONTENT_RANGE, &format!("bytes {start}-{end}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut res = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the recording has {len} bytes"),
+            )
+            .into_response();
+            res.headers_mut().extend(common);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(res);
+        }
+    };
+    set(header::CONTENT_TYPE, "audio/ogg");
+    set(header::CONTENT_LENGTH, &count.to_string());
+    set(header::CONTENT_DISPOSITION, &content_disposition(&rec, attachment));
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    use tokio::io::AsyncSeekExt;
+    file.seek(io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the recording: {e}")))?;
+    let body = Body::from_stream(file_chunks(file, count));
+    Ok((status, common, body).into_response())
+}
+
+/// `count` bytes of `file` from where it stands, in chunks of up to 64 KiB.
+pub(crate) fn file_chunks(
+    file: tokio::fs::File,
+    count: u64,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold((file, count), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(left.min(64 * 1024)).unwrap_or(64 * 1024)];
+        match file.read(&mut buf).await {
+            Ok(0) => Some((Err(io::ErrorKind::UnexpectedEof.into()), (file, 0))),
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    })
+}

@@ -1,0 +1,381 @@
+//! One space's program stream, as listeners receive it.
+//!
+//! The media engine publishes each batch or page once, already framed for the wire (a WebSocket
+//! frame, or Ogg pages). Listener sockets are served by [`fanout`](crate::pipeline::fanout) shards that write
+//! those shared bytes to every socket; a frame costs the same memory for one listener as for ten
+//! thousand.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::broadcast;
+use townhall_core::SpaceId;
+
+use crate::metrics::LISTENERS;
+use crate::pipeline::events::ListenerEvent;
+use crate::pipeline::fanout::{Catchup, Fanout, FanoutConfig, Farewell, WireMessage};
+
+/// WebSocket listeners may ask for 1 to this many frames per message (up to 100 ms).
+pub const MAX_WS_BATCH: usize = 5;
+
+/// Listening protocols, for counts and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Binary Opus frames over WebSocket.
+    Ws,
+    /// Ogg/Opus over HTTP.
+    Ogg,
+    /// WHEP (WebRTC): RTP packets of the same Opus frames.
+    Webrtc,
+}
+
+impl Protocol {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Ws => "ws",
+            Protocol::Ogg => "ogg",
+            Protocol::Webrtc => "webrtc",
+        }
+    }
+}
+
+/// The space has ended (or is ending): nothing more to subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedEnded;
+
+/// A WebSocket frame opcode, for pre-framed server messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsOpcode {
+    /// UTF-8 text.
+    Text = 0x1,
+    /// Binary.
+    Binary = 0x2,
+    /// Close.
+    Close = 0x8,
+}
+
+/// Frames `payload` as one unmasked server-to-client WebSocket frame.
+pub fn ws_frame(opcode: WsOpcode, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    out.put_u8(0x80 | opcode as u8);
+    match payload.len() {
+        n if n < 126 => out.put_u8(n as u8),
+        n if n <= 0xFFFF => {
+            out.put_u8(126);
+            out.put_u16(n as u16);
+        }
+        n => {
+            out.put_u8(127);
+            out.put_u64(n as u64);
+        }
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A close frame with a status code and reason.
+pub fn ws_close(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    ws_frame(WsOpcode::Close, &payload)
+}
+
+struct Channel {
+    tx: broadcast::Sender<WireMessage>,
+    seq: u64,
+    fanout: Option<Arc<Fanout>>,
+}
+
+impl Channel {
+    fn new(capacity: usize) -> Channel {
+        Channel { tx: broadcast::channel(capacity).0, seq: 0, fanout: None }
+    }
+
+    fn send(&mut self, bytes: Bytes, frames: u64) -> u64 {
+        self.seq += 1;
+        let _ = self.tx.send(WireMessage { seq: self.seq, bytes, frames });
+        self.seq
+    }
+}
+
+struct Channels {
+    /// One channel per batch size (index 0 = 1 frame per message).
+    ws: [Channel; MAX_WS_BATCH],
+    ogg: Channel,
+    ogg_recent: VecDeque<(u64, Bytes)>,
+}
+
+/// One space's program stream, as listeners see it.
+pub struct ProgramFeed {
+    space: SpaceId,
+    metric_label: String,
+    ogg_headers: Bytes,
+    ogg_burst_pages: usize,
+    fanout: FanoutConfig,
+    channels: Mutex<Option<Channels>>,
+    ws_listeners: AtomicUsize,
+    ogg_listeners: AtomicUsize,
+    webrtc_listeners: AtomicUsize,
+}
+
+impl ProgramFeed {
+    /// A feed whose Ogg listeners start with `ogg_headers` and up to `ogg_burst_pages` pages.
+    pub fn new(
+        space: SpaceId,
+        ogg_headers: Bytes,
+        ogg_burst_pages: usize,
+        fanout: FanoutConfig,
+    ) -> ProgramFeed {
+        // About two seconds of buffer per channel: a shard further behind than that skips.
+        let channels = Channels {
+            ws: std::array::from_fn(|i| Channel::new(100 / (i + 1) + 16)),
+            ogg: Channel::new(64),
+            ogg_recent: VecDeque::with_capacity(ogg_burst_pages + 1),
+        };
+        ProgramFeed {
+            metric_label: space.to_string(),
+            space,
+            ogg_headers,
+            ogg_burst_pages,
+            fanout,
+            channels: Mutex::new(Some(channels)),
+            ws_listeners: AtomicUsize::new(0),
+            ogg_listeners: AtomicUsize::new(0),
+            webrtc_listeners: AtomicUsize::new(0),
+        }
+    }
+
+    /// Names the space in `/metrics` by `label` instead of its id (private spaces: their ids
+    /// are not for everyone who can scrape).
+    pub fn with_metric_label(mut self, label: String) -> ProgramFeed {
+        self.metric_label = label;
+        self
+    }
+
+    /// How `/metrics` names this feed's space.
+    pub fn metric_label(&self) -> &str {
+        &self.metric_label
+    }
+
+    /// The space this feed belongs to.
+    pub fn space(&self) -> &SpaceId {
+        &self.space
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Channels>> {
+        // A panic while holding this lock cannot leave the channels inconsistent.
+        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The shards serving WebSocket listeners of `batch` frames per message.
+    pub fn ws_fanout(&self, batch: usize) -> Result<Arc<Fanout>, FeedEnded> {
+        let idx = batch.clamp(1, MAX_WS_BATCH) - 1;
+        let mut guard = self.lock();
+        let channels = guard.as_mut().ok_or(FeedEnded)?;
+        let channel = &mut channels.ws[idx];
+        let start_seq = channel.seq;
+        let cfg = &self.fanout;
+        let fanout = channel.fanout.get_or_insert_with(|| {
+            let ended = ListenerEvent::State { state: townhall_core::SpaceState::Ended };
+            let shutdown = ListenerEvent::Bye {
+                reason: "server_shutdown",
+                reconnect_after_ms: ListenerEvent::RECONNECT_AFTER_MS,
+            };
+            let farewell = Farewell {
+                ended: concat(&[
+                    ws_frame(WsOpcode::Text, ended.to_json().as_bytes()),
+                    ws_close(1000, "space ended"),
+                ]),
+                shutdown: concat(&[
+                    ws_frame(WsOpcode::Text, shutdown.to_json().as_bytes()),
+                    ws_close(1001, "server shutting down"),
+                ]),
+            };
+            let catchup: Catchup = Arc::new(|_| Vec::new());
+            Arc::new(Fanout::start(&channel.tx, start_seq, catchup, farewell, "ws", cfg))
+        });
+        Ok(fanout.clone())
+    }
+
+    /// The shards serving Ogg listeners. New listeners get the recent pages the shard has not
+    /// yet passed, so their stream continues without a gap or a repeat.
+    pub fn ogg_fanout(self: &Arc<Self>) -> Result<Arc<Fanout>, FeedEnded> {
+        let weak: Weak<ProgramFeed> = Arc::downgrade(self);
+        let mut guard = self.lock();
+        let channels = guard.as_mut().ok_or(FeedEnded)?;
+        let start_seq = channels.ogg.seq;
+        let cfg = &self.fanout;
+        let tx = channels.ogg.tx.clone();
+        let fanout = channels.ogg.fanout.get_or_insert_with(|| {
+            let catchup: Catchup = Arc::new(move |last_seq| {
+                weak.upgrade().map_or_else(Vec::new, |f| f.ogg_recent(last_seq))
+            });
+            let farewell = Farewell { ended: Bytes::new(), shutdown: Bytes::new() };
+            Arc::new(Fanout::start(&tx, start_seq, catchup, farewell, "ogg", cfg))
+        });
+        Ok(fanout.clone())
+    }
+
+    /// Subscribes one listener directly to the Ogg pages (for a request that arrived on a reused
+    /// HTTP connection and so cannot join a shard): the recent pages, then live ones.
+    pub fn subscribe_ogg(
+        &self,
+    ) -> Result<(Vec<Bytes>, broadcast::Receiver<WireMessage>), FeedEnded> {
+        let guard = self.lock();
+        let c = guard.as_ref().ok_or(FeedEnded)?;
+        let recent = c.ogg_recent.iter().map(|(_, page)| page.clone()).collect();
+        Ok((recent, c.ogg.tx.subscribe()))
+    }
+
+    /// ID and comment header pages of the Ogg stream.
+    pub fn ogg_headers(&self) -> Bytes {
+        self.ogg_headers.clone()
+    }
+
+    /// The recent Ogg pages up to and including feed position `last_seq`.
+    fn ogg_recent(&self, last_seq: u64) -> Vec<Bytes> {
+        let guard = self.lock();
+        let Some(c) = guard.as_ref() else { return Vec::new() };
+        c.ogg_recent
+            .iter()
+            .filter(|(seq, _)| *seq <= last_seq)
+            .map(|(_, page)| page.clone())
+            .collect()
+    }
+
+    /// Which WebSocket batch sizes have listeners (index 0 = batch of 1).
+    pub fn ws_batches_in_use(&self) -> [bool; MAX_WS_BATCH] {
+        let guard = self.lock();
+        match guard.as_ref() {
+            Some(c) => std::array::from_fn(|i| c.ws[i].tx.receiver_count() > 0),
+            None => [false; MAX_WS_BATCH],
+        }
+    }
+
+    /// Publishes a program batch (the payload of one binary message) of `frames` frames.
+    pub fn publish_ws(&self, batch: usize, payload: &[u8], frames: u64) {
+        let frame = ws_frame(WsOpcode::Binary, payload);
+        if let Some(c) = self.lock().as_mut() {
+            c.ws[batch.clamp(1, MAX_WS_BATCH) - 1].send(frame, frames);
+        }
+    }
+
+    /// Publishes a JSON event to every WebSocket listener.
+    pub fn publish_event(&self, json: &str) {
+        let frame = ws_frame(WsOpcode::Text, json.as_bytes());
+        if let Some(c) = self.lock().as_mut() {
+            for channel in c.ws.iter_mut().filter(|ch| ch.tx.receiver_count() > 0) {
+                channel.send(frame.clone(), 0);
+            }
+        }
+    }
+
+    /// Publishes an Ogg page of `frames` frames and remembers it for new listeners' burst.
+    pub fn publish_ogg(&self, page: Bytes, frames: u64) {
+        if let Some(c) = self.lock().as_mut() {
+            let seq = c.ogg.send(page.clone(), frames);
+            if self.ogg_burst_pages > 0 {
+                if c.ogg_recent.len() >= self.ogg_burst_pages {
+                    c.ogg_recent.pop_front();
+                }
+                c.ogg_recent.push_back((seq, page));
+            }
+        }
+    }
+
+    /// Closes every channel: shards send their farewell and close their sockets.
+    pub fn close(&self) {
+        self.lock().take();
+    }
+
+    /// Whether the feed was closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    fn counter(&self, protocol: Protocol) -> &AtomicUsize {
+        match protocol {
+            Protocol::Ws => &self.ws_listeners,
+            Protocol::Ogg => &self.ogg_listeners,
+            Protocol::Webrtc => &self.webrtc_listeners,
+        }
+    }
+
+    /// Listeners connected over every protocol.
+    pub fn total_listeners(&self) -> usize {
+        [Protocol::Ws, Protocol::Ogg, Protocol::Webrtc].iter().map(|p| self.listeners(*p)).sum()
+    }
+
+    /// Listeners connected over `protocol`.
+    pub fn listeners(&self, protocol: Protocol) -> usize {
+        self.counter(protocol).load(Ordering::Relaxed)
+    }
+
+    /// Counts a listener in until the returned guard drops.
+    pub fn count_listener(self: &Arc<Self>, protocol: Protocol) -> ListenerGuard {
+        let n = self.counter(protocol).fetch_add(1, Ordering::Relaxed) + 1;
+        self.report(protocol, n);
+        metrics::counter!(crate::metrics::JOINS, "protocol" => protocol.label()).increment(1);
+        if let Some(watch) = &self.fanout.shield {
+            watch.listener_joined();
+        }
+        ListenerGuard { feed: self.clone(), protocol, since: std::time::Instant::now(), hold: None }
+    }
+
+    fn report(&self, protocol: Protocol, n: usize) {
+        metrics::gauge!(LISTENERS, "space" => self.metric_label.clone(), "protocol" => protocol.label())
+            .set(n as f64);
+    }
+}
+
+fn concat(parts: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    parts.iter().for_each(|p| out.put_slice(p));
+    out.freeze()
+}
+
+/// Keeps a listener counted while it lives.
+pub struct ListenerGuard {
+    feed: Arc<ProgramFeed>,
+    protocol: Protocol,
+    since: std::time::Instant,
+    /// The listener's place in its identity's connection count, if it came with a token.
+    hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl ListenerGuard {
+    /// Keeps `hold` (the identity's connection count) for as long as this listener stays.
+    pub fn holding<H: Send + Sync + 'static>(mut self, hold: Option<H>) -> ListenerGuard {
+        self.hold = hold.map(|h| Box::new(h) as Box<dyn Send + Sync>);
+        self
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        let n = self.feed.counter(self.protocol).fetch_sub(1, Ordering::Relaxed) - 1;
+        self.feed.report(self.protocol, n);
+        if let Some(watch) = &self.feed.fanout.shield {
+            watch.listener_left(self.since.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_use_the_right_length_encoding() {
+        for (len, header) in [(0usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let f = ws_frame(WsOpcode::Binary, &vec![0u8; len]);
+            assert_eq!(f.len(), len + header, "payload {len}");
+            assert_eq!(f[0], 0x82);
+        }
+        let close = ws_close(1000, "bye");
+        assert_eq!(&close[..], &[0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']);
+    }
+}

@@ -1,0 +1,17 @@
+//! The media pipeline: the engine that mixes each space on its clock, the program feeds and
+//! their fan-out to listener sockets, the WebRTC loop, the HLS store and the recording tap. It
+//! knows nothing of HTTP or of the application's rules: the layers above hand it seats, sinks
+//! and watchers through narrow types ([`fanout::EgressWatch`], [`rtc::SpeakerSink`]).
+//!
+//! Arrows run one way: `http` → `app` → `pipeline` → the libraries.
+
+pub mod engine;
+pub mod events;
+pub mod fanout;
+pub mod feed;
+pub mod hls_store;
+pub mod net;
+pub mod program;
+pub mod record_tap;
+pub mod rtc;
+pub mod talking;
