@@ -1,6 +1,6 @@
 //! Shared helpers for the server's integration tests: a real server on loopback, real sockets,
 //! real Opus through libopus.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by every test crate; each uses some
 
 use std::net::SocketAddr;
 use std::time::Duration;
