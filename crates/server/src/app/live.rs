@@ -451,7 +451,8 @@ impl LiveSpace {
 
     /// Hands the mixer a recorder's tap (`None` stops recording); `false` if the mixer is gone.
     pub async fn record(&self, tap: Option<crate::pipeline::record_tap::RecordTap>) -> bool {
-        self.ingest.send(Ingest::Record(tap)).await.is_ok()
+        let sink = tap.map(|t| Box::new(t) as Box<dyn crate::pipeline::sinks::ProgramSink>);
+        self.ingest.send(Ingest::Sink { name: "recorder", sink }).await.is_ok()
     }
 
     fn leave(&self, who: &Identity, source: SourceId) {

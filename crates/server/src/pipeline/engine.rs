@@ -15,15 +15,15 @@ use tokio::sync::mpsc;
 use townhall_core::SpaceId;
 use townhall_media::wire::ProgramBatchWriter;
 use townhall_media::{
-    Mixer, OggOpusMuxer, ProgramFrame, ProgramFrameView, SourceId, SpeakerFrame, VoiceActivity,
-    VoiceConfig,
+    Mixer, OggOpusMuxer, ProgramFrame, SourceId, SpeakerFrame, VoiceActivity, VoiceConfig,
 };
 
 use crate::clock;
-use crate::metrics::{FRAMES_DROPPED, MIXER_LATE_TICKS, MIXER_TICKS};
-use crate::pipeline::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
+use crate::metrics::{MIXER_LATE_TICKS, MIXER_TICKS};
+use crate::pipeline::feed::ProgramFeed;
 use crate::pipeline::hls_store::HlsStore;
 use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::sinks::{FeedSink, ProgramSink, RtcSink, SinkName, view_of};
 use crate::pipeline::talking::Talking;
 
 const TICK: Duration = Duration::from_millis(townhall_media::FRAME_MS as u64);
@@ -61,32 +61,34 @@ pub enum Ingest {
         /// Muted or not.
         muted: bool,
     },
-    /// Start (a recorder's tap) or stop (`None`) recording the program.
-    Record(Option<crate::pipeline::record_tap::RecordTap>),
+    /// Sets (or, with `None`, removes) the program sink called `name` (e.g. `recorder`).
+    Sink {
+        /// The sink's name: a space has at most one sink of each.
+        name: SinkName,
+        /// The sink, or `None` to remove it.
+        sink: Option<Box<dyn ProgramSink>>,
+    },
+}
+
+impl std::fmt::Debug for dyn ProgramSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgramSink")
+    }
 }
 
 /// A space as the engine runs it.
 pub struct SpaceMix {
-    /// Where listeners subscribe.
+    /// Where listeners subscribe (and the space's events go).
     pub feed: Arc<ProgramFeed>,
     /// The space's mixer.
     pub mixer: Mixer,
-    /// The Ogg muxer of the HTTP stream.
-    pub ogg: OggOpusMuxer,
-    /// The LL-HLS packager.
-    pub hls: Arc<HlsStore>,
     /// Speaker input.
     pub ingest: mpsc::Receiver<Ingest>,
-    /// Program frames for WHEP listeners (sent only while the space has some).
-    rtc: mpsc::Sender<ProgramPacket>,
-    ws: [ProgramBatchWriter; MAX_WS_BATCH],
+    /// Every egress of the program, each offered the same frame (see [`ProgramSink`]).
+    sinks: Vec<(SinkName, Box<dyn ProgramSink>)>,
     returns: HashMap<SourceId, mpsc::Sender<Bytes>>,
     ticks: u64,
     last_count: Option<usize>,
-    /// Frames muxed into the Ogg page being built.
-    ogg_pending: u64,
-    /// The recorder of the program, while recording.
-    recorder: Option<crate::pipeline::record_tap::RecordTap>,
     /// Who is talking (from the mixer's levels), and their names.
     voice: VoiceActivity,
     talking: Option<Arc<Talking>>,
@@ -102,19 +104,19 @@ impl SpaceMix {
         ingest: mpsc::Receiver<Ingest>,
         rtc: mpsc::Sender<ProgramPacket>,
     ) -> SpaceMix {
+        let sinks: Vec<(SinkName, Box<dyn ProgramSink>)> = vec![
+            ("feed", Box::new(FeedSink::new(feed.clone(), ogg))),
+            ("hls", Box::new(hls)),
+            ("webrtc", Box::new(RtcSink { tx: rtc, feed: feed.clone() })),
+        ];
         SpaceMix {
             feed,
             mixer,
-            ogg,
-            hls,
             ingest,
-            rtc,
-            ws: std::array::from_fn(|i| ProgramBatchWriter::new(i + 1)),
+            sinks,
             returns: HashMap::new(),
             ticks: 0,
             last_count: None,
-            ogg_pending: 0,
-            recorder: None,
             voice: VoiceActivity::new(VoiceConfig::default()),
             talking: None,
         }
@@ -159,7 +161,12 @@ impl SpaceMix {
                     self.mixer.remove_source(source);
                     self.returns.remove(&source);
                 }
-                Ingest::Record(tap) => self.recorder = tap,
+                Ingest::Sink { name, sink } => {
+                    self.sinks.retain(|(n, _)| *n != name);
+                    if let Some(sink) = sink {
+                        self.sinks.push((name, sink));
+                    }
+                }
             }
         }
     }
@@ -181,47 +188,9 @@ impl SpaceMix {
         }
     }
 
-    fn publish(&mut self, frame: &ProgramFrame, end_of_stream: bool) {
-        let view = view_of(frame);
-        let in_use = self.feed.ws_batches_in_use();
-        for (i, writer) in self.ws.iter_mut().enumerate() {
-            if in_use[i] {
-                if let Some(batch) = writer.push(&view) {
-                    self.feed.publish_ws(i + 1, &batch, u64::from(batch[1]));
-                }
-            } else {
-                writer.finish();
-            }
-        }
-        self.hls.push(frame.payload.clone(), frame.mixed_at_us);
-        if self.feed.listeners(Protocol::Webrtc) > 0 {
-            // Never waits: a WebRTC loop that is behind loses frames, the mixer does not.
-            let sent = self.rtc.try_send(ProgramPacket {
-                space: self.feed.space().clone(),
-                seq: frame.seq,
-                payload: frame.payload.clone(),
-                capture_us: view.captured_at_us(),
-                mixed_at_us: frame.mixed_at_us,
-            });
-            if sent.is_err() {
-                metrics::counter!(FRAMES_DROPPED, "protocol" => "webrtc").increment(1);
-            }
-        }
-        // Never waits: a recorder whose disk is behind loses frames, the mixer does not.
-        if let Some(tap) = &mut self.recorder
-            && !tap.offer(frame.seq, &frame.payload)
-        {
-            self.recorder = None;
-        }
-        self.ogg_pending += 1;
-        match self.ogg.push(&frame.payload, end_of_stream) {
-            Ok(Some(page)) => {
-                self.feed.publish_ogg(page, self.ogg_pending);
-                self.ogg_pending = 0;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(space = %self.feed.space(), "ogg muxing failed: {e}"),
-        }
+    /// Offers the frame to every sink; lets go of sinks that are done.
+    fn publish(&mut self, frame: &ProgramFrame, last: bool) {
+        self.sinks.retain_mut(|(_, sink)| sink.offer(frame, last));
     }
 
     fn push_listener_count(&mut self) {
@@ -238,23 +207,9 @@ impl SpaceMix {
         self.drain_ingest();
         let tick = self.mixer.tick(now_us);
         self.publish(&tick.program, true);
-        for (i, writer) in self.ws.iter_mut().enumerate() {
-            if let Some(batch) = writer.finish() {
-                self.feed.publish_ws(i + 1, &batch, u64::from(batch[1]));
-            }
+        for (_, sink) in &mut self.sinks {
+            sink.finish();
         }
-        self.hls.finish();
-        // Closing the feed makes its shards send listeners the `ended` event and a close frame.
-        self.feed.close();
-    }
-}
-
-fn view_of(frame: &ProgramFrame) -> ProgramFrameView<'_> {
-    ProgramFrameView {
-        seq: frame.seq,
-        mixed_at_us: frame.mixed_at_us,
-        capture_age_us: frame.capture_age_us,
-        payload: &frame.payload,
     }
 }
 

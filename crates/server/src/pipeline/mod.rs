@@ -1,7 +1,8 @@
 //! The media pipeline: the engine that mixes each space on its clock, the program feeds and
 //! their fan-out to listener sockets, the WebRTC loop, the HLS store and the recording tap. It
 //! knows nothing of HTTP or of the application's rules: the layers above hand it seats, sinks
-//! and watchers through narrow types ([`fanout::EgressWatch`], [`rtc::SpeakerSink`]).
+//! and watchers through narrow types ([`fanout::EgressWatch`], [`rtc::SpeakerSink`]), and the engine hands
+//! each program frame to its egresses through one, [`sinks::ProgramSink`].
 //!
 //! Arrows run one way: `http` → `app` → `pipeline` → the libraries.
 
@@ -14,4 +15,5 @@ pub mod net;
 pub mod program;
 pub mod record_tap;
 pub mod rtc;
+pub mod sinks;
 pub mod talking;
