@@ -60,9 +60,7 @@ fn object(
     cache: &'static str,
 ) -> Response {
     let etag = format!("\"{}-{name}\"", store.tag);
-    let unchanged =
-        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag);
-    if unchanged {
+    if crate::http::conditional::not_modified(headers, &etag) {
         let mut res = respond(Body::empty(), MP4, cache, Some(etag));
         *res.status_mut() = StatusCode::NOT_MODIFIED;
         return res;

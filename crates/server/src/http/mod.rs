@@ -3,6 +3,7 @@
 //! security headers, and [`error::ApiError`], where application errors become statuses.
 
 pub mod api;
+pub mod conditional;
 pub mod error;
 pub mod headers;
 pub mod hls;

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use townhall_media::recording::{RecordingTags, RecordingWriter, WriterConfig, finalise};
 
 use crate::app::store::{RecordingState, Store};
-use crate::http::recordings::{RangeRequest, content_disposition, none_match, parse_range};
+use crate::http::conditional::{RangeRequest, none_match, parse_range};
+use crate::http::recordings::content_disposition;
 use proptest::prelude::*;
 
 #[test]
