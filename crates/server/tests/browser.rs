@@ -606,7 +606,13 @@ async fn a_page_speaks_over_whip_and_another_hears_it_over_whep() {
         assert!(tokio::time::Instant::now() < deadline, "still on stage: {view}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = counter(addr, "townhall_http_requests_total", &[route, "status=\"200\""]).await;
+    // The session ends (and the seat frees) before the answer is counted: wait for the count.
+    let deadline = tokio::time::Instant::now() + secs(5);
+    let mut after = deletes;
+    while after <= deletes && tokio::time::Instant::now() < deadline {
+        after = counter(addr, "townhall_http_requests_total", &[route, "status=\"200\""]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(after > deletes, "the page sent no DELETE for its WHIP session");
     listener.click("stop").await;
     let deadline = tokio::time::Instant::now() + secs(5);
