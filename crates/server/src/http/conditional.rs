@@ -73,3 +73,90 @@ pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|inm| none_match(inm, etag))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        use RangeRequest::*;
+        let p = |s| parse_range(s, 1_000);
+        assert_eq!(p("bytes=0-99"), Partial { start: 0, end: 99 });
+        assert_eq!(p("bytes=900-"), Partial { start: 900, end: 999 });
+        assert_eq!(p("bytes=900-5000"), Partial { start: 900, end: 999 });
+        assert_eq!(p("bytes=-100"), Partial { start: 900, end: 999 });
+        assert_eq!(p("bytes=-5000"), Partial { start: 0, end: 999 });
+        assert_eq!(p("Bytes = 5-5"), Partial { start: 5, end: 5 });
+        assert_eq!(p("bytes=1000-"), Unsatisfiable);
+        assert_eq!(p("bytes=1000-2000"), Unsatisfiable);
+        assert_eq!(p("bytes=-0"), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+        assert_eq!(p("bytes=0-99999999999999999999999"), Partial { start: 0, end: 999 });
+        for ignored in [
+            "bytes=5-1",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=1-+2",
+            "0-1",
+            "bytes=--1",
+            "",
+        ] {
+            assert_eq!(p(ignored), Full, "{ignored:?}");
+        }
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        assert!(none_match("\"a\"", "\"a\""));
+        assert!(none_match("W/\"a\", \"b\"", "\"a\""));
+        assert!(none_match("*", "\"a\""));
+        assert!(!none_match("\"b\"", "\"a\""));
+    }
+
+    proptest! {
+        /// Any header: no panic, and a partial range always lies inside the representation.
+        #[test]
+        fn any_range_header_is_safe(value in ".{0,40}", len in 0u64..10_000) {
+            if let RangeRequest::Partial { start, end } = parse_range(&value, len) {
+                prop_assert!(start <= end && end < len);
+            }
+        }
+
+        /// Well-formed single ranges mean what RFC 9110 says.
+        #[test]
+        fn byte_ranges_select_the_right_bytes(
+            len in 0u64..5_000,
+            a in 0u64..6_000,
+            b in proptest::option::of(0u64..6_000),
+            suffix in any::<bool>(),
+        ) {
+            let got = if suffix {
+                parse_range(&format!("bytes=-{a}"), len)
+            } else {
+                let b = b.map_or(String::new(), |b| b.to_string());
+                parse_range(&format!("bytes={a}-{b}"), len)
+            };
+            let want = if suffix {
+                if a == 0 || len == 0 {
+                    RangeRequest::Unsatisfiable
+                } else {
+                    RangeRequest::Partial { start: len - a.min(len), end: len - 1 }
+                }
+            } else if b.is_some_and(|b| b < a) {
+                RangeRequest::Full
+            } else if a >= len {
+                RangeRequest::Unsatisfiable
+            } else {
+                RangeRequest::Partial { start: a, end: b.unwrap_or(u64::MAX).min(len - 1) }
+            };
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -376,3 +376,33 @@ pub(crate) fn file_chunks(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use townhall_core::{SpaceId, UnixTime};
+
+    #[test]
+    fn disposition_names_are_safe_ascii_with_the_title_in_utf8() {
+        let rec = RecordingRecord {
+            id: "s-1-00".into(),
+            space: SpaceId::new("s").expect("id"),
+            title: "Café \"live\"/../ 2".into(),
+            file: "s-1-00.opus".into(),
+            started_at: UnixTime(1_767_225_600),
+            ended_at: None,
+            duration_ms: 0,
+            bytes: 0,
+            state: RecordingState::Finished,
+        };
+        assert_eq!(
+            content_disposition(&rec, false),
+            "inline; filename=\"Caf-live-2-2026-01-01.opus\"; \
+             filename*=UTF-8''Caf%C3%A9%20%22live%22%2F..%2F%202%202026-01-01.opus"
+        );
+        let empty = RecordingRecord { title: "★".into(), ..rec };
+        assert!(
+            content_disposition(&empty, true).starts_with("attachment; filename=\"s-1-00.opus\"")
+        );
+    }
+}
