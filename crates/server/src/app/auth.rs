@@ -65,21 +65,37 @@ impl AppState {
         space: &SpaceId,
         ttl_secs: u64,
     ) -> Result<String, AppError> {
+        let ticket =
+            self.mint_ticket(claims.sub.clone(), claims.anon, space, Some(claims.exp), ttl_secs)?;
+        Ok(ticket.0)
+    }
+
+    /// Mints a listening ticket (listener role, one space, the `ticket` claim) for `who`, valid
+    /// `ttl_secs` but never past `not_after`; returns it with its expiry. The one place tickets
+    /// are made, for `join` and for URLs alike.
+    pub fn mint_ticket(
+        &self,
+        who: townhall_core::Identity,
+        anon: bool,
+        space: &SpaceId,
+        not_after: Option<u64>,
+        ttl_secs: u64,
+    ) -> Result<(String, u64), AppError> {
         let now = now_unix();
-        let ttl = claims.exp.saturating_sub(now.0).min(ttl_secs);
+        let expires_at = not_after.map_or(now.0 + ttl_secs, |exp| exp.min(now.0 + ttl_secs));
         let ticket = Claims {
-            anon: claims.anon,
+            anon,
             ticket: true,
             ..Claims::new(
                 self.keys.api_key(),
-                claims.sub.clone(),
+                who,
                 Role::Listener,
                 townhall_core::SpaceScope::One(space.clone()),
                 now,
-                ttl,
+                expires_at.saturating_sub(now.0),
             )
         };
-        Ok(self.keys.mint_claims(ticket)?)
+        Ok((self.keys.mint_claims(ticket)?, expires_at))
     }
 
     /// Verifies a bearer token that may create spaces: an operator's, or a host or co-host

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use townhall_core::{Claims, Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
+use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
 use townhall_shield::{Decision, Lane, Signal, jitter};
 
 use crate::app::auth::Manage;
@@ -223,20 +223,8 @@ async fn join_space(
             }
             let ttl = app.config.ticket_ttl_secs;
             // A ticket never outlives the token it was joined with, and only listens.
-            let expires_at = not_after.map_or(now.0 + ttl, |exp| exp.min(now.0 + ttl));
-            let claims = Claims {
-                anon: anonymous,
-                ticket: true,
-                ..Claims::new(
-                    app.keys.api_key(),
-                    identity.clone(),
-                    Role::Listener,
-                    SpaceScope::One(id),
-                    now,
-                    expires_at.saturating_sub(now.0),
-                )
-            };
-            let token = app.keys.mint_claims(claims)?;
+            let (token, expires_at) =
+                app.mint_ticket(identity.clone(), anonymous, &id, not_after, ttl)?;
             let ticket = JoinTicket { token, identity, role: Role::Listener, expires_at, urls };
             Ok(Json(ticket).into_response())
         }

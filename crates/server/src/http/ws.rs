@@ -190,24 +190,24 @@ fn handshake(parts: &mut Parts) -> Result<(String, OnUpgrade), ApiError> {
 /// URL, a log or a history).
 pub const PROTOCOL: &str = "townhall";
 
-/// The token offered as a `bearer.<token>` subprotocol, if any.
-fn subprotocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+/// The subprotocols the client offered, in order.
+fn offered_protocols(headers: &axum::http::HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix("bearer."))
+        .map(str::trim)
+}
+
+/// The token offered as a `bearer.<token>` subprotocol, if any.
+fn subprotocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    offered_protocols(headers).find_map(|p| p.strip_prefix("bearer."))
 }
 
 /// Whether the client offered the `townhall` subprotocol (then the answer must name it).
 fn offers_protocol(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == PROTOCOL)
+    offered_protocols(headers).any(|p| p == PROTOCOL)
 }
 
 fn switching_protocols(accept: String, townhall_protocol: bool) -> Response {
