@@ -491,6 +491,7 @@ async function refreshShield() {
     $('verdict').className = s.verdict;
     $('evidence').textContent =
       `${e.requests_per_s.toFixed(0)} req/s, ${(e.junk_share * 100).toFixed(0)}% junk, ` +
+      `${(e.throttled_share * 100).toFixed(0)}% throttled, ` +
       `${(e.stay_share * 100).toFixed(0)}% of listeners stay, top subnet ${(e.top_subnet_share * 100).toFixed(0)}%` +
       (s.queued ? `, ${s.queued} waiting` : '') +
       (s.overloaded ? ', overloaded' : '') +

@@ -259,16 +259,36 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
     };
     let waited = wait_ticket.is_some();
     let ws_path = format!("/ws/{}?token={ticket}&batch=1", cfg.space);
-    let opened =
-        timeout_at(deadline, http::ws_handshake(&mut stream, &cfg.target, &ws_path, &mut buf))
-            .await;
-    let head = match opened {
-        Ok(Ok(head)) => head,
-        Ok(Err(_)) => return Outcome::Error,
-        Err(_) => return Outcome::TimedOut,
-    };
-    if head.status != 101 {
-        return Outcome::Rejected(head.status);
+    // The page reconnects when its connection is refused for its rate (429): so do we, after
+    // `Retry-After`, on a new connection, with the same ticket.
+    loop {
+        let opened =
+            timeout_at(deadline, http::ws_handshake(&mut stream, &cfg.target, &ws_path, &mut buf))
+                .await;
+        let head = match opened {
+            Ok(Ok(head)) => head,
+            Ok(Err(_)) => return Outcome::Error,
+            Err(_) => return Outcome::TimedOut,
+        };
+        match head.status {
+            101 => break,
+            429 => {
+                stats.rate_limited_retries.fetch_add(1, Relaxed);
+                let pause = Duration::from_secs(head.retry_after.unwrap_or(1));
+                if Instant::now() + pause >= deadline {
+                    return Outcome::TimedOut;
+                }
+                tokio::time::sleep(pause).await;
+                let source = cfg.target.source_ip_in(n, cfg.subnets);
+                match timeout_at(deadline, http::connect(&cfg.target, source)).await {
+                    Ok(Ok(s)) => stream = s,
+                    Ok(Err(_)) => return Outcome::Error,
+                    Err(_) => return Outcome::TimedOut,
+                }
+                buf = ReadBuf::new(4_096);
+            }
+            other => return Outcome::Rejected(other),
+        }
     }
     loop {
         while let Ok(Some((op, _, total))) = http::parse_ws_frame(buf.data()) {

@@ -1,6 +1,7 @@
 //! The shield scenarios against a real server: a quick launch day (incumbents keep every frame,
 //! real joiners are admitted or queued, junk is refused, the verdict says attack), a storm of real
-//! joiners alone (the verdict says flash crowd), and Debian's slowhttptest as an independent
+//! joiners alone (the verdict says flash crowd, also when they all come from one throttled /24),
+//! and Debian's slowhttptest as an independent
 //! slowloris (the server keeps admitting joins meanwhile).
 
 use std::process::{Command, Stdio};
@@ -104,6 +105,60 @@ async fn real_joiners_alone_look_like_a_flash_crowd() {
     let (code, report, output) = storm.await.expect("storm");
     assert_eq!(code, 0, "{output}");
     assert_eq!(report["errors"], 0, "{report}");
+    assert!(seen.iter().any(|v| v == "flash_crowd"), "verdicts {seen:?}");
+    assert!(!seen.iter().any(|v| v == "attack"), "verdicts {seen:?}");
+    server.shutdown().await;
+}
+
+/// A campus or carrier NAT: everyone from one /24, more requests than the subnet's budget. Its
+/// `429`s are throttling, not junk: what gets through joins and listens and stays, so the verdict
+/// is a flash crowd (and the budget grows), never an attack (which would squeeze it further).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_crowd_from_one_subnet_is_a_flash_crowd_not_an_attack() {
+    let _serial = SERIAL.lock().await;
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
+        demo: true,
+        // A small subnet budget, so that a crowd this machine can send overruns it.
+        requests_per_subnet: 100,
+        request_burst_per_subnet: 200,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let addr = server.addr();
+    let target = format!("http://{addr}");
+    let host = server.host_token().to_owned();
+    let storm = tokio::spawn(async move {
+        run_load(&[
+            "join-storm",
+            "--target",
+            &target,
+            "--subnets",
+            "1",
+            "--rate",
+            "150",
+            "--duration",
+            "5",
+            "--hold-ms",
+            "11000",
+            "--deadline-ms",
+            "15000",
+            "--json",
+        ])
+        .await
+    });
+    let mut seen = Vec::new();
+    for _ in 0..9 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seen.push(verdict(addr, &host).await);
+    }
+    let (code, report, output) = storm.await.expect("storm");
+    assert_eq!(code, 0, "{output}");
+    assert!(report["rate_limited_retries"].as_u64() > Some(0), "the crowd was throttled: {report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["rejected"], serde_json::json!({}), "{report}");
     assert!(seen.iter().any(|v| v == "flash_crowd"), "verdicts {seen:?}");
     assert!(!seen.iter().any(|v| v == "attack"), "verdicts {seen:?}");
     server.shutdown().await;

@@ -1,7 +1,13 @@
 //! Crowd or attack: a live verdict on the traffic, with the evidence behind it.
 //!
 //! A flash crowd and an attack both look like "a lot of requests". What tells them apart:
-//! - **junk share**: requests refused as malformed, unauthorised, unknown or over a limit;
+//! - **junk share**: of the requests the rate limits let through, those refused as malformed,
+//!   unauthorised or unknown. Requests refused only for being over a limit (`429`) are not junk
+//!   by themselves: a crowd behind one NAT is throttled too. The limiter is a sampler: what it lets
+//!   through shows what the traffic is made of;
+//! - **throttling without progress**: mostly throttled traffic whose requests that get through
+//!   neither join nor listen (a bot hammering valid pages) is an attack; a throttled crowd still
+//!   joins and listens with what gets through;
 //! - **completion**: of the listeners who connected, how many stayed (a crowd stays to listen;
 //!   bots hit and leave);
 //! - **concentration**: how much of the traffic comes from the busiest subnet (a crowd usually
@@ -22,8 +28,10 @@ use serde::Serialize;
 pub enum Signal {
     /// A request arrived from this subnet key.
     Request(u128),
-    /// A request was refused as junk (malformed, unauthorised, unknown, over a limit).
+    /// A request was refused as junk (malformed, unauthorised, unknown).
     Junk,
+    /// A request was refused for being over a rate limit or connection cap (`429`).
+    Throttled,
     /// A join was admitted or queued.
     Join,
     /// A listener connected to a stream.
@@ -60,8 +68,13 @@ impl Verdict {
 pub struct Evidence {
     /// Requests per second.
     pub requests_per_s: f64,
-    /// Share of requests refused as junk (0 to 1).
+    /// Share of the requests let through the limits that were refused as junk (0 to 1).
     pub junk_share: f64,
+    /// Share of requests refused for being over a limit (0 to 1).
+    pub throttled_share: f64,
+    /// Joins and listens per request let through the limits (0 to 1): what a crowd does with
+    /// what gets through.
+    pub progress_share: f64,
     /// Joins per second.
     pub joins_per_s: f64,
     /// Listeners connecting per second.
@@ -83,6 +96,12 @@ pub struct Thresholds {
     pub top_subnet_share: f64,
     /// Below this share of listeners staying, a busy node is under attack.
     pub min_stay_share: f64,
+    /// Above this share of throttled requests, traffic that makes too little progress (below
+    /// `min_progress_share`) is an attack.
+    pub throttled_share: f64,
+    /// Joins and listens per request let through, below which mostly throttled traffic is an
+    /// attack.
+    pub min_progress_share: f64,
     /// A new verdict must hold this long before it is reported.
     pub hold: Duration,
 }
@@ -94,6 +113,8 @@ impl Default for Thresholds {
             junk_share: 0.3,
             top_subnet_share: 0.3,
             min_stay_share: 0.3,
+            throttled_share: 0.5,
+            min_progress_share: 0.1,
             hold: Duration::from_secs(3),
         }
     }
@@ -103,6 +124,7 @@ impl Default for Thresholds {
 struct Bucket {
     requests: u64,
     junk: u64,
+    throttled: u64,
     joins: u64,
     listens: u64,
     bounces: u64,
@@ -208,6 +230,7 @@ impl Classifier {
                 self.top_total += 1;
             }
             Signal::Junk => b.junk += 1,
+            Signal::Throttled => b.throttled += 1,
             Signal::Join => b.joins += 1,
             Signal::Listen => b.listens += 1,
             Signal::Bounce => b.bounces += 1,
@@ -221,6 +244,7 @@ impl Classifier {
         let sum = self.buckets.iter().fold(Bucket::default(), |a, b| Bucket {
             requests: a.requests + b.requests,
             junk: a.junk + b.junk,
+            throttled: a.throttled + b.throttled,
             joins: a.joins + b.joins,
             listens: a.listens + b.listens,
             bounces: a.bounces + b.bounces,
@@ -228,9 +252,12 @@ impl Classifier {
         let share = |part: u64, whole: u64| {
             if whole == 0 { 0.0 } else { (part as f64 / whole as f64).min(1.0) }
         };
+        let served = sum.requests.saturating_sub(sum.throttled);
         Evidence {
             requests_per_s: sum.requests as f64 / secs,
-            junk_share: share(sum.junk, sum.requests),
+            junk_share: share(sum.junk, served),
+            throttled_share: share(sum.throttled, sum.requests),
+            progress_share: if served == 0 { 0.0 } else { share(sum.joins + sum.listens, served) },
             joins_per_s: sum.joins as f64 / secs,
             listens_per_s: sum.listens as f64 / secs,
             stay_share: if sum.listens == 0 { 1.0 } else { 1.0 - share(sum.bounces, sum.listens) },
@@ -253,7 +280,14 @@ impl Classifier {
         // stay, it is a crowd behind one NAT.
         let concentrated = e.top_subnet_share > t.top_subnet_share
             && (e.junk_share > t.junk_share / 3.0 || e.stay_share < t.min_stay_share * 2.0);
-        if e.junk_share > t.junk_share || concentrated || e.stay_share < t.min_stay_share {
+        // Mostly refused for its rate, and what gets through neither joins nor listens.
+        let hammering =
+            e.throttled_share > t.throttled_share && e.progress_share < t.min_progress_share;
+        if e.junk_share > t.junk_share
+            || concentrated
+            || hammering
+            || e.stay_share < t.min_stay_share
+        {
             return Verdict::Attack;
         }
         Verdict::FlashCrowd
@@ -363,6 +397,54 @@ mod tests {
         };
         let mut c = classifier();
         let v = drive(&mut c, Instant::now(), 8, dirty);
+        assert_eq!(*v.last().expect("verdicts"), Verdict::Attack);
+    }
+
+    #[test]
+    fn a_throttled_campus_crowd_is_a_crowd_and_throttled_hammering_is_an_attack() {
+        // One NAT, over its subnet's budget: half of the requests are refused with 429, the rest
+        // join or connect to listen, and stay.
+        let campus = |_| {
+            (0..400u128)
+                .flat_map(|i| match i % 4 {
+                    0 => vec![Signal::Request(7), Signal::Join],
+                    1 => vec![Signal::Request(7), Signal::Listen],
+                    _ => vec![Signal::Request(7), Signal::Throttled],
+                })
+                .collect()
+        };
+        let mut c = classifier();
+        let v = drive(&mut c, Instant::now(), 8, campus);
+        assert_eq!(*v.last().expect("verdicts"), Verdict::FlashCrowd);
+        let (_, e, _) = c.verdict(Instant::now() + Duration::from_secs(8));
+        assert!(e.throttled_share > 0.4 && e.junk_share == 0.0, "{e:?}");
+        // Valid requests hammered from a few addresses: mostly throttled, nobody joins.
+        let hammer = |_| {
+            (0..1000u128)
+                .flat_map(|i| {
+                    let mut s = vec![Signal::Request(i % 3)];
+                    if i % 10 != 0 {
+                        s.push(Signal::Throttled);
+                    }
+                    s
+                })
+                .collect()
+        };
+        let mut c = classifier();
+        let v = drive(&mut c, Instant::now(), 8, hammer);
+        assert_eq!(*v.last().expect("verdicts"), Verdict::Attack);
+        // Junk hidden behind throttling: of what gets through, most is junk.
+        let hidden = |_| {
+            (0..1000u128)
+                .flat_map(|i| {
+                    let refusal = if i % 3 == 0 { Signal::Junk } else { Signal::Throttled };
+                    [Signal::Request(i), refusal]
+                })
+                .chain((0..200u128).flat_map(|i| [Signal::Request(i), Signal::Join]))
+                .collect()
+        };
+        let mut c = classifier();
+        let v = drive(&mut c, Instant::now(), 8, hidden);
         assert_eq!(*v.last().expect("verdicts"), Verdict::Attack);
     }
 

@@ -40,6 +40,8 @@ pub struct Shield {
     caps: Mutex<ConnCaps>,
     /// Configured requests per second and burst per subnet (the `normal` verdict's).
     base_subnet_rate: (u32, u32),
+    /// Configured joins per second and burst per address (the `normal` verdict's).
+    base_join_ip_rate: (u32, u32),
     room: Mutex<WaitingRoom>,
     classifier: Mutex<Classifier>,
     require_token: AtomicBool,
@@ -137,10 +139,12 @@ impl Drop for IdentityHold {
     }
 }
 
+/// Error codes of requests refused only for their rate or number: a crowd behind one NAT gets
+/// these too, so the classifier counts them apart from junk.
+const THROTTLED: &[&str] = &["rate_limited", "too_many_connections"];
+
 /// Error codes that mark a request as junk for the classifier.
 const JUNK: &[&str] = &[
-    "rate_limited",
-    "too_many_connections",
     "invalid_token",
     "unauthorized",
     "not_found",
@@ -249,6 +253,7 @@ impl Shield {
                 per_subnet: config.max_connections_per_subnet,
             },
             base_subnet_rate: (config.requests_per_subnet, config.request_burst_per_subnet),
+            base_join_ip_rate: (config.joins_per_ip, config.join_burst_per_ip),
             caps: Mutex::new(ConnCaps {
                 per_ip: config.max_connections_per_ip,
                 per_subnet: config.max_connections_per_subnet,
@@ -356,10 +361,12 @@ impl Shield {
         c.observe(now, Signal::Junk);
     }
 
-    /// Counts a refused request as junk when its error says so.
+    /// Counts a refused request as junk or as throttled when its error says so.
     pub fn observe_error(&self, code: &str) {
         if JUNK.contains(&code) {
             self.observe(Signal::Junk);
+        } else if THROTTLED.contains(&code) {
+            self.observe(Signal::Throttled);
         }
     }
 
@@ -375,7 +382,8 @@ impl Shield {
             std::mem::replace(&mut *self.caps.lock().unwrap_or_else(|p| p.into_inner()), caps);
         if previous != caps {
             // A subnet's request budget moves with its connection cap: a campus crowd joins and
-            // connects, two requests each.
+            // connects, two requests each. Behind one NAT address, many people join: a flash
+            // crowd's address may join four times as often (the waiting room still paces them).
             let (rate, burst) = self.base_subnet_rate;
             let scale = |n: u32| match verdict {
                 Verdict::Normal => n,
@@ -383,6 +391,12 @@ impl Shield {
                 Verdict::Attack => (n / ConnCaps::FACTOR).max(50.min(n)),
             };
             self.subnet_rate.set_rate(scale(rate), scale(burst));
+            let (rate, burst) = self.base_join_ip_rate;
+            let scale = |n: u32| match verdict {
+                Verdict::FlashCrowd => n.saturating_mul(ConnCaps::FACTOR),
+                Verdict::Normal | Verdict::Attack => n,
+            };
+            self.join_ip.set_rate(scale(rate), scale(burst));
             tracing::warn!(
                 verdict = verdict.as_str(),
                 per_ip = caps.per_ip,
@@ -404,6 +418,10 @@ impl Shield {
             .set(evidence.stay_share);
         metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "top_subnet_share")
             .set(evidence.top_subnet_share);
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "throttled_share")
+            .set(evidence.throttled_share);
+        metrics::gauge!(crate::metrics::EVIDENCE, "signal" => "progress_share")
+            .set(evidence.progress_share);
         (verdict, evidence)
     }
 
@@ -494,6 +512,9 @@ impl Shield {
         }
         let refuse = |scope: &'static str| {
             metrics::counter!(SHIELD_REJECTIONS, "reason" => scope).increment(1);
+            // A refused connection is a request the classifier sees (the caller counts it as
+            // throttled by its error code).
+            self.observe(Signal::Request(subnet_key(ip)));
             // Told when to come back, spread so a refused crowd does not return at once.
             let retry =
                 townhall_shield::jitter(std::time::Duration::from_secs(5), 0.5, rand::random());
