@@ -44,7 +44,7 @@ fn default_true() -> bool {
 }
 
 /// A space: one conversation with a host, speakers and listeners.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Space {
     /// Unique id, used in URLs.
     pub id: SpaceId,

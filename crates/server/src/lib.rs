@@ -139,7 +139,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::task::spawn_blocking(move || recorder::recover(&data_dir, &store, &webhooks))
         .await
         .map_err(std::io::Error::other)?;
-    if app.config.demo {
+    // An edge carries the spaces of origins; it has no demo of its own.
+    if app.config.demo && app.config.role != config::NodeRole::Edge {
         demo::start(&app).await.map_err(StartError::Demo)?;
     }
     let host = Identity::new("host").unwrap_or_else(|_| unreachable!("valid identity"));
@@ -159,6 +160,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
+    let url = app.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    tokio::spawn(app::cluster::run(app.clone(), url, shutdown_tx.subscribe()));
     let task = tokio::spawn(serve::serve(
         listener,
         app.clone(),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use townhall_core::{Claims, Identity, Role, SpaceScope, TokenKeys};
+use townhall_server::config::NodeRole;
 use townhall_server::credentials::{self, Source};
 use townhall_server::{Config, clock};
 
@@ -51,6 +52,18 @@ struct ServeArgs {
     /// Secret signing webhook deliveries (default: generated and kept in the data directory).
     #[arg(long, env = "TOWNHALL_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// This node's part in a cluster: all (on its own), origin or edge.
+    #[arg(long, env = "TOWNHALL_ROLE", value_enum)]
+    role: Option<NodeRole>,
+    /// Redis where the cluster's nodes meet (redis://host:port/), for origin and edge.
+    #[arg(long, env = "TOWNHALL_REDIS")]
+    redis: Option<String>,
+    /// The URL clients and other nodes reach this node at (default http://LISTEN).
+    #[arg(long, env = "TOWNHALL_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// This node's name in the cluster (default: random at each start).
+    #[arg(long, env = "TOWNHALL_NODE_ID")]
+    node_id: Option<String>,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -171,6 +184,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.keys.apply(&mut config);
     if let Some(secret) = args.webhook_secret {
         config.webhook_secret = Some(secret);
+    }
+    if let Some(role) = args.role {
+        config.role = role;
+    }
+    for (value, slot) in [
+        (args.redis, &mut config.redis),
+        (args.public_url, &mut config.public_url),
+        (args.node_id, &mut config.node_id),
+    ] {
+        if value.is_some() {
+            *slot = value;
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(config, args.print_host_token))

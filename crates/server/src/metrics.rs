@@ -61,6 +61,12 @@ pub const WEBRTC_DATAGRAMS: &str = "townhall_webrtc_datagrams_total";
 /// its WHEP listeners (whether the loop keeps up).
 pub const WEBRTC_EGRESS_LAG: &str = "townhall_webrtc_egress_lag_seconds";
 
+/// Counter: program frames an edge received from origins, by `result` (`relayed`, `dropped`
+/// when its engine queue was full, `malformed`).
+pub const RELAY_FRAMES: &str = "townhall_relay_frames_total";
+/// Gauge: 1 while this node reaches the cluster's Redis, 0 while it does not.
+pub const CLUSTER_REDIS_UP: &str = "townhall_cluster_redis_up";
+
 /// Counts each routed request by route pattern and status (for cache effectiveness: how often
 /// the origin served what a CDN should have).
 pub async fn count_requests(

@@ -139,6 +139,26 @@ pub struct Config {
     /// Recordings are flushed and synced to disk at least this often, ms (20 to 2000): the most
     /// audio a crash can lose.
     pub recording_sync_ms: u64,
+    /// This node's part in a cluster (`all`: a node on its own, needing nothing else).
+    pub role: NodeRole,
+    /// Redis, where the nodes of a cluster meet (`redis://host:port/`); needed by `origin` and
+    /// `edge` nodes.
+    pub redis: Option<String>,
+    /// This node's name in the cluster (default: a random one at each start).
+    pub node_id: Option<String>,
+}
+
+/// A node's part in a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// One node that does everything, on its own (no Redis).
+    #[default]
+    All,
+    /// Owns its spaces' mixers, speakers, rooms and recordings, and says so in Redis.
+    Origin,
+    /// Serves listeners: relays each space it carries once from the space's origin.
+    Edge,
 }
 
 impl Default for Config {
@@ -200,6 +220,9 @@ impl Default for Config {
             recording_max_bytes: 1 << 30,
             recordings_disk_budget: 20 << 30,
             recording_retention_days: 0,
+            role: NodeRole::All,
+            redis: None,
+            node_id: None,
             recording_sync_ms: 1_000,
         }
     }
@@ -312,6 +335,28 @@ impl Config {
         }
         if !(20..=2_000).contains(&self.recording_sync_ms) {
             return bad("recording_sync_ms must be 20 to 2000");
+        }
+        match (&self.role, &self.redis) {
+            (NodeRole::All, _) => {}
+            (_, None) => {
+                return bad("role origin and edge need redis (e.g. redis://127.0.0.1:6379/)");
+            }
+            (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return bad("redis must be a redis:// or rediss:// URL");
+            }
+            _ => {}
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return bad("node_id must be 1 to 64 letters, digits, '-' or '_'");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("public_url must be an http:// or https:// URL");
         }
         Ok(())
     }

@@ -26,6 +26,38 @@ use crate::pipeline::talking::Talking;
 const INGEST_CAPACITY: usize = 1_024;
 /// Mix-minus batches queued towards one speaker before new ones are dropped.
 const RETURN_CAPACITY: usize = 50;
+/// Relayed program frames queued towards the engine (2 s) before new ones are dropped.
+const RELAY_CAPACITY: usize = 100;
+
+/// What every live space is carried by, mixed here or relayed.
+struct Parts {
+    feed: Arc<ProgramFeed>,
+    ogg: OggOpusMuxer,
+    hls: Arc<HlsStore>,
+}
+
+impl Parts {
+    fn new(
+        space: &Space,
+        config: &Config,
+        mixer: &Mixer,
+        fanout: FanoutConfig,
+    ) -> Result<Parts, OpenError> {
+        let serial: u32 = rand::random();
+        let ogg =
+            OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
+        // A private space is named in `/metrics` by its stream's random serial, not its id.
+        let label =
+            if space.public { space.id.to_string() } else { format!("private-{serial:08x}") };
+        let feed = Arc::new(
+            ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
+                .with_metric_label(label),
+        );
+        let hls =
+            HlsStore::new(mixer.pre_skip(), format!("{serial:08x}")).map_err(OpenError::Hls)?;
+        Ok(Parts { feed, ogg, hls })
+    }
+}
 
 /// Why a live space could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +154,8 @@ pub struct LiveSpace {
     /// Where speakers joining and leaving are reported, and how this space is named there.
     webhooks: crate::app::webhooks::Webhooks,
     webhook_space: townhall_core::webhook::SpaceRef,
+    /// For a space mixed on another node and relayed here: that node's URL.
+    origin: Option<String>,
 }
 
 impl std::fmt::Debug for LiveSpace {
@@ -142,24 +176,73 @@ impl LiveSpace {
         webhooks: crate::app::webhooks::Webhooks,
     ) -> Result<Arc<LiveSpace>, OpenError> {
         let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
-        let serial: u32 = rand::random();
-        let ogg =
-            OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
-        // A private space is named in `/metrics` by its stream's random serial, not its id.
-        let label =
-            if space.public { space.id.to_string() } else { format!("private-{serial:08x}") };
-        let feed = Arc::new(
-            ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
-                .with_metric_label(label),
-        );
-        let hls =
-            HlsStore::new(mixer.pre_skip(), format!("{serial:08x}")).map_err(OpenError::Hls)?;
+        let parts = Parts::new(space, config, &mixer, fanout)?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         let talking = Arc::new(Talking::default());
         engine.add(
-            SpaceMix::new(feed.clone(), mixer, ogg, hls.clone(), rx, rtc)
+            SpaceMix::new(parts.feed.clone(), mixer, parts.ogg, parts.hls.clone(), rx, rtc)
                 .with_talking(talking.clone()),
         );
+        Ok(LiveSpace::assemble(
+            space, config, parts.feed, parts.hls, tx, talking, store, webhooks, None,
+        ))
+    }
+
+    /// A space mixed on `origin` and relayed to this node (an edge): its program arrives on the
+    /// returned sender and reaches this node's listeners through the same sinks. Nobody speaks
+    /// here (speakers go to the origin).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_relay(
+        space: &Space,
+        origin: String,
+        config: &Config,
+        engine: &Engine,
+        fanout: FanoutConfig,
+        rtc: mpsc::Sender<ProgramPacket>,
+        store: Arc<Store>,
+        webhooks: crate::app::webhooks::Webhooks,
+    ) -> Result<(Arc<LiveSpace>, mpsc::Sender<townhall_media::ProgramFrame>), OpenError> {
+        // The origin's encoder has the same settings: its pre-skip is this one's.
+        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
+        let parts = Parts::new(space, config, &mixer, fanout)?;
+        drop(mixer);
+        let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
+        let (frames_tx, frames_rx) = mpsc::channel(RELAY_CAPACITY);
+        engine.add(SpaceMix::relayed(
+            parts.feed.clone(),
+            frames_rx,
+            parts.ogg,
+            parts.hls.clone(),
+            rx,
+            rtc,
+        ));
+        let talking = Arc::new(Talking::default());
+        let live = LiveSpace::assemble(
+            space,
+            config,
+            parts.feed,
+            parts.hls,
+            tx,
+            talking,
+            store,
+            webhooks,
+            Some(origin),
+        );
+        Ok((live, frames_tx))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        space: &Space,
+        config: &Config,
+        feed: Arc<ProgramFeed>,
+        hls: Arc<HlsStore>,
+        ingest: mpsc::Sender<Ingest>,
+        talking: Arc<Talking>,
+        store: Arc<Store>,
+        webhooks: crate::app::webhooks::Webhooks,
+        origin: Option<String>,
+    ) -> Arc<LiveSpace> {
         let mut room = Room::with_config(
             space.host.clone(),
             RoomConfig { seats: config.stage_seats, ..RoomConfig::default() },
@@ -177,7 +260,7 @@ impl LiveSpace {
             }
             Err(e) => tracing::error!(space = %space.id, "cannot read bans: {e}"),
         }
-        Ok(Arc::new(LiveSpace {
+        Arc::new(LiveSpace {
             store,
             webhooks,
             webhook_space: space.into(),
@@ -185,7 +268,7 @@ impl LiveSpace {
             id: space.id.clone(),
             feed,
             hls,
-            ingest: tx,
+            ingest,
             next_source: AtomicU64::new(1),
             talking,
             seats: Mutex::new(Seats {
@@ -194,7 +277,18 @@ impl LiveSpace {
             }),
             room: Mutex::new(room),
             last_reactions: Mutex::new(None),
-        }))
+            origin,
+        })
+    }
+
+    /// Who talks now, as the origin of a relayed space says.
+    pub fn set_talking(&self, who: Vec<Identity>) {
+        self.talking.set(who);
+    }
+
+    /// The node this space is mixed on, when it is relayed here from there.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 
     /// The space's id.
@@ -378,6 +472,12 @@ impl LiveSpace {
         token_role: Role,
         now: UnixTime,
     ) -> Result<(Role, bool), crate::app::error::AppError> {
+        if let Some(origin) = &self.origin {
+            return Err(crate::app::error::AppError::conflict(
+                "not_origin",
+                format!("this node relays the space; speak on its origin, {origin}"),
+            ));
+        }
         if let Some(refused) = self.refusal(who) {
             return Err(refused);
         }

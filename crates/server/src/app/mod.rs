@@ -4,6 +4,7 @@
 //! them to statuses.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod datadir;

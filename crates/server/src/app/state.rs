@@ -27,6 +27,9 @@ use crate::pipeline::hls_store::HlsStores;
 use crate::pipeline::rtc::RtcNode;
 use townhall_core::WebhookEvent;
 
+/// Where an edge's relay hands the program frames it receives.
+pub type RelayInput = tokio::sync::mpsc::Sender<townhall_media::ProgramFrame>;
+
 /// Everything request handlers share.
 pub struct AppState {
     /// The node's configuration.
@@ -55,6 +58,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Recordings in progress.
     pub recordings: crate::app::recorder::Recordings,
+    /// What this node knows of its cluster (nothing much on a node on its own).
+    pub cluster: crate::app::cluster::view::ClusterView,
     /// Space states the database refused, retried every second until stored (bounded: one
     /// entry per space the directory holds).
     unsaved: Mutex<HashMap<SpaceId, Space>>,
@@ -185,6 +190,7 @@ impl AppState {
             recordings: crate::app::recorder::Recordings::default(),
             webhooks: crate::app::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
             unsaved: Mutex::new(HashMap::new()),
+            cluster: crate::app::cluster::view::ClusterView::new(&config),
             config,
             keys: TokenKeys::new(credentials.api_key.clone(), credentials.api_secret.as_bytes()),
             directory: Mutex::new(directory),
@@ -326,7 +332,8 @@ impl AppState {
         SpaceView {
             listen_mode,
             recording: self.recordings.is_recording(&space.id),
-            listeners: counts.ws + counts.ogg + counts.webrtc,
+            // The cluster's: this node's now, the others' from their last heartbeats.
+            listeners: counts.ws + counts.ogg + counts.webrtc + self.cluster.others(&space.id),
             listeners_by_protocol: counts,
             speakers,
             urls,
@@ -359,8 +366,15 @@ impl AppState {
         }
     }
 
-    /// Creates a space; a live one gets its mixer at once.
+    /// Creates a space; a live one gets its mixer at once. Edges create none (they carry the
+    /// spaces of origins).
     pub fn create(&self, req: NewSpace, host: Identity) -> Result<Space, AppError> {
+        if self.config.role == crate::app::config::NodeRole::Edge {
+            return Err(AppError::conflict(
+                "not_origin",
+                "this node is an edge: create spaces on an origin",
+            ));
+        }
         let mut directory = self.directory();
         // Ids are never reused: an ended space the directory forgot still owns its recordings,
         // bans and log in the database, which a new space of the same id must not inherit.
@@ -396,7 +410,10 @@ impl AppState {
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
-            self.webhooks.emit(WebhookEvent::SpaceEnded { space: (&space).into() });
+            // The origin tells the world; an edge only stops carrying it.
+            if live.origin().is_none() {
+                self.webhooks.emit(WebhookEvent::SpaceEnded { space: (&space).into() });
+            }
         }
         self.rtc.end_space(id);
         Ok(space)
@@ -480,7 +497,7 @@ impl AppState {
         let abandoned: Vec<SpaceId> = self
             .live_spaces()
             .iter()
-            .filter(|live| live.host_gone(now))
+            .filter(|live| live.origin().is_none() && live.host_gone(now))
             .map(|live| live.id().clone())
             .collect();
         abandoned
@@ -512,13 +529,47 @@ impl AppState {
         }
     }
 
-    fn open_live(&self, space: &Space, directory: &Directory) -> Result<(), AppError> {
-        let fanout = FanoutConfig {
+    /// Carries `space`, mixed on `origin`, on this node (an edge): returns the live space and
+    /// where its relayed frames go, or `None` when it is carried already.
+    pub fn carry(
+        &self,
+        space: &Space,
+        origin: &str,
+    ) -> Result<Option<(Arc<LiveSpace>, RelayInput)>, AppError> {
+        let mut directory = self.directory();
+        if self.live(&space.id).is_some() {
+            return Ok(None);
+        }
+        // A record of an earlier run (ended here) gives way to the origin's.
+        directory.forget(&space.id);
+        directory.restore(space.clone())?;
+        let (live, frames) = LiveSpace::open_relay(
+            space,
+            origin.to_owned(),
+            &self.config,
+            &self.engine,
+            self.fanout(),
+            self.rtc.program_sender(),
+            self.store.clone(),
+            self.webhooks.clone(),
+        )
+        .map_err(|e| AppError::internal(format!("cannot open space: {e}")))?;
+        self.hls.insert(space.id.clone(), live.hls().clone());
+        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live.clone());
+        Ok(Some((live, frames)))
+    }
+
+    fn fanout(&self) -> FanoutConfig {
+        FanoutConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stall: std::time::Duration::from_secs(self.config.stall_timeout_secs.max(1)),
             shutdown: self.shutdown.clone(),
             shield: Some(self.shield.clone()),
-        };
+        }
+    }
+
+    fn open_live(&self, space: &Space, directory: &Directory) -> Result<(), AppError> {
+        let fanout = self.fanout();
         let live = LiveSpace::open(
             space,
             &self.config,

@@ -106,20 +106,23 @@ pub async fn handler(
             let hold = parts.extensions.get::<ConnContext>().and_then(|c| c.hold.clone());
             let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
             let guard = live.feed().count_listener(Protocol::Ws).holding(identity_hold);
-            let hello =
-                ws_frame(WsOpcode::Text, hello(&space, &who, Role::Listener, batch).as_bytes());
+            let mut first = vec![ws_frame(
+                WsOpcode::Text,
+                hello(&space, &who, Role::Listener, batch).as_bytes(),
+            )];
+            // A listener arriving mid-sentence learns at once who is talking.
+            let talking = live.talking();
+            if !talking.is_empty() {
+                let event = ListenerEvent::Speaking { speakers: &talking }.to_json();
+                first.push(ws_frame(WsOpcode::Text, event.as_bytes()));
+            }
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else { return };
                 match upgraded.downcast::<ConnIo>() {
                     Ok(io) => {
                         let stream = io.io.into_inner().into_inner().into_inner();
                         let _ = fanout
-                            .join(Joiner {
-                                stream,
-                                first: vec![hello],
-                                guard: Box::new(guard),
-                                hold,
-                            })
+                            .join(Joiner { stream, first, guard: Box::new(guard), hold })
                             .await;
                     }
                     Err(_) => tracing::error!("upgraded connection is not a server socket"),

@@ -1,4 +1,6 @@
-//! The media engine: one dedicated thread that runs every live space's mixer on a 20 ms clock.
+//! The media engine: one dedicated thread that runs every live space's program on a 20 ms clock.
+//! A space's program comes from its mixer (on the node that owns the space) or from a relay of
+//! another node's program (on an edge): either way the same sinks carry it to listeners.
 //!
 //! The mixer path is isolated from listener handling (docs/design.md §2.6): it runs on its own OS
 //! thread, not on the async workers that serve HTTP and WebSocket, and talks to them only through
@@ -76,12 +78,23 @@ impl std::fmt::Debug for dyn ProgramSink {
     }
 }
 
+/// Relayed frames taken per tick at most: a relay that fell behind catches up over a few ticks
+/// instead of flooding the sinks at once.
+const RELAY_FRAMES_PER_TICK: usize = 10;
+
+/// Where a space's program comes from.
+enum Source {
+    /// Mixed here from the speakers.
+    Mixer(Box<Mixer>),
+    /// Mixed elsewhere and relayed here (an edge): frames arrive ready to send.
+    Relay(mpsc::Receiver<ProgramFrame>),
+}
+
 /// A space as the engine runs it.
 pub struct SpaceMix {
     /// Where listeners subscribe (and the space's events go).
     pub feed: Arc<ProgramFeed>,
-    /// The space's mixer.
-    pub mixer: Mixer,
+    source: Source,
     /// Speaker input.
     pub ingest: mpsc::Receiver<Ingest>,
     /// Every egress of the program, each offered the same frame (see [`ProgramSink`]).
@@ -95,10 +108,21 @@ pub struct SpaceMix {
 }
 
 impl SpaceMix {
-    /// Bundles what the engine needs to run a space.
+    /// Bundles what the engine needs to run a space mixed here.
     pub fn new(
         feed: Arc<ProgramFeed>,
         mixer: Mixer,
+        ogg: OggOpusMuxer,
+        hls: Arc<HlsStore>,
+        ingest: mpsc::Receiver<Ingest>,
+        rtc: mpsc::Sender<ProgramPacket>,
+    ) -> SpaceMix {
+        SpaceMix::with_source(feed, Source::Mixer(Box::new(mixer)), ogg, hls, ingest, rtc)
+    }
+
+    fn with_source(
+        feed: Arc<ProgramFeed>,
+        source: Source,
         ogg: OggOpusMuxer,
         hls: Arc<HlsStore>,
         ingest: mpsc::Receiver<Ingest>,
@@ -111,7 +135,7 @@ impl SpaceMix {
         ];
         SpaceMix {
             feed,
-            mixer,
+            source,
             ingest,
             sinks,
             returns: HashMap::new(),
@@ -120,6 +144,22 @@ impl SpaceMix {
             voice: VoiceActivity::new(VoiceConfig::default()),
             talking: None,
         }
+    }
+
+    /// A space whose program is mixed on another node and arrives on `frames` (an edge's relay),
+    /// carried by the same sinks as a mixed one. Its `ingest` takes only sinks: it has no
+    /// speakers.
+    pub fn relayed(
+        feed: Arc<ProgramFeed>,
+        frames: mpsc::Receiver<ProgramFrame>,
+        ogg: OggOpusMuxer,
+        hls: Arc<HlsStore>,
+        ingest: mpsc::Receiver<Ingest>,
+        rtc: mpsc::Sender<ProgramPacket>,
+    ) -> SpaceMix {
+        let mut space = SpaceMix::with_source(feed, Source::Relay(frames), ogg, hls, ingest, rtc);
+        space.talking = None;
+        space
     }
 
     /// Reports who is talking to `talking` and, on changes, to listeners as
@@ -131,7 +171,8 @@ impl SpaceMix {
 
     fn detect_voices(&mut self, now_us: u64) {
         let Some(talking) = &self.talking else { return };
-        let Some(sources) = self.voice.observe(self.mixer.levels(), now_us / 1_000) else {
+        let Source::Mixer(mixer) = &self.source else { return };
+        let Some(sources) = self.voice.observe(mixer.levels(), now_us / 1_000) else {
             return;
         };
         let speakers = talking.update(&sources);
@@ -141,9 +182,16 @@ impl SpaceMix {
 
     fn drain_ingest(&mut self) {
         while let Ok(event) = self.ingest.try_recv() {
+            let Source::Mixer(mixer) = &mut self.source else {
+                // A relayed space has no speakers: only its sinks change.
+                if let Ingest::Sink { name, sink } = event {
+                    self.set_sink(name, sink);
+                }
+                continue;
+            };
             match event {
                 Ingest::Join { source, returns } => {
-                    if let Err(e) = self.mixer.add_source(source, returns.is_some()) {
+                    if let Err(e) = mixer.add_source(source, returns.is_some()) {
                         tracing::warn!(space = %self.feed.space(), source, "cannot add speaker: {e}");
                         continue;
                     }
@@ -152,34 +200,47 @@ impl SpaceMix {
                     }
                 }
                 Ingest::Frame { source, frame } => {
-                    self.mixer.push(source, frame);
+                    mixer.push(source, frame);
                 }
                 Ingest::Mute { source, muted } => {
-                    self.mixer.set_muted(source, muted);
+                    mixer.set_muted(source, muted);
                 }
                 Ingest::Leave { source } => {
-                    self.mixer.remove_source(source);
+                    mixer.remove_source(source);
                     self.returns.remove(&source);
                 }
-                Ingest::Sink { name, sink } => {
-                    self.sinks.retain(|(n, _)| *n != name);
-                    if let Some(sink) = sink {
-                        self.sinks.push((name, sink));
-                    }
-                }
+                Ingest::Sink { name, sink } => self.set_sink(name, sink),
             }
         }
     }
 
-    /// Mixes one frame and hands it to every egress.
+    fn set_sink(&mut self, name: SinkName, sink: Option<Box<dyn ProgramSink>>) {
+        self.sinks.retain(|(n, _)| *n != name);
+        if let Some(sink) = sink {
+            self.sinks.push((name, sink));
+        }
+    }
+
+    /// Mixes one frame (or takes the relayed ones) and hands it to every egress.
     fn tick(&mut self, now_us: u64) {
         self.drain_ingest();
-        let tick = self.mixer.tick(now_us);
-        self.publish(&tick.program, false);
-        self.detect_voices(now_us);
-        for (source, frame) in &tick.returns {
-            if let Some(tx) = self.returns.get(source) {
-                let _ = tx.try_send(single_batch(frame));
+        match &mut self.source {
+            Source::Mixer(mixer) => {
+                let tick = mixer.tick(now_us);
+                self.publish(&tick.program, false);
+                self.detect_voices(now_us);
+                for (source, frame) in &tick.returns {
+                    if let Some(tx) = self.returns.get(source) {
+                        let _ = tx.try_send(single_batch(frame));
+                    }
+                }
+            }
+            Source::Relay(_) => {
+                for _ in 0..RELAY_FRAMES_PER_TICK {
+                    let Source::Relay(frames) = &mut self.source else { break };
+                    let Ok(frame) = frames.try_recv() else { break };
+                    self.publish(&frame, false);
+                }
             }
         }
         self.ticks += 1;
@@ -205,8 +266,13 @@ impl SpaceMix {
     /// Ends the stream: a last Ogg page marked end-of-stream, then the feed closes.
     fn finish(mut self, now_us: u64) {
         self.drain_ingest();
-        let tick = self.mixer.tick(now_us);
-        self.publish(&tick.program, true);
+        let last = match &mut self.source {
+            Source::Mixer(mixer) => Some(mixer.tick(now_us).program),
+            Source::Relay(frames) => frames.try_recv().ok(),
+        };
+        if let Some(last) = last {
+            self.publish(&last, true);
+        }
         for (_, sink) in &mut self.sinks {
             sink.finish();
         }

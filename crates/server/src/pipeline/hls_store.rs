@@ -3,6 +3,7 @@
 //! playlist requests when a part completes. Knows nothing of HTTP.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ pub struct HlsStore {
     pub(crate) tag: String,
     segmenter: Mutex<HlsSegmenter>,
     progress: watch::Sender<Position>,
+    /// When a player last asked for this stream (µs on the server clock; 0: never). An edge
+    /// relays a space while someone reads it.
+    last_read_us: AtomicU64,
 }
 
 impl std::fmt::Debug for HlsStore {
@@ -33,7 +37,19 @@ impl HlsStore {
             townhall_media::cmaf::init_segment(pre_skip).map_err(|e| format!("hls init: {e}"))?;
         let segmenter = HlsSegmenter::new(HlsConfig::default());
         let (progress, _) = watch::channel(segmenter.next());
-        Ok(Arc::new(HlsStore { init, tag, segmenter: Mutex::new(segmenter), progress }))
+        Ok(Arc::new(HlsStore {
+            init,
+            tag,
+            segmenter: Mutex::new(segmenter),
+            progress,
+            last_read_us: AtomicU64::new(0),
+        }))
+    }
+
+    /// Whether a player asked for this stream within `window`.
+    pub fn read_within(&self, window: Duration) -> bool {
+        let last = self.last_read_us.load(Ordering::Relaxed);
+        last != 0 && crate::clock::now_us().saturating_sub(last) <= window.as_micros() as u64
     }
 
     pub(crate) fn segmenter(&self) -> std::sync::MutexGuard<'_, HlsSegmenter> {
@@ -109,7 +125,10 @@ impl HlsStores {
         self.map.write().unwrap_or_else(|p| p.into_inner()).retain(|id, _| keep(id));
     }
 
+    /// A space's store, for a player's request (which counts as reading it).
     pub(crate) fn get(&self, id: &SpaceId) -> Option<Arc<HlsStore>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        let store = self.map.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()?;
+        store.last_read_us.store(crate::clock::now_us(), Ordering::Relaxed);
+        Some(store)
     }
 }

@@ -37,6 +37,11 @@ impl Talking {
         now
     }
 
+    /// Sets who talks now by name (an edge, told by the space's origin).
+    pub fn set(&self, now: Vec<Identity>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
     /// Who talks now.
     pub fn current(&self) -> Vec<Identity> {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -1,0 +1,121 @@
+//! What the nodes of a cluster tell each other through Redis: key names and the records stored
+//! under them (JSON). Plain data, no I/O; `docs/design.md` ("Many nodes") describes the scheme.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use townhall_core::{Space, SpaceId};
+
+use crate::app::config::NodeRole;
+
+/// A node not heard from for this long is out (its record expires).
+pub const NODE_TTL_MS: u64 = 5_000;
+/// A space's lease and directory record expire this long after the origin last renewed them.
+pub const LEASE_TTL_MS: u64 = 3_000;
+/// Most spaces a node reports counts for in its heartbeat (the busiest first).
+pub const MAX_REPORTED_SPACES: usize = 1_000;
+
+/// The set of node ids that have sent a heartbeat.
+pub const NODES: &str = "th:nodes";
+/// The set of space ids with a directory record.
+pub const SPACES: &str = "th:spaces";
+
+/// Where a node's heartbeat record is kept.
+pub fn node_key(node: &str) -> String {
+    format!("th:node:{node}")
+}
+
+/// Where a space's directory record is kept.
+pub fn space_key(space: &SpaceId) -> String {
+    format!("th:space:{space}")
+}
+
+/// Who holds a space (the origin's node id), expiring unless renewed.
+pub fn lease_key(space: &SpaceId) -> String {
+    format!("th:lease:{space}")
+}
+
+/// A space's epoch: raised each time a node takes its lease (a fencing token).
+pub fn epoch_key(space: &SpaceId) -> String {
+    format!("th:epoch:{space}")
+}
+
+/// A node's heartbeat: where it is, what it does and how loaded it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub id: String,
+    /// Where clients and other nodes reach it.
+    pub url: String,
+    /// Its part in the cluster.
+    pub role: NodeRole,
+    /// Listeners connected to it, all spaces.
+    pub listeners: usize,
+    /// Listeners it admits at most.
+    pub capacity: usize,
+    /// Listeners per space.
+    pub spaces: BTreeMap<SpaceId, usize>,
+    /// Spaces this node relays from their origins right now (each relay is one listener there).
+    #[serde(default)]
+    pub relaying: Vec<SpaceId>,
+}
+
+/// A space in the cluster's directory, written by its origin every second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceRecord {
+    /// The space.
+    pub space: Space,
+    /// The origin's node id.
+    pub node: String,
+    /// The origin's URL (edges pull the program from there; speakers go there).
+    pub origin: String,
+    /// The lease's epoch when written.
+    pub epoch: u64,
+}
+
+/// Listeners per space summed over `nodes`, leaving out `except` (this node counts its own).
+pub fn summed_counts<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeRecord>,
+    except: &str,
+) -> BTreeMap<SpaceId, usize> {
+    let mut sums = BTreeMap::new();
+    for node in nodes.into_iter().filter(|n| n.id != except) {
+        for (space, n) in &node.spaces {
+            *sums.entry(space.clone()).or_insert(0) += n;
+        }
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, counts: &[(&str, usize)]) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            url: format!("http://{id}"),
+            role: NodeRole::Edge,
+            listeners: counts.iter().map(|(_, n)| n).sum(),
+            capacity: 100,
+            spaces: counts.iter().map(|(s, n)| (SpaceId::new(*s).expect("id"), *n)).collect(),
+            relaying: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn counts_are_summed_over_the_other_nodes() {
+        let nodes =
+            [node("a", &[("x", 3), ("y", 1)]), node("b", &[("x", 4)]), node("me", &[("x", 9)])];
+        let sums = summed_counts(&nodes, "me");
+        assert_eq!(sums.get(&SpaceId::new("x").expect("id")), Some(&7));
+        assert_eq!(sums.get(&SpaceId::new("y").expect("id")), Some(&1));
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let n = node("a", &[("x", 3)]);
+        let text = serde_json::to_string(&n).expect("json");
+        assert_eq!(serde_json::from_str::<NodeRecord>(&text).expect("parse"), n);
+    }
+}

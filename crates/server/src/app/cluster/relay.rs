@@ -1,0 +1,215 @@
+//! An edge's relay of one space: pulls the program once from the space's origin (its WebSocket
+//! listener stream, `docs/protocol.md`) and hands the frames to this node's engine, where the
+//! same sinks as on the origin carry them to every listener here. Room events pass through.
+//!
+//! It connects only while this node has listeners of the space (or LL-HLS readers), lets go
+//! [`LINGER`] after the last one leaves, and reconnects after a broken link with full-jitter
+//! exponential backoff, following the origin named by the directory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use townhall_core::{Claims, Identity, Role, SpaceId, SpaceScope};
+use townhall_media::ProgramFrame;
+
+use crate::app::live::LiveSpace;
+use crate::app::state::AppState;
+use crate::metrics::RELAY_FRAMES;
+
+/// How long a relay stays connected after this node's last listener of the space left.
+pub const LINGER: Duration = Duration::from_secs(10);
+/// How often an idle relay looks for listeners, and a connected one for their absence.
+const CHECK: Duration = Duration::from_millis(100);
+/// Backoff between attempts to reach the origin: from this, doubling, up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The relay's token lives this long; a new one is minted for every connection.
+const TOKEN_TTL_SECS: u64 = 3_600;
+
+/// Why a relay session ended.
+enum Outcome {
+    /// The origin said the space ended.
+    SpaceOver,
+    /// Nobody here listens any more.
+    Idle,
+    /// The link broke (or could not be made).
+    Broken,
+}
+
+/// Runs the relay of `live` until the space ends here (its engine lets go of `frames`).
+pub async fn run(
+    app: Arc<AppState>,
+    live: Arc<LiveSpace>,
+    frames: mpsc::Sender<ProgramFrame>,
+    mut origin: watch::Receiver<String>,
+    connected: Arc<AtomicBool>,
+) {
+    let space = live.id().clone();
+    let feed = live.feed().clone();
+    let hls = live.hls().clone();
+    drop(live);
+    let wanted = move || feed.total_listeners() > 0 || hls.read_within(LINGER);
+    let mut failures: u32 = 0;
+    while !frames.is_closed() {
+        if !wanted() {
+            tokio::time::sleep(CHECK).await;
+            continue;
+        }
+        let url = origin.borrow_and_update().clone();
+        let ended = session(&app, &space, &url, &frames, &wanted, &connected).await;
+        connected.store(false, Ordering::Relaxed);
+        match ended {
+            Outcome::SpaceOver => {
+                tracing::info!(%space, "origin ended the space; ending it here");
+                let _ = app.end(&space);
+                return;
+            }
+            Outcome::Idle => failures = 0,
+            Outcome::Broken => {
+                failures = failures.saturating_add(1);
+                let cap = BACKOFF_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+                let pause = cap.mul_f64(rand::random::<f64>());
+                tracing::warn!(%space, origin = %url, ?pause, "relay link broken; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = origin.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// One connection to the origin, until the space ends there, nobody here listens, or the link
+/// breaks.
+async fn session(
+    app: &AppState,
+    space: &SpaceId,
+    origin: &str,
+    frames: &mpsc::Sender<ProgramFrame>,
+    wanted: &impl Fn() -> bool,
+    connected: &AtomicBool,
+) -> Outcome {
+    let Some(request) = request(app, space, origin) else { return Outcome::Broken };
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
+        return Outcome::Broken;
+    };
+    connected.store(true, Ordering::Relaxed);
+    tracing::info!(%space, %origin, "relay connected");
+    let mut check = tokio::time::interval(CHECK);
+    let mut last_wanted = Instant::now();
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(data))) => forward_frames(&data, frames),
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(ended) = pass_event(app, space, text.as_str()) {
+                        return ended;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Outcome::Broken,
+            },
+            _ = check.tick() => {
+                if frames.is_closed() {
+                    let _ = ws.close(None).await;
+                    return Outcome::Idle;
+                }
+                if wanted() {
+                    last_wanted = Instant::now();
+                } else if last_wanted.elapsed() >= LINGER {
+                    tracing::info!(%space, "no listeners here; relay lets go");
+                    let _ = ws.close(None).await;
+                    return Outcome::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// The WebSocket request to the origin's listener stream, with a listening token of this edge.
+fn request(
+    app: &AppState,
+    space: &SpaceId,
+    origin: &str,
+) -> Option<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    let base = origin.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!("ws://{}", base.strip_prefix("http://")?)
+    };
+    let url = format!("{ws}/ws/{space}?batch=1");
+    let who = Identity::new(format!("edge-{}", app.cluster.node_id())).ok()?;
+    let claims = Claims::new(
+        app.keys.api_key(),
+        who,
+        Role::Listener,
+        SpaceScope::One(space.clone()),
+        crate::clock::now_unix(),
+        TOKEN_TTL_SECS,
+    );
+    let token = app.keys.mint_claims(claims).ok()?;
+    let mut request = url.into_client_request().ok()?;
+    let value = format!("Bearer {token}").parse().ok()?;
+    request.headers_mut().insert("authorization", value);
+    Some(request)
+}
+
+/// Hands each program frame of a batch to the engine; a full queue drops the frame (listeners
+/// see a gap in `seq`), never waits.
+fn forward_frames(data: &Bytes, frames: &mpsc::Sender<ProgramFrame>) {
+    let parsed = townhall_media::wire::parse_program_batch(data, |f| {
+        let frame = ProgramFrame {
+            seq: f.seq,
+            mixed_at_us: f.mixed_at_us,
+            capture_age_us: f.capture_age_us,
+            payload: data.slice_ref(f.payload),
+            peak: 0.0,
+        };
+        let result = if frames.try_send(frame).is_ok() { "relayed" } else { "dropped" };
+        metrics::counter!(RELAY_FRAMES, "result" => result).increment(1);
+    });
+    if parsed.is_err() {
+        metrics::counter!(RELAY_FRAMES, "result" => "malformed").increment(1);
+    }
+}
+
+/// Passes a room event on to this node's listeners; returns how the session ends if the
+/// event ends it. The origin's greeting and its own listener count are its, not ours.
+fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
+    let kind = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))?;
+    match kind.as_str() {
+        "hello" | "listeners" => None,
+        "state" => Some(Outcome::SpaceOver),
+        "bye" => Some(Outcome::Broken),
+        "speaking" => {
+            let live = app.live(space)?;
+            let speakers = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("speakers").and_then(|s| s.as_array()).cloned())
+                .unwrap_or_default();
+            let who = speakers
+                .iter()
+                .filter_map(|s| s.as_str().and_then(|s| Identity::new(s).ok()))
+                .take(64)
+                .collect();
+            live.set_talking(who);
+            live.feed().publish_event(text);
+            None
+        }
+        _ => {
+            if let Some(live) = app.live(space) {
+                live.feed().publish_event(text);
+            }
+            None
+        }
+    }
+}

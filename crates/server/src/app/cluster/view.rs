@@ -1,0 +1,87 @@
+//! What a node knows of its cluster, as request handlers read it: its id, the other nodes'
+//! listener counts, whether Redis answers, and the spaces an edge carries.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+use townhall_core::SpaceId;
+
+use crate::app::config::Config;
+
+/// A space this edge carries: the origin its relay follows, and whether the relay is connected.
+pub struct Carried {
+    /// The origin the relay follows (changed when the space moves).
+    pub origin: watch::Sender<String>,
+    /// Whether the relay is connected now.
+    pub connected: Arc<AtomicBool>,
+}
+
+/// What this node knows of the cluster.
+pub struct ClusterView {
+    node_id: String,
+    /// Listeners per space on the other nodes, from their last heartbeats (relays left out).
+    others: RwLock<BTreeMap<SpaceId, usize>>,
+    redis_up: AtomicBool,
+    carried: Mutex<HashMap<SpaceId, Carried>>,
+}
+
+impl std::fmt::Debug for ClusterView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterView").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+impl ClusterView {
+    /// The view of a node configured so (a random node id unless one is set).
+    pub fn new(config: &Config) -> ClusterView {
+        let node_id =
+            config.node_id.clone().unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+        ClusterView {
+            node_id,
+            others: RwLock::new(BTreeMap::new()),
+            redis_up: AtomicBool::new(false),
+            carried: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Listeners of `space` on the other nodes (0 on a node on its own).
+    pub fn others(&self, space: &SpaceId) -> usize {
+        self.others.read().unwrap_or_else(|p| p.into_inner()).get(space).copied().unwrap_or(0)
+    }
+
+    /// Whether the last round reached Redis.
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// The spaces this edge carries.
+    pub fn carried(&self) -> std::sync::MutexGuard<'_, HashMap<SpaceId, Carried>> {
+        self.carried.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records whether the last round reached Redis; returns whether that changed.
+    pub fn set_redis_up(&self, up: bool) -> bool {
+        self.redis_up.swap(up, Ordering::Relaxed) != up
+    }
+
+    /// Sets the other nodes' listeners per space.
+    pub fn set_others(&self, sums: BTreeMap<SpaceId, usize>) {
+        *self.others.write().unwrap_or_else(|p| p.into_inner()) = sums;
+    }
+
+    /// Spaces whose relay is connected to their origin right now.
+    pub fn relaying(&self) -> Vec<SpaceId> {
+        self.carried()
+            .iter()
+            .filter(|(_, c)| c.connected.load(Ordering::Relaxed))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,203 @@
+//! A cluster on loopback: Redis (Debian's `redis-server`, started here on a free port), one
+//! origin and two edges. A speaker on the origin; listeners on both edges hear the same tone
+//! through each edge's relay, room events reach them, and every node reports the same listener
+//! count. Redis stopped mid-stream: the edges keep playing; restarted: the directory heals.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use townhall_media::analysis::tone_amplitude;
+use townhall_server::Config;
+use townhall_server::config::NodeRole;
+
+/// A `redis-server` of this test's own, on a free loopback port; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server runs: install Debian's redis-server (apt-get install redis-server)",
+            );
+        Redis { child, port }
+    }
+
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Redis::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn ready(&self) {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn node(role: NodeRole, redis: &Redis) -> townhall_server::Server {
+    server_with(Config { role, redis: Some(redis.url()), ..Config::default() }).await
+}
+
+/// Polls `GET /api/v1/spaces/{id}` on `addr` until `ok` holds for the answer (within 10 s).
+async fn until_space(
+    addr: SocketAddr,
+    id: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        if let Ok(res) = http().get(format!("http://{addr}/api/v1/spaces/{id}")).send().await
+            && res.status() == 200
+        {
+            last = res.json().await.expect("json");
+            if ok(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("space {id} on {addr} never satisfied the condition; last answer {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listeners_on_two_edges_hear_the_origin_and_counts_agree() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    let edges = [node(NodeRole::Edge, &redis).await, node(NodeRole::Edge, &redis).await];
+    live_space(origin.addr(), "relay").await;
+    // Edges learn of the space from the directory within a round or two.
+    for edge in &edges {
+        until_space(edge.addr(), "relay", |s| s["state"] == "live").await;
+    }
+    // Spaces are created on origins, speakers speak there.
+    let refused = http()
+        .post(format!("http://{}/api/v1/spaces", edges[0].addr()))
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "id": "nope", "title": "Nope", "live": true }))
+        .send()
+        .await
+        .expect("create on an edge");
+    assert_error(refused, 409, "not_origin").await;
+
+    let speaker = spawn_speaker(origin.addr(), "relay", "alice", 440.0, Duration::from_secs(7));
+    let listeners: Vec<_> = edges
+        .iter()
+        .map(|e| {
+            let addr = e.addr();
+            tokio::spawn(async move {
+                let ws = ws(addr, "/ws/relay").await;
+                listen_ws(ws, Duration::from_secs(5)).await
+            })
+        })
+        .collect();
+    // While both listen, every node reports the cluster's count: two listeners.
+    for n in [origin.addr(), edges[0].addr(), edges[1].addr()] {
+        until_space(n, "relay", |s| s["listeners"] == 2).await;
+    }
+    for (i, l) in listeners.into_iter().enumerate() {
+        let heard = l.await.expect("listener");
+        assert!(heard.pcm.len() > 48_000 * 2, "edge {i} heard {} samples", heard.pcm.len());
+        let at_440 = tone_amplitude(heard.tail(1.0), 440.0);
+        assert!(at_440 > 0.25, "edge {i}: 440 Hz amplitude {at_440}");
+        // The origin's room and voice events reach edge listeners.
+        assert!(
+            heard.events.iter().any(|e| e["type"] == "speaking"
+                && e["speakers"].as_array().is_some_and(|s| s.iter().any(|w| w == "alice"))),
+            "edge {i} events: {:?}",
+            heard.events
+        );
+    }
+    speaker.await.expect("speaker");
+    // The origin ends the space; the edges follow.
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces/relay/end", origin.addr()))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("end");
+    assert_eq!(res.status(), 200);
+    for edge in &edges {
+        until_space(edge.addr(), "relay", |s| s["state"] == "ended").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
+    let mut redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr(), "steady").await;
+    until_space(edge.addr(), "steady", |s| s["state"] == "live").await;
+    let speaker = spawn_speaker(origin.addr(), "steady", "alice", 440.0, Duration::from_secs(9));
+    let listener = {
+        let addr = edge.addr();
+        tokio::spawn(async move {
+            listen_ws(ws(addr, "/ws/steady").await, Duration::from_secs(7)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Redis goes away for 3 s: longer than a lease.
+    let port = redis.port;
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis = Redis::start_on(port);
+    redis.ready().await;
+    let heard = listener.await.expect("listener");
+    speaker.await.expect("speaker");
+    assert!(heard.pcm.len() > 48_000 * 5, "the edge kept playing: {} samples", heard.pcm.len());
+    assert!(heard.gaps() <= 5, "frames lost while Redis was away: {}", heard.gaps());
+    assert!(tone_amplitude(heard.tail(1.0), 440.0) > 0.25, "still the tone after Redis returned");
+    // The restarted Redis is empty: the origin writes the directory again.
+    let mut healed = false;
+    for _ in 0..50 {
+        let client = redis::Client::open(redis.url()).expect("client");
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let spaces: Vec<String> = redis::cmd("SMEMBERS")
+                .arg("th:spaces")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if spaces.iter().any(|s| s == "steady") {
+                healed = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healed, "the directory came back after Redis restarted");
+    drop(edge);
+    drop(origin);
+}
