@@ -15,7 +15,9 @@ pub use http::{room, serve};
 pub use pipeline::net;
 
 use app::{error as app_error, recorder, state};
-use http::{api, error, headers, hls, ogg_http, recordings, reports, web, whip, ws};
+use http::{
+    api, embed, error, feeds, headers, hls, oembed, ogg_http, recordings, reports, web, whip, ws,
+};
 use pipeline::{engine, rtc};
 
 use std::net::SocketAddr;
@@ -93,6 +95,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .merge(room::routes())
         .merge(recordings::routes())
+        .merge(feeds::routes())
+        .merge(embed::routes())
+        .merge(oembed::routes())
         .merge(reports::routes())
         .merge(whip::routes())
         .merge(web::routes())

@@ -574,9 +574,16 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         .await
         .expect("json");
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in
-        ["/api/v1/spaces", "/api/v1/spaces/{id}/join", "/ws/{id}", "/live/{file}", "/metrics"]
-    {
+    for path in [
+        "/api/v1/spaces",
+        "/api/v1/spaces/{id}/join",
+        "/ws/{id}",
+        "/live/{file}",
+        "/metrics",
+        "/feeds/recordings.rss",
+        "/embed/{id}",
+        "/oembed",
+    ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
     server.shutdown().await;

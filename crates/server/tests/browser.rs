@@ -1050,3 +1050,48 @@ async fn on_a_phone_the_demo_shows_the_stage_and_listen_without_horizontal_scrol
     browser.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_player_plays_the_demo_with_one_click() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/embed/demo")).await;
+    assert_eq!(page_text(&browser, "title").await, "Townhall demo: a live space");
+    assert_eq!(page_text(&browser, "state").await, "Live");
+    assert_eq!(browser.script(&displayed("play")).await, true, "no play button to be seen");
+    assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
+    let audio = "document.getElementById('audio')";
+    assert_eq!(browser.script(&format!("return {audio}.paused")).await, true);
+
+    browser.click("play").await;
+    let time = format!("return {audio}.currentTime");
+    let first = browser.wait_above(&time, 0.5, Duration::from_secs(20)).await;
+    let state = browser
+        .script(&format!(
+            "return {{paused: {audio}.paused, src: {audio}.currentSrc, \
+                      note: document.getElementById('note').textContent}}"
+        ))
+        .await;
+    assert!(first > 0.5, "the player never played ({first} s, {state})");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = browser.script(&time).await.as_f64().unwrap_or(0.0);
+    assert!(later > first + 0.5, "the audio does not advance: {first} s, then {later} s");
+    assert_eq!(state["paused"], false);
+    assert_eq!(state["src"], format!("http://{addr}/live/demo.opus"));
+    assert_eq!(page_text(&browser, "play-label").await, "Pause");
+    assert_eq!(browser.script(&displayed("play")).await, true, "the button went away");
+
+    // Pause lets go of the live stream; play starts again at the live edge.
+    browser.click("play").await;
+    let paused = browser
+        .wait_for(&format!("return {audio}.paused"), Duration::from_secs(5), |v| v == true)
+        .await;
+    assert_eq!(paused, true);
+    assert_eq!(page_text(&browser, "play-label").await, "Play");
+    browser.close().await;
+    server.shutdown().await;
+}

@@ -23,7 +23,9 @@ pub struct Config {
     pub host_absent_end_secs: u64,
     /// Start the demo space with its speaker bot.
     pub demo: bool,
-    /// The URL users reach this node at, for printed links (default: `http://{listen}`).
+    /// The URL users reach this node at (`http(s)://host[:port]`, no path), for printed links
+    /// and for the absolute URLs of feeds, embeds and oEmbed (unset: `http://{listen}` when
+    /// printed, the request's validated `Host` in answers).
     pub public_url: Option<String>,
     /// API key that names the token issuer (env `TOWNHALL_API_KEY`).
     pub api_key: Option<String>,
@@ -91,6 +93,13 @@ pub struct Config {
     /// Who may frame the page (the CSP `frame-ancestors` source list): `'none'` by default;
     /// e.g. `'self' https://blog.example.com` to embed the player elsewhere.
     pub frame_ancestors: String,
+    /// Who may frame the embeddable player (`/embed/{space}`), a CSP `frame-ancestors` source
+    /// list like `frame_ancestors`: `*` by default (any site may embed a public space's
+    /// player); every other page keeps `frame_ancestors`.
+    pub embed_frame_ancestors: String,
+    /// The contact address given as `itunes:email` of the podcast feeds' owner (unset: none;
+    /// Apple uses it to verify who owns a feed).
+    pub feed_owner_email: Option<String>,
     /// Listening connections (WebSocket and Ogg) one token identity may hold at once.
     pub listens_per_identity: u32,
     /// Open connections from one address.
@@ -200,6 +209,8 @@ impl Default for Config {
             trusted_proxies: townhall_shield::TrustedProxies::none(),
             proxy_protocol: false,
             frame_ancestors: "'none'".into(),
+            embed_frame_ancestors: "*".into(),
+            feed_owner_email: None,
             listens_per_identity: 4,
             max_connections_per_ip: 256,
             max_connections_per_subnet: 4_096,
@@ -256,6 +267,26 @@ pub fn parse_webhook_url(url: &str) -> Result<axum::http::Uri, String> {
         return Err(format!("webhook URL {url:?} has no host"));
     }
     Ok(uri)
+}
+
+/// Checks `public_url`: `http://` or `https://`, a host (and port), nothing after but one `/`;
+/// returns it without the trailing slash. It is written into feeds and pages, so nothing that
+/// would need escaping in a URL gets in.
+pub fn parse_public_url(url: &str) -> Result<String, String> {
+    let base = url.strip_suffix('/').unwrap_or(url);
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))
+        .ok_or_else(|| format!("public_url {url:?} must start with http:// or https://"))?;
+    let authority_ok = !rest.is_empty()
+        && rest.len() <= 255
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !authority_ok || rest.parse::<axum::http::uri::Authority>().is_err() {
+        return Err(format!(
+            "public_url {url:?} must be http(s)://host[:port] with no path, query or user"
+        ));
+    }
+    Ok(base.to_owned())
 }
 
 /// Why configuration could not be loaded.
@@ -325,10 +356,30 @@ impl Config {
         if !(1..=60_000).contains(&self.webhook_retry_base_ms) {
             return bad("webhook_retry_base_ms must be 1 to 60000");
         }
-        if self.frame_ancestors.trim().is_empty()
-            || self.frame_ancestors.chars().any(|c| c.is_control() || c == ';' || c == ',')
-        {
-            return bad("frame_ancestors must be a CSP source list (e.g. 'none' or 'self')");
+        for (name, list) in [
+            ("frame_ancestors", &self.frame_ancestors),
+            ("embed_frame_ancestors", &self.embed_frame_ancestors),
+        ] {
+            if list.trim().is_empty()
+                || list.chars().any(|c| c.is_control() || c == ';' || c == ',')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a CSP source list (e.g. 'none', 'self' or *)"
+                )));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            parse_public_url(url).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(email) = &self.feed_owner_email {
+            let (user, domain) = email.split_once('@').unwrap_or(("", ""));
+            if user.is_empty()
+                || domain.is_empty()
+                || email.len() > 254
+                || email.chars().any(|c| c.is_control() || c.is_whitespace() || "<>\"'".contains(c))
+            {
+                return bad("feed_owner_email must be an e-mail address");
+            }
         }
         if self.recording_max_secs == 0 || self.recording_max_bytes == 0 {
             return bad("recording_max_secs and recording_max_bytes must be at least 1");
@@ -352,11 +403,6 @@ impl Config {
                 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         {
             return bad("node_id must be 1 to 64 letters, digits, '-' or '_'");
-        }
-        if let Some(url) = &self.public_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return bad("public_url must be an http:// or https:// URL");
         }
         Ok(())
     }
@@ -402,6 +448,22 @@ mod tests {
     }
 
     #[test]
+    fn public_urls_lose_a_trailing_slash() {
+        assert_eq!(
+            parse_public_url("https://live.example.com/"),
+            Ok("https://live.example.com".into())
+        );
+        assert_eq!(parse_public_url("http://[::1]:8080"), Ok("http://[::1]:8080".into()));
+        let c = Config {
+            public_url: Some("https://live.example.com".into()),
+            feed_owner_email: Some("ops@example.com".into()),
+            embed_frame_ancestors: "https://blog.example.com".into(),
+            ..Config::default()
+        };
+        c.validate().expect("valid");
+    }
+
+    #[test]
     fn out_of_range_values_are_refused() {
         for c in [
             Config { ogg_page_ms: 30, ..Config::default() },
@@ -410,6 +472,14 @@ mod tests {
             Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
             Config { webhook_queue: 0, ..Config::default() },
             Config { recording_sync_ms: 2_001, ..Config::default() },
+            Config { embed_frame_ancestors: "* ; script-src *".into(), ..Config::default() },
+            Config { embed_frame_ancestors: " ".into(), ..Config::default() },
+            Config { public_url: Some("ftp://example.com".into()), ..Config::default() },
+            Config { public_url: Some("https://example.com/x".into()), ..Config::default() },
+            Config { public_url: Some("https://a@example.com".into()), ..Config::default() },
+            Config { public_url: Some("https://exa\"mple.com".into()), ..Config::default() },
+            Config { feed_owner_email: Some("not an address".into()), ..Config::default() },
+            Config { feed_owner_email: Some("a@b\"<x>".into()), ..Config::default() },
         ] {
             assert!(c.validate().is_err());
         }

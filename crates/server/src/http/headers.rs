@@ -27,10 +27,7 @@ impl SecurityHeaders {
     /// Headers for a node whose page may be framed by `frame_ancestors` (CSP source list, e.g.
     /// `'none'`, `'self'` or `https://example.com`).
     pub fn new(frame_ancestors: &str) -> SecurityHeaders {
-        let policy = format!("{CSP}; frame-ancestors {frame_ancestors}");
-        let csp = HeaderValue::from_str(&policy)
-            .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'"));
-        SecurityHeaders { csp }
+        SecurityHeaders { csp: content_security_policy(frame_ancestors) }
     }
 
     fn apply(&self, res: &mut Response) {
@@ -44,6 +41,14 @@ impl SecurityHeaders {
             headers.entry(name).or_insert(value);
         }
     }
+}
+
+/// The page's policy with `frame-ancestors` set to `frame_ancestors` (a CSP source list); a
+/// list that cannot be a header value falls back to `'none'`. The embeddable player sets its
+/// own (`embed_frame_ancestors`); every other answer gets the node's.
+pub fn content_security_policy(frame_ancestors: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{CSP}; frame-ancestors {frame_ancestors}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'"))
 }
 
 /// Middleware adding the node's security headers to every answer.

@@ -394,6 +394,7 @@ mod tests {
             duration_ms: 0,
             bytes: 0,
             state: RecordingState::Finished,
+            host: None,
         };
         assert_eq!(
             content_disposition(&rec, false),

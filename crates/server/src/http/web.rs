@@ -36,6 +36,9 @@ const ASSETS: &[Asset] = &[
     asset!("/room.js", "room.js", JS),
     asset!("/room-view.js", "room-view.js", JS),
     asset!("/recordings.js", "recordings.js", JS),
+    // The embeddable player's script and style (its page is filled in by `http::embed`).
+    asset!("/embed.js", "embed.js", JS),
+    asset!("/embed.css", "embed.css", "text/css; charset=utf-8"),
     asset!("/playback-worklet.js", "playback-worklet.js", JS),
     asset!("/capture-worklet.js", "capture-worklet.js", JS),
     // hls.js 1.7.4 (Apache-2.0), the light build, for LL-HLS playback where the browser has none.

@@ -48,6 +48,7 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
         duration_ms: 0,
         bytes: 0,
         state: RecordingState::Recording,
+        host: Some(space.host.clone()),
     };
     let pre_skip =
         OggOpusReader::parse(&live.feed().ogg_headers()).map_or(312, |r| r.head.pre_skip);

@@ -187,6 +187,8 @@ pub(super) fn recover_orphan(
         tracing::warn!(recording = id, "a partial file names no valid space; left alone");
         return Ok(None);
     };
+    // The space's host, if the database still knows the space.
+    let host = store.space_host(&space).ok().flatten();
     let row = RecordingRecord {
         id: id.to_owned(),
         space,
@@ -197,6 +199,7 @@ pub(super) fn recover_orphan(
         duration_ms: 0,
         bytes: 0,
         state: RecordingState::Recording,
+        host,
     };
     recover_row(dir, row, store).map(Some)
 }

@@ -26,6 +26,7 @@ fn the_sweep_keeps_the_newest_within_budget_and_retention() {
         duration_ms: 60_000,
         bytes,
         state,
+        host: None,
     };
     for r in [
         row("old", 1, 100, RecordingState::Finished),
@@ -113,6 +114,7 @@ fn recovery_finalises_indexed_and_orphaned_partial_files() {
         duration_ms: 0,
         bytes: 0,
         state: RecordingState::Recording,
+        host: None,
     };
     store.save_recording(&row).expect("save");
     std::fs::write(dir.join("s-1000-00000001.opus.partial"), crashed_file(&row.id, "s", 260))

@@ -71,6 +71,12 @@ const MIGRATIONS: &[&str] = &[
         bytes INTEGER NOT NULL,
         state TEXT NOT NULL
     );",
+    // 2: who hosted each recorded space (the hosts' podcast feeds). Rows written before it take
+    // their space's host where the space is still stored; the others stay NULL and appear in no
+    // host's feed (only in the node's).
+    "ALTER TABLE recordings ADD COLUMN host TEXT;
+    UPDATE recordings SET host = (SELECT host FROM spaces WHERE spaces.id = recordings.space);
+    CREATE INDEX recordings_host ON recordings (host, started_at);",
 ];
 
 /// Why the store failed.
@@ -229,7 +235,7 @@ impl Store {
 
 /// The columns of a recording row and their table, as [`recording_row`] reads them.
 pub(super) const RECORDING_COLUMNS: &str =
-    "id, space, title, file, started_at, ended_at, duration_ms, bytes, state FROM recordings";
+    "id, space, title, file, started_at, ended_at, duration_ms, bytes, state, host FROM recordings";
 
 pub(super) fn recording_row(r: &rusqlite::Row<'_>) -> Result<RecordingRecord, StoreError> {
     Ok(RecordingRecord {
@@ -242,6 +248,7 @@ pub(super) fn recording_row(r: &rusqlite::Row<'_>) -> Result<RecordingRecord, St
         duration_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
         bytes: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
         state: parse_enum(&r.get::<_, String>(8)?)?,
+        host: r.get::<_, Option<String>>(9)?.map(identity).transpose()?,
     })
 }
 

@@ -134,4 +134,8 @@ pub struct RecordingRecord {
     pub bytes: u64,
     /// Recording, finished or recovered.
     pub state: RecordingState,
+    /// Who hosted the space when recording started (`None` in rows older than the column whose
+    /// space was no longer stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Identity>,
 }

@@ -1,6 +1,6 @@
 //! The queries of each table: spaces, bans and the moderation log, reports, recordings.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use townhall_core::room::{ModAction, ModerationEntry};
 use townhall_core::{Identity, Space, SpaceId, UnixTime};
 
@@ -209,7 +209,7 @@ impl Store {
     pub fn save_recording(&self, rec: &RecordingRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT OR REPLACE INTO recordings (id, space, title, file, started_at, ended_at,
-                duration_ms, bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                duration_ms, bytes, state, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 rec.id,
                 rec.space.as_str(),
@@ -220,6 +220,7 @@ impl Store {
                 i64::try_from(rec.duration_ms).unwrap_or(i64::MAX),
                 i64::try_from(rec.bytes).unwrap_or(i64::MAX),
                 rec.state.as_str(),
+                rec.host.as_ref().map(Identity::as_str),
             ],
         )?;
         Ok(())
@@ -229,6 +230,41 @@ impl Store {
     pub fn recordings(&self) -> Result<Vec<RecordingRecord>, StoreError> {
         let sql = format!("SELECT {RECORDING_COLUMNS} ORDER BY started_at DESC, id DESC");
         self.select(&sql, [], recording_row)
+    }
+
+    /// The newest `limit` playable recordings (finished or recovered) of spaces stored as
+    /// public, newest first; with `host`, only those of spaces that identity hosted (the podcast
+    /// feeds). Private spaces are filtered here, before the limit, so they cannot crowd public
+    /// recordings out of a feed.
+    pub fn public_recordings(
+        &self,
+        host: Option<&Identity>,
+        limit: usize,
+    ) -> Result<Vec<RecordingRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RECORDING_COLUMNS} WHERE state != 'recording' AND (?1 IS NULL OR host = ?1)
+                AND space IN (SELECT id FROM spaces WHERE public = 1)
+             ORDER BY started_at DESC, id DESC LIMIT ?2"
+        );
+        self.select(&sql, params![host.map(Identity::as_str), limit_sql(limit)], recording_row)
+    }
+
+    /// The newest playable recording (finished or recovered) of `space`, if any.
+    pub fn newest_recording(&self, space: &SpaceId) -> Result<Option<RecordingRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RECORDING_COLUMNS} WHERE space = ?1 AND state != 'recording'
+             ORDER BY started_at DESC, id DESC LIMIT 1"
+        );
+        Ok(self.select(&sql, [space.as_str()], recording_row)?.pop())
+    }
+
+    /// The host of a stored space, if it is stored.
+    pub fn space_host(&self, id: &SpaceId) -> Result<Option<Identity>, StoreError> {
+        let host: Option<String> = self
+            .conn()
+            .query_row("SELECT host FROM spaces WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .optional()?;
+        host.map(identity).transpose()
     }
 
     /// Forgets a recording's index entry (its file is deleted by the caller).

@@ -101,6 +101,7 @@ fn reports_and_recordings_round_trip() {
         duration_ms: 0,
         bytes: 0,
         state: RecordingState::Recording,
+        host: Some(id("h")),
     };
     store.save_recording(&rec).expect("save");
     rec.state = RecordingState::Finished;
@@ -124,4 +125,69 @@ fn corrupt_rows_are_errors_not_panics() {
         )
         .expect("insert");
     assert!(matches!(store.spaces(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn a_version_1_database_gains_recording_hosts_from_its_spaces() {
+    let conn = Connection::open_in_memory().expect("db");
+    conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+    conn.pragma_update(None, "user_version", 1).expect("v1");
+    conn.execute_batch(
+        "INSERT INTO spaces (id, title, host, state, public, created_at)
+             VALUES ('kept', 't', 'alice', 'ended', 1, 0);
+         INSERT INTO recordings (id, space, title, file, started_at, duration_ms, bytes, state)
+             VALUES ('kept-1', 'kept', 't', 'kept-1.opus', 5, 1000, 10, 'finished'),
+                    ('gone-1', 'gone', 't', 'gone-1.opus', 6, 1000, 10, 'finished');",
+    )
+    .expect("v1 rows");
+    let store = Store::ready(conn, false).expect("migrated");
+    let host = |rid: &str| store.recording(rid).expect("row").expect("kept").host;
+    assert_eq!(host("kept-1"), Some(id("alice")));
+    assert_eq!(host("gone-1"), None, "a space no longer stored leaves the host unknown");
+    let alices = store.public_recordings(Some(&id("alice")), 10).expect("feed");
+    assert_eq!(alices.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["kept-1"]);
+}
+
+#[test]
+fn public_recordings_leave_out_private_spaces_unfinished_ones_and_other_hosts() {
+    let store = Store::in_memory().expect("store");
+    let now = UnixTime(100);
+    for (sid, public, host) in
+        [("pub", true, "alice"), ("priv", false, "alice"), ("bob", true, "bob")]
+    {
+        let req = NewSpace { title: sid.into(), public, live: true, ..NewSpace::default() };
+        let space =
+            Space::create(SpaceId::new(sid).expect("id"), req, id(host), now).expect("space");
+        store.save_space(&space).expect("save");
+    }
+    let rec = |rid: &str, sid: &str, host: &str, at: u64, state| RecordingRecord {
+        id: rid.into(),
+        space: SpaceId::new(sid).expect("id"),
+        title: rid.into(),
+        file: format!("{rid}.opus"),
+        started_at: UnixTime(at),
+        ended_at: None,
+        duration_ms: 1_000,
+        bytes: 10,
+        state,
+        host: Some(id(host)),
+    };
+    for r in [
+        rec("pub-1", "pub", "alice", 1, RecordingState::Finished),
+        rec("pub-2", "pub", "alice", 2, RecordingState::Recovered),
+        rec("pub-3", "pub", "alice", 3, RecordingState::Recording),
+        rec("priv-1", "priv", "alice", 4, RecordingState::Finished),
+        rec("bob-1", "bob", "bob", 5, RecordingState::Finished),
+    ] {
+        store.save_recording(&r).expect("save");
+    }
+    let ids = |host: Option<&str>, limit| {
+        let host = host.map(id);
+        let rows = store.public_recordings(host.as_ref(), limit).expect("feed");
+        rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(None, 10), ["bob-1", "pub-2", "pub-1"]);
+    assert_eq!(ids(Some("alice"), 10), ["pub-2", "pub-1"]);
+    assert_eq!(ids(Some("alice"), 1), ["pub-2"], "the private one does not take the only slot");
+    assert!(ids(Some("nobody"), 10).is_empty());
 }
