@@ -176,7 +176,10 @@ export class Listener {
       return;
     }
     this.waitTicket = undefined;
-    const ws = new WebSocket(wsUrl(`${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=5`));
+    // In a cluster the door names the node to listen on (an edge); else this one.
+    const path = `${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=5`;
+    const node = ticket.node ? ticket.node.replace(/\/$/, '').replace(/^http/, 'ws') : null;
+    const ws = new WebSocket(node ? node + path : wsUrl(path));
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     ws.onmessage = (e) => this.onMessage(e.data);

@@ -62,6 +62,8 @@ pub struct StormStats {
     pub first_audio: Histogram,
     /// Joiners that had to wait for a free socket in the generator (it was the bottleneck).
     pub generator_waits: AtomicU64,
+    /// Joiners the door sent to another node (a cluster's edge).
+    pub redirected: AtomicU64,
 }
 
 /// A summary of a storm, for reports.
@@ -92,6 +94,8 @@ pub struct StormReport {
     /// Joiners delayed by the generator's own socket limit (non-zero: the figures understate
     /// the offered rate).
     pub generator_waits: u64,
+    /// Joiners the door sent to another node (a cluster's edge).
+    pub redirected: u64,
 }
 
 impl StormStats {
@@ -111,6 +115,7 @@ impl StormStats {
             rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
             first_audio_ms: crate::Quantiles::of(&self.first_audio),
             generator_waits: self.generator_waits.load(Relaxed),
+            redirected: self.redirected.load(Relaxed),
         }
     }
 }
@@ -219,7 +224,7 @@ async fn post_join(
 async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: Instant) -> Outcome {
     let mut wait_ticket: Option<String> = None;
     let mut pow: Option<String> = None;
-    let (ticket, mut stream, mut buf) = loop {
+    let (ticket, node, mut stream, mut buf) = loop {
         let attempt = post_join(cfg, n, wait_ticket.as_deref(), pow.as_deref());
         let Ok(answer) = timeout_at(deadline, attempt).await else {
             return if wait_ticket.is_some() { Outcome::Queued } else { Outcome::TimedOut };
@@ -227,7 +232,9 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
         let Some((status, json, retry_after, stream, buf)) = answer else { return Outcome::Error };
         let pause = match status {
             200 => match json["token"].as_str() {
-                Some(t) => break (t.to_owned(), stream, buf),
+                Some(t) => {
+                    break (t.to_owned(), json["node"].as_str().map(str::to_owned), stream, buf);
+                }
                 None => return Outcome::Error,
             },
             202 => {
@@ -259,11 +266,28 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
     };
     let waited = wait_ticket.is_some();
     let ws_path = format!("/ws/{}?token={ticket}&batch=1", cfg.space);
+    // In a cluster the door names the node to listen on (loopback only, as every target here).
+    let target = match node.map(|n| n.parse::<Target>()) {
+        None => cfg.target,
+        Some(Ok(t)) if t == cfg.target => t,
+        Some(Ok(t)) => {
+            let source = t.source_ip_in(n, cfg.subnets);
+            match timeout_at(deadline, http::connect(&t, source)).await {
+                Ok(Ok(s)) => stream = s,
+                Ok(Err(_)) => return Outcome::Error,
+                Err(_) => return Outcome::TimedOut,
+            }
+            buf = ReadBuf::new(4_096);
+            stats.redirected.fetch_add(1, Relaxed);
+            t
+        }
+        Some(Err(_)) => return Outcome::Error,
+    };
     // The page reconnects when its connection is refused for its rate (429): so do we, after
     // `Retry-After`, on a new connection, with the same ticket.
     loop {
         let opened =
-            timeout_at(deadline, http::ws_handshake(&mut stream, &cfg.target, &ws_path, &mut buf))
+            timeout_at(deadline, http::ws_handshake(&mut stream, &target, &ws_path, &mut buf))
                 .await;
         let head = match opened {
             Ok(Ok(head)) => head,
@@ -279,8 +303,8 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
                     return Outcome::TimedOut;
                 }
                 tokio::time::sleep(pause).await;
-                let source = cfg.target.source_ip_in(n, cfg.subnets);
-                match timeout_at(deadline, http::connect(&cfg.target, source)).await {
+                let source = target.source_ip_in(n, cfg.subnets);
+                match timeout_at(deadline, http::connect(&target, source)).await {
                     Ok(Ok(s)) => stream = s,
                     Ok(Err(_)) => return Outcome::Error,
                     Err(_) => return Outcome::TimedOut,

@@ -105,7 +105,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(headers::SecurityHeaders::new(&app.config.frame_ancestors)),
+            Arc::new(
+                headers::SecurityHeaders::new(&app.config.frame_ancestors).in_cluster(app.clone()),
+            ),
             headers::add,
         ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), serve::rate_limit))

@@ -201,3 +201,66 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
     drop(edge);
     drop(origin);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_door_on_any_node_sends_listeners_to_the_edges() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    let edges = [node(NodeRole::Edge, &redis).await, node(NodeRole::Edge, &redis).await];
+    let edge_urls: Vec<String> = edges.iter().map(|e| format!("http://{}", e.addr())).collect();
+    live_space(origin.addr(), "door").await;
+    for edge in &edges {
+        until_space(edge.addr(), "door", |s| s["state"] == "live").await;
+    }
+    let join = || async {
+        let res = http()
+            .post(format!("http://{}/api/v1/spaces/door/join", origin.addr()))
+            .send()
+            .await
+            .expect("join");
+        assert_eq!(res.status(), 200);
+        res.json::<serde_json::Value>().await.expect("json")
+    };
+    // Once the origin has heard the edges' heartbeats, its door names one of them.
+    let mut first = join().await;
+    for _ in 0..30 {
+        if first["node"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first = join().await;
+    }
+    let mut chosen = std::collections::BTreeSet::new();
+    for answer in std::iter::once(first) {
+        chosen.insert(answer["node"].as_str().expect("a node").to_owned());
+    }
+    for _ in 0..10 {
+        let answer = join().await;
+        chosen.insert(answer["node"].as_str().expect("a node").to_owned());
+    }
+    assert!(
+        chosen.iter().all(|n| edge_urls.contains(n)),
+        "only edges: {chosen:?} of {edge_urls:?}"
+    );
+    assert_eq!(chosen.len(), 2, "both idle edges get listeners: {chosen:?}");
+    // The page may connect to the cluster's nodes (CSP), and the ticket works on the edge named.
+    let page = http().get(format!("http://{}/", origin.addr())).send().await.expect("page");
+    let csp = page.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+    for edge in &edges {
+        assert!(csp.contains(&format!("ws://{}", edge.addr())), "{csp}");
+    }
+    let speaker = spawn_speaker(origin.addr(), "door", "alice", 440.0, Duration::from_secs(5));
+    let answer = join().await;
+    let node_url = answer["node"].as_str().expect("node");
+    let node_addr: SocketAddr = node_url.trim_start_matches("http://").parse().expect("addr");
+    let token = answer["token"].as_str().expect("token");
+    let heard =
+        listen_ws(ws(node_addr, &format!("/ws/door?token={token}")).await, Duration::from_secs(3))
+            .await;
+    speaker.await.expect("speaker");
+    assert!(
+        tone_amplitude(heard.tail(1.0), 440.0) > 0.25,
+        "the edge named by the door plays the tone"
+    );
+}

@@ -15,7 +15,7 @@ use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
 use crate::app::config::Config;
 use crate::app::store::{BanKind, Store};
 use crate::metrics::SPEAKERS;
-use crate::pipeline::engine::{Engine, Ingest, SpaceMix};
+use crate::pipeline::engine::{Engine, Ingest, RelayInput, SpaceMix};
 use crate::pipeline::fanout::FanoutConfig;
 use crate::pipeline::feed::ProgramFeed;
 use crate::pipeline::hls_store::HlsStore;
@@ -201,7 +201,7 @@ impl LiveSpace {
         rtc: mpsc::Sender<ProgramPacket>,
         store: Arc<Store>,
         webhooks: crate::app::webhooks::Webhooks,
-    ) -> Result<(Arc<LiveSpace>, mpsc::Sender<townhall_media::ProgramFrame>), OpenError> {
+    ) -> Result<(Arc<LiveSpace>, RelayInput), OpenError> {
         // The origin's encoder has the same settings: its pre-skip is this one's.
         let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
         let parts = Parts::new(space, config, &mixer, fanout)?;
@@ -228,7 +228,7 @@ impl LiveSpace {
             webhooks,
             Some(origin),
         );
-        Ok((live, frames_tx))
+        Ok((live, engine.relay_input(space.id.clone(), frames_tx)))
     }
 
     #[allow(clippy::too_many_arguments)]

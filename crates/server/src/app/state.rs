@@ -20,15 +20,12 @@ use crate::app::live::LiveSpace;
 use crate::app::shield::Shield;
 use crate::app::store::Store;
 use crate::clock::now_unix;
-use crate::pipeline::engine::Engine;
+use crate::pipeline::engine::{Engine, RelayInput};
 use crate::pipeline::fanout::FanoutConfig;
 use crate::pipeline::feed::Protocol;
 use crate::pipeline::hls_store::HlsStores;
 use crate::pipeline::rtc::RtcNode;
 use townhall_core::WebhookEvent;
-
-/// Where an edge's relay hands the program frames it receives.
-pub type RelayInput = tokio::sync::mpsc::Sender<townhall_media::ProgramFrame>;
 
 /// Everything request handlers share.
 pub struct AppState {

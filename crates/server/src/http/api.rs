@@ -132,6 +132,10 @@ pub struct JoinTicket {
     pub expires_at: u64,
     /// Where to listen.
     pub urls: SpaceUrls,
+    /// In a cluster: the node to use those URLs on (the door's choice of edge); absent: this
+    /// node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Query parameters of `join`.
@@ -225,7 +229,9 @@ async fn join_space(
             // A ticket never outlives the token it was joined with, and only listens.
             let (token, expires_at) =
                 app.mint_ticket(identity.clone(), anonymous, &id, not_after, ttl)?;
-            let ticket = JoinTicket { token, identity, role: Role::Listener, expires_at, urls };
+            let node = app.cluster.pick_edge();
+            let ticket =
+                JoinTicket { token, identity, role: Role::Listener, expires_at, urls, node };
             Ok(Json(ticket).into_response())
         }
         Decision::Wait { number, position, retry_after } => {

@@ -17,23 +17,58 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: blob:; media-src 'self' blob: data:; connect-src 'self'; \
     worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'";
 
-/// The headers, built once from the configuration.
-#[derive(Debug, Clone)]
+/// The headers, built once from the configuration (in a cluster, the page may also connect to
+/// the cluster's live nodes: the door sends listeners to edges).
+#[derive(Clone)]
 pub struct SecurityHeaders {
     csp: HeaderValue,
+    frame_ancestors: String,
+    cluster: Option<Arc<crate::app::state::AppState>>,
+}
+
+impl std::fmt::Debug for SecurityHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityHeaders").field("csp", &self.csp).finish_non_exhaustive()
+    }
 }
 
 impl SecurityHeaders {
     /// Headers for a node whose page may be framed by `frame_ancestors` (CSP source list, e.g.
     /// `'none'`, `'self'` or `https://example.com`).
     pub fn new(frame_ancestors: &str) -> SecurityHeaders {
-        SecurityHeaders { csp: content_security_policy(frame_ancestors) }
+        SecurityHeaders {
+            csp: content_security_policy(frame_ancestors),
+            frame_ancestors: frame_ancestors.to_owned(),
+            cluster: None,
+        }
+    }
+
+    /// The same headers, letting the page connect to `app`'s cluster nodes too.
+    pub fn in_cluster(mut self, app: Arc<crate::app::state::AppState>) -> SecurityHeaders {
+        self.cluster = Some(app);
+        self
+    }
+
+    fn csp(&self) -> HeaderValue {
+        let extra = self.cluster.as_ref().map(|app| app.cluster.connect_sources());
+        match extra {
+            Some(extra) if !extra.is_empty() => {
+                let policy =
+                    CSP.replace("connect-src 'self'", &format!("connect-src 'self'{extra}"));
+                HeaderValue::from_str(&format!(
+                    "{policy}; frame-ancestors {}",
+                    self.frame_ancestors
+                ))
+                .unwrap_or_else(|_| self.csp.clone())
+            }
+            _ => self.csp.clone(),
+        }
     }
 
     fn apply(&self, res: &mut Response) {
         let headers = res.headers_mut();
         let defaults: [(HeaderName, HeaderValue); 3] = [
-            (header::CONTENT_SECURITY_POLICY, self.csp.clone()),
+            (header::CONTENT_SECURITY_POLICY, self.csp()),
             (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
             (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         ];

@@ -214,6 +214,15 @@ impl SpaceMix {
         }
     }
 
+    /// Sends the relayed frames waiting (a relayed space, between ticks).
+    fn relay_now(&mut self) {
+        for _ in 0..RELAY_FRAMES_PER_TICK {
+            let Source::Relay(frames) = &mut self.source else { return };
+            let Ok(frame) = frames.try_recv() else { return };
+            self.publish(&frame, false);
+        }
+    }
+
     fn set_sink(&mut self, name: SinkName, sink: Option<Box<dyn ProgramSink>>) {
         self.sinks.retain(|(n, _)| *n != name);
         if let Some(sink) = sink {
@@ -235,13 +244,7 @@ impl SpaceMix {
                     }
                 }
             }
-            Source::Relay(_) => {
-                for _ in 0..RELAY_FRAMES_PER_TICK {
-                    let Source::Relay(frames) = &mut self.source else { break };
-                    let Ok(frame) = frames.try_recv() else { break };
-                    self.publish(&frame, false);
-                }
-            }
+            Source::Relay(_) => self.relay_now(),
         }
         self.ticks += 1;
         if self.ticks % COUNT_EVERY_TICKS == 1 {
@@ -287,7 +290,42 @@ fn single_batch(frame: &ProgramFrame) -> Bytes {
 enum Command {
     Add(Box<SpaceMix>),
     Remove(SpaceId),
+    /// A relayed space has frames waiting: send them now, not at the next tick.
+    Relayed(SpaceId),
     Stop,
+}
+
+/// Where an edge's relay hands a space's program frames: queued for the engine, which is woken
+/// to send them at once (a relayed frame waits for no tick: the origin's clock already paced it).
+#[derive(Clone)]
+pub struct RelayInput {
+    space: SpaceId,
+    frames: mpsc::Sender<ProgramFrame>,
+    wake: std_mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for RelayInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayInput").field("space", &self.space).finish_non_exhaustive()
+    }
+}
+
+impl RelayInput {
+    /// Queues a frame; `false` when the queue is full (the frame is dropped: listeners see a
+    /// gap in `seq`) or the space ended here.
+    pub fn push(&self, frame: ProgramFrame) -> bool {
+        self.frames.try_send(frame).is_ok()
+    }
+
+    /// Wakes the engine to send what was pushed.
+    pub fn wake(&self) {
+        let _ = self.wake.send(Command::Relayed(self.space.clone()));
+    }
+
+    /// Whether the space ended here (the engine let go of it).
+    pub fn is_closed(&self) -> bool {
+        self.frames.is_closed()
+    }
 }
 
 /// Handle to the engine thread; dropping it stops the thread.
@@ -320,6 +358,11 @@ impl Engine {
     pub fn remove(&self, space: SpaceId) {
         let _ = self.tx.send(Command::Remove(space));
     }
+
+    /// The input of a relayed space's `frames` (see [`SpaceMix::relayed`]).
+    pub fn relay_input(&self, space: SpaceId, frames: mpsc::Sender<ProgramFrame>) -> RelayInput {
+        RelayInput { space, frames, wake: self.tx.clone() }
+    }
 }
 
 impl Drop for Engine {
@@ -338,25 +381,6 @@ fn run(rx: std_mpsc::Receiver<Command>) {
     let ticks_counter = metrics::counter!(MIXER_TICKS);
     let late_counter = metrics::counter!(MIXER_LATE_TICKS);
     loop {
-        loop {
-            match rx.try_recv() {
-                Ok(Command::Add(space)) => {
-                    let id = space.feed.space().clone();
-                    spaces.insert(id, *space);
-                }
-                Ok(Command::Remove(id)) => {
-                    if let Some(space) = spaces.remove(&id) {
-                        space.finish(clock::now_us());
-                    }
-                }
-                Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => {
-                    let now = clock::now_us();
-                    spaces.into_values().for_each(|s| s.finish(now));
-                    return;
-                }
-                Err(std_mpsc::TryRecvError::Empty) => break,
-            }
-        }
         let now_us = clock::now_us();
         for space in spaces.values_mut() {
             space.tick(now_us);
@@ -364,14 +388,51 @@ fn run(rx: std_mpsc::Receiver<Command>) {
         ticks_counter.increment(1);
         ticks += 1;
         let deadline = epoch + TICK * ticks;
+        // Until the next tick, carry out commands as they come (relayed frames go out at once).
+        loop {
+            let now = Instant::now();
+            let wait = deadline.saturating_duration_since(now);
+            let command = if wait.is_zero() {
+                match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => Command::Stop,
+                }
+            } else {
+                match rx.recv_timeout(wait) {
+                    Ok(c) => c,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => Command::Stop,
+                }
+            };
+            match command {
+                Command::Add(space) => {
+                    let id = space.feed.space().clone();
+                    spaces.insert(id, *space);
+                }
+                Command::Remove(id) => {
+                    if let Some(space) = spaces.remove(&id) {
+                        space.finish(clock::now_us());
+                    }
+                }
+                Command::Relayed(id) => {
+                    if let Some(space) = spaces.get_mut(&id) {
+                        space.relay_now();
+                    }
+                }
+                Command::Stop => {
+                    let now = clock::now_us();
+                    spaces.into_values().for_each(|s| s.finish(now));
+                    return;
+                }
+            }
+        }
         let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        } else if now - deadline > MAX_CATCH_UP {
+        if now.saturating_duration_since(deadline) > MAX_CATCH_UP {
             late_counter.increment(1);
             epoch = now;
             ticks = 0;
-        } else if now - deadline > TICK {
+        } else if now.saturating_duration_since(deadline) > TICK {
             late_counter.increment(1);
         }
     }

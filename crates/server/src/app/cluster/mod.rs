@@ -118,6 +118,7 @@ async fn round(
         publish_spaces(app, url, c, published).await?;
     }
     let nodes = read_nodes(c).await?;
+    app.cluster.set_nodes(&nodes);
     let sums = summed_counts(&nodes, app.cluster.node_id());
     app.cluster.set_others(sums);
     if app.config.role == NodeRole::Edge {

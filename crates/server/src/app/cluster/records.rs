@@ -87,6 +87,35 @@ pub fn summed_counts<'a>(
     sums
 }
 
+/// The door's choice among `edges` (live edge nodes): the less loaded of the two at `i` and `j`
+/// (power of two random choices: nearly as even as asking everyone, for the price of two);
+/// `None` when both are full or there are none.
+pub fn two_choices(edges: &[NodeRecord], i: usize, j: usize) -> Option<&NodeRecord> {
+    if edges.is_empty() {
+        return None;
+    }
+    let load = |n: &NodeRecord| n.listeners as f64 / n.capacity.max(1) as f64;
+    let (a, b) = (&edges[i % edges.len()], &edges[j % edges.len()]);
+    let best = if load(b) < load(a) { b } else { a };
+    (best.listeners < best.capacity).then_some(best)
+}
+
+/// The CSP `connect-src` sources that let the page reach `nodes` (HTTP and WebSocket).
+pub fn connect_sources<'a>(nodes: impl IntoIterator<Item = &'a NodeRecord>) -> String {
+    let mut out = String::new();
+    for url in nodes.into_iter().map(|n| n.url.trim_end_matches('/')) {
+        let ws = url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+        // Only well-formed origins: a URL with a space or quote would break the header.
+        if url.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b'\'' && b != b',') {
+            out.push(' ');
+            out.push_str(url);
+            out.push(' ');
+            out.push_str(&ws);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +139,30 @@ mod tests {
         let sums = summed_counts(&nodes, "me");
         assert_eq!(sums.get(&SpaceId::new("x").expect("id")), Some(&7));
         assert_eq!(sums.get(&SpaceId::new("y").expect("id")), Some(&1));
+    }
+
+    #[test]
+    fn the_door_picks_the_less_loaded_of_two_and_never_a_full_one() {
+        let mut light = node("light", &[("x", 10)]);
+        let mut heavy = node("heavy", &[("x", 90)]);
+        (light.capacity, heavy.capacity) = (100, 100);
+        let edges = [light.clone(), heavy.clone()];
+        assert_eq!(two_choices(&edges, 0, 1).map(|n| n.id.as_str()), Some("light"));
+        assert_eq!(two_choices(&edges, 1, 0).map(|n| n.id.as_str()), Some("light"));
+        assert_eq!(two_choices(&edges, 1, 1).map(|n| n.id.as_str()), Some("heavy"));
+        heavy.listeners = 100;
+        assert!(two_choices(&[heavy], 0, 0).is_none(), "full");
+        assert!(two_choices(&[], 0, 1).is_none());
+    }
+
+    #[test]
+    fn connect_sources_name_http_and_websocket_origins_and_skip_odd_ones() {
+        let mut a = node("a", &[]);
+        a.url = "https://edge-1.example.com/".into();
+        let mut b = node("b", &[]);
+        b.url = "http://x'; script-src *".into();
+        let s = connect_sources([&a, &b]);
+        assert_eq!(s, " https://edge-1.example.com wss://edge-1.example.com");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use townhall_core::{Claims, Identity, Role, SpaceId, SpaceScope};
@@ -21,6 +21,7 @@ use townhall_media::ProgramFrame;
 use crate::app::live::LiveSpace;
 use crate::app::state::AppState;
 use crate::metrics::RELAY_FRAMES;
+use crate::pipeline::engine::RelayInput;
 
 /// How long a relay stays connected after this node's last listener of the space left.
 pub const LINGER: Duration = Duration::from_secs(10);
@@ -46,7 +47,7 @@ enum Outcome {
 pub async fn run(
     app: Arc<AppState>,
     live: Arc<LiveSpace>,
-    frames: mpsc::Sender<ProgramFrame>,
+    frames: RelayInput,
     mut origin: watch::Receiver<String>,
     connected: Arc<AtomicBool>,
 ) {
@@ -91,7 +92,7 @@ async fn session(
     app: &AppState,
     space: &SpaceId,
     origin: &str,
-    frames: &mpsc::Sender<ProgramFrame>,
+    frames: &RelayInput,
     wanted: &impl Fn() -> bool,
     connected: &AtomicBool,
 ) -> Outcome {
@@ -163,7 +164,7 @@ fn request(
 
 /// Hands each program frame of a batch to the engine; a full queue drops the frame (listeners
 /// see a gap in `seq`), never waits.
-fn forward_frames(data: &Bytes, frames: &mpsc::Sender<ProgramFrame>) {
+fn forward_frames(data: &Bytes, frames: &RelayInput) {
     let parsed = townhall_media::wire::parse_program_batch(data, |f| {
         let frame = ProgramFrame {
             seq: f.seq,
@@ -172,9 +173,10 @@ fn forward_frames(data: &Bytes, frames: &mpsc::Sender<ProgramFrame>) {
             payload: data.slice_ref(f.payload),
             peak: 0.0,
         };
-        let result = if frames.try_send(frame).is_ok() { "relayed" } else { "dropped" };
+        let result = if frames.push(frame) { "relayed" } else { "dropped" };
         metrics::counter!(RELAY_FRAMES, "result" => result).increment(1);
     });
+    frames.wake();
     if parsed.is_err() {
         metrics::counter!(RELAY_FRAMES, "result" => "malformed").increment(1);
     }

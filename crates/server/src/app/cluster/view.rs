@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 use townhall_core::SpaceId;
 
-use crate::app::config::Config;
+use crate::app::cluster::records::{self, NodeRecord};
+use crate::app::config::{Config, NodeRole};
 
 /// A space this edge carries: the origin its relay follows, and whether the relay is connected.
 pub struct Carried {
@@ -24,6 +25,10 @@ pub struct ClusterView {
     /// Listeners per space on the other nodes, from their last heartbeats (relays left out).
     others: RwLock<BTreeMap<SpaceId, usize>>,
     redis_up: AtomicBool,
+    /// Live edge nodes, from the last round (where the door sends listeners).
+    edges: RwLock<Vec<NodeRecord>>,
+    /// `connect-src` sources for the page: every live node of the cluster.
+    connect_sources: RwLock<String>,
     carried: Mutex<HashMap<SpaceId, Carried>>,
 }
 
@@ -42,6 +47,8 @@ impl ClusterView {
             node_id,
             others: RwLock::new(BTreeMap::new()),
             redis_up: AtomicBool::new(false),
+            edges: RwLock::new(Vec::new()),
+            connect_sources: RwLock::new(String::new()),
             carried: Mutex::new(HashMap::new()),
         }
     }
@@ -69,6 +76,27 @@ impl ClusterView {
     /// Records whether the last round reached Redis; returns whether that changed.
     pub fn set_redis_up(&self, up: bool) -> bool {
         self.redis_up.swap(up, Ordering::Relaxed) != up
+    }
+
+    /// Sets the cluster's live nodes as the last round read them.
+    pub fn set_nodes(&self, nodes: &[NodeRecord]) {
+        let edges = nodes.iter().filter(|n| n.role == NodeRole::Edge).cloned().collect();
+        *self.edges.write().unwrap_or_else(|p| p.into_inner()) = edges;
+        *self.connect_sources.write().unwrap_or_else(|p| p.into_inner()) =
+            records::connect_sources(nodes);
+    }
+
+    /// Where the door sends a listener: the URL of the less loaded of two random live edges
+    /// with room, or `None` (this node serves them: no edges, or all full).
+    pub fn pick_edge(&self) -> Option<String> {
+        let edges = self.edges.read().unwrap_or_else(|p| p.into_inner());
+        let (i, j) = (rand::random::<u32>() as usize, rand::random::<u32>() as usize);
+        records::two_choices(&edges, i, j).map(|n| n.url.clone())
+    }
+
+    /// `connect-src` sources for the page (empty on a node on its own).
+    pub fn connect_sources(&self) -> String {
+        self.connect_sources.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Sets the other nodes' listeners per space.
