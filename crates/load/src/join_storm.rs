@@ -271,13 +271,10 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
         None => cfg.target,
         Some(Ok(t)) if t == cfg.target => t,
         Some(Ok(t)) => {
-            let source = t.source_ip_in(n, cfg.subnets);
-            match timeout_at(deadline, http::connect(&t, source)).await {
-                Ok(Ok(s)) => stream = s,
-                Ok(Err(_)) => return Outcome::Error,
-                Err(_) => return Outcome::TimedOut,
-            }
-            buf = ReadBuf::new(4_096);
+            (stream, buf) = match reconnect(&t, cfg, n, deadline).await {
+                Ok(fresh) => fresh,
+                Err(outcome) => return outcome,
+            };
             stats.redirected.fetch_add(1, Relaxed);
             t
         }
@@ -303,13 +300,10 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
                     return Outcome::TimedOut;
                 }
                 tokio::time::sleep(pause).await;
-                let source = target.source_ip_in(n, cfg.subnets);
-                match timeout_at(deadline, http::connect(&target, source)).await {
-                    Ok(Ok(s)) => stream = s,
-                    Ok(Err(_)) => return Outcome::Error,
-                    Err(_) => return Outcome::TimedOut,
-                }
-                buf = ReadBuf::new(4_096);
+                (stream, buf) = match reconnect(&target, cfg, n, deadline).await {
+                    Ok(fresh) => fresh,
+                    Err(outcome) => return outcome,
+                };
             }
             other => return Outcome::Rejected(other),
         }
@@ -327,6 +321,21 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
             Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Error,
             Ok(Ok(_)) => {}
         }
+    }
+}
+
+/// A new connection of joiner `n` to `target`, before `deadline`.
+async fn reconnect(
+    target: &Target,
+    cfg: &StormConfig,
+    n: usize,
+    deadline: Instant,
+) -> Result<(TcpStream, ReadBuf), Outcome> {
+    let source = target.source_ip_in(n, cfg.subnets);
+    match timeout_at(deadline, http::connect(target, source)).await {
+        Ok(Ok(stream)) => Ok((stream, ReadBuf::new(4_096))),
+        Ok(Err(_)) => Err(Outcome::Error),
+        Err(_) => Err(Outcome::TimedOut),
     }
 }
 

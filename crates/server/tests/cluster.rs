@@ -264,3 +264,91 @@ async fn the_door_on_any_node_sends_listeners_to_the_edges() {
         "the edge named by the door plays the tone"
     );
 }
+
+/// Joins at `addr` until admitted (keeping the place it is given), within 10 s; the token.
+async fn admitted_token(addr: SocketAddr, space: &str, mut ticket: Option<String>) -> String {
+    for _ in 0..50 {
+        let (status, answer) = join_at(addr, space, ticket.as_deref()).await;
+        match status {
+            200 => return answer["token"].as_str().expect("token").to_owned(),
+            202 => ticket = answer["waiting"]["ticket"].as_str().map(str::to_owned),
+            other => panic!("join answered {other}: {answer}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("never admitted at {addr}");
+}
+
+/// Joins `space` at `addr` (anonymous), with `ticket` if given: the status and the answer.
+async fn join_at(addr: SocketAddr, space: &str, ticket: Option<&str>) -> (u16, serde_json::Value) {
+    let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces/{space}/join{q}"))
+        .send()
+        .await
+        .expect("join");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_waiting_line_for_every_door_of_the_cluster() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    // Two edges with room for one listener each: the cluster holds two.
+    let edge = || {
+        server_with(Config {
+            role: NodeRole::Edge,
+            redis: Some(redis.url()),
+            max_listeners: 1,
+            ..Config::default()
+        })
+    };
+    let edges = [edge().await, edge().await];
+    live_space(origin.addr(), "line").await;
+    for e in &edges {
+        until_space(e.addr(), "line", |s| s["state"] == "live").await;
+    }
+    // Fill the cluster: one listener on each edge, each admitted by the line (at once or after
+    // a short wait; a ticket is good on any node).
+    let mut held = Vec::new();
+    for e in &edges {
+        let token = admitted_token(e.addr(), "line", None).await;
+        held.push(ws(e.addr(), &format!("/ws/line?token={token}")).await);
+        // The heartbeats carry the new count before the next joiner.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+    }
+    // Full: joiners at either door wait in one line, numbered in arrival order.
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let (status, answer) = join_at(edges[i % 2].addr(), "line", None).await;
+        assert_eq!(status, 202, "the cluster is full: {answer}");
+        waiting.push(answer["waiting"].clone());
+    }
+    let numbers: Vec<u64> =
+        waiting.iter().map(|w| w["position"].as_u64().expect("position")).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "one line across doors: positions {numbers:?}"
+    );
+    // A listener leaves: the first in line is called (at either door), the last still waits.
+    drop(held.pop());
+    // Every node hears of the free place within a couple of heartbeats.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let first = waiting[0]["ticket"].as_str().expect("ticket").to_owned();
+    let token = admitted_token(edges[1].addr(), "line", Some(first.clone())).await;
+    // They take the free place (the cluster counts listeners, not promises).
+    held.push(ws(edges[1].addr(), &format!("/ws/line?token={token}")).await);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // The same number admits once, whichever door it comes back to.
+    let (status, again) = join_at(edges[0].addr(), "line", Some(&first)).await;
+    assert_eq!(status, 400, "a called ticket admits once: {again}");
+    let last = waiting[3]["ticket"].as_str().expect("ticket");
+    let (status, answer) = join_at(edges[0].addr(), "line", Some(last)).await;
+    assert_eq!(status, 202, "the last still waits: {answer}");
+    assert!(
+        answer["waiting"]["position"].as_u64() < waiting[3]["position"].as_u64(),
+        "closer: {answer}"
+    );
+}

@@ -4,6 +4,8 @@
 //! - [`gcra`]: one rate limiter (speaker frames, per connection).
 //! - [`sketch`]: per-key rate limits and concurrency caps for millions of keys in fixed memory.
 //! - [`admission`]: node capacity and the FIFO waiting room.
+//! - [`cluster_line`]: the waiting room across a cluster (two counters per line in a shared
+//!   store).
 //! - [`pressure`]: overload from event-loop lag and egress backlog (adaptive admission).
 //! - [`classifier`]: crowd or attack, from live signals, with the evidence.
 //! - [`client`]: the keys limits are applied to (address, subnet).
@@ -15,6 +17,7 @@ pub mod admission;
 pub mod classifier;
 pub mod client;
 pub mod client_addr;
+pub mod cluster_line;
 pub mod gcra;
 pub mod pressure;
 pub mod replay;

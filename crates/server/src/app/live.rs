@@ -37,12 +37,13 @@ struct Parts {
 }
 
 impl Parts {
+    /// A mixer for `space` as `config` says, and what carries its program.
     fn new(
         space: &Space,
         config: &Config,
-        mixer: &Mixer,
         fanout: FanoutConfig,
-    ) -> Result<Parts, OpenError> {
+    ) -> Result<(Mixer, Parts), OpenError> {
+        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
         let serial: u32 = rand::random();
         let ogg =
             OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
@@ -55,7 +56,7 @@ impl Parts {
         );
         let hls =
             HlsStore::new(mixer.pre_skip(), format!("{serial:08x}")).map_err(OpenError::Hls)?;
-        Ok(Parts { feed, ogg, hls })
+        Ok((mixer, Parts { feed, ogg, hls }))
     }
 }
 
@@ -175,8 +176,7 @@ impl LiveSpace {
         store: Arc<Store>,
         webhooks: crate::app::webhooks::Webhooks,
     ) -> Result<Arc<LiveSpace>, OpenError> {
-        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
-        let parts = Parts::new(space, config, &mixer, fanout)?;
+        let (mixer, parts) = Parts::new(space, config, fanout)?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         let talking = Arc::new(Talking::default());
         engine.add(
@@ -203,9 +203,7 @@ impl LiveSpace {
         webhooks: crate::app::webhooks::Webhooks,
     ) -> Result<(Arc<LiveSpace>, RelayInput), OpenError> {
         // The origin's encoder has the same settings: its pre-skip is this one's.
-        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
-        let parts = Parts::new(space, config, &mixer, fanout)?;
-        drop(mixer);
+        let (_, parts) = Parts::new(space, config, fanout)?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         let (frames_tx, frames_rx) = mpsc::channel(RELAY_CAPACITY);
         engine.add(SpaceMix::relayed(

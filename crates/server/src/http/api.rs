@@ -212,7 +212,12 @@ async fn join_space(
     let public = space.public;
     let urls = app.view(space).urls;
     let number = place.as_ref().map(|t| t.n);
-    match app.shield.arrive(app.total_listeners(), lane, number) {
+    // In a cluster, one line for all doors; on its own (or while Redis is away), this node's.
+    let decision = match crate::app::cluster::line::arrive(&app, &id, lane, number).await {
+        Some(answer) => answer?,
+        None => app.shield.arrive(app.total_listeners(), lane, number),
+    };
+    match decision {
         Decision::Admit => {
             // A called ticket lets one joiner in, not everyone who copied it.
             if let Some(ticket) = &place

@@ -8,6 +8,7 @@
 //! When Redis is away nothing audible changes: relays keep pulling from their origins, and the
 //! next round that reaches Redis reconciles.
 
+pub mod line;
 pub mod records;
 pub mod relay;
 pub mod view;
@@ -81,6 +82,7 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
                 .await
                 .ok()
                 .and_then(Result::ok);
+            app.cluster.set_connection(conn.clone());
         }
         let up = match conn.as_mut() {
             Some(c) => {
@@ -119,10 +121,38 @@ async fn round(
     }
     let nodes = read_nodes(c).await?;
     app.cluster.set_nodes(&nodes);
+    if app.config.role == NodeRole::Origin {
+        call_lines(app, c, &nodes, published).await?;
+    }
     let sums = summed_counts(&nodes, app.cluster.node_id());
     app.cluster.set_others(sums);
     if app.config.role == NodeRole::Edge {
         carry_spaces(app, c).await?;
+    }
+    Ok(())
+}
+
+/// The origin's second at the door: calls the waiting of each of its spaces, as many as the
+/// cluster's free places (on its edges; on every node when there are none) and this node's
+/// join rate allow, shared evenly between its spaces.
+async fn call_lines(
+    app: &AppState,
+    c: &mut ConnectionManager,
+    nodes: &[NodeRecord],
+    published: &BTreeSet<SpaceId>,
+) -> redis::RedisResult<()> {
+    if published.is_empty() {
+        return Ok(());
+    }
+    let edges: Vec<&NodeRecord> = nodes.iter().filter(|n| n.role == NodeRole::Edge).collect();
+    let serving: Vec<&NodeRecord> = if edges.is_empty() { nodes.iter().collect() } else { edges };
+    let capacity: u64 = serving.iter().map(|n| n.capacity as u64).sum();
+    let listeners: u64 = serving.iter().map(|n| n.listeners as u64).sum();
+    let per_second = u64::from(app.config.joins_per_second);
+    let allowance = townhall_shield::cluster_line::allowance(capacity, listeners, per_second);
+    let each = allowance / published.len() as u64;
+    for space in published {
+        line::call(c, space, each).await?;
     }
     Ok(())
 }

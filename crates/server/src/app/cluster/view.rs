@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use townhall_core::SpaceId;
 
@@ -30,6 +31,8 @@ pub struct ClusterView {
     /// `connect-src` sources for the page: every live node of the cluster.
     connect_sources: RwLock<String>,
     carried: Mutex<HashMap<SpaceId, Carried>>,
+    /// The cluster loop's Redis connection (multiplexed; the door borrows a handle).
+    connection: Mutex<Option<ConnectionManager>>,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -50,6 +53,7 @@ impl ClusterView {
             edges: RwLock::new(Vec::new()),
             connect_sources: RwLock::new(String::new()),
             carried: Mutex::new(HashMap::new()),
+            connection: Mutex::new(None),
         }
     }
 
@@ -71,6 +75,20 @@ impl ClusterView {
     /// The spaces this edge carries.
     pub fn carried(&self) -> std::sync::MutexGuard<'_, HashMap<SpaceId, Carried>> {
         self.carried.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle on the cluster's Redis while the last round reached it (`None` on a node on its
+    /// own, or while Redis is away: the door then admits locally).
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        if !self.redis_up() {
+            return None;
+        }
+        self.connection.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Hands the door the loop's connection.
+    pub fn set_connection(&self, c: Option<ConnectionManager>) {
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = c;
     }
 
     /// Records whether the last round reached Redis; returns whether that changed.
