@@ -624,7 +624,12 @@ impl Shield {
 
     /// Whether one more listener fits (for listeners already admitted through the room).
     pub fn has_room(&self, listeners: usize) -> bool {
-        listeners < self.room.lock().unwrap_or_else(|p| p.into_inner()).capacity().max_listeners
+        listeners < self.max_listeners()
+    }
+
+    /// Listeners admitted at once (as configured, or as operators set it since).
+    pub fn max_listeners(&self) -> usize {
+        self.room.lock().unwrap_or_else(|p| p.into_inner()).capacity().max_listeners
     }
 
     /// Tickets waiting.

@@ -18,12 +18,14 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'";
 
 /// The headers, built once from the configuration (in a cluster, the page may also connect to
-/// the cluster's live nodes: the door sends listeners to edges).
-#[derive(Clone)]
+/// the cluster's live nodes: the door sends listeners to edges; that policy is rebuilt only
+/// when the nodes change, not per answer).
 pub struct SecurityHeaders {
     csp: HeaderValue,
     frame_ancestors: String,
     cluster: Option<Arc<crate::app::state::AppState>>,
+    /// The cluster's policy, and the node sources it was built from.
+    cluster_csp: std::sync::Mutex<Option<(Arc<str>, HeaderValue)>>,
 }
 
 impl std::fmt::Debug for SecurityHeaders {
@@ -40,6 +42,7 @@ impl SecurityHeaders {
             csp: content_security_policy(frame_ancestors),
             frame_ancestors: frame_ancestors.to_owned(),
             cluster: None,
+            cluster_csp: std::sync::Mutex::new(None),
         }
     }
 
@@ -50,19 +53,23 @@ impl SecurityHeaders {
     }
 
     fn csp(&self) -> HeaderValue {
-        let extra = self.cluster.as_ref().map(|app| app.cluster.connect_sources());
-        match extra {
-            Some(extra) if !extra.is_empty() => {
-                let policy =
-                    CSP.replace("connect-src 'self'", &format!("connect-src 'self'{extra}"));
-                HeaderValue::from_str(&format!(
-                    "{policy}; frame-ancestors {}",
-                    self.frame_ancestors
-                ))
-                .unwrap_or_else(|_| self.csp.clone())
-            }
-            _ => self.csp.clone(),
+        let Some(app) = &self.cluster else { return self.csp.clone() };
+        let sources = app.cluster.connect_sources();
+        if sources.is_empty() {
+            return self.csp.clone();
         }
+        let mut cached = self.cluster_csp.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_from, value)) = cached.as_ref()
+            && Arc::ptr_eq(built_from, &sources)
+        {
+            return value.clone();
+        }
+        let policy = CSP.replace("connect-src 'self'", &format!("connect-src 'self'{sources}"));
+        let value =
+            HeaderValue::from_str(&format!("{policy}; frame-ancestors {}", self.frame_ancestors))
+                .unwrap_or_else(|_| self.csp.clone());
+        *cached = Some((sources, value.clone()));
+        value
     }
 
     fn apply(&self, res: &mut Response) {

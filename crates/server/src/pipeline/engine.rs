@@ -157,9 +157,7 @@ impl SpaceMix {
         ingest: mpsc::Receiver<Ingest>,
         rtc: mpsc::Sender<ProgramPacket>,
     ) -> SpaceMix {
-        let mut space = SpaceMix::with_source(feed, Source::Relay(frames), ogg, hls, ingest, rtc);
-        space.talking = None;
-        space
+        SpaceMix::with_source(feed, Source::Relay(frames), ogg, hls, ingest, rtc)
     }
 
     /// Reports who is talking to `talking` and, on changes, to listeners as

@@ -179,7 +179,7 @@ async fn heartbeat(app: &AppState, url: &str, c: &mut ConnectionManager) -> redi
         url: url.to_owned(),
         role: app.config.role,
         listeners: app.total_listeners(),
-        capacity: app.shield.status().max_listeners,
+        capacity: app.shield.max_listeners(),
         spaces: spaces.into_iter().collect(),
         relaying: app.cluster.relaying(),
     };

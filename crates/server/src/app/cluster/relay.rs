@@ -185,21 +185,17 @@ fn forward_frames(data: &Bytes, frames: &RelayInput) {
 /// Passes a room event on to this node's listeners; returns how the session ends if the
 /// event ends it. The origin's greeting and its own listener count are its, not ours.
 fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
-    let kind = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))?;
-    match kind.as_str() {
+    let event = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    match event.get("type").and_then(|t| t.as_str())? {
         "hello" | "listeners" => None,
         "state" => Some(Outcome::SpaceOver),
         "bye" => Some(Outcome::Broken),
         "speaking" => {
             let live = app.live(space)?;
-            let speakers = serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|v| v.get("speakers").and_then(|s| s.as_array()).cloned())
-                .unwrap_or_default();
+            let speakers = event.get("speakers").and_then(|s| s.as_array());
             let who = speakers
-                .iter()
+                .into_iter()
+                .flatten()
                 .filter_map(|s| s.as_str().and_then(|s| Identity::new(s).ok()))
                 .take(64)
                 .collect();

@@ -29,7 +29,7 @@ pub struct ClusterView {
     /// Live edge nodes, from the last round (where the door sends listeners).
     edges: RwLock<Vec<NodeRecord>>,
     /// `connect-src` sources for the page: every live node of the cluster.
-    connect_sources: RwLock<String>,
+    connect_sources: RwLock<Arc<str>>,
     carried: Mutex<HashMap<SpaceId, Carried>>,
     /// The cluster loop's Redis connection (multiplexed; the door borrows a handle).
     connection: Mutex<Option<ConnectionManager>>,
@@ -51,7 +51,7 @@ impl ClusterView {
             others: RwLock::new(BTreeMap::new()),
             redis_up: AtomicBool::new(false),
             edges: RwLock::new(Vec::new()),
-            connect_sources: RwLock::new(String::new()),
+            connect_sources: RwLock::new(Arc::from("")),
             carried: Mutex::new(HashMap::new()),
             connection: Mutex::new(None),
         }
@@ -100,8 +100,12 @@ impl ClusterView {
     pub fn set_nodes(&self, nodes: &[NodeRecord]) {
         let edges = nodes.iter().filter(|n| n.role == NodeRole::Edge).cloned().collect();
         *self.edges.write().unwrap_or_else(|p| p.into_inner()) = edges;
-        *self.connect_sources.write().unwrap_or_else(|p| p.into_inner()) =
-            records::connect_sources(nodes);
+        let sources = records::connect_sources(nodes);
+        let mut current = self.connect_sources.write().unwrap_or_else(|p| p.into_inner());
+        // Replaced only when it changes: readers cache what they built from it by identity.
+        if **current != *sources {
+            *current = Arc::from(sources);
+        }
     }
 
     /// Where the door sends a listener: the URL of the less loaded of two random live edges
@@ -113,7 +117,7 @@ impl ClusterView {
     }
 
     /// `connect-src` sources for the page (empty on a node on its own).
-    pub fn connect_sources(&self) -> String {
+    pub fn connect_sources(&self) -> Arc<str> {
         self.connect_sources.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
