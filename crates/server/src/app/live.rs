@@ -509,11 +509,20 @@ impl LiveSpace {
 
     /// Makes the media side follow the room, and tells listeners.
     fn carry_out(&self, events: &[RoomEvent]) {
+        // Whoever this action removes or blocks is told so, not first that they left the stage
+        // (their session could wake between the two and read the wrong reason).
+        let removed = |who: &Identity| {
+            events.iter().any(|e| {
+                matches!(e, RoomEvent::Removed { who: w, .. } | RoomEvent::Blocked { who: w, .. } if w == who)
+            })
+        };
         for event in events {
             match event {
                 RoomEvent::Muted { who, .. } => self.set_muted(who, true),
                 RoomEvent::Unmuted { who } => self.set_muted(who, false),
-                RoomEvent::SpeakerRemoved { who } => self.kick(who, KickReason::MovedToAudience),
+                RoomEvent::SpeakerRemoved { who } if !removed(who) => {
+                    self.kick(who, KickReason::MovedToAudience);
+                }
                 RoomEvent::Removed { who, .. } | RoomEvent::Blocked { who, .. } => {
                     self.kick(who, KickReason::Removed);
                 }
