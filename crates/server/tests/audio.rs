@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use townhall_media::analysis::{rms, tone_amplitude};
+use townhall_server::Config;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -184,4 +185,28 @@ async fn the_ogg_stream_also_plays_on_a_reused_keep_alive_connection() {
     assert!(amp > 0.25, "440 Hz over the routed stream: {amp}");
     speaker.await.expect("speaker");
     server.shutdown().await;
+}
+
+/// A one-frame listener that comes back naming the next frame it needs hears every frame it
+/// missed (the node keeps 5 s), then live ones, with no gap and no repeat: how an edge's relay
+/// resumes after a broken link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_frame_listener_resumes_without_a_gap() {
+    let server = demo_server(Config::default()).await;
+    let addr = server.addr();
+    let before = listen_ws(ws(addr, "/ws/demo?batch=1").await, Duration::from_millis(600)).await;
+    let last = *before.seqs.last().expect("heard frames before leaving");
+    // About 40 frames are mixed while it is away.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let path = format!("/ws/demo?batch=1&from={}", last + 1);
+    let after = listen_ws(ws(addr, &path).await, Duration::from_millis(600)).await;
+    assert_eq!(after.seqs.first(), Some(&(last + 1)), "resumes at the frame after the last heard");
+    assert_eq!(after.gaps(), 0, "no frame missing: {:?}", after.seqs);
+    assert!(after.seqs.len() >= 50, "the missed frames and live ones: {} frames", after.seqs.len());
+    assert!(after.seqs.windows(2).all(|w| w[1] == w[0] + 1), "no repeat, in order");
+
+    // Resuming is for one-frame messages only.
+    let res =
+        http().get(format!("http://{addr}/ws/demo?batch=5&from=1")).send().await.expect("request");
+    assert_error(res, 400, "bad_query").await;
 }

@@ -7,7 +7,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use common::*;
 use townhall_media::analysis::tone_amplitude;
@@ -200,6 +202,91 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
     assert!(healed, "the directory came back after Redis restarted");
     drop(edge);
     drop(origin);
+}
+
+/// A TCP proxy on loopback whose connections can be cut, refusing new ones for a while.
+struct Cutter {
+    addr: SocketAddr,
+    target: Arc<OnceLock<SocketAddr>>,
+    cut: tokio::sync::watch::Sender<u32>,
+    down_until: Arc<Mutex<Instant>>,
+    accepted: Arc<AtomicU32>,
+}
+
+impl Cutter {
+    async fn start() -> Cutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let target = Arc::new(OnceLock::<SocketAddr>::new());
+        let (cut, cuts) = tokio::sync::watch::channel(0u32);
+        let down_until = Arc::new(Mutex::new(Instant::now()));
+        let accepted = Arc::new(AtomicU32::new(0));
+        let (to, down, count) = (target.clone(), down_until.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let is_down = *down.lock().expect("lock") > Instant::now();
+                let Some(&to) = to.get() else { continue };
+                if is_down {
+                    continue;
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+                let mut cuts = cuts.clone();
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(to).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Cutter { addr, target, cut, down_until, accepted }
+    }
+
+    /// Drops every connection and refuses new ones for `down`.
+    fn cut_for(&self, down: Duration) {
+        *self.down_until.lock().expect("lock") = Instant::now() + down;
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// The link between an edge and its origin breaks for half a second mid-stream: the relay
+/// comes back asking for the frames it missed, and the edge's listener hears every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_resumes_by_frame_number_after_a_broken_link() {
+    let redis = Redis::start();
+    redis.ready().await;
+    // The origin is known to the cluster by a proxy's address, so the test can break the link.
+    let link = Cutter::start().await;
+    let origin = server_with(Config {
+        role: NodeRole::Origin,
+        redis: Some(redis.url()),
+        public_url: Some(format!("http://{}", link.addr)),
+        ..Config::default()
+    })
+    .await;
+    link.target.set(origin.addr()).expect("target set once");
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr(), "resume").await;
+    until_space(edge.addr(), "resume", |s| s["state"] == "live").await;
+    let speaker = spawn_speaker(origin.addr(), "resume", "alice", 440.0, Duration::from_secs(7));
+    let listener = {
+        let addr = edge.addr();
+        tokio::spawn(async move {
+            listen_ws(ws(addr, "/ws/resume?batch=1").await, Duration::from_secs(5)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = link.accepted.load(Ordering::Relaxed);
+    link.cut_for(Duration::from_millis(500));
+    let heard = listener.await.expect("listener");
+    speaker.await.expect("speaker");
+    assert!(link.accepted.load(Ordering::Relaxed) > before, "the relay reconnected after the cut");
+    // Without resuming, half a second down is 25 frames lost or more.
+    assert_eq!(heard.gaps(), 0, "frames lost across the broken link");
+    assert!(heard.seqs.len() >= 200, "heard {} frames in 5 s", heard.seqs.len());
+    assert!(tone_amplitude(heard.tail(1.0), 440.0) > 0.25, "the tone after the break");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,8 +26,9 @@ use crate::pipeline::talking::Talking;
 const INGEST_CAPACITY: usize = 1_024;
 /// Mix-minus batches queued towards one speaker before new ones are dropped.
 const RETURN_CAPACITY: usize = 50;
-/// Relayed program frames queued towards the engine (2 s) before new ones are dropped.
-const RELAY_CAPACITY: usize = 100;
+/// Relayed program frames queued towards the engine before new ones are dropped: room for a
+/// resumed relay's whole catch-up (what the origin keeps) and a second more.
+const RELAY_CAPACITY: usize = crate::pipeline::feed::RESUME_FRAMES + 50;
 
 /// What every live space is carried by, mixed here or relayed.
 struct Parts {

@@ -124,7 +124,9 @@ pub async fn serve_raw(
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
-    let _ = fanout.join(Joiner { stream, first, guard: Box::new(guard), hold }).await;
+    let _ = fanout
+        .join(Joiner { stream, first, guard: Box::new(guard), hold, resume_from: None })
+        .await;
 }
 
 /// `GET` or `HEAD /live/{space}.opus` through the router: a stream request that arrived on a

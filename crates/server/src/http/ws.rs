@@ -1,7 +1,9 @@
 //! WebSocket endpoint `GET /ws/{space}`: listen to the program stream, or speak into it.
 //!
 //! Query: `token` (a join ticket or access token; also accepted as `Authorization: Bearer`),
-//! `mode=listen|speak` (default `listen`), `batch=1..5` (frames per message for listeners).
+//! `mode=listen|speak` (default `listen`), `batch=1..5` (frames per message for listeners),
+//! `from=N` (one-frame listeners only: start with the kept program frames numbered `N` and on,
+//! so a relay or listener whose link broke resumes without a gap where the node still has them).
 //! The binary formats are in [`townhall_media::wire`]; text messages are JSON events.
 
 use std::sync::Arc;
@@ -51,10 +53,11 @@ pub struct WsQuery {
     token: Option<String>,
     mode: Option<String>,
     batch: Option<usize>,
+    from: Option<u64>,
 }
 
 enum Mode {
-    Listen { batch: usize },
+    Listen { batch: usize, from: Option<u64> },
     Speak,
 }
 
@@ -84,7 +87,10 @@ pub async fn handler(
             if !(1..=MAX_WS_BATCH).contains(&batch) {
                 return Err(ApiError::bad_request("bad_query", "batch must be 1 to 5 frames"));
             }
-            Mode::Listen { batch }
+            if q.from.is_some() && batch != 1 {
+                return Err(ApiError::bad_request("bad_query", "from needs batch=1"));
+            }
+            Mode::Listen { batch, from: q.from }
         }
         "speak" => Mode::Speak,
         other => {
@@ -96,7 +102,7 @@ pub async fn handler(
     };
     let live = app.on_air(&space)?;
     match mode {
-        Mode::Listen { batch } => {
+        Mode::Listen { batch, from } => {
             if let Some(refused) = claims.as_ref().and_then(|c| live.refusal(&c.sub)) {
                 return Err(refused.into());
             }
@@ -122,7 +128,13 @@ pub async fn handler(
                     Ok(io) => {
                         let stream = io.io.into_inner().into_inner().into_inner();
                         let _ = fanout
-                            .join(Joiner { stream, first, guard: Box::new(guard), hold })
+                            .join(Joiner {
+                                stream,
+                                first,
+                                guard: Box::new(guard),
+                                hold,
+                                resume_from: from,
+                            })
                             .await;
                     }
                     Err(_) => tracing::error!("upgraded connection is not a server socket"),

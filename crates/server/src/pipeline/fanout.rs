@@ -62,10 +62,14 @@ pub struct Joiner {
     pub guard: Box<dyn Send + Sync>,
     /// Keeps the connection counted against its address and subnet (opaque here).
     pub hold: Option<Arc<dyn Send + Sync>>,
+    /// Where the joiner asks its catch-up to start (a program frame number it has not heard:
+    /// a relay or listener resuming after a broken link); `None`: the feed's default.
+    pub resume_from: Option<u64>,
 }
 
-/// Builds the catch-up bytes for a joiner given the last sequence number the shard wrote.
-pub type Catchup = Arc<dyn Fn(u64) -> Vec<Bytes> + Send + Sync>;
+/// Builds the catch-up bytes for a joiner given the last sequence number the shard wrote and
+/// where the joiner asked to resume from.
+pub type Catchup = Arc<dyn Fn(u64, Option<u64>) -> Vec<Bytes> + Send + Sync>;
 
 /// How listener shards are run.
 #[derive(Debug, Clone)]
@@ -334,7 +338,8 @@ impl Shard {
             _guard: joiner.guard,
             _hold: joiner.hold,
         };
-        for bytes in joiner.first.into_iter().chain((self.catchup)(self.last_seq)) {
+        let catchup = (self.catchup)(self.last_seq, joiner.resume_from);
+        for bytes in joiner.first.into_iter().chain(catchup) {
             conn.queued_bytes += bytes.len();
             conn.queue.push_back((bytes, 0));
         }

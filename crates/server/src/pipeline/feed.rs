@@ -20,6 +20,20 @@ use crate::pipeline::fanout::{Catchup, Fanout, FanoutConfig, Farewell, WireMessa
 /// WebSocket listeners may ask for 1 to this many frames per message (up to 100 ms).
 pub const MAX_WS_BATCH: usize = 5;
 
+/// Program frames kept for listeners that resume by frame number (`from=` on a one-frame
+/// WebSocket): 5 s, longer than an edge relay's longest reconnect pause.
+pub const RESUME_FRAMES: usize = 250;
+
+/// A one-frame WebSocket message kept for resuming listeners.
+struct Resumable {
+    /// The program frame's number.
+    frame_seq: u64,
+    /// Its position in the one-frame channel, if it was sent there (nobody listened otherwise).
+    feed_seq: Option<u64>,
+    /// The complete WebSocket frame.
+    bytes: Bytes,
+}
+
 /// Listening protocols, for counts and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -106,6 +120,7 @@ struct Channels {
     ws: [Channel; MAX_WS_BATCH],
     ogg: Channel,
     ogg_recent: VecDeque<(u64, Bytes)>,
+    resume: VecDeque<Resumable>,
 }
 
 /// One space's program stream, as listeners see it.
@@ -134,6 +149,7 @@ impl ProgramFeed {
             ws: std::array::from_fn(|i| Channel::new(100 / (i + 1) + 16)),
             ogg: Channel::new(64),
             ogg_recent: VecDeque::with_capacity(ogg_burst_pages + 1),
+            resume: VecDeque::with_capacity(RESUME_FRAMES),
         };
         ProgramFeed {
             metric_label: space.to_string(),
@@ -170,9 +186,12 @@ impl ProgramFeed {
         self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The shards serving WebSocket listeners of `batch` frames per message.
-    pub fn ws_fanout(&self, batch: usize) -> Result<Arc<Fanout>, FeedEnded> {
+    /// The shards serving WebSocket listeners of `batch` frames per message. One-frame
+    /// listeners that name a frame to resume from get the kept frames from there on (see
+    /// [`RESUME_FRAMES`]), ending exactly where their live messages begin.
+    pub fn ws_fanout(self: &Arc<Self>, batch: usize) -> Result<Arc<Fanout>, FeedEnded> {
         let idx = batch.clamp(1, MAX_WS_BATCH) - 1;
+        let weak: Weak<ProgramFeed> = Arc::downgrade(self);
         let mut guard = self.lock();
         let channels = guard.as_mut().ok_or(FeedEnded)?;
         let channel = &mut channels.ws[idx];
@@ -194,7 +213,14 @@ impl ProgramFeed {
                     ws_close(1001, "server shutting down"),
                 ]),
             };
-            let catchup: Catchup = Arc::new(|_| Vec::new());
+            let catchup: Catchup = if idx == 0 {
+                Arc::new(move |last_seq, from| match (from, weak.upgrade()) {
+                    (Some(from), Some(feed)) => feed.resume_from(from, last_seq),
+                    _ => Vec::new(),
+                })
+            } else {
+                Arc::new(|_, _| Vec::new())
+            };
             Arc::new(Fanout::start(&channel.tx, start_seq, catchup, farewell, "ws", cfg))
         });
         Ok(fanout.clone())
@@ -210,7 +236,7 @@ impl ProgramFeed {
         let cfg = &self.fanout;
         let tx = channels.ogg.tx.clone();
         let fanout = channels.ogg.fanout.get_or_insert_with(|| {
-            let catchup: Catchup = Arc::new(move |last_seq| {
+            let catchup: Catchup = Arc::new(move |last_seq, _| {
                 weak.upgrade().map_or_else(Vec::new, |f| f.ogg_recent(last_seq))
             });
             let farewell = Farewell { ended: Bytes::new(), shutdown: Bytes::new() };
@@ -246,6 +272,18 @@ impl ProgramFeed {
             .collect()
     }
 
+    /// The kept one-frame messages from program frame `from` on that the one-frame channel
+    /// sent at or before its position `last_seq` (or never sent: nobody listened then).
+    fn resume_from(&self, from: u64, last_seq: u64) -> Vec<Bytes> {
+        let guard = self.lock();
+        let Some(c) = guard.as_ref() else { return Vec::new() };
+        c.resume
+            .iter()
+            .filter(|r| r.frame_seq >= from && r.feed_seq.is_none_or(|s| s <= last_seq))
+            .map(|r| r.bytes.clone())
+            .collect()
+    }
+
     /// Which WebSocket batch sizes have listeners (index 0 = batch of 1).
     pub fn ws_batches_in_use(&self) -> [bool; MAX_WS_BATCH] {
         let guard = self.lock();
@@ -260,6 +298,20 @@ impl ProgramFeed {
         let frame = ws_frame(WsOpcode::Binary, payload);
         if let Some(c) = self.lock().as_mut() {
             c.ws[batch.clamp(1, MAX_WS_BATCH) - 1].send(frame, frames);
+        }
+    }
+
+    /// Publishes program frame `frame_seq` as a one-frame message (`payload`): sent to one-frame
+    /// listeners if there are any, and kept for those who resume (every frame is kept, listened
+    /// to or not, so a relay that lost its link finds what it missed).
+    pub fn publish_single(&self, frame_seq: u64, payload: &[u8], in_use: bool) {
+        let bytes = ws_frame(WsOpcode::Binary, payload);
+        if let Some(c) = self.lock().as_mut() {
+            let feed_seq = in_use.then(|| c.ws[0].send(bytes.clone(), 1));
+            if c.resume.len() >= RESUME_FRAMES {
+                c.resume.pop_front();
+            }
+            c.resume.push_back(Resumable { frame_seq, feed_seq, bytes });
         }
     }
 

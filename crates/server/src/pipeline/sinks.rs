@@ -66,7 +66,11 @@ impl ProgramSink for FeedSink {
     fn offer(&mut self, frame: &ProgramFrame, last: bool) -> bool {
         let view = view_of(frame);
         let in_use = self.feed.ws_batches_in_use();
-        for (i, writer) in self.ws.iter_mut().enumerate() {
+        // One-frame messages are built for every frame: resuming listeners find them kept.
+        if let Some(single) = self.ws[0].push(&view) {
+            self.feed.publish_single(u64::from(frame.seq), &single, in_use[0]);
+        }
+        for (i, writer) in self.ws.iter_mut().enumerate().skip(1) {
             if in_use[i] {
                 if let Some(batch) = writer.push(&view) {
                     self.feed.publish_ws(i + 1, &batch, u64::from(batch[1]));

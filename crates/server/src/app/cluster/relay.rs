@@ -4,7 +4,9 @@
 //!
 //! It connects only while this node has listeners of the space (or LL-HLS readers), lets go
 //! [`LINGER`] after the last one leaves, and reconnects after a broken link with full-jitter
-//! exponential backoff, following the origin named by the directory.
+//! exponential backoff, following the origin named by the directory. After a broken link it asks
+//! the same origin for the frames it missed (`from=`, the next frame number), which the origin
+//! keeps for 5 s: a short break is heard as a late burst, not as a gap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,13 +59,14 @@ pub async fn run(
     drop(live);
     let wanted = move || feed.total_listeners() > 0 || hls.read_within(LINGER);
     let mut failures: u32 = 0;
+    let mut resume = Resume::default();
     while !frames.is_closed() {
         if !wanted() {
             tokio::time::sleep(CHECK).await;
             continue;
         }
         let url = origin.borrow_and_update().clone();
-        let ended = session(&app, &space, &url, &frames, &wanted, &connected).await;
+        let ended = session(&app, &space, &url, &frames, &wanted, &connected, &mut resume).await;
         connected.store(false, Ordering::Relaxed);
         match ended {
             Outcome::SpaceOver => {
@@ -71,7 +74,11 @@ pub async fn run(
                 let _ = app.end(&space);
                 return;
             }
-            Outcome::Idle => failures = 0,
+            Outcome::Idle => {
+                failures = 0;
+                // Nobody heard the frames since: nothing to catch up on.
+                resume = Resume::default();
+            }
             Outcome::Broken => {
                 failures = failures.saturating_add(1);
                 let cap = BACKOFF_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
@@ -86,6 +93,20 @@ pub async fn run(
     }
 }
 
+/// Where a relay picks up after a broken link: the next frame number of the origin it last
+/// pulled from (another origin numbers its frames afresh).
+#[derive(Debug, Default)]
+struct Resume {
+    origin: String,
+    next: Option<u64>,
+}
+
+impl Resume {
+    fn next_from(&self, origin: &str) -> Option<u64> {
+        self.next.filter(|_| self.origin == origin)
+    }
+}
+
 /// One connection to the origin, until the space ends there, nobody here listens, or the link
 /// breaks.
 async fn session(
@@ -95,19 +116,28 @@ async fn session(
     frames: &RelayInput,
     wanted: &impl Fn() -> bool,
     connected: &AtomicBool,
+    resume: &mut Resume,
 ) -> Outcome {
-    let Some(request) = request(app, space, origin) else { return Outcome::Broken };
+    let from = resume.next_from(origin);
+    let Some(request) = request(app, space, origin, from) else { return Outcome::Broken };
+    if resume.origin != origin {
+        *resume = Resume { origin: origin.to_owned(), next: None };
+    }
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
         return Outcome::Broken;
     };
     connected.store(true, Ordering::Relaxed);
-    tracing::info!(%space, %origin, "relay connected");
+    tracing::info!(%space, %origin, ?from, "relay connected");
     let mut check = tokio::time::interval(CHECK);
     let mut last_wanted = Instant::now();
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(data))) => forward_frames(&data, frames),
+                Some(Ok(Message::Binary(data))) => {
+                    if let Some(last) = forward_frames(&data, frames) {
+                        resume.next = Some(u64::from(last) + 1);
+                    }
+                }
                 Some(Ok(Message::Text(text))) => {
                     if let Some(ended) = pass_event(app, space, text.as_str()) {
                         return ended;
@@ -138,6 +168,7 @@ fn request(
     app: &AppState,
     space: &SpaceId,
     origin: &str,
+    from: Option<u64>,
 ) -> Option<tokio_tungstenite::tungstenite::handshake::client::Request> {
     let base = origin.trim_end_matches('/');
     let ws = if let Some(rest) = base.strip_prefix("https://") {
@@ -145,7 +176,10 @@ fn request(
     } else {
         format!("ws://{}", base.strip_prefix("http://")?)
     };
-    let url = format!("{ws}/ws/{space}?batch=1");
+    let url = match from {
+        Some(from) => format!("{ws}/ws/{space}?batch=1&from={from}"),
+        None => format!("{ws}/ws/{space}?batch=1"),
+    };
     let who = Identity::new(format!("edge-{}", app.cluster.node_id())).ok()?;
     let claims = Claims::new(
         app.keys.api_key(),
@@ -163,9 +197,11 @@ fn request(
 }
 
 /// Hands each program frame of a batch to the engine; a full queue drops the frame (listeners
-/// see a gap in `seq`), never waits.
-fn forward_frames(data: &Bytes, frames: &RelayInput) {
+/// see a gap in `seq`), never waits. Returns the number of the batch's last frame.
+fn forward_frames(data: &Bytes, frames: &RelayInput) -> Option<u32> {
+    let mut last = None;
     let parsed = townhall_media::wire::parse_program_batch(data, |f| {
+        last = Some(f.seq);
         let frame = ProgramFrame {
             seq: f.seq,
             mixed_at_us: f.mixed_at_us,
@@ -180,6 +216,7 @@ fn forward_frames(data: &Bytes, frames: &RelayInput) {
     if parsed.is_err() {
         metrics::counter!(RELAY_FRAMES, "result" => "malformed").increment(1);
     }
+    last
 }
 
 /// Passes a room event on to this node's listeners; returns how the session ends if the
