@@ -64,6 +64,11 @@ pub struct StormStats {
     pub generator_waits: AtomicU64,
     /// Joiners the door sent to another node (a cluster's edge).
     pub redirected: AtomicU64,
+    /// Times a waiting joiner was told a later position than before (an honest, fair line
+    /// never does this).
+    pub position_rises: AtomicU64,
+    /// The largest position anyone was told.
+    pub max_position: AtomicU64,
 }
 
 /// A summary of a storm, for reports.
@@ -96,6 +101,10 @@ pub struct StormReport {
     pub generator_waits: u64,
     /// Joiners the door sent to another node (a cluster's edge).
     pub redirected: u64,
+    /// Times a waiting joiner was told a later position than before.
+    pub position_rises: u64,
+    /// The largest position anyone was told.
+    pub max_position: u64,
 }
 
 impl StormStats {
@@ -116,6 +125,8 @@ impl StormStats {
             first_audio_ms: crate::Quantiles::of(&self.first_audio),
             generator_waits: self.generator_waits.load(Relaxed),
             redirected: self.redirected.load(Relaxed),
+            position_rises: self.position_rises.load(Relaxed),
+            max_position: self.max_position.load(Relaxed),
         }
     }
 }
@@ -223,6 +234,7 @@ async fn post_join(
 /// first audio frame, all before `deadline`.
 async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: Instant) -> Outcome {
     let mut wait_ticket: Option<String> = None;
+    let mut position: Option<u64> = None;
     let mut pow: Option<String> = None;
     let (ticket, node, mut stream, mut buf) = loop {
         let attempt = post_join(cfg, n, wait_ticket.as_deref(), pow.as_deref());
@@ -240,6 +252,13 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
             202 => {
                 let Some(t) = json["waiting"]["ticket"].as_str() else { return Outcome::Error };
                 wait_ticket = Some(t.to_owned());
+                if let Some(now) = json["waiting"]["position"].as_u64() {
+                    if position.is_some_and(|before| now > before) {
+                        stats.position_rises.fetch_add(1, Relaxed);
+                    }
+                    stats.max_position.fetch_max(now, Relaxed);
+                    position = Some(now);
+                }
                 Duration::from_millis(json["waiting"]["retry_after_ms"].as_u64().unwrap_or(1_000))
             }
             429 => {

@@ -66,6 +66,9 @@ pub const WEBRTC_EGRESS_LAG: &str = "townhall_webrtc_egress_lag_seconds";
 pub const RELAY_FRAMES: &str = "townhall_relay_frames_total";
 /// Gauge: 1 while this node reaches the cluster's Redis, 0 while it does not.
 pub const CLUSTER_REDIS_UP: &str = "townhall_cluster_redis_up";
+/// Gauge (origins): places the door holds for joiners admitted but not yet in the listener
+/// counts (`townhall_shield::cluster_line::Pending`).
+pub const CLUSTER_PLACES_HELD: &str = "townhall_cluster_places_held";
 
 /// Counts each routed request by route pattern and status (for cache effectiveness: how often
 /// the origin served what a CDN should have).

@@ -5,6 +5,7 @@
 //! line first. Sans-IO: these are the decisions; reading and writing the counters is the
 //! caller's.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::admission::Decision;
@@ -57,6 +58,52 @@ fn call(line: LineState, take: u64, lead: u64) -> u64 {
         line.issued.saturating_add(lead)
     } else {
         line.called.saturating_add(take)
+    }
+}
+
+/// Places promised but not yet seen. The listener counts a caller has are a few rounds behind
+/// (heartbeats); joiners the doors admitted meanwhile are on their way to an edge and not in
+/// them yet. Calling from those counts alone would offer their places again.
+///
+/// With `A` the doors' admissions so far and `L` the listeners counted, both per round, and a
+/// count that shows an admission within `lag` rounds: everyone admitted by round `s - lag` is
+/// counted or gone by round `s`, so at least `A(s - lag) - L(s)` have left by then. The places
+/// still on their way now are at most `A(t) - L(t)` minus the most that have surely left. That
+/// bound is what [`Pending::observe`] holds back: never less than the truth (given the lag),
+/// and an admitted joiner who never arrives holds a place for `lag` rounds only.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    lag: usize,
+    seen: VecDeque<(u64, u64)>,
+}
+
+impl Pending {
+    /// Holds places for joiners the counts show within `lag` rounds (at least 1): a round
+    /// for an edge to write its heartbeat, a round for the caller to read it, a margin.
+    pub fn new(lag: usize) -> Pending {
+        let lag = lag.max(1);
+        Pending { lag, seen: VecDeque::with_capacity(2 * lag + 2) }
+    }
+
+    /// Records this round's totals, all doors' admissions so far (a counter that only grows,
+    /// unless the store lost it) and the listeners counted now; returns the places to hold
+    /// back from this round's free ones.
+    pub fn observe(&mut self, admitted_total: u64, listeners: u64) -> u64 {
+        if self.seen.back().is_some_and(|&(a, _)| admitted_total < a) {
+            // The store restarted empty: start over.
+            self.seen.clear();
+        }
+        self.seen.push_back((admitted_total, listeners));
+        if self.seen.len() > 2 * self.lag + 1 {
+            self.seen.pop_front();
+        }
+        let surely_left = (self.lag..self.seen.len())
+            .map(|s| i128::from(self.seen[s - self.lag].0) - i128::from(self.seen[s].1))
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        let held = i128::from(admitted_total) - i128::from(listeners) - surely_left;
+        u64::try_from(held.max(0)).unwrap_or(u64::MAX)
     }
 }
 
@@ -123,7 +170,49 @@ mod tests {
         assert_eq!(advance_lines(signed_in, anonymous, 50), (30, 20));
     }
 
+    #[test]
+    fn admitted_places_are_held_until_the_counts_show_them() {
+        let mut pending = Pending::new(2);
+        assert_eq!(pending.observe(0, 0), 0);
+        // 2,000 admitted; the counts show none of them yet, then half, then all.
+        assert_eq!(pending.observe(2_000, 0), 2_000);
+        assert_eq!(pending.observe(2_000, 1_000), 1_000);
+        assert_eq!(pending.observe(2_000, 2_000), 0);
+        // Someone admitted who never comes holds a place for two rounds only.
+        assert_eq!(pending.observe(2_001, 2_000), 1);
+        assert_eq!(pending.observe(2_001, 2_000), 1);
+        assert_eq!(pending.observe(2_001, 2_000), 0);
+        // 500 leave: their places are free at once, nothing is held for them.
+        assert_eq!(pending.observe(2_001, 1_500), 0);
+        // A store that restarted empty starts over.
+        assert_eq!(pending.observe(5, 1_500), 0);
+    }
+
     proptest! {
+        /// Listeners admitted and arriving within the window are never offered twice: the
+        /// places held back plus those counted cover everyone admitted in the window.
+        #[test]
+        fn what_is_held_back_covers_every_admission_not_yet_counted(
+            rounds in proptest::collection::vec((0u64..3_000, 0u64..3_000, 0u64..500), 1..40),
+        ) {
+            let mut pending = Pending::new(2);
+            let (mut admitted, mut counted, mut left) = (0u64, 0u64, 0u64);
+            let mut in_flight: VecDeque<u64> = VecDeque::new();
+            for (admit, _, leave) in rounds {
+                admitted += admit;
+                in_flight.push_back(admit);
+                // Admissions show in the counts two rounds later; some listeners leave.
+                if in_flight.len() > 2 {
+                    counted += in_flight.pop_front().unwrap_or(0);
+                }
+                let leave = leave.min(counted - left);
+                left += leave;
+                let held = pending.observe(admitted, counted - left);
+                let not_counted: u64 = in_flight.iter().sum();
+                prop_assert!(held >= not_counted, "held {held} < {not_counted} not yet counted");
+            }
+        }
+
         #[test]
         fn both_lines_together_call_at_most_the_allowance(
             si in 0u64..10_000, sc in 0u64..10_000, ai in 0u64..10_000, ac in 0u64..10_000,

@@ -26,6 +26,17 @@ local n = redis.call('INCR', KEYS[1])
 return {n, tonumber(redis.call('GET', KEYS[2]) or '0')}
 "#;
 
+/// Admits a called number once across the cluster (marks it used) and counts the space's
+/// admissions (what its origin holds places for until the counts show them). 1: admitted
+/// now; 0: the number was used before.
+const ADMIT: &str = r#"
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
+  redis.call('INCR', KEYS[2])
+  return 1
+end
+return 0
+"#;
+
 /// Sets a line's mark; a number already handed out and called stays called (the mark never
 /// goes below the lesser of the old mark and the last number issued), an unused lead may be
 /// withdrawn.
@@ -54,6 +65,11 @@ fn called_key(space: &SpaceId, lane: Lane) -> String {
 
 fn used_key(space: &SpaceId, lane: Lane, number: u64) -> String {
     format!("th:line:{space}:{}:used:{number}", lane_name(lane))
+}
+
+/// Admissions at every door of `space` so far (both lanes).
+pub fn admitted_key(space: &SpaceId) -> String {
+    format!("th:line:{space}:admitted")
 }
 
 /// The cluster's answer to a joiner in `lane` holding `number` (or none yet): `None` when this
@@ -85,15 +101,13 @@ pub async fn arrive(
         let decision = cluster_line::decide(number, called, per_second);
         if decision == Decision::Admit {
             // One admission per number, whichever door it comes back to.
-            let first: Option<String> = redis::cmd("SET")
-                .arg(used_key(space, lane, number))
-                .arg(1)
-                .arg("NX")
-                .arg("EX")
+            let first: i64 = redis::Script::new(ADMIT)
+                .key(used_key(space, lane, number))
+                .key(admitted_key(space))
                 .arg(USED_TTL_SECS)
-                .query_async(&mut c)
+                .invoke_async(&mut c)
                 .await?;
-            if first.is_none() {
+            if first == 0 {
                 return Ok::<_, redis::RedisError>(Err(AppError::new(
                     crate::app::error::ErrorKind::BadRequest,
                     "bad_ticket",

@@ -24,12 +24,16 @@ use townhall_core::{SpaceId, SpaceState};
 
 use crate::app::config::NodeRole;
 use crate::app::state::AppState;
-use crate::metrics::CLUSTER_REDIS_UP;
+use crate::metrics::{CLUSTER_PLACES_HELD, CLUSTER_REDIS_UP};
 use records::{NodeRecord, SpaceRecord};
+use townhall_shield::cluster_line::Pending;
 use view::Carried;
 
 /// How often a node writes its heartbeat and reads the cluster's.
 const ROUND: Duration = Duration::from_secs(1);
+/// Rounds a new listener takes at most to show in the counts the origin reads: its edge writes
+/// a heartbeat (a round), the origin reads it (a round), a round of margin.
+const PENDING_LAG_ROUNDS: usize = 3;
 /// A round that takes longer than this (Redis slow or away) is abandoned.
 const ROUND_LIMIT: Duration = Duration::from_millis(900);
 
@@ -70,6 +74,7 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
     tracing::info!(node = app.cluster.node_id(), role = ?app.config.role, %url, "joining the cluster");
     let mut conn: Option<ConnectionManager> = None;
     let mut published = BTreeSet::new();
+    let mut pending = Pending::new(PENDING_LAG_ROUNDS);
     let mut tick = tokio::time::interval(ROUND);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -86,7 +91,11 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
         }
         let up = match conn.as_mut() {
             Some(c) => {
-                match tokio::time::timeout(ROUND_LIMIT, round(&app, &url, c, &mut published)).await
+                match tokio::time::timeout(
+                    ROUND_LIMIT,
+                    round(&app, &url, c, &mut published, &mut pending),
+                )
+                .await
                 {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
@@ -114,6 +123,7 @@ async fn round(
     url: &str,
     c: &mut ConnectionManager,
     published: &mut BTreeSet<SpaceId>,
+    pending: &mut Pending,
 ) -> redis::RedisResult<()> {
     heartbeat(app, url, c).await?;
     if app.config.role == NodeRole::Origin {
@@ -122,7 +132,7 @@ async fn round(
     let nodes = read_nodes(c).await?;
     app.cluster.set_nodes(&nodes);
     if app.config.role == NodeRole::Origin {
-        call_lines(app, c, &nodes, published).await?;
+        call_lines(app, c, &nodes, published, pending).await?;
     }
     let sums = summed_counts(&nodes, app.cluster.node_id());
     app.cluster.set_others(sums);
@@ -140,6 +150,7 @@ async fn call_lines(
     c: &mut ConnectionManager,
     nodes: &[NodeRecord],
     published: &BTreeSet<SpaceId>,
+    pending: &mut Pending,
 ) -> redis::RedisResult<()> {
     if published.is_empty() {
         return Ok(());
@@ -148,8 +159,18 @@ async fn call_lines(
     let serving: Vec<&NodeRecord> = if edges.is_empty() { nodes.iter().collect() } else { edges };
     let capacity: u64 = serving.iter().map(|n| n.capacity as u64).sum();
     let listeners: u64 = serving.iter().map(|n| n.listeners as u64).sum();
+    let keys: Vec<String> = published.iter().map(line::admitted_key).collect();
+    let admitted: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    let admitted: u64 = admitted.into_iter().flatten().sum();
+    // Joiners admitted in the last rounds are on their way: their places are not free.
+    let held = pending.observe(admitted, listeners);
+    metrics::gauge!(CLUSTER_PLACES_HELD).set(held as f64);
     let per_second = u64::from(app.config.joins_per_second);
-    let allowance = townhall_shield::cluster_line::allowance(capacity, listeners, per_second);
+    let allowance = townhall_shield::cluster_line::allowance(
+        capacity,
+        listeners.saturating_add(held),
+        per_second,
+    );
     let each = allowance / published.len() as u64;
     for space in published {
         line::call(c, space, each).await?;
