@@ -254,6 +254,11 @@ pub struct WaitTicket {
     /// The line: 0 for signed-in joiners, 1 for anonymous ones.
     #[serde(default)]
     pub lane: u8,
+    /// Whose numbering `n` is: absent for the node's line (a node alone) or the cluster's one
+    /// line; a node's id for the node's own line while the cluster's was out of reach. The
+    /// same number in two numberings is two places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
     /// Expires at, seconds since the epoch.
@@ -261,13 +266,14 @@ pub struct WaitTicket {
 }
 
 impl TokenKeys {
-    /// Signs a waiting-room ticket for place `n` of line `lane` in `space`'s queue, valid
-    /// `ttl_secs`.
+    /// Signs a waiting-room ticket for place `n` of line `lane` in `space`'s queue (numbered by
+    /// `node`'s own line, or by the one line when `None`), valid `ttl_secs`.
     pub fn mint_wait(
         &self,
         space: SpaceId,
         n: u64,
         lane: u8,
+        node: Option<&str>,
         now: UnixTime,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
@@ -277,6 +283,7 @@ impl TokenKeys {
             space,
             n,
             lane,
+            node: node.map(str::to_owned),
             iat: now.0,
             exp: now.0.saturating_add(ttl_secs),
         };
@@ -385,9 +392,12 @@ mod tests {
     #[test]
     fn wait_tickets_and_access_tokens_cannot_pass_for_each_other() {
         let k = keys();
-        let wait = k.mint_wait(space("a"), 7, 1, UnixTime(0), 60).expect("mint");
+        let wait = k.mint_wait(space("a"), 7, 1, None, UnixTime(0), 60).expect("mint");
         let t = k.verify_wait(&wait, &space("a"), UnixTime(1)).expect("valid");
-        assert_eq!((t.n, t.lane), (7, 1));
+        assert_eq!((t.n, t.lane, t.node), (7, 1, None));
+        let own = k.mint_wait(space("a"), 7, 1, Some("edge-1"), UnixTime(0), 60).expect("mint");
+        let t = k.verify_wait(&own, &space("a"), UnixTime(1)).expect("valid");
+        assert_eq!(t.node.as_deref(), Some("edge-1"));
         assert_eq!(
             k.verify_wait(&wait, &space("b"), UnixTime(1)),
             Err(TokenError::WrongSpace(space("b")))

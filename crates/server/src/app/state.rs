@@ -227,6 +227,11 @@ impl AppState {
         self.live.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// Whether this node is one of a cluster (an origin or edge with Redis), not a node alone.
+    pub fn clustered(&self) -> bool {
+        self.config.role != crate::app::config::NodeRole::All && self.config.redis.is_some()
+    }
+
     /// Listeners connected to this node, all spaces and protocols.
     pub fn total_listeners(&self) -> usize {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());

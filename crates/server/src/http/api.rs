@@ -211,16 +211,35 @@ async fn join_space(
     };
     let public = space.public;
     let urls = app.view(space).urls;
-    let number = place.as_ref().map(|t| t.n);
     // In a cluster, one line for all doors; on its own (or while Redis is away), this node's.
-    let decision = match crate::app::cluster::line::arrive(&app, &id, lane, number).await {
-        Some(answer) => answer?,
-        None => app.shield.arrive(app.total_listeners(), lane, number),
+    // Numbers of the two lines never mix: a ticket names the line that numbered it.
+    let me = app.cluster.node_id();
+    let clustered = app.clustered();
+    let (held, own_line) = match &place {
+        None => (None, None),
+        Some(t) if t.node.is_none() => (Some(t.n), Some(!clustered)),
+        Some(t) if t.node.as_deref() == Some(me) => (Some(t.n), Some(true)),
+        // Another node's own line: a new place here.
+        Some(_) => (None, None),
     };
+    let mut counted_once = false;
+    let decision = match own_line {
+        Some(true) => app.shield.arrive(app.total_listeners(), lane, held),
+        // Redis out of reach with a number of the one line: a new place in this node's.
+        _ => match crate::app::cluster::line::arrive(&app, &id, lane, held).await {
+            Some(answer) => {
+                // The one line admits each number once across the cluster by itself.
+                counted_once = true;
+                answer?
+            }
+            None => app.shield.arrive(app.total_listeners(), lane, None),
+        },
+    };
+    let from_node_line = clustered && !counted_once;
     match decision {
         Decision::Admit => {
             // A called ticket lets one joiner in, not everyone who copied it.
-            if let Some(ticket) = &place
+            if let Some(ticket) = place.as_ref().filter(|_| !counted_once)
                 && !app
                     .shield
                     .first_use(crate::app::shield::OneUse::WaitTicket, &ticket_key(ticket))
@@ -241,8 +260,14 @@ async fn join_space(
         }
         Decision::Wait { number, position, retry_after } => {
             let retry = jitter(retry_after, 0.2, rand::random());
-            let ticket =
-                app.keys.mint_wait(id, number, lane_code(lane), now, WAIT_TICKET_TTL_SECS)?;
+            let ticket = app.keys.mint_wait(
+                id,
+                number,
+                lane_code(lane),
+                from_node_line.then_some(me),
+                now,
+                WAIT_TICKET_TTL_SECS,
+            )?;
             let hls = public.then(|| urls.hls.clone());
             let waiting =
                 Waiting { ticket, position, retry_after_ms: retry.as_millis() as u64, hls };
