@@ -158,6 +158,8 @@ export class Listener {
         this.setState(`refused: ${e.message}`);
         return this.onRefused(e.code);
       }
+      // A ticket already used (or no longer valid) keeps no place: join the line afresh.
+      if (e.code === 'bad_ticket') this.waitTicket = undefined;
       return this.retry(`join failed: ${e.message}`);
     }
     this.pow = undefined;

@@ -35,6 +35,9 @@ pub struct StormConfig {
     pub max_in_flight: usize,
     /// Joiners come from this many /24s (0: spread over 250, as a crowd from everywhere).
     pub subnets: usize,
+    /// Frames per WebSocket message once listening (1: the lowest latency to first audio; 5:
+    /// what the page asks for, the cheapest to serve).
+    pub batch: usize,
 }
 
 /// Outcomes of a storm.
@@ -54,7 +57,7 @@ pub struct StormStats {
     pub errors: AtomicU64,
     /// Joiners whose listening connection was lost during the hold.
     pub dropped_while_listening: AtomicU64,
-    /// `429` answers that were retried after `Retry-After`.
+    /// `429` (and a busy door's `503`) answers that were retried after `Retry-After`.
     pub rate_limited_retries: AtomicU64,
     /// Final refusals by HTTP status.
     pub rejected: Mutex<BTreeMap<u16, u64>>,
@@ -69,6 +72,9 @@ pub struct StormStats {
     pub position_rises: AtomicU64,
     /// The largest position anyone was told.
     pub max_position: AtomicU64,
+    /// Joiners who went back through the door: their ticket was refused (already used) or the
+    /// node it named was full when they got there.
+    pub rejoined: AtomicU64,
 }
 
 /// A summary of a storm, for reports.
@@ -105,6 +111,8 @@ pub struct StormReport {
     pub position_rises: u64,
     /// The largest position anyone was told.
     pub max_position: u64,
+    /// Joiners who went back through the door.
+    pub rejoined: u64,
 }
 
 impl StormStats {
@@ -127,6 +135,7 @@ impl StormStats {
             redirected: self.redirected.load(Relaxed),
             position_rises: self.position_rises.load(Relaxed),
             max_position: self.max_position.load(Relaxed),
+            rejoined: self.rejoined.load(Relaxed),
         }
     }
 }
@@ -143,6 +152,8 @@ enum Outcome {
     Error,
     /// Deadline passed without audio or ticket.
     TimedOut,
+    /// The node the door named was full: back through the door.
+    Rejoin,
 }
 
 /// Runs the storm; returns when every joiner has finished.
@@ -176,7 +187,16 @@ pub async fn run(cfg: Arc<StormConfig>, stats: Arc<StormStats>) {
 async fn joiner(cfg: &StormConfig, stats: &StormStats, n: usize) {
     stats.started.fetch_add(1, Relaxed);
     let began = Instant::now();
-    match get_audio(cfg, stats, n, began + cfg.deadline).await {
+    let mut outcome = get_audio(cfg, stats, n, began + cfg.deadline).await;
+    // As the page does: a node that turned out full sends the joiner back through the door.
+    for _ in 0..MAX_REJOINS {
+        if !matches!(outcome, Outcome::Rejoin) {
+            break;
+        }
+        stats.rejoined.fetch_add(1, Relaxed);
+        outcome = get_audio(cfg, stats, n, began + cfg.deadline).await;
+    }
+    match outcome {
         Outcome::Audio { stream, buf, waited } => {
             stats.admitted.fetch_add(1, Relaxed);
             if waited {
@@ -201,8 +221,16 @@ async fn joiner(cfg: &StormConfig, stats: &StormStats, n: usize) {
         Outcome::TimedOut => {
             stats.timed_out.fetch_add(1, Relaxed);
         }
+        Outcome::Rejoin => {
+            if let Ok(mut r) = stats.rejected.lock() {
+                *r.entry(503).or_default() += 1;
+            }
+        }
     }
 }
+
+/// Times a joiner goes back through the door before giving up.
+const MAX_REJOINS: usize = 3;
 
 /// One `POST join` on a fresh connection: the status, the JSON body and `Retry-After`.
 async fn post_join(
@@ -261,9 +289,18 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
                 }
                 Duration::from_millis(json["waiting"]["retry_after_ms"].as_u64().unwrap_or(1_000))
             }
-            429 => {
+            // Rate-limited, or a door too busy to ask the line: come back as told (the ticket,
+            // if any, keeps the place).
+            429 | 503 => {
                 stats.rate_limited_retries.fetch_add(1, Relaxed);
                 Duration::from_secs(retry_after.unwrap_or(1))
+            }
+            // A ticket already used (its admission was made but its answer lost): a new place.
+            400 if json["error"]["code"] == "bad_ticket" && wait_ticket.is_some() => {
+                stats.rejoined.fetch_add(1, Relaxed);
+                wait_ticket = None;
+                position = None;
+                Duration::ZERO
             }
             401 if json["error"]["code"] == "pow_required" && pow.is_none() => {
                 match timeout_at(deadline, prove(cfg, n)).await {
@@ -284,7 +321,7 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
         tokio::time::sleep(pause).await;
     };
     let waited = wait_ticket.is_some();
-    let ws_path = format!("/ws/{}?token={ticket}&batch=1", cfg.space);
+    let ws_path = format!("/ws/{}?token={ticket}&batch={}", cfg.space, cfg.batch.clamp(1, 5));
     // In a cluster the door names the node to listen on (loopback only, as every target here).
     let target = match node.map(|n| n.parse::<Target>()) {
         None => cfg.target,
@@ -312,6 +349,7 @@ async fn get_audio(cfg: &StormConfig, stats: &StormStats, n: usize, deadline: In
         };
         match head.status {
             101 => break,
+            503 => return Outcome::Rejoin,
             429 => {
                 stats.rate_limited_retries.fetch_add(1, Relaxed);
                 let pause = Duration::from_secs(head.retry_after.unwrap_or(1));

@@ -131,6 +131,7 @@ pub async fn run(cfg: LaunchDayConfig) -> LaunchDayReport {
             token: None,
             max_in_flight: budget / 2,
             subnets: 0,
+            batch: 1,
         }),
         storm_stats.clone(),
     ));

@@ -246,6 +246,9 @@ struct StormArgs {
     /// Joiners come from this many /24s (0: 250, a crowd from everywhere; 1: one campus NAT).
     #[arg(long, default_value_t = 0)]
     subnets: usize,
+    /// Frames per WebSocket message once listening (1..5; the page asks for 5).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -556,6 +559,7 @@ async fn storm_cmd(mut a: StormArgs) -> anyhow::Result<Vec<String>> {
         token: a.token.clone(),
         max_in_flight,
         subnets: a.subnets,
+        batch: a.batch,
     });
     eprintln!("join-storm: {}/s into {} on {} for {}s", a.rate, cfg.space, cfg.target, a.duration);
     let stats = Arc::new(StormStats::default());

@@ -66,6 +66,9 @@ pub const WEBRTC_EGRESS_LAG: &str = "townhall_webrtc_egress_lag_seconds";
 pub const RELAY_FRAMES: &str = "townhall_relay_frames_total";
 /// Gauge: 1 while this node reaches the cluster's Redis, 0 while it does not.
 pub const CLUSTER_REDIS_UP: &str = "townhall_cluster_redis_up";
+/// Histogram (summary): seconds a door waited for the cluster's line in Redis (answers in time
+/// only; late ones admit on the node's own line and are logged).
+pub const CLUSTER_DOOR_SECONDS: &str = "townhall_cluster_door_seconds";
 /// Gauge (origins): places the door holds for joiners admitted but not yet in the listener
 /// counts (`townhall_shield::cluster_line::Pending`).
 pub const CLUSTER_PLACES_HELD: &str = "townhall_cluster_places_held";
@@ -123,5 +126,7 @@ fn describe() {
     describe_gauge!(WEBRTC_SESSIONS, "WebRTC sessions held, by kind (whip, whep).");
     describe_counter!(WEBRTC_DATAGRAMS, "WebRTC datagrams sent, dropped or received.");
     describe_histogram!(WEBRTC_EGRESS_LAG, "Seconds from mixing to the WebRTC loop's writes.");
+    describe_histogram!(CLUSTER_DOOR_SECONDS, "Seconds a door waited for the cluster's line.");
+    describe_gauge!(CLUSTER_PLACES_HELD, "Places held for joiners admitted, not yet counted.");
     describe_gauge!(OVERLOADED, "1 while the node admits nobody new because it is overloaded.");
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use townhall_core::{SpaceId, SpaceState};
 
@@ -34,8 +34,11 @@ const ROUND: Duration = Duration::from_secs(1);
 /// Rounds a new listener takes at most to show in the counts the origin reads: its edge writes
 /// a heartbeat (a round), the origin reads it (a round), a round of margin.
 const PENDING_LAG_ROUNDS: usize = 3;
-/// A round that takes longer than this (Redis slow or away) is abandoned.
-const ROUND_LIMIT: Duration = Duration::from_millis(900);
+/// A round that takes longer than this (Redis slow or away) is abandoned. Longer than a round:
+/// on a node far behind on its own work (a join storm measured its event loop 0.3 to 0.6 s
+/// late), a round is slow without Redis being away; the next round then simply starts late.
+/// Redis gone (connection refused or reset) fails a round at once.
+const ROUND_LIMIT: Duration = Duration::from_millis(2_500);
 
 /// Takes a space's lease (raising its epoch) or renews it if this node holds it; returns the
 /// epoch, or -1 when another node holds it.
@@ -83,11 +86,31 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
         if conn.is_none() {
-            conn = tokio::time::timeout(ROUND_LIMIT, client.get_connection_manager())
+            let rounds = ConnectionManagerConfig::new().set_response_timeout(Some(ROUND_LIMIT));
+            conn = tokio::time::timeout(
+                ROUND_LIMIT,
+                client.get_connection_manager_with_config(rounds),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
+            // The door has a connection of its own: a storm of joins queues on it, not in
+            // front of the heartbeat (a late heartbeat would take this node out of the
+            // cluster), and its requests wait as long as the door does.
+            let door = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(line::DOOR_LIMIT))
+                .set_pipeline_buffer_size(1_024);
+            let door = match conn {
+                Some(_) => tokio::time::timeout(
+                    ROUND_LIMIT,
+                    client.get_connection_manager_with_config(door),
+                )
                 .await
                 .ok()
-                .and_then(Result::ok);
-            app.cluster.set_connection(conn.clone());
+                .and_then(Result::ok),
+                None => None,
+            };
+            app.cluster.set_connection(door);
         }
         let up = match conn.as_mut() {
             Some(c) => {

@@ -2,7 +2,7 @@
 //! listener counts, whether Redis answers, and the spaces an edge carries.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use redis::aio::ConnectionManager;
@@ -11,6 +11,9 @@ use townhall_core::SpaceId;
 
 use crate::app::cluster::records::{self, NodeRecord};
 use crate::app::config::{Config, NodeRole};
+
+/// Rounds in a row without Redis after which the door stops asking it and admits locally.
+pub const AWAY_ROUNDS: u32 = 3;
 
 /// A space this edge carries: the origin its relay follows, and whether the relay is connected.
 pub struct Carried {
@@ -26,12 +29,14 @@ pub struct ClusterView {
     /// Listeners per space on the other nodes, from their last heartbeats (relays left out).
     others: RwLock<BTreeMap<SpaceId, usize>>,
     redis_up: AtomicBool,
+    /// Rounds in a row that did not reach Redis.
+    failed_rounds: AtomicU32,
     /// Live edge nodes, from the last round (where the door sends listeners).
     edges: RwLock<Vec<NodeRecord>>,
     /// `connect-src` sources for the page: every live node of the cluster.
     connect_sources: RwLock<Arc<str>>,
     carried: Mutex<HashMap<SpaceId, Carried>>,
-    /// The cluster loop's Redis connection (multiplexed; the door borrows a handle).
+    /// The door's Redis connection (multiplexed; each join borrows a handle).
     connection: Mutex<Option<ConnectionManager>>,
 }
 
@@ -50,6 +55,7 @@ impl ClusterView {
             node_id,
             others: RwLock::new(BTreeMap::new()),
             redis_up: AtomicBool::new(false),
+            failed_rounds: AtomicU32::new(0),
             edges: RwLock::new(Vec::new()),
             connect_sources: RwLock::new(Arc::from("")),
             carried: Mutex::new(HashMap::new()),
@@ -77,22 +83,29 @@ impl ClusterView {
         self.carried.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A handle on the cluster's Redis while the last round reached it (`None` on a node on its
-    /// own, or while Redis is away: the door then admits locally).
+    /// A handle on the cluster's Redis (`None` on a node on its own, or once Redis has been
+    /// away for [`AWAY_ROUNDS`] rounds in a row: the door then admits locally). One failed
+    /// round is not enough: a node far behind on its own work fails rounds too, and admitting
+    /// on its own line then would let joiners pass the cluster's.
     pub fn connection(&self) -> Option<ConnectionManager> {
-        if !self.redis_up() {
+        if self.failed_rounds.load(Ordering::Relaxed) >= AWAY_ROUNDS {
             return None;
         }
         self.connection.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Hands the door the loop's connection.
+    /// Hands the door its connection.
     pub fn set_connection(&self, c: Option<ConnectionManager>) {
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = c;
     }
 
     /// Records whether the last round reached Redis; returns whether that changed.
     pub fn set_redis_up(&self, up: bool) -> bool {
+        if up {
+            self.failed_rounds.store(0, Ordering::Relaxed);
+        } else {
+            self.failed_rounds.fetch_add(1, Ordering::Relaxed);
+        }
         self.redis_up.swap(up, Ordering::Relaxed) != up
     }
 
