@@ -13,6 +13,7 @@ pub mod launch_day;
 pub mod listen;
 pub mod ogg_scan;
 pub mod procstat;
+pub mod simulate;
 pub mod slowloris;
 pub mod slowread;
 pub mod speak;
