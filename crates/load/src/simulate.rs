@@ -297,6 +297,7 @@ impl Sim<'_> {
         let row = self.series.at(now);
         row.door_ops += 1;
         if j.number == 0 {
+            row.takes += 1;
             let line = &mut self.lines[lane];
             line.issued += 1;
             j.number = line.issued;
@@ -447,6 +448,7 @@ impl Sim<'_> {
         r.redis_door_ops = rows.iter().map(|s| s.door_ops).sum();
         r.redis_ops = r.redis_door_ops + rows.iter().map(|s| s.round_ops).sum::<u64>();
         r.redis_ops_per_s_peak = rows.iter().map(|s| s.door_ops + s.round_ops).max().unwrap_or(0);
+        r.redis_takes_per_s_peak = rows.iter().map(|s| s.takes).max().unwrap_or(0);
         r.redis_ops_per_s_mean = r.redis_ops as f64 / rows.len().max(1) as f64;
         // Door visits: each is one operation, plus one for each admission.
         let visits = r.redis_door_ops - r.door_admissions;

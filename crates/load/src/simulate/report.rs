@@ -23,6 +23,8 @@ pub struct Second {
     pub listeners: u64,
     /// Redis operations of the doors (a number, a look at the line, a ticket's one use).
     pub door_ops: u64,
+    /// Of those, numbers taken (the `INCR` script, the heaviest and all on one line's keys).
+    pub takes: u64,
     /// Redis operations of the nodes' rounds (heartbeats, directory, the origin's call).
     pub round_ops: u64,
     /// Joiners an edge refused (full: the cluster's count lagged), who try again.
@@ -122,6 +124,8 @@ pub struct Report {
     pub redis_door_ops: u64,
     /// Most Redis operations in one second.
     pub redis_ops_per_s_peak: u64,
+    /// Most numbers taken in one second (the `INCR` script on the line's key).
+    pub redis_takes_per_s_peak: u64,
     /// Mean Redis operations per second over the run.
     pub redis_ops_per_s_mean: f64,
     /// Door visits per joiner, on average (1 = nobody came back).
@@ -166,10 +170,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "Redis: {} operations ({} at the doors), peak {}/s, mean {:.0}/s",
+            "Redis: {} operations ({} at the doors), peak {}/s (numbers taken: {}/s), mean {:.0}/s",
             self.redis_ops,
             self.redis_door_ops,
             self.redis_ops_per_s_peak,
+            self.redis_takes_per_s_peak,
             self.redis_ops_per_s_mean
         )?;
         let v = &self.violations;
