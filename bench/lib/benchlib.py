@@ -74,13 +74,14 @@ def rss_kib(pid):
     return 0
 
 
-def build(profile):
-    args = ["cargo", "build", "-q", "--bin", "townhall", "--bin", "townhall-load"]
+def build(profile, bins=("townhall", "townhall-load")):
+    """Builds `bins` and returns the directory they are in (honouring CARGO_TARGET_DIR)."""
+    args = ["cargo", "build", "-q"] + [arg for b in bins for arg in ("--bin", b)]
     if profile == "release":
         args.append("--release")
     log(f"building ({profile})")
     subprocess.run(args, cwd=ROOT, check=True)
-    return ROOT / "target" / profile
+    return (ROOT / os.environ.get("CARGO_TARGET_DIR", "target")) / profile
 
 
 def workdir(name):

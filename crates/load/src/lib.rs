@@ -3,6 +3,7 @@
 //! Scenarios (listeners, speakers, join storms) against one server on loopback, measured from the
 //! client side: frames, gaps, late frames, latency, time to first audio, and the CPU of both the
 //! load generator and (given its pid) the server. Only loopback targets are accepted.
+//! [`simulate`] runs no server: a crowd at internet scale against a fleet, in virtual time.
 
 pub mod expect;
 pub mod flood;
@@ -13,6 +14,7 @@ pub mod launch_day;
 pub mod listen;
 pub mod ogg_scan;
 pub mod procstat;
+pub mod simulate;
 pub mod slowloris;
 pub mod slowread;
 pub mod speak;

@@ -50,6 +50,75 @@ enum Command {
     Slowread(SlowreadArgs),
     /// Incumbent listeners, then a storm of real joiners, a junk flood and slowloris at once.
     LaunchDay(LaunchDayArgs),
+    /// A crowd at internet scale against a fleet of edges, in virtual time (no server): the
+    /// cluster's real waiting line and door, in a discrete-event simulation.
+    Simulate(SimulateArgs),
+}
+
+/// Defaults: the 8-million crowd of issue #13 against the fleet docs/capacity.md sizes (43
+/// sixteen-core edges of 190,000 WebSocket listeners), each setting up 8,000 joins/s (one core's
+/// measured rate, bench/join-storm); per-join latencies split from the measured 11 ms p50 first
+/// audio at 1,000 joins/s on loopback.
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// Joiners in the crowd.
+    #[arg(long, default_value_t = 8_000_000)]
+    joiners: u64,
+    /// Everyone arrives within this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    window_secs: f64,
+    /// Seconds from the push to the peak arrival rate.
+    #[arg(long, default_value_t = 2.0)]
+    rise_secs: f64,
+    /// Time constant of the decay after the peak (0: flat).
+    #[arg(long, default_value_t = 10.0)]
+    decay_secs: f64,
+    /// Share of joiners signed in (their line is called first).
+    #[arg(long, default_value_t = 0.5)]
+    signed_in_share: f64,
+    /// Edges in the fleet.
+    #[arg(long, default_value_t = 43)]
+    edges: usize,
+    /// Listeners one edge holds (its max_listeners).
+    #[arg(long, default_value_t = 190_000)]
+    edge_capacity: u64,
+    /// Joins one edge sets up per second.
+    #[arg(long, default_value_t = 8_000.0)]
+    join_rate_per_edge: f64,
+    /// Numbers the origin calls per second (its joins_per_second; default: edges x join rate).
+    #[arg(long)]
+    call_rate: Option<u64>,
+    /// A joiner gives up after this long without audio.
+    #[arg(long, default_value_t = 120.0)]
+    patience_secs: f64,
+    /// Listeners leaving per listener per second (0: everyone stays).
+    #[arg(long, default_value_t = 0.0)]
+    leave_per_s: f64,
+    /// Spread of Retry-After (0.2: the server's; 1.0: full jitter).
+    #[arg(long, default_value_t = townhall_load::simulate::SERVER_RETRY_SPREAD)]
+    retry_spread: f64,
+    /// A door visit (request, Redis, answer), ms.
+    #[arg(long, default_value_t = 5.0)]
+    door_ms: f64,
+    /// From the door's answer to the edge taking the connection, ms.
+    #[arg(long, default_value_t = 3.0)]
+    connect_ms: f64,
+    /// From the edge taking the listener to the first audio frame, ms.
+    #[arg(long, default_value_t = 3.0)]
+    first_frame_ms: f64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also bisect for the largest crowd of this profile absorbed with nobody timing out.
+    #[arg(long)]
+    search: bool,
+    /// Write the report (figures, time series, TTFA CDF) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The same scenario scaled down 100x (crowd, edge capacity and join rate): seconds in a
+    /// debug build, for CI.
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -254,6 +323,8 @@ struct StormArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.command {
+        // Virtual time: no runtime, no sockets.
+        Command::Simulate(a) => return simulate_cmd(a),
         Command::Listen(a) => a.common.threads,
         Command::Speak(a) => a.common.threads,
         Command::JoinStorm(a) => a.common.threads,
@@ -276,6 +347,7 @@ fn main() -> anyhow::Result<()> {
             Command::Slowloris(a) => slowloris_cmd(a).await,
             Command::Slowread(a) => slowread_cmd(a).await,
             Command::LaunchDay(a) => launch_day_cmd(a).await,
+            Command::Simulate(_) => Ok(Vec::new()),
         }
     })?;
     if !failures.is_empty() {
@@ -841,4 +913,68 @@ async fn slowread_cmd(mut a: SlowreadArgs) -> anyhow::Result<Vec<String>> {
         a.common.expect.as_deref(),
         &figures(&[("opened", r.opened as f64), ("cut", r.cut as f64), ("held", r.held as f64)]),
     )
+}
+
+fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<()> {
+    use townhall_load::simulate::{self, Config, Costs, arrivals::Profile};
+    let scale = if a.quick { 100 } else { 1 };
+    let ms = |v: f64| (v.max(0.0) * 1_000.0) as u64;
+    if a.edges == 0 || a.joiners == 0 || a.window_secs <= 0.0 || a.join_rate_per_edge <= 0.0 {
+        bail!("joiners, edges, window and join rate must be positive");
+    }
+    if a.joiners / scale > u64::from(u32::MAX) {
+        bail!("at most {} joiners", u32::MAX);
+    }
+    let join_rate = a.join_rate_per_edge / scale as f64;
+    let config = Config {
+        joiners: a.joiners / scale,
+        profile: Profile {
+            window_secs: a.window_secs,
+            rise_secs: a.rise_secs.max(0.0),
+            decay_secs: a.decay_secs,
+        },
+        signed_in_share: a.signed_in_share.clamp(0.0, 1.0),
+        edges: a.edges,
+        edge_capacity: a.edge_capacity / scale,
+        join_rate_per_edge: join_rate,
+        call_rate: a.call_rate.map_or((join_rate * a.edges as f64) as u64, |r| r / scale),
+        patience_us: ms(a.patience_secs * 1_000.0),
+        leave_per_s: a.leave_per_s.max(0.0),
+        retry_spread: a.retry_spread.clamp(0.0, 1.0),
+        costs: Costs {
+            door_us: ms(a.door_ms),
+            connect_us: ms(a.connect_ms),
+            first_frame_us: ms(a.first_frame_ms),
+        },
+        seed: a.seed,
+        trace: false,
+    };
+    let started = std::time::Instant::now();
+    let outcome = simulate::run(&config);
+    let elapsed = started.elapsed();
+    let r = &outcome.report;
+    println!("{r}");
+    println!("simulated in {:.1} s", elapsed.as_secs_f64());
+    let burst = a.search.then(|| simulate::largest_burst(&config, 0.005));
+    if let Some(b) = &burst {
+        println!(
+            "largest crowd of this profile with nobody timing out: {} (peak {:.0}/s; {} timed out at {}: {}; {} runs)",
+            b.joiners, b.peak_arrivals_per_s, b.failed_at.1, b.failed_at.0, b.bound, b.runs
+        );
+    }
+    if let Some(path) = &a.json {
+        let v = json!({
+            "scenario": "simulate",
+            "config": config,
+            "report": r,
+            "largest_burst": burst,
+            "simulated_secs": elapsed.as_secs_f64(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !r.violations.none() {
+        bail!("an invariant broke: {:?}", r.violations);
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@
 //! - [`client_addr`]: who the client is behind trusted proxies (`X-Forwarded-For`, PROXY
 //!   protocol).
 //! - [`replay`]: single-use tokens (proof-of-work solutions, tickets) spent once, in fixed memory.
+//! - [`two_choices`]: which serving node the door sends a listener to (power of two choices).
 
 pub mod admission;
 pub mod classifier;
@@ -22,6 +23,7 @@ pub mod gcra;
 pub mod pressure;
 pub mod replay;
 pub mod sketch;
+pub mod two_choices;
 
 pub use admission::{Capacity, Decision, Lane, WaitingRoom, jitter};
 pub use classifier::{Classifier, Evidence, Signal, Thresholds, Verdict};
@@ -35,3 +37,4 @@ pub use gcra::{Gcra, RateLimited};
 pub use pressure::{Pressure, PressureLimits};
 pub use replay::ReplayFilter;
 pub use sketch::{CountSketch, RateSketch, Slot};
+pub use two_choices::{Load, two_choices};

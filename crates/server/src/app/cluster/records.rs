@@ -87,17 +87,14 @@ pub fn summed_counts<'a>(
     sums
 }
 
-/// The door's choice among `edges` (live edge nodes): the less loaded of the two at `i` and `j`
-/// (power of two random choices: nearly as even as asking everyone, for the price of two);
-/// `None` when both are full or there are none.
-pub fn two_choices(edges: &[NodeRecord], i: usize, j: usize) -> Option<&NodeRecord> {
-    if edges.is_empty() {
-        return None;
+/// The door weighs an edge by its last heartbeat (`townhall_shield::two_choices`).
+impl townhall_shield::Load for NodeRecord {
+    fn listeners(&self) -> usize {
+        self.listeners
     }
-    let load = |n: &NodeRecord| n.listeners as f64 / n.capacity.max(1) as f64;
-    let (a, b) = (&edges[i % edges.len()], &edges[j % edges.len()]);
-    let best = if load(b) < load(a) { b } else { a };
-    (best.listeners < best.capacity).then_some(best)
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
 
 /// The CSP `connect-src` sources that let the page reach `nodes` (HTTP and WebSocket).
@@ -142,17 +139,15 @@ mod tests {
     }
 
     #[test]
-    fn the_door_picks_the_less_loaded_of_two_and_never_a_full_one() {
+    fn the_door_weighs_an_edge_by_its_heartbeat() {
         let mut light = node("light", &[("x", 10)]);
         let mut heavy = node("heavy", &[("x", 90)]);
         (light.capacity, heavy.capacity) = (100, 100);
-        let edges = [light.clone(), heavy.clone()];
-        assert_eq!(two_choices(&edges, 0, 1).map(|n| n.id.as_str()), Some("light"));
-        assert_eq!(two_choices(&edges, 1, 0).map(|n| n.id.as_str()), Some("light"));
-        assert_eq!(two_choices(&edges, 1, 1).map(|n| n.id.as_str()), Some("heavy"));
+        let edges = [light, heavy.clone()];
+        let pick = |i, j| townhall_shield::two_choices(&edges, i, j).map(|n| n.id.clone());
+        assert_eq!(pick(1, 0).as_deref(), Some("light"));
         heavy.listeners = 100;
-        assert!(two_choices(&[heavy], 0, 0).is_none(), "full");
-        assert!(two_choices(&[], 0, 1).is_none());
+        assert!(townhall_shield::two_choices(&[heavy], 0, 0).is_none(), "full");
     }
 
     #[test]

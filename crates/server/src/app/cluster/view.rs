@@ -126,7 +126,7 @@ impl ClusterView {
     pub fn pick_edge(&self) -> Option<String> {
         let edges = self.edges.read().unwrap_or_else(|p| p.into_inner());
         let (i, j) = (rand::random::<u32>() as usize, rand::random::<u32>() as usize);
-        records::two_choices(&edges, i, j).map(|n| n.url.clone())
+        townhall_shield::two_choices(&edges, i, j).map(|n| n.url.clone())
     }
 
     /// `connect-src` sources for the page (empty on a node on its own).
