@@ -632,6 +632,12 @@ impl Shield {
         self.room.lock().unwrap_or_else(|p| p.into_inner()).capacity().max_listeners
     }
 
+    /// Joins this node admits per second now (its capacity, as configured or set by an
+    /// operator).
+    pub fn joins_per_second(&self) -> u32 {
+        self.room.lock().unwrap_or_else(|p| p.into_inner()).capacity().joins_per_second
+    }
+
     /// Tickets waiting.
     pub fn queued(&self) -> u64 {
         self.room.lock().unwrap_or_else(|p| p.into_inner()).queued()

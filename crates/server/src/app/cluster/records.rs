@@ -58,6 +58,9 @@ pub struct NodeRecord {
     /// Spaces this node relays from their origins right now (each relay is one listener there).
     #[serde(default)]
     pub relaying: Vec<SpaceId>,
+    /// Joins it admits per second (0 from a node that does not say).
+    #[serde(default)]
+    pub join_rate: u32,
 }
 
 /// A space in the cluster's directory, written by its origin every second.
@@ -85,6 +88,19 @@ pub fn summed_counts<'a>(
         }
     }
     sums
+}
+
+/// The nodes that serve listeners: the edges, or every node when there are none.
+pub fn serving(nodes: &[NodeRecord]) -> Vec<&NodeRecord> {
+    let edges: Vec<&NodeRecord> = nodes.iter().filter(|n| n.role == NodeRole::Edge).collect();
+    if edges.is_empty() { nodes.iter().collect() } else { edges }
+}
+
+/// How many joins a second the serving nodes admit together: the pace an origin calls its line
+/// at. `None` when no node says (then the origin's own rate stands in).
+pub fn join_rate(serving: &[&NodeRecord]) -> Option<u64> {
+    let sum: u64 = serving.iter().map(|n| u64::from(n.join_rate)).sum();
+    (sum > 0).then_some(sum)
 }
 
 /// The door weighs an edge by its last heartbeat (`townhall_shield::two_choices`).
@@ -126,7 +142,20 @@ mod tests {
             capacity: 100,
             spaces: counts.iter().map(|(s, n)| (SpaceId::new(*s).expect("id"), *n)).collect(),
             relaying: Vec::new(),
+            join_rate: 1_000,
         }
+    }
+
+    #[test]
+    fn the_line_is_called_at_the_serving_nodes_summed_rate() {
+        let mut origin = node("o", &[]);
+        origin.role = NodeRole::Origin;
+        let edges = [node("a", &[]), node("b", &[])];
+        let all: Vec<NodeRecord> = [origin.clone()].into_iter().chain(edges).collect();
+        assert_eq!(join_rate(&serving(&all)), Some(2_000), "the edges serve: theirs");
+        assert_eq!(join_rate(&serving(&[origin.clone()])), Some(1_000), "no edges: the origin's");
+        origin.join_rate = 0;
+        assert_eq!(join_rate(&serving(&[origin])), None, "nobody says: unknown");
     }
 
     #[test]
