@@ -439,3 +439,110 @@ async fn one_waiting_line_for_every_door_of_the_cluster() {
         "closer: {answer}"
     );
 }
+
+/// The real binary as an edge, in a process of its own; killed on drop.
+struct EdgeProcess {
+    child: Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl EdgeProcess {
+    fn start(redis: &Redis) -> EdgeProcess {
+        use std::io::{BufRead, BufReader};
+        let dir = std::env::temp_dir().join(format!("townhall-edge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_townhall"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo", "--role", "edge", "--redis"])
+            .arg(redis.url())
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("TOWNHALL_LOG", "warn")
+            .env("TOWNHALL_API_KEY", TEST_API_KEY)
+            .env("TOWNHALL_API_SECRET", TEST_API_SECRET)
+            .env_remove("TOWNHALL_CONFIG")
+            .env_remove("TOWNHALL_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the townhall binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps reading to the end, so the node never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("the edge prints its address");
+            if let Some(url) = line.strip_prefix("Townhall is listening on http://") {
+                break url.trim().trim_end_matches('/').parse::<SocketAddr>().expect("address");
+            }
+        };
+        EdgeProcess { child, addr, dir }
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An edge in a process of its own (the real binary, as `deploy/local-cluster` runs it) joins
+/// the cluster through Redis, carries the space of the origin in this process, and its
+/// listener hears the origin's speaker; both nodes count that listener. Killed with SIGKILL, it
+/// drops out of the cluster's counts once its heartbeat lapses (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_in_its_own_process_serves_the_origins_space() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    live_space(origin.addr(), "apart").await;
+    let mut edge = EdgeProcess::start(&redis);
+    until_space(edge.addr, "apart", |s| s["state"] == "live").await;
+    let speaker = spawn_speaker(origin.addr(), "apart", "alice", 440.0, Duration::from_secs(6));
+    let listener = {
+        let addr = edge.addr;
+        tokio::spawn(
+            async move { listen_ws(ws(addr, "/ws/apart").await, Duration::from_secs(4)).await },
+        )
+    };
+    for n in [origin.addr(), edge.addr] {
+        until_space(n, "apart", |s| s["listeners"] == 1).await;
+    }
+    let heard = listener.await.expect("listener");
+    speaker.await.expect("speaker");
+    assert!(heard.pcm.len() > 48_000 * 2, "the edge's listener heard {} samples", heard.pcm.len());
+    assert!(tone_amplitude(heard.tail(1.0), 440.0) > 0.25, "the origin's tone, through the edge");
+
+    // A listener on the edge again, then the edge dies without a word.
+    let _held = ws(edge.addr, "/ws/apart").await;
+    until_space(origin.addr(), "apart", |s| s["listeners"] == 1).await;
+    let _ = edge.child.kill();
+    let _ = edge.child.wait();
+    // Its heartbeat lapses: the origin no longer counts its listener (10 s at most).
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        last = http()
+            .get(format!("http://{}/api/v1/spaces/apart", origin.addr()))
+            .send()
+            .await
+            .expect("origin answers")
+            .json()
+            .await
+            .expect("json");
+        if last["listeners"] == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the dead edge's listener is still counted: {last}");
+}
