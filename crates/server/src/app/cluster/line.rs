@@ -5,6 +5,7 @@
 //! door says so (`None`) and the node admits on its own, as a node alone does; when only this
 //! door's request is late, the joiner is told to come back.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -60,6 +61,11 @@ local mark = math.max(tonumber(ARGV[1]), math.min(old, issued))
 redis.call('SET', KEYS[1], mark)
 return mark
 "#;
+
+/// The scripts, hashed once (a `Script` computes its SHA-1 when made; joins run them often).
+static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE));
+static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
+static MARK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(MARK));
 
 fn lane_name(lane: Lane) -> &'static str {
     match lane {
@@ -149,7 +155,7 @@ pub async fn arrive(
     // door's deadline: a mark made but not heard of would refuse its own holder on return
     // (the connection's own response timeout bounds it).
     if let (Some(n), Decision::Admit) = (number, decision) {
-        let first: Result<i64, _> = redis::Script::new(ADMIT)
+        let first: Result<i64, _> = ADMIT_SCRIPT
             .key(used_key(space, lane, n))
             .key(admitted_key(space))
             .arg(USED_TTL_SECS)
@@ -184,7 +190,7 @@ async fn ask(
 ) -> redis::RedisResult<Decision> {
     Ok(match number {
         None => {
-            let (n, called, published): (u64, u64, i64) = redis::Script::new(TAKE)
+            let (n, called, published): (u64, u64, i64) = TAKE_SCRIPT
                 .key(issued_key(space, lane))
                 .key(called_key(space, lane))
                 .key(used_prefix(space, lane))
@@ -231,7 +237,7 @@ pub async fn call(
         .arg(PACE_TTL_SECS)
         .query_async::<()>(c)
         .await?;
-    let mark = redis::Script::new(MARK);
+    let mark = &*MARK_SCRIPT;
     for (called, issued, value, old) in
         [(&keys[1], &keys[0], s, signed_in.called), (&keys[3], &keys[2], a, anonymous.called)]
     {
