@@ -108,11 +108,7 @@ impl Directory {
     /// most recent first.
     pub fn list(&self) -> Vec<&Space> {
         let mut all: Vec<&Space> = self.spaces.values().collect();
-        all.sort_by_key(|s| match s.state {
-            SpaceState::Live => (0, 0),
-            SpaceState::Scheduled => (1, s.scheduled_for.map_or(u64::MAX, |t| t.0)),
-            SpaceState::Ended => (2, u64::MAX - s.ended_at.map_or(0, |t| t.0)),
-        });
+        all.sort_by_key(|s| listing_order(s));
         all
     }
 
@@ -173,6 +169,16 @@ fn slug(title: &str) -> String {
         out.push_str(&word.to_ascii_lowercase());
     }
     if out.is_empty() { "space".to_owned() } else { out }
+}
+
+/// Where a space comes in a listing: live ones first, then scheduled ones soonest first, then
+/// ended ones most recent first (ties: by id, as a stable sort of spaces in id order leaves them).
+pub fn listing_order(s: &Space) -> (u8, u64) {
+    match s.state {
+        SpaceState::Live => (0, 0),
+        SpaceState::Scheduled => (1, s.scheduled_for.map_or(u64::MAX, |t| t.0)),
+        SpaceState::Ended => (2, u64::MAX - s.ended_at.map_or(0, |t| t.0)),
+    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,8 @@ struct ServeArgs {
     /// This node's part in a cluster: all (on its own), origin or edge.
     #[arg(long, env = "TOWNHALL_ROLE", value_enum)]
     role: Option<NodeRole>,
-    /// Redis where the cluster's nodes meet (redis://host:port/), for origin and edge.
+    /// Redis where the cluster's nodes meet (redis://host:port/, or
+    /// redis+sentinel://host:26379,.../service), for origin and edge.
     #[arg(long, env = "TOWNHALL_REDIS")]
     redis: Option<String>,
     /// The URL clients and other nodes reach this node at (default http://LISTEN).

@@ -546,3 +546,140 @@ async fn an_edge_in_its_own_process_serves_the_origins_space() {
     }
     panic!("the dead edge's listener is still counted: {last}");
 }
+
+/// The ids and states of `GET /api/v1/spaces` on `addr`.
+async fn listing(addr: SocketAddr) -> Vec<(String, String)> {
+    let res = http().get(format!("http://{addr}/api/v1/spaces")).send().await.expect("list");
+    let body: serde_json::Value = res.json().await.expect("json");
+    body["spaces"]
+        .as_array()
+        .expect("spaces")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or("").to_owned(),
+                s["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn act_at(
+    addr: SocketAddr,
+    space: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    http()
+        .post(format!("http://{addr}/api/v1/spaces/{space}/actions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("act")
+}
+
+async fn room_at(addr: SocketAddr, space: &str) -> serde_json::Value {
+    let res =
+        http().get(format!("http://{addr}/api/v1/spaces/{space}/room")).send().await.expect("room");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_lists_the_clusters_spaces_and_passes_room_actions_to_the_origin() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr(), "onair").await;
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces", origin.addr()))
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "id": "later", "title": "Later", "scheduled_for": townhall_server::clock::now_unix().0 + 3_600 }))
+        .send()
+        .await
+        .expect("schedule");
+    assert_eq!(res.status(), 201);
+
+    // The same list on both nodes, the scheduled space included.
+    let mut same = false;
+    for _ in 0..100 {
+        let (o, e) = (listing(origin.addr()).await, listing(edge.addr()).await);
+        if o == e && o.iter().any(|(id, state)| id == "later" && state == "scheduled") {
+            same = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        same,
+        "origin {:?} edge {:?}",
+        listing(origin.addr()).await,
+        listing(edge.addr()).await
+    );
+    until_space(edge.addr(), "later", |s| s["state"] == "scheduled").await;
+    until_space(edge.addr(), "onair", |s| s["state"] == "live").await;
+
+    // A hand raised on the edge is raised in the origin's room, and the edge shows it.
+    let bob = token("bob", townhall_core::Role::Listener, "onair");
+    let res =
+        act_at(edge.addr(), "onair", &bob, serde_json::json!({ "action": "request_to_speak" }))
+            .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    let hands = |room: &serde_json::Value| room["room"]["hands"].to_string();
+    assert!(hands(&room_at(origin.addr(), "onair").await).contains("bob"));
+    assert!(
+        hands(&room_at(edge.addr(), "onair").await).contains("bob"),
+        "the edge's read is fresh"
+    );
+    // Bad input is refused on the edge as on the origin.
+    let res = act_at(edge.addr(), "onair", &bob, serde_json::json!({ "action": "fly" })).await;
+    assert_error(res, 422, "invalid").await;
+
+    // The host removes bob, through the edge; from then on the edge refuses him too.
+    let res = act_at(
+        edge.addr(),
+        "onair",
+        &host(),
+        serde_json::json!({ "action": "remove", "target": "bob" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    let mut refused = false;
+    for _ in 0..50 {
+        let res = http()
+            .post(format!("http://{}/api/v1/spaces/onair/join", edge.addr()))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .expect("join");
+        if res.status() == 403 {
+            assert_error(res, 403, "removed").await;
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused, "a removed listener joined on the edge");
+
+    // The host starts the scheduled space on the edge: the origin starts it, the edge carries it.
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces/later/start", edge.addr()))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    until_space(origin.addr(), "later", |s| s["state"] == "live").await;
+    until_space(edge.addr(), "later", |s| s["state"] == "live").await;
+    let summary: serde_json::Value = http()
+        .get(format!("http://{}/api/v1/spaces/later/summary", edge.addr()))
+        .send()
+        .await
+        .expect("summary")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(summary["state"], "live", "{summary}");
+}

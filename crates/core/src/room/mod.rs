@@ -386,6 +386,19 @@ impl Room {
         self.blocked.iter()
     }
 
+    /// Removed identities.
+    pub fn removed(&self) -> impl Iterator<Item = &Identity> {
+        self.removed.iter()
+    }
+
+    /// Takes another room's removals and blocks as this one's, within the same bounds (a
+    /// relayed copy of a room mixed elsewhere: its authority is that room's). Present
+    /// identities are not moved; the copy's only use is to refuse joins.
+    pub fn replace_bars(&mut self, removed: Vec<Identity>, blocked: Vec<Identity>) {
+        self.removed = removed.into_iter().take(Self::MAX_REMOVED).collect();
+        self.blocked = blocked.into_iter().take(Self::MAX_BLOCKED).collect();
+    }
+
     /// Whether `who` was removed (refused for the rest of the room's life).
     pub fn is_removed(&self, who: &Identity) -> bool {
         self.removed.contains(who)

@@ -150,8 +150,9 @@ pub struct Config {
     pub recording_sync_ms: u64,
     /// This node's part in a cluster (`all`: a node on its own, needing nothing else).
     pub role: NodeRole,
-    /// Redis, where the nodes of a cluster meet (`redis://host:port/`); needed by `origin` and
-    /// `edge` nodes.
+    /// Redis, where the nodes of a cluster meet: `redis://host:port/`, or the master a set of
+    /// Sentinels names, `redis+sentinel://host:26379,host:26379/service`; needed by `origin`
+    /// and `edge` nodes.
     pub redis: Option<String>,
     /// This node's name in the cluster (default: a random one at each start).
     pub node_id: Option<String>,
@@ -392,10 +393,11 @@ impl Config {
             (_, None) => {
                 return bad("role origin and edge need redis (e.g. redis://127.0.0.1:6379/)");
             }
-            (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                return bad("redis must be a redis:// or rediss:// URL");
+            (_, Some(url)) => {
+                if let Err(e) = crate::app::cluster::target::RedisTarget::parse(url) {
+                    return Err(ConfigError::Invalid(e.to_string()));
+                }
             }
-            _ => {}
         }
         if let Some(id) = &self.node_id
             && (id.is_empty()

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     Unavailable,
     /// Our fault.
     Internal,
+    /// Another node this one needs (a space's origin) cannot be reached.
+    Upstream,
+    /// Another node this one needs did not answer in time.
+    UpstreamTimeout,
 }
 
 /// An application error.

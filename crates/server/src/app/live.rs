@@ -130,6 +130,23 @@ impl Kick {
     }
 }
 
+/// Who a room refuses, as an origin hands it to its edges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Bars {
+    /// Removed for the room's life.
+    pub removed: Vec<Identity>,
+    /// Blocked until unblocked.
+    pub blocked: Vec<Identity>,
+}
+
+impl Bars {
+    /// A digest that changes when the bars do (records carry it; edges fetch on change).
+    pub fn digest(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(self)
+    }
+}
+
 struct Seats {
     stage: Stage,
     sessions: HashMap<Identity, Session>,
@@ -314,6 +331,14 @@ impl LiveSpace {
         self.seats().stage.speakers().map(|(who, role)| (who.clone(), role)).collect()
     }
 
+    /// Speakers on stage, as the API shows them.
+    pub fn speakers_view(&self) -> Vec<crate::app::state::SpeakerView> {
+        self.speakers()
+            .into_iter()
+            .map(|(identity, role)| crate::app::state::SpeakerView { identity, role })
+            .collect()
+    }
+
     /// Seats a speaker and connects them to the mixer. A second session of the same identity
     /// replaces the first, which is told to leave through its `kick`.
     pub async fn seat(
@@ -368,6 +393,20 @@ impl LiveSpace {
     /// The room as the API shows it.
     pub fn room_view(&self) -> RoomView {
         self.room().view()
+    }
+
+    /// Who the room refuses: removed and blocked identities.
+    pub fn bars(&self) -> Bars {
+        let room = self.room();
+        Bars {
+            removed: room.removed().cloned().collect(),
+            blocked: room.blocked().cloned().collect(),
+        }
+    }
+
+    /// Takes the origin's bars as this relayed room's (who joins here is refused as there).
+    pub fn set_bars(&self, bars: Bars) {
+        self.room().replace_bars(bars.removed, bars.blocked);
     }
 
     /// Why `who` may not be in this space (removed for its lifetime, or blocked), if so.

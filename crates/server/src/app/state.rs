@@ -1,6 +1,6 @@
 //! Shared server state: configuration, keys, the directory of spaces and the live ones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -13,7 +13,7 @@ use townhall_core::{
     TokenKeys,
 };
 
-use crate::app::config::Config;
+use crate::app::config::{Config, NodeRole};
 use crate::app::error::AppError;
 use crate::app::identity_limit::IdentityLimiter;
 use crate::app::live::LiveSpace;
@@ -125,7 +125,7 @@ pub struct ListenerCounts {
 }
 
 /// A speaker as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SpeakerView {
     /// Who.
     pub identity: Identity,
@@ -222,6 +222,15 @@ impl AppState {
         }
     }
 
+    /// The spaces this node authored and mixes (an origin's, or a node alone's), in listing
+    /// order; none on an edge.
+    pub fn own_spaces(&self) -> Vec<Space> {
+        if self.config.role == NodeRole::Edge {
+            return Vec::new();
+        }
+        self.directory().list().into_iter().cloned().collect()
+    }
+
     /// Every live space.
     pub fn live_spaces(&self) -> Vec<Arc<LiveSpace>> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
@@ -307,8 +316,31 @@ impl AppState {
     }
 
     /// A copy of a space's record.
+    ///
+    /// In a cluster, a space mixed elsewhere is known from the cluster's directory: an edge
+    /// takes the directory's word over its own copy, an origin its own over the directory's.
     pub fn space(&self, id: &SpaceId) -> Result<Space, AppError> {
-        Ok(self.directory().get(id)?.clone())
+        let record = || self.cluster.record(id).map(|r| r.space);
+        if self.config.role == NodeRole::Edge
+            && let Some(space) = record()
+        {
+            return Ok(space);
+        }
+        let local = self.directory().get(id).cloned();
+        match local {
+            Ok(space) => Ok(space),
+            Err(e) => record().ok_or_else(|| e.into()),
+        }
+    }
+
+    /// Where a space is mixed when that is another node: its origin's URL (from the relay
+    /// carrying it here, else from the cluster's directory). `None` for a space mixed here.
+    pub fn origin_of(&self, id: &SpaceId) -> Option<String> {
+        if let Some(live) = self.live(id) {
+            return live.origin().map(str::to_owned);
+        }
+        let record = self.cluster.record(id)?;
+        (record.node != self.cluster.node_id()).then_some(record.origin)
     }
 
     /// The API view of a space.
@@ -319,12 +351,11 @@ impl AppState {
             ogg: l.feed().listeners(Protocol::Ogg),
             webrtc: l.feed().listeners(Protocol::Webrtc),
         });
-        let speakers = live.as_ref().map_or_else(Vec::new, |l| {
-            l.speakers()
-                .into_iter()
-                .map(|(identity, role)| SpeakerView { identity, role })
-                .collect()
-        });
+        let speakers = match live.as_ref().filter(|l| l.origin().is_none()) {
+            Some(l) => l.speakers_view(),
+            // Mixed elsewhere: its stage as the origin last published it.
+            None => self.cluster.record(&space.id).map(|r| r.speakers).unwrap_or_default(),
+        };
         let urls = SpaceUrls {
             ws: format!("/ws/{}", space.id),
             ogg: format!("/live/{}.opus", space.id),
@@ -347,14 +378,31 @@ impl AppState {
     /// grants), live first.
     pub fn list(&self, headers: &HeaderMap) -> Vec<SpaceView> {
         let claims = self.visitor(headers);
-        let spaces: Vec<Space> = self
-            .directory()
-            .list()
+        self.known_spaces()
             .into_iter()
             .filter(|s| s.public || claims.as_ref().is_some_and(|c| c.space.covers(&s.id)))
-            .cloned()
-            .collect();
-        spaces.into_iter().map(|s| self.view(s)).collect()
+            .map(|s| self.view(s))
+            .collect()
+    }
+
+    /// Every space this node knows, in listing order. A node alone knows its own. In a cluster,
+    /// the cluster's directory (every origin's spaces) is the same on every node; an origin
+    /// adds its own where they differ (it is their author), an edge adds its copies only while
+    /// the directory cannot be read (Redis away).
+    fn known_spaces(&self) -> Vec<Space> {
+        let cluster = self.cluster.directory();
+        let own: Vec<Space> = self.directory().list().into_iter().cloned().collect();
+        if cluster.is_empty() {
+            return own;
+        }
+        let mut all: BTreeMap<SpaceId, Space> =
+            cluster.values().map(|r| (r.space.id.clone(), r.space.clone())).collect();
+        if self.config.role != NodeRole::Edge {
+            all.extend(own.into_iter().map(|s| (s.id.clone(), s)));
+        }
+        let mut all: Vec<Space> = all.into_values().collect();
+        all.sort_by_key(townhall_core::directory::listing_order);
+        all
     }
 
     /// A space the caller may see: public, or private with a bearer token for it. A private
@@ -381,7 +429,10 @@ impl AppState {
         // Ids are never reused: an ended space the directory forgot still owns its recordings,
         // bans and log in the database, which a new space of the same id must not inherit.
         // (A database that cannot answer counts as "used": refuse rather than risk it.)
-        let used_before = |id: &SpaceId| self.store.has_space(id).unwrap_or(true);
+        // In a cluster, an id another origin holds is taken too.
+        let elsewhere = self.cluster.directory();
+        let used_before =
+            |id: &SpaceId| elsewhere.contains_key(id) || self.store.has_space(id).unwrap_or(true);
         let space = directory.create_avoiding(req, host, now_unix(), used_before)?.clone();
         if let Err(e) = self.store.save_space(&space) {
             directory.forget(&space.id);

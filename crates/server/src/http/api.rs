@@ -95,20 +95,61 @@ async fn start_space(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<SpaceView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
     app.authorize_space(&headers, &id, Manage::Start)?;
+    if let Some(answer) = on_origin(&app, &id, "start", &headers).await? {
+        return Ok(answer);
+    }
     let space = app.blocking(move |app| app.start(&id)).await?;
-    Ok(Json(app.view(space)))
+    Ok(Json(app.view(space)).into_response())
+}
+
+/// On an edge, starting and ending a space are its origin's to do: the request goes there
+/// and its answer comes back (`None` where the space is this node's own).
+async fn on_origin(
+    app: &AppState,
+    id: &SpaceId,
+    what: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Response>, ApiError> {
+    if app.config.role != crate::app::config::NodeRole::Edge {
+        return Ok(None);
+    }
+    let origin = app.origin_of(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "origin_unknown",
+            "this edge does not know the space's origin now (the cluster's directory is away)",
+        )
+    })?;
+    let path = format!("/api/v1/spaces/{id}/{what}");
+    let answer = crate::app::cluster::forward::to_origin(
+        &origin,
+        axum::http::Method::POST,
+        &path,
+        headers,
+        None,
+        bytes::Bytes::new(),
+    )
+    .await?;
+    let mut res = (answer.status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
+        res.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(Some(res))
 }
 
 async fn end_space(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<SpaceView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
     let claims = app.authorize_space(&headers, &id, Manage::End)?;
+    if let Some(answer) = on_origin(&app, &id, "end", &headers).await? {
+        return Ok(answer);
+    }
     let space = app
         .blocking(move |app| {
             let space = app.end(&id)?;
@@ -116,7 +157,7 @@ async fn end_space(
             Ok::<_, AppError>(space)
         })
         .await?;
-    Ok(Json(app.view(space)))
+    Ok(Json(app.view(space)).into_response())
 }
 
 /// What `join` returns: a listener ticket and where to use it.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use townhall_core::room::{Action, Reaction};
 use townhall_core::{Identity, SpaceId};
 
+use crate::app::cluster::forward::{self, Answer};
 use crate::app::error::AppError;
 use crate::app::state::{AppState, bearer};
 use crate::clock::now_unix;
@@ -31,7 +32,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// An action as the API takes it: `{"action": "mute", "target": "bob", "reason": "..."}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     /// The action's name (snake_case).
@@ -92,11 +93,25 @@ async fn view(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
     let space = app.visible_space(&id, &headers)?;
     let live = app.on_air(&space)?;
-    Ok(Json(json!({ "room": live.room_view(), "talking": live.talking() })))
+    if let Some(origin) = live.origin() {
+        // Relayed here: the room is the origin's.
+        let answer = app.cluster.rooms().get(origin, &id, "room", &headers).await?;
+        return Ok(answered(answer));
+    }
+    Ok(Json(json!({ "room": live.room_view(), "talking": live.talking() })).into_response())
+}
+
+/// The origin's answer, passed back as it came.
+fn answered(answer: Answer) -> Response {
+    let mut res = (answer.status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
+        res.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
+    }
+    res
 }
 
 /// A cheap, cacheable summary for listeners without a WebSocket (HLS, CDN): who is on stage,
@@ -110,17 +125,33 @@ async fn summary(
     let id = space_id(path)?;
     let space = app.visible_space(&id, &headers)?;
     let live = app.on_air(&space)?;
-    let room = live.room_view();
-    let listeners = live.feed().total_listeners();
-    let body = json!({
-        "id": id,
-        "state": space.state,
-        "speakers": room.speakers,
-        "talking": live.talking(),
-        "hands": room.hands_total,
-        "listeners": listeners,
-        "reactions": live.last_reactions(),
-    });
+    // The cluster's count: this node's listeners and the others' from their heartbeats.
+    let listeners = live.feed().total_listeners() + app.cluster.others(&id);
+    let body = match live.origin() {
+        Some(origin) => {
+            // Relayed here: the origin's summary, with the count as this node knows it.
+            let answer = app.cluster.rooms().get(origin, &id, "summary", &headers).await?;
+            if !answer.status.is_success() {
+                return Ok(answered(answer));
+            }
+            let mut body: Value = serde_json::from_slice(&answer.body)
+                .map_err(|e| ApiError::internal(format!("the origin's summary: {e}")))?;
+            body["listeners"] = json!(listeners);
+            body
+        }
+        None => {
+            let room = live.room_view();
+            json!({
+                "id": id,
+                "state": space.state,
+                "speakers": room.speakers,
+                "talking": live.talking(),
+                "hands": room.hands_total,
+                "listeners": listeners,
+                "reactions": live.last_reactions(),
+            })
+        }
+    };
     let mut res = Json(body).into_response();
     // A private space's summary is for its token holders only: no shared caches.
     let cache = if space.public { "public, max-age=1" } else { "private, max-age=1" };
@@ -153,7 +184,7 @@ async fn act(
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Json<ActionRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id: SpaceId = space_id(path)?;
     let token = bearer(&headers)
         .ok_or_else(|| ApiError::unauthorized("acting in a space needs a bearer token"))?;
@@ -161,8 +192,21 @@ async fn act(
     let space = app.space(&id)?;
     let live = app.on_air(&space)?;
     let Json(req) = body?;
+    let client = client.map(|c| c.0.0);
+    if let Some(origin) = live.origin() {
+        // Relayed here: the room that decides is the origin's. Limited here too, so a flood
+        // on an edge stays on the edge.
+        let raw = serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?;
+        let action = parse_action(req)?;
+        limit_action(&app, &claims.sub, client, &action)?;
+        let path = format!("/api/v1/spaces/{id}/actions");
+        let answer =
+            forward::to_origin(origin, Method::POST, &path, &headers, client, raw.into()).await?;
+        app.cluster.rooms().invalidate(&id);
+        return Ok(answered(answer));
+    }
     let action = parse_action(req)?;
-    limit_action(&app, &claims.sub, client.map(|c| c.0.0), &action)?;
+    limit_action(&app, &claims.sub, client, &action)?;
     let ends = matches!(action, Action::End);
     // The room writes its moderation log to the database: off the async workers.
     let acting = live.clone();
@@ -175,7 +219,7 @@ async fn act(
             Ok::<_, AppError>(events)
         })
         .await?;
-    Ok(Json(json!({ "events": events, "room": live.room_view() })))
+    Ok(Json(json!({ "events": events, "room": live.room_view() })).into_response())
 }
 
 #[cfg(test)]

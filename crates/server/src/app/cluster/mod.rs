@@ -8,9 +8,11 @@
 //! When Redis is away nothing audible changes: relays keep pulling from their origins, and the
 //! next round that reaches Redis reconciles.
 
+pub mod forward;
 pub mod line;
 pub mod records;
 pub mod relay;
+pub mod target;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +42,9 @@ const PENDING_LAG_ROUNDS: usize = 3;
 /// Redis gone (connection refused or reset) fails a round at once.
 const ROUND_LIMIT: Duration = Duration::from_millis(2_500);
 
+/// Failed rounds in a row after which a node behind Sentinels asks them for the master again.
+const FOLLOW_ROUNDS: u32 = 2;
+
 /// Takes a space's lease (raising its epoch) or renews it if this node holds it; returns the
 /// epoch, or -1 when another node holds it.
 const LEASE: &str = r#"
@@ -55,6 +60,21 @@ end
 return -1
 "#;
 
+/// Lists an ended space (a record without a lease): gives the lease back if this node holds
+/// it, and writes the record unless another node holds the lease now (the space lives on
+/// there, and its record is that node's to write).
+const LIST_ENDED: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  holder = false
+end
+if holder then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+"#;
+
 /// Gives a lease back if this node holds it.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -67,16 +87,16 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
     if app.config.role == NodeRole::All {
         return;
     }
-    let client = match redis::Client::open(redis_url) {
-        Ok(c) => c,
+    let target = match target::RedisTarget::parse(&redis_url) {
+        Ok(t) => t,
         Err(e) => {
-            tracing::error!("cluster: bad redis URL: {e}");
+            tracing::error!("cluster: {e}");
             return;
         }
     };
     tracing::info!(node = app.cluster.node_id(), role = ?app.config.role, %url, "joining the cluster");
     let mut conn: Option<ConnectionManager> = None;
-    let mut published = BTreeSet::new();
+    let mut published = BTreeMap::new();
     let mut pending = Pending::new(PENDING_LAG_ROUNDS);
     let mut tick = tokio::time::interval(ROUND);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -86,31 +106,10 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
         if conn.is_none() {
-            let rounds = ConnectionManagerConfig::new().set_response_timeout(Some(ROUND_LIMIT));
-            conn = tokio::time::timeout(
-                ROUND_LIMIT,
-                client.get_connection_manager_with_config(rounds),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok);
-            // The door has a connection of its own: a storm of joins queues on it, not in
-            // front of the heartbeat (a late heartbeat would take this node out of the
-            // cluster), and its requests wait as long as the door does.
-            let door = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(line::DOOR_LIMIT))
-                .set_pipeline_buffer_size(1_024);
-            let door = match conn {
-                Some(_) => tokio::time::timeout(
-                    ROUND_LIMIT,
-                    client.get_connection_manager_with_config(door),
-                )
-                .await
-                .ok()
-                .and_then(Result::ok),
-                None => None,
-            };
-            app.cluster.set_connection(door);
+            conn = connect(&target, &app).await;
+            if conn.is_none() {
+                app.cluster.set_connection(None);
+            }
         }
         let up = match conn.as_mut() {
             Some(c) => {
@@ -133,6 +132,10 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
         if app.cluster.set_redis_up(up) {
             tracing::warn!(up, "cluster: Redis reachability changed");
         }
+        // Behind Sentinels, a master that fails rounds may have been replaced: ask them again.
+        if !up && target.follows_failover() && app.cluster.failed_rounds() >= FOLLOW_ROUNDS {
+            conn = None;
+        }
         metrics::gauge!(CLUSTER_REDIS_UP).set(if up { 1.0 } else { 0.0 });
     }
     if let Some(c) = conn.as_mut() {
@@ -140,12 +143,42 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
     }
 }
 
+/// Connects to the cluster's Redis (for Sentinels, the master they name now): the rounds'
+/// connection, returned, and the door's, handed to the view.
+async fn connect(target: &target::RedisTarget, app: &AppState) -> Option<ConnectionManager> {
+    let client = match tokio::time::timeout(ROUND_LIMIT, target.client()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!("cluster: no Redis to connect to: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let rounds = ConnectionManagerConfig::new().set_response_timeout(Some(ROUND_LIMIT));
+    let conn = tokio::time::timeout(ROUND_LIMIT, client.get_connection_manager_with_config(rounds))
+        .await
+        .ok()
+        .and_then(Result::ok)?;
+    // The door has a connection of its own: a storm of joins queues on it, not in front of the
+    // heartbeat (a late heartbeat would take this node out of the cluster), and its requests
+    // wait as long as the door does.
+    let door = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(line::DOOR_LIMIT))
+        .set_pipeline_buffer_size(1_024);
+    let door = tokio::time::timeout(ROUND_LIMIT, client.get_connection_manager_with_config(door))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    app.cluster.set_connection(door);
+    Some(conn)
+}
+
 /// One round: heartbeat, the origin's leases and records, everyone's counts, an edge's spaces.
 async fn round(
     app: &Arc<AppState>,
     url: &str,
     c: &mut ConnectionManager,
-    published: &mut BTreeSet<SpaceId>,
+    published: &mut Published,
     pending: &mut Pending,
 ) -> redis::RedisResult<()> {
     heartbeat(app, url, c).await?;
@@ -159,9 +192,11 @@ async fn round(
     }
     let sums = summed_counts(&nodes, app.cluster.node_id());
     app.cluster.set_others(sums);
+    let directory = read_directory(c).await?;
     if app.config.role == NodeRole::Edge {
-        carry_spaces(app, c).await?;
+        carry_spaces(app, c, &directory).await?;
     }
+    app.cluster.set_directory(directory);
     Ok(())
 }
 
@@ -172,7 +207,7 @@ async fn call_lines(
     app: &AppState,
     c: &mut ConnectionManager,
     nodes: &[NodeRecord],
-    published: &BTreeSet<SpaceId>,
+    published: &Published,
     pending: &mut Pending,
 ) -> redis::RedisResult<()> {
     if published.is_empty() {
@@ -181,7 +216,7 @@ async fn call_lines(
     let serving = records::serving(nodes);
     let capacity: u64 = serving.iter().map(|n| n.capacity as u64).sum();
     let listeners: u64 = serving.iter().map(|n| n.listeners as u64).sum();
-    let keys: Vec<String> = published.iter().map(line::admitted_key).collect();
+    let keys: Vec<String> = published.keys().map(line::admitted_key).collect();
     let admitted: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
     let admitted: u64 = admitted.into_iter().flatten().sum();
     // Joiners admitted in the last rounds are on their way: their places are not free.
@@ -198,7 +233,7 @@ async fn call_lines(
         per_second,
     );
     let each = allowance / published.len() as u64;
-    for space in published {
+    for space in published.keys() {
         line::call(c, space, each).await?;
     }
     Ok(())
@@ -268,52 +303,147 @@ async fn read_nodes(c: &mut ConnectionManager) -> redis::RedisResult<Vec<NodeRec
     Ok(nodes)
 }
 
-/// An origin's spaces: lease renewed and record written for each live space mixed here;
-/// released and withdrawn for those that ended.
+/// An origin's live spaces as it last published them, with the digest of their bars.
+type Published = BTreeMap<SpaceId, u64>;
+
+/// An origin's spaces: for each live or scheduled space of its directory, the lease renewed
+/// and the record written (a live space's bars first, when they changed); ended ones stay
+/// listed (a record without a lease) while its directory keeps them; withdrawn those it
+/// forgot. `published` is left holding the live spaces mixed here (the ones whose waiting
+/// lines this origin calls).
 async fn publish_spaces(
     app: &AppState,
     url: &str,
     c: &mut ConnectionManager,
-    published: &mut BTreeSet<SpaceId>,
+    published: &mut Published,
 ) -> redis::RedisResult<()> {
     let node = app.cluster.node_id().to_owned();
-    let lease = redis::Script::new(LEASE);
-    let mut now = BTreeSet::new();
-    for live in app.live_spaces().iter().filter(|l| l.origin().is_none()) {
-        let Ok(space) = app.space(live.id()) else { continue };
-        let epoch: i64 = lease
+    let mut live = Published::new();
+    let mut listed = BTreeSet::new();
+    for space in app.own_spaces() {
+        let id = space.id.clone();
+        let Some(record) = own_record(app, space, &node, url, c).await? else { continue };
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        if record.space.state == SpaceState::Ended {
+            redis::Script::new(LIST_ENDED)
+                .key(records::lease_key(&id))
+                .key(records::space_key(&id))
+                .key(records::SPACES)
+                .arg(&node)
+                .arg(json)
+                .arg(records::LEASE_TTL_MS)
+                .arg(id.as_str())
+                .invoke_async::<i64>(c)
+                .await?;
+        } else {
+            if let Some(l) = app.live(&id)
+                && published.get(&id) != Some(&record.bars)
+            {
+                let bars = serde_json::to_string(&l.bars()).unwrap_or_default();
+                redis::cmd("SET")
+                    .arg(records::bars_key(&id))
+                    .arg(bars)
+                    .query_async::<()>(c)
+                    .await?;
+            }
+            write_record(c, &record, json).await?;
+            if record.space.state == SpaceState::Live {
+                live.insert(id.clone(), record.bars);
+            }
+        }
+        listed.insert(id);
+    }
+    for gone in published.keys().filter(|id| !listed.contains(*id)) {
+        withdraw(app, c, gone).await?;
+    }
+    *published = live;
+    Ok(())
+}
+
+/// The record of one of this origin's spaces; `None` when another origin holds its lease (a
+/// live or scheduled space must be leased to be published).
+async fn own_record(
+    app: &AppState,
+    space: townhall_core::Space,
+    node: &str,
+    url: &str,
+    c: &mut ConnectionManager,
+) -> redis::RedisResult<Option<SpaceRecord>> {
+    let epoch = if space.state == SpaceState::Ended {
+        0
+    } else {
+        let epoch: i64 = redis::Script::new(LEASE)
             .key(records::lease_key(&space.id))
             .key(records::epoch_key(&space.id))
-            .arg(&node)
+            .arg(node)
             .arg(records::LEASE_TTL_MS)
             .invoke_async(c)
             .await?;
         let Ok(epoch) = u64::try_from(epoch) else {
             tracing::error!(space = %space.id, "another origin holds this space's lease: not publishing");
-            continue;
+            return Ok(None);
         };
-        let record = SpaceRecord { space, node: node.clone(), origin: url.to_owned(), epoch };
-        let json = serde_json::to_string(&record).unwrap_or_default();
-        redis::pipe()
-            .cmd("SET")
-            .arg(records::space_key(&record.space.id))
-            .arg(json)
-            .arg("PX")
-            .arg(records::LEASE_TTL_MS)
-            .ignore()
-            .cmd("SADD")
-            .arg(records::SPACES)
-            .arg(record.space.id.as_str())
-            .ignore()
-            .query_async::<()>(c)
-            .await?;
-        now.insert(record.space.id);
+        epoch
+    };
+    let live = app.live(&space.id);
+    let speakers = live.as_ref().map(|l| l.speakers_view()).unwrap_or_default();
+    let bars = live.as_ref().map_or(0, |l| l.bars().digest());
+    let (node, origin) = (node.to_owned(), url.to_owned());
+    Ok(Some(SpaceRecord { space, node, origin, epoch, speakers, bars }))
+}
+
+async fn write_record(
+    c: &mut ConnectionManager,
+    record: &SpaceRecord,
+    json: String,
+) -> redis::RedisResult<()> {
+    redis::pipe()
+        .cmd("SET")
+        .arg(records::space_key(&record.space.id))
+        .arg(json)
+        .arg("PX")
+        .arg(records::LEASE_TTL_MS)
+        .ignore()
+        .cmd("SADD")
+        .arg(records::SPACES)
+        .arg(record.space.id.as_str())
+        .ignore()
+        .query_async(c)
+        .await
+}
+
+/// Every space in the cluster's directory (at most [`records::MAX_DIRECTORY`]); forgets the
+/// ids whose record expired.
+async fn read_directory(
+    c: &mut ConnectionManager,
+) -> redis::RedisResult<BTreeMap<SpaceId, SpaceRecord>> {
+    let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+        .arg(records::SPACES)
+        .arg(records::MAX_DIRECTORY)
+        .query_async(c)
+        .await?;
+    let ids: Vec<SpaceId> = ids.iter().filter_map(|id| SpaceId::new(id.as_str()).ok()).collect();
+    let mut directory = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(directory);
     }
-    for gone in published.difference(&now) {
-        withdraw(app, c, gone).await?;
+    let keys: Vec<String> = ids.iter().map(records::space_key).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    for (id, value) in ids.into_iter().zip(values) {
+        match value.and_then(|v| serde_json::from_str::<SpaceRecord>(&v).ok()) {
+            Some(record) if record.space.id == id => {
+                directory.insert(id, record);
+            }
+            _ => {
+                redis::cmd("SREM")
+                    .arg(records::SPACES)
+                    .arg(id.as_str())
+                    .query_async::<()>(c)
+                    .await?;
+            }
+        }
     }
-    *published = now;
-    Ok(())
+    Ok(directory)
 }
 
 /// Takes an ended space out of the directory and gives its lease back.
@@ -330,6 +460,7 @@ async fn withdraw(
     redis::pipe()
         .cmd("DEL")
         .arg(records::space_key(space))
+        .arg(records::bars_key(space))
         .ignore()
         .cmd("SREM")
         .arg(records::SPACES)
@@ -339,38 +470,34 @@ async fn withdraw(
         .await
 }
 
-/// An edge's spaces: carries every live space of the directory, follows a space to a new
-/// origin, and ends those the directory no longer has.
-async fn carry_spaces(app: &Arc<AppState>, c: &mut ConnectionManager) -> redis::RedisResult<()> {
-    let ids: Vec<String> = redis::cmd("SMEMBERS").arg(records::SPACES).query_async(c).await?;
-    let mut listed = BTreeSet::new();
-    if !ids.is_empty() {
-        let keys: Vec<String> = ids
-            .iter()
-            .filter_map(|id| SpaceId::new(id.as_str()).ok())
-            .map(|id| records::space_key(&id))
-            .collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
-        for (id, value) in ids.iter().zip(values) {
-            let Some(record) = value.and_then(|v| serde_json::from_str::<SpaceRecord>(&v).ok())
-            else {
-                redis::cmd("SREM").arg(records::SPACES).arg(id).query_async::<()>(c).await?;
-                continue;
-            };
-            if record.space.state == SpaceState::Live {
-                listed.insert(record.space.id.clone());
-                carry(app, &record);
-            }
+/// An edge's spaces: carries every live space of the directory (with its room's bars, fetched
+/// when they changed), follows a space to a new origin, and ends those the directory no longer
+/// has live.
+async fn carry_spaces(
+    app: &Arc<AppState>,
+    c: &mut ConnectionManager,
+    directory: &BTreeMap<SpaceId, SpaceRecord>,
+) -> redis::RedisResult<()> {
+    for record in directory.values().filter(|r| r.space.state == SpaceState::Live) {
+        carry(app, record);
+        if let Some(live) = app.live(&record.space.id)
+            && live.bars().digest() != record.bars
+        {
+            let bars: Option<String> =
+                redis::cmd("GET").arg(records::bars_key(&record.space.id)).query_async(c).await?;
+            let bars = bars.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
+            live.set_bars(bars);
         }
     }
     let gone: Vec<SpaceId> = app
         .live_spaces()
         .iter()
-        .filter(|l| l.origin().is_some() && !listed.contains(l.id()))
+        .filter(|l| l.origin().is_some())
+        .filter(|l| directory.get(l.id()).is_none_or(|r| r.space.state != SpaceState::Live))
         .map(|l| l.id().clone())
         .collect();
     for id in gone {
-        tracing::info!(space = %id, "no longer in the directory: ending it here");
+        tracing::info!(space = %id, "no longer live in the directory: ending it here");
         app.cluster.carried().remove(&id);
         let _ = app.end(&id);
     }
@@ -408,8 +535,8 @@ fn carry(app: &Arc<AppState>, record: &SpaceRecord) {
 }
 
 /// Leaves the cluster on shutdown: the heartbeat and the leases go at once.
-async fn leave(app: &AppState, c: &mut ConnectionManager, published: &BTreeSet<SpaceId>) {
-    for space in published {
+async fn leave(app: &AppState, c: &mut ConnectionManager, published: &Published) {
+    for space in published.keys() {
         let _ = withdraw(app, c, space).await;
     }
     let node = app.cluster.node_id();

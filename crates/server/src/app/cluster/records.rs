@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use townhall_core::{Space, SpaceId};
 
 use crate::app::config::NodeRole;
+use crate::app::state::SpeakerView;
 
 /// A node not heard from for this long is out (its record expires).
 pub const NODE_TTL_MS: u64 = 5_000;
@@ -14,6 +15,9 @@ pub const NODE_TTL_MS: u64 = 5_000;
 pub const LEASE_TTL_MS: u64 = 3_000;
 /// Most spaces a node reports counts for in its heartbeat (the busiest first).
 pub const MAX_REPORTED_SPACES: usize = 1_000;
+/// Most directory records a node reads in a round (every origin's live, scheduled and
+/// recently ended spaces; each origin publishes at most twice its `max_spaces`).
+pub const MAX_DIRECTORY: usize = 10_000;
 
 /// The set of node ids that have sent a heartbeat.
 pub const NODES: &str = "th:nodes";
@@ -33,6 +37,12 @@ pub fn space_key(space: &SpaceId) -> String {
 /// Who holds a space (the origin's node id), expiring unless renewed.
 pub fn lease_key(space: &SpaceId) -> String {
     format!("th:lease:{space}")
+}
+
+/// Who a space's room refuses (JSON [`crate::app::live::Bars`]), written by its origin when it
+/// changes.
+pub fn bars_key(space: &SpaceId) -> String {
+    format!("th:bars:{space}")
 }
 
 /// A space's epoch: raised each time a node takes its lease (a fencing token).
@@ -72,8 +82,15 @@ pub struct SpaceRecord {
     pub node: String,
     /// The origin's URL (edges pull the program from there; speakers go there).
     pub origin: String,
-    /// The lease's epoch when written.
+    /// The lease's epoch when written (0 for an ended space, which has no lease).
     pub epoch: u64,
+    /// Who is on its stage (the origin's seats; an edge has none of its own).
+    #[serde(default)]
+    pub speakers: Vec<SpeakerView>,
+    /// The digest of who its room refuses ([`crate::app::live::Bars`], kept under
+    /// [`bars_key`]): an edge fetches them when it changes.
+    #[serde(default)]
+    pub bars: u64,
 }
 
 /// Listeners per space summed over `nodes`, leaving out `except` (this node counts its own).

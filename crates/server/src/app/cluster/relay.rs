@@ -240,7 +240,11 @@ fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
             live.feed().publish_event(text);
             None
         }
-        _ => {
+        kind => {
+            // The room changed: what the edge kept of it is stale (reactions are only tallies).
+            if kind != "reactions" {
+                app.cluster.rooms().invalidate(space);
+            }
             if let Some(live) = app.live(space) {
                 live.feed().publish_event(text);
             }

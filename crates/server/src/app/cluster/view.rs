@@ -9,7 +9,8 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use townhall_core::SpaceId;
 
-use crate::app::cluster::records::{self, NodeRecord};
+use crate::app::cluster::forward::RoomCache;
+use crate::app::cluster::records::{self, NodeRecord, SpaceRecord};
 use crate::app::config::{Config, NodeRole};
 
 /// Rounds in a row without Redis after which the door stops asking it and admits locally.
@@ -36,8 +37,12 @@ pub struct ClusterView {
     /// `connect-src` sources for the page: every live node of the cluster.
     connect_sources: RwLock<Arc<str>>,
     carried: Mutex<HashMap<SpaceId, Carried>>,
+    /// The cluster's directory as the last round read it: every origin's spaces.
+    directory: RwLock<Arc<BTreeMap<SpaceId, SpaceRecord>>>,
     /// The door's Redis connection (multiplexed; each join borrows a handle).
     connection: Mutex<Option<ConnectionManager>>,
+    /// An edge's kept reads of its origins' rooms.
+    rooms: RoomCache,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -59,7 +64,9 @@ impl ClusterView {
             edges: RwLock::new(Vec::new()),
             connect_sources: RwLock::new(Arc::from("")),
             carried: Mutex::new(HashMap::new()),
+            directory: RwLock::new(Arc::new(BTreeMap::new())),
             connection: Mutex::new(None),
+            rooms: RoomCache::default(),
         }
     }
 
@@ -97,6 +104,11 @@ impl ClusterView {
     /// Hands the door its connection.
     pub fn set_connection(&self, c: Option<ConnectionManager>) {
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// Rounds in a row that did not reach Redis.
+    pub fn failed_rounds(&self) -> u32 {
+        self.failed_rounds.load(Ordering::Relaxed)
     }
 
     /// Records whether the last round reached Redis; returns whether that changed.
@@ -137,6 +149,30 @@ impl ClusterView {
     /// Sets the other nodes' listeners per space.
     pub fn set_others(&self, sums: BTreeMap<SpaceId, usize>) {
         *self.others.write().unwrap_or_else(|p| p.into_inner()) = sums;
+    }
+
+    /// Sets the cluster's directory as the last round read it.
+    pub fn set_directory(&self, records: BTreeMap<SpaceId, SpaceRecord>) {
+        *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(records);
+    }
+
+    /// The cluster's directory, from the last round that reached Redis (empty on a node on its
+    /// own, or while Redis is away: the node then answers from what it holds itself).
+    pub fn directory(&self) -> Arc<BTreeMap<SpaceId, SpaceRecord>> {
+        if !self.redis_up() {
+            return Arc::new(BTreeMap::new());
+        }
+        self.directory.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// An edge's kept reads of its origins' rooms.
+    pub fn rooms(&self) -> &RoomCache {
+        &self.rooms
+    }
+
+    /// The cluster directory's record of `space`, if the last round saw one.
+    pub fn record(&self, space: &SpaceId) -> Option<SpaceRecord> {
+        self.directory().get(space).cloned()
     }
 
     /// Spaces whose relay is connected to their origin right now.
