@@ -24,9 +24,15 @@ struct Redis {
 
 impl Redis {
     fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// A `redis-server` on `port` with `extra` arguments (e.g. `--replicaof`).
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -37,11 +43,7 @@ impl Redis {
     }
 
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Redis::start_on(port)
+        Redis::start_on(free_port())
     }
 
     fn url(&self) -> String {
@@ -57,6 +59,13 @@ impl Redis {
         }
         panic!("redis-server did not start");
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 impl Drop for Redis {
@@ -682,4 +691,101 @@ async fn an_edge_lists_the_clusters_spaces_and_passes_room_actions_to_the_origin
         .await
         .expect("json");
     assert_eq!(summary["state"], "live", "{summary}");
+}
+
+/// A Redis Sentinel watching `master` as service `th`, on a free port, with its config file
+/// (Sentinels rewrite theirs) in a directory of its own; killed on drop.
+struct Sentinel {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    fn start(master: &Redis) -> Sentinel {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("townhall-sentinel-{port}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor th 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds th 1000\nsentinel failover-timeout th 5000\n",
+            dir.display(),
+            master.port
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel runs");
+        Sentinel { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/th", self.port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `GET /api/v1/spaces` on `addr` lists `id` within 30 s.
+async fn lists(addr: SocketAddr, id: &str) -> bool {
+    for _ in 0..300 {
+        if listing(addr).await.iter().any(|(s, _)| s == id) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_find_redis_through_sentinels_and_follow_a_failover() {
+    let mut master = Redis::start();
+    master.ready().await;
+    let replica_port = free_port();
+    let replica_of = master.port.to_string();
+    let replica = Redis::start_with(replica_port, &["--replicaof", "127.0.0.1", &replica_of]);
+    replica.ready().await;
+    let sentinel = Sentinel::start(&master);
+    let mut up = false;
+    for _ in 0..100 {
+        up |= tokio::net::TcpStream::connect(("127.0.0.1", sentinel.port)).await.is_ok();
+        if up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the Sentinel did not start");
+    let config = |role| Config { role, redis: Some(sentinel.url()), ..Config::default() };
+    let origin = server_with(config(NodeRole::Origin)).await;
+    let edge = server_with(config(NodeRole::Edge)).await;
+    live_space(origin.addr(), "before").await;
+    assert!(
+        lists(edge.addr(), "before").await,
+        "the edge never listed the space (through the Sentinel's master)"
+    );
+
+    // The master dies; the Sentinel promotes the replica; both nodes follow it.
+    let _ = master.child.kill();
+    let _ = master.child.wait();
+    live_space(origin.addr(), "after").await;
+    assert!(lists(edge.addr(), "after").await, "the cluster did not follow the failover");
+    let mut role: String = String::new();
+    if let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{replica_port}/"))
+        .and_then(|c| c.get_connection())
+    {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
+        role = info;
+    }
+    assert!(role.contains("role:master"), "the replica was promoted: {role}");
 }
