@@ -1,6 +1,6 @@
 //! One person in a room: role, presence, seat, microphone, hand and invitation.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Identity, Role, UnixTime};
 
@@ -19,7 +19,7 @@ pub enum Presence {
 /// A self-mute is undone by the member alone: nobody opens someone else's microphone. A
 /// moderator's mute is a lock: the member may not unmute until the host or a co-host lifts it
 /// (a co-host cannot lift the host's lock), and lifting it leaves the member self-muted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Mute {
     /// Microphone open (as far as the room is concerned).
@@ -60,7 +60,7 @@ pub struct Hand {
 }
 
 /// A pending invitation to the stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invitation {
     /// Who invited.
     pub by: Identity,

@@ -67,6 +67,7 @@ mod event;
 mod member;
 #[cfg(test)]
 mod props;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -78,6 +79,7 @@ pub use action::{Action, Reaction, UnknownReaction};
 pub use error::{RoomError, RoomErrorKind};
 pub use event::{HandLowered, ModAction, ModerationEntry, RoomEvent};
 pub use member::{Hand, Invitation, Member, Mute, Presence};
+pub use snapshot::RoomSnapshot;
 
 use crate::{Identity, Role, Stage, UnixTime};
 

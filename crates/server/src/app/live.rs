@@ -93,6 +93,8 @@ pub enum KickReason {
     MovedToAudience,
     /// They were removed or blocked.
     Removed,
+    /// The space moved to another node (this one lost it): reconnect to the space's origin.
+    Moved,
 }
 
 impl KickReason {
@@ -102,6 +104,7 @@ impl KickReason {
             KickReason::Replaced => "replaced_by_new_session",
             KickReason::MovedToAudience => "moved_to_audience",
             KickReason::Removed => "removed",
+            KickReason::Moved => "space_moved",
         }
     }
 }
@@ -393,6 +396,25 @@ impl LiveSpace {
     /// The room as the API shows it.
     pub fn room_view(&self) -> RoomView {
         self.room().view()
+    }
+
+    /// The room's lasting state, for another origin to take the space over.
+    pub fn room_snapshot(&self) -> townhall_core::room::RoomSnapshot {
+        self.room().snapshot()
+    }
+
+    /// Brings the room back from `snapshot` (this node took the space over from another
+    /// origin); speakers who come back take their seats again.
+    pub fn restore_room(&self, snapshot: townhall_core::room::RoomSnapshot, config: &Config) {
+        let room_config = RoomConfig { seats: config.stage_seats, ..RoomConfig::default() };
+        *self.room() = Room::from_snapshot(snapshot, room_config);
+    }
+
+    /// Tells every speaking session to go: the space moved to another node.
+    pub fn send_speakers_away(&self) {
+        for session in self.seats().sessions.values() {
+            session.kick.fire(KickReason::Moved);
+        }
     }
 
     /// Who the room refuses: removed and blocked identities.

@@ -531,6 +531,45 @@ impl AppState {
         Ok(restored)
     }
 
+    /// Takes over a live space another origin held (its lease lapsed and this node took it):
+    /// on air here from now, its room brought back from `room`. Speakers reconnect here; the
+    /// edges follow the directory. Nothing happens if the space is already on air here.
+    pub fn adopt(
+        &self,
+        space: Space,
+        room: townhall_core::room::RoomSnapshot,
+    ) -> Result<(), AppError> {
+        if self.config.role != NodeRole::Origin || space.state != SpaceState::Live {
+            return Err(AppError::conflict("not_origin", "only an origin takes live spaces over"));
+        }
+        let mut directory = self.directory();
+        if self.live(&space.id).is_some() {
+            return Ok(());
+        }
+        directory.forget(&space.id);
+        let space = directory.restore(space)?.clone();
+        self.save(&space);
+        self.open_live(&space, &directory)?;
+        drop(directory);
+        if let Some(live) = self.live(&space.id) {
+            live.restore_room(room, &self.config);
+        }
+        Ok(())
+    }
+
+    /// Stops mixing a space another origin now holds (this node lost its lease: it was away
+    /// longer than the lease, and the space moved). Its speakers are sent to the space's
+    /// origin; nothing is published or stored as ended (the space lives on there).
+    pub fn fence(&self, id: &SpaceId) {
+        let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(live) = live {
+            live.send_speakers_away();
+            live.end(&self.engine);
+        }
+        self.directory().forget(id);
+        self.rtc.end_space(id);
+    }
+
     /// Forgets a space in the directory and the database (the demo, re-created at each start).
     pub fn forget(&self, id: &SpaceId) {
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);

@@ -2,6 +2,8 @@
 //! real Opus through libopus.
 #![allow(dead_code, unreachable_pub)] // shared by every test crate; each uses some
 
+pub mod nodes;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -72,6 +72,24 @@ end
 if holder then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('DEL', KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[4])
+return 1
+"#;
+
+/// Takes a space out of the cluster (ended and forgotten here, or this node leaves): its
+/// lease, record, bars and hold go, unless another node holds the lease now (then they are
+/// that node's). With ARGV[3] = "keep", the hold stays: another origin takes the space over.
+const WITHDRAW: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if holder then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[5], ARGV[2])
+if ARGV[3] ~= 'keep' then
+  redis.call('DEL', KEYS[4])
+  redis.call('SREM', KEYS[6], ARGV[2])
+end
 return 1
 "#;
 
@@ -183,6 +201,7 @@ async fn round(
 ) -> redis::RedisResult<()> {
     heartbeat(app, url, c).await?;
     if app.config.role == NodeRole::Origin {
+        take_over(app, c).await?;
         publish_spaces(app, url, c, published).await?;
     }
     let nodes = read_nodes(c).await?;
@@ -303,8 +322,15 @@ async fn read_nodes(c: &mut ConnectionManager) -> redis::RedisResult<Vec<NodeRec
     Ok(nodes)
 }
 
-/// An origin's live spaces as it last published them, with the digest of their bars.
-type Published = BTreeMap<SpaceId, u64>;
+/// An origin's live spaces as it last published them.
+type Published = BTreeMap<SpaceId, Sent>;
+
+/// Digests of what was last written for a live space (rewritten only when they change).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sent {
+    bars: u64,
+    hold: u64,
+}
 
 /// An origin's spaces: for each live or scheduled space of its directory, the lease renewed
 /// and the record written (a live space's bars first, when they changed); ended ones stay
@@ -322,13 +348,24 @@ async fn publish_spaces(
     let mut listed = BTreeSet::new();
     for space in app.own_spaces() {
         let id = space.id.clone();
-        let Some(record) = own_record(app, space, &node, url, c).await? else { continue };
+        let state = space.state;
+        let Some(record) = own_record(app, space, &node, url, c).await? else {
+            if state == SpaceState::Live {
+                // Another origin holds the lease: this node was away longer than it, and the
+                // space moved. It must not publish (or mix) any more.
+                tracing::warn!(space = %id, "fenced off: another origin took this space over");
+                app.fence(&id);
+            }
+            continue;
+        };
         let json = serde_json::to_string(&record).unwrap_or_default();
         if record.space.state == SpaceState::Ended {
             redis::Script::new(LIST_ENDED)
                 .key(records::lease_key(&id))
                 .key(records::space_key(&id))
                 .key(records::SPACES)
+                .key(records::hold_key(&id))
+                .key(records::HELD)
                 .arg(&node)
                 .arg(json)
                 .arg(records::LEASE_TTL_MS)
@@ -336,27 +373,129 @@ async fn publish_spaces(
                 .invoke_async::<i64>(c)
                 .await?;
         } else {
-            if let Some(l) = app.live(&id)
-                && published.get(&id) != Some(&record.bars)
-            {
-                let bars = serde_json::to_string(&l.bars()).unwrap_or_default();
-                redis::cmd("SET")
-                    .arg(records::bars_key(&id))
-                    .arg(bars)
-                    .query_async::<()>(c)
-                    .await?;
+            let mut sent = published.get(&id).copied().unwrap_or_default();
+            if let Some(l) = app.live(&id) {
+                sent = keep_live(c, &l, &record, sent).await?;
             }
             write_record(c, &record, json).await?;
             if record.space.state == SpaceState::Live {
-                live.insert(id.clone(), record.bars);
+                live.insert(id.clone(), sent);
             }
         }
         listed.insert(id);
     }
     for gone in published.keys().filter(|id| !listed.contains(*id)) {
-        withdraw(app, c, gone).await?;
+        withdraw(app, c, gone, Keep::Nothing).await?;
     }
     *published = live;
+    Ok(())
+}
+
+/// Writes what edges and a successor origin need of a live space mixed here, where it changed
+/// since `sent`: who its room refuses, and its hold (space and room).
+async fn keep_live(
+    c: &mut ConnectionManager,
+    live: &crate::app::live::LiveSpace,
+    record: &SpaceRecord,
+    mut sent: Sent,
+) -> redis::RedisResult<Sent> {
+    let id = &record.space.id;
+    if sent.bars != record.bars {
+        let bars = serde_json::to_string(&live.bars()).unwrap_or_default();
+        redis::cmd("SET").arg(records::bars_key(id)).arg(bars).query_async::<()>(c).await?;
+        sent.bars = record.bars;
+    }
+    let hold = records::Hold {
+        space: record.space.clone(),
+        room: live.room_snapshot(),
+        node: record.node.clone(),
+        epoch: record.epoch,
+    };
+    let hold = serde_json::to_string(&hold).unwrap_or_default();
+    let digest = {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&hold)
+    };
+    if sent.hold == digest {
+        redis::cmd("PEXPIRE")
+            .arg(records::hold_key(id))
+            .arg(records::HOLD_TTL_MS)
+            .query_async::<()>(c)
+            .await?;
+    } else {
+        redis::pipe()
+            .cmd("SET")
+            .arg(records::hold_key(id))
+            .arg(hold)
+            .arg("PX")
+            .arg(records::HOLD_TTL_MS)
+            .ignore()
+            .cmd("SADD")
+            .arg(records::HELD)
+            .arg(id.as_str())
+            .ignore()
+            .query_async::<()>(c)
+            .await?;
+        sent.hold = digest;
+    }
+    Ok(sent)
+}
+
+/// A standby origin's part: takes over each held space whose lease lapsed (its origin is gone
+/// or was away longer than the lease), bringing its room back. The lease script decides
+/// between origins racing for it; the epoch it raises fences the old one off.
+async fn take_over(app: &AppState, c: &mut ConnectionManager) -> redis::RedisResult<()> {
+    let held: Vec<String> = redis::cmd("SRANDMEMBER")
+        .arg(records::HELD)
+        .arg(records::MAX_DIRECTORY)
+        .query_async(c)
+        .await?;
+    let ids: Vec<SpaceId> = held
+        .iter()
+        .filter_map(|id| SpaceId::new(id.as_str()).ok())
+        .filter(|id| app.live(id).is_none())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("EXISTS").arg(records::lease_key(id));
+    }
+    let leased: Vec<bool> = pipe.query_async(c).await?;
+    for (id, _) in ids.iter().zip(leased).filter(|(_, leased)| !leased) {
+        let hold: Option<String> =
+            redis::cmd("GET").arg(records::hold_key(id)).query_async(c).await?;
+        let Some(hold) = hold
+            .and_then(|h| serde_json::from_str::<records::Hold>(&h).ok())
+            .filter(|h| &h.space.id == id)
+        else {
+            redis::cmd("SREM").arg(records::HELD).arg(id.as_str()).query_async::<()>(c).await?;
+            continue;
+        };
+        let epoch: i64 = redis::Script::new(LEASE)
+            .key(records::lease_key(id))
+            .key(records::epoch_key(id))
+            .arg(app.cluster.node_id())
+            .arg(records::LEASE_TTL_MS)
+            .invoke_async(c)
+            .await?;
+        if epoch < 0 {
+            continue;
+        }
+        let from = hold.node.clone();
+        match app.adopt(hold.space, hold.room) {
+            Ok(()) => tracing::warn!(space = %id, %from, epoch, "took the space over"),
+            Err(e) => {
+                tracing::error!(space = %id, "cannot take the space over: {}", e.message);
+                redis::Script::new(RELEASE)
+                    .key(records::lease_key(id))
+                    .arg(app.cluster.node_id())
+                    .invoke_async::<i64>(c)
+                    .await?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -451,23 +590,33 @@ async fn withdraw(
     app: &AppState,
     c: &mut ConnectionManager,
     space: &SpaceId,
+    hold: Keep,
 ) -> redis::RedisResult<()> {
-    redis::Script::new(RELEASE)
+    redis::Script::new(WITHDRAW)
         .key(records::lease_key(space))
+        .key(records::space_key(space))
+        .key(records::bars_key(space))
+        .key(records::hold_key(space))
+        .key(records::SPACES)
+        .key(records::HELD)
         .arg(app.cluster.node_id())
+        .arg(space.as_str())
+        .arg(match hold {
+            Keep::Hold => "keep",
+            Keep::Nothing => "",
+        })
         .invoke_async::<i64>(c)
         .await?;
-    redis::pipe()
-        .cmd("DEL")
-        .arg(records::space_key(space))
-        .arg(records::bars_key(space))
-        .ignore()
-        .cmd("SREM")
-        .arg(records::SPACES)
-        .arg(space.as_str())
-        .ignore()
-        .query_async(c)
-        .await
+    Ok(())
+}
+
+/// What a withdrawn space leaves in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Its hold: another origin takes it over (this node leaves; the space goes on).
+    Hold,
+    /// Nothing (it ended or was forgotten here).
+    Nothing,
 }
 
 /// An edge's spaces: carries every live space of the directory (with its room's bars, fetched
@@ -489,13 +638,27 @@ async fn carry_spaces(
             live.set_bars(bars);
         }
     }
-    let gone: Vec<SpaceId> = app
+    let missing: Vec<SpaceId> = app
         .live_spaces()
         .iter()
         .filter(|l| l.origin().is_some())
         .filter(|l| directory.get(l.id()).is_none_or(|r| r.space.state != SpaceState::Live))
         .map(|l| l.id().clone())
         .collect();
+    // A live space between origins (its origin gone, another taking it over) has a hold and
+    // no record for a few seconds: its listeners stay, and hear it again from the next origin.
+    let mut held = redis::pipe();
+    for id in &missing {
+        held.cmd("EXISTS").arg(records::hold_key(id));
+    }
+    let held: Vec<bool> = if missing.is_empty() { Vec::new() } else { held.query_async(c).await? };
+    let ended = directory.values().filter(|r| r.space.state == SpaceState::Ended);
+    let ended: BTreeSet<&SpaceId> = ended.map(|r| &r.space.id).collect();
+    let gone = missing
+        .into_iter()
+        .zip(held)
+        .filter(|(id, held)| !held || ended.contains(id))
+        .map(|(id, _)| id);
     for id in gone {
         tracing::info!(space = %id, "no longer live in the directory: ending it here");
         app.cluster.carried().remove(&id);
@@ -536,8 +699,9 @@ fn carry(app: &Arc<AppState>, record: &SpaceRecord) {
 
 /// Leaves the cluster on shutdown: the heartbeat and the leases go at once.
 async fn leave(app: &AppState, c: &mut ConnectionManager, published: &Published) {
+    // Its live spaces go on: another origin takes each over from its hold.
     for space in published.keys() {
-        let _ = withdraw(app, c, space).await;
+        let _ = withdraw(app, c, space, Keep::Hold).await;
     }
     let node = app.cluster.node_id();
     let _: redis::RedisResult<()> = redis::pipe()

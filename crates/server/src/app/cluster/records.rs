@@ -13,6 +13,9 @@ use crate::app::state::SpeakerView;
 pub const NODE_TTL_MS: u64 = 5_000;
 /// A space's lease and directory record expire this long after the origin last renewed them.
 pub const LEASE_TTL_MS: u64 = 3_000;
+/// A live space's hold outlives its origin this long: long enough for another origin to take
+/// it over, after which edges stop waiting for one (renewed every round by its origin).
+pub const HOLD_TTL_MS: u64 = 60_000;
 /// Most spaces a node reports counts for in its heartbeat (the busiest first).
 pub const MAX_REPORTED_SPACES: usize = 1_000;
 /// Most directory records a node reads in a round (every origin's live, scheduled and
@@ -43,6 +46,15 @@ pub fn lease_key(space: &SpaceId) -> String {
 /// changes.
 pub fn bars_key(space: &SpaceId) -> String {
     format!("th:bars:{space}")
+}
+
+/// The set of live spaces another origin could take over (a [`hold_key`] each).
+pub const HELD: &str = "th:held";
+
+/// What another origin needs to take a live space over ([`Hold`]), kept without expiry while
+/// the space is live.
+pub fn hold_key(space: &SpaceId) -> String {
+    format!("th:hold:{space}")
 }
 
 /// A space's epoch: raised each time a node takes its lease (a fencing token).
@@ -91,6 +103,20 @@ pub struct SpaceRecord {
     /// [`bars_key`]): an edge fetches them when it changes.
     #[serde(default)]
     pub bars: u64,
+}
+
+/// What an origin keeps of each live space it mixes, so that another origin can take the space
+/// over when its lease lapses: the space and its room's lasting state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The space.
+    pub space: Space,
+    /// Its room (roles, locks, hands of people still there, removals and blocks).
+    pub room: townhall_core::room::RoomSnapshot,
+    /// The origin that wrote it.
+    pub node: String,
+    /// The lease's epoch when written.
+    pub epoch: u64,
 }
 
 /// Listeners per space summed over `nodes`, leaving out `except` (this node counts its own).

@@ -43,6 +43,8 @@ enum Outcome {
     Idle,
     /// The link broke (or could not be made).
     Broken,
+    /// The directory names another origin now (the space moved): go there at once.
+    Moved,
 }
 
 /// Runs the relay of `live` until the space ends here (its engine lets go of `frames`).
@@ -61,23 +63,38 @@ pub async fn run(
     let mut failures: u32 = 0;
     let mut resume = Resume::default();
     while !frames.is_closed() {
+        // The directory let go of the space here (it is being ended).
+        if origin.has_changed().is_err() {
+            return;
+        }
         if !wanted() {
             tokio::time::sleep(CHECK).await;
             continue;
         }
         let url = origin.borrow_and_update().clone();
-        let ended = session(&app, &space, &url, &frames, &wanted, &connected, &mut resume).await;
+        let link = Link { space: &space, origin: &url, frames: &frames, connected: &connected };
+        let ended = session(&app, link, &wanted, &mut origin, &mut resume).await;
         connected.store(false, Ordering::Relaxed);
         match ended {
+            // With the directory at hand, it decides when a space is over here: an origin that
+            // stops (fenced off after a failover, say) is not the space ending.
+            Outcome::SpaceOver if app.cluster.redis_up() => {
+                tracing::info!(%space, origin = %url, "origin stopped the space; the directory decides");
+                tokio::select! {
+                    _ = tokio::time::sleep(BACKOFF_MAX) => {}
+                    _ = origin.changed() => {}
+                }
+            }
             Outcome::SpaceOver => {
                 tracing::info!(%space, "origin ended the space; ending it here");
                 let _ = app.end(&space);
                 return;
             }
+            Outcome::Moved => failures = 0,
             Outcome::Idle => {
                 failures = 0;
                 // Nobody heard the frames since: nothing to catch up on.
-                resume = Resume::default();
+                resume.next = None;
             }
             Outcome::Broken => {
                 failures = failures.saturating_add(1);
@@ -94,11 +111,35 @@ pub async fn run(
 }
 
 /// Where a relay picks up after a broken link: the next frame number of the origin it last
-/// pulled from (another origin numbers its frames afresh).
+/// pulled from (another origin numbers its frames afresh), and how this node renumbers them.
+///
+/// Frames keep the numbers their origin gave them, shifted by `offset`: when the space moves
+/// to another origin (a failover), the new origin's first frame is numbered right after the
+/// last one passed on here, so every listener here (WebSocket, Ogg, WHEP's RTP, LL-HLS) sees
+/// its stream go on, after a silence, never back.
 #[derive(Debug, Default)]
 struct Resume {
     origin: String,
     next: Option<u64>,
+    offset: u32,
+    /// The last number passed on here.
+    last_out: Option<u32>,
+    /// The next frame starts a new origin's numbering.
+    rebase: bool,
+}
+
+impl Resume {
+    /// This node's number for the origin's frame `seq`.
+    fn renumber(&mut self, seq: u32) -> u32 {
+        if std::mem::take(&mut self.rebase)
+            && let Some(last) = self.last_out
+        {
+            self.offset = last.wrapping_add(1).wrapping_sub(seq);
+        }
+        let out = seq.wrapping_add(self.offset);
+        self.last_out = Some(out);
+        out
+    }
 }
 
 impl Resume {
@@ -107,21 +148,31 @@ impl Resume {
     }
 }
 
-/// One connection to the origin, until the space ends there, nobody here listens, or the link
-/// breaks.
+/// What one relay session pulls, from where, into what.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    space: &'a SpaceId,
+    origin: &'a str,
+    frames: &'a RelayInput,
+    connected: &'a AtomicBool,
+}
+
+/// One connection to the origin, until the space ends there, nobody here listens, the
+/// directory names another origin, or the link breaks.
 async fn session(
     app: &AppState,
-    space: &SpaceId,
-    origin: &str,
-    frames: &RelayInput,
+    link: Link<'_>,
     wanted: &impl Fn() -> bool,
-    connected: &AtomicBool,
+    moved: &mut watch::Receiver<String>,
     resume: &mut Resume,
 ) -> Outcome {
+    let Link { space, origin, frames, connected } = link;
     let from = resume.next_from(origin);
     let Some(request) = request(app, space, origin, from) else { return Outcome::Broken };
     if resume.origin != origin {
-        *resume = Resume { origin: origin.to_owned(), next: None };
+        resume.origin = origin.to_owned();
+        resume.next = None;
+        resume.rebase = true;
     }
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
         return Outcome::Broken;
@@ -134,7 +185,7 @@ async fn session(
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Binary(data))) => {
-                    if let Some(last) = forward_frames(&data, frames) {
+                    if let Some(last) = forward_frames(&data, frames, resume) {
                         resume.next = Some(u64::from(last) + 1);
                     }
                 }
@@ -146,6 +197,18 @@ async fn session(
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return Outcome::Broken,
             },
+            changed = moved.changed() => {
+                // The directory let go of the space here: it is ending.
+                if changed.is_err() {
+                    let _ = ws.close(None).await;
+                    return Outcome::Idle;
+                }
+                if *moved.borrow() != origin {
+                    tracing::info!(%space, from = %origin, to = %*moved.borrow(), "the space moved; following it");
+                    let _ = ws.close(None).await;
+                    return Outcome::Moved;
+                }
+            }
             _ = check.tick() => {
                 if frames.is_closed() {
                     let _ = ws.close(None).await;
@@ -198,12 +261,12 @@ fn request(
 
 /// Hands each program frame of a batch to the engine; a full queue drops the frame (listeners
 /// see a gap in `seq`), never waits. Returns the number of the batch's last frame.
-fn forward_frames(data: &Bytes, frames: &RelayInput) -> Option<u32> {
+fn forward_frames(data: &Bytes, frames: &RelayInput, resume: &mut Resume) -> Option<u32> {
     let mut last = None;
     let parsed = townhall_media::wire::parse_program_batch(data, |f| {
         last = Some(f.seq);
         let frame = ProgramFrame {
-            seq: f.seq,
+            seq: resume.renumber(f.seq),
             mixed_at_us: f.mixed_at_us,
             capture_age_us: f.capture_age_us,
             payload: data.slice_ref(f.payload),
@@ -250,5 +313,21 @@ fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_origins_frames_follow_the_last_ones_passed_on() {
+        let mut r = Resume::default();
+        assert_eq!((r.renumber(7), r.renumber(8)), (7, 8), "the first origin's own numbers");
+        r.rebase = true;
+        assert_eq!((r.renumber(0), r.renumber(1)), (9, 10), "a new origin goes on from 9");
+        r.rebase = true;
+        assert_eq!(r.renumber(u32::MAX), 11, "wrapping numbers too");
+        assert_eq!(r.renumber(0), 12);
     }
 }

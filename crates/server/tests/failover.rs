@@ -1,0 +1,225 @@
+//! Origins die on launch day. A cluster on loopback (Redis, an origin in a process of its own,
+//! a standby origin and an edge in this one): the origin is killed (SIGKILL) or frozen
+//! (SIGSTOP) past its lease; the standby takes the space over with its room, the edge's
+//! listener stays connected and hears the speaker again from the new origin; a frozen origin
+//! that wakes up is fenced off.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::nodes::{NodeProcess, RedisServer};
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use townhall_core::Role;
+use townhall_media::analysis::tone_amplitude;
+use townhall_server::Config;
+use townhall_server::config::NodeRole;
+
+async fn node(role: NodeRole, redis: &RedisServer) -> townhall_server::Server {
+    server_with(Config { role, redis: Some(redis.url()), ..Config::default() }).await
+}
+
+/// Polls `path` on `addr` until it answers `status` (within `secs`).
+async fn until_status(addr: SocketAddr, path: &str, status: u16, secs: u64) -> bool {
+    for _ in 0..secs * 10 {
+        if let Ok(res) = http().get(format!("http://{addr}{path}")).send().await
+            && res.status() == status
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn act(addr: SocketAddr, token: &str, body: serde_json::Value) -> u16 {
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces/fo/actions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("act");
+    res.status().as_u16()
+}
+
+async fn join_status(addr: SocketAddr, token: &str) -> u16 {
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces/fo/join"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("join");
+    res.status().as_u16()
+}
+
+/// What an edge's listener got over the whole failover.
+struct Kept {
+    heard: Heard,
+    /// The connection closed (or said the space ended) before the end of the listening.
+    ended_early: bool,
+}
+
+/// Listens on `addr` for `duration`, noting whether the stream ended before.
+fn spawn_listener(addr: SocketAddr, duration: Duration) -> tokio::task::JoinHandle<Kept> {
+    tokio::spawn(async move {
+        let socket = ws(addr, "/ws/fo").await;
+        let mut stream = socket.split().1;
+        let mut heard = Heard::default();
+        let mut decoder = ProgramDecoder::default();
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut ended_early = false;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(Message::Binary(b)))) => decoder.decode_batch(&b, &mut heard),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let event: serde_json::Value = serde_json::from_str(&t).expect("json");
+                    ended_early |= event["type"] == "state" || event["type"] == "bye";
+                    heard.events.push(event);
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => {
+                    ended_early = true;
+                    break;
+                }
+            }
+        }
+        Kept { heard, ended_early }
+    })
+}
+
+/// The origin in a process of its own, a standby origin and an edge here; a live space on the
+/// origin with a speaker, a raised hand and a removal; a listener on the edge.
+struct Scene {
+    redis: RedisServer,
+    origin: NodeProcess,
+    standby: townhall_server::Server,
+    edge: townhall_server::Server,
+}
+
+async fn scene() -> Scene {
+    let redis = RedisServer::start().await;
+    let origin = NodeProcess::start("origin", &redis.url(), "origin-a");
+    let standby = node(NodeRole::Origin, &redis).await;
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr, "fo").await;
+    assert!(
+        until_status(edge.addr(), "/api/v1/spaces/fo/room", 200, 10).await,
+        "the edge carries it"
+    );
+    // The room: carol's hand is up, bob was removed.
+    let carol = token("carol", Role::Listener, "fo");
+    assert_eq!(
+        act(origin.addr, &carol, serde_json::json!({"action": "request_to_speak"})).await,
+        200
+    );
+    let bob = token("bob", Role::Listener, "fo");
+    assert_eq!(act(origin.addr, &bob, serde_json::json!({"action": "request_to_speak"})).await, 200);
+    let remove = serde_json::json!({"action": "remove", "target": "bob"});
+    assert_eq!(act(origin.addr, &host(), remove).await, 200);
+    Scene { redis, origin, standby, edge }
+}
+
+/// The space's directory record as Redis has it: (origin URL, epoch).
+fn record(redis: &RedisServer) -> (String, u64) {
+    let json = redis.get("th:space:fo").expect("a directory record");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    (v["origin"].as_str().unwrap_or("").to_owned(), v["epoch"].as_u64().unwrap_or(0))
+}
+
+/// After the origin is gone: the standby holds the space, with its room; the speaker comes back
+/// there; the edge's listener, connected all along, hears them again.
+async fn standby_carries_on(scene: &Scene, listener: tokio::task::JoinHandle<Kept>) {
+    let standby = scene.standby.addr();
+    assert!(
+        until_status(standby, "/api/v1/spaces/fo/room", 200, 15).await,
+        "the standby took the space over"
+    );
+    let (origin, epoch) = record(&scene.redis);
+    assert_eq!(origin, format!("http://{standby}"), "the directory names the standby");
+    assert_eq!(epoch, 2, "taking the lease raised the epoch");
+    // The room came back: carol's hand is still up, bob is still out (here and on the edge).
+    let room: serde_json::Value = http()
+        .get(format!("http://{standby}/api/v1/spaces/fo/room"))
+        .send()
+        .await
+        .expect("room")
+        .json()
+        .await
+        .expect("json");
+    assert!(room["room"]["hands"].to_string().contains("carol"), "room: {room}");
+    let bob = token("bob", Role::Listener, "fo");
+    assert_eq!(join_status(standby, &bob).await, 403, "bob stays removed on the new origin");
+    let mut refused = false;
+    for _ in 0..50 {
+        refused = join_status(scene.edge.addr(), &bob).await == 403;
+        if refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "bob stays removed on the edge");
+    // The speaker reconnects to the new origin (as the page does).
+    let speaker = spawn_speaker(standby, "fo", "alice", 440.0, Duration::from_secs(5));
+    let kept = listener.await.expect("listener");
+    speaker.await.expect("speaker");
+    assert!(!kept.ended_early, "the edge's listener stayed connected: {:?}", kept.heard.events);
+    // The loudest second of the last eight (the first speaker spoke at the very start, and
+    // the second has stopped by the end).
+    let second = 48_000;
+    let at_440 = kept
+        .heard
+        .tail(8.0)
+        .chunks(second)
+        .filter(|c| c.len() == second)
+        .map(|c| tone_amplitude(c, 440.0))
+        .fold(0.0f32, f32::max);
+    assert!(
+        at_440 > 0.25,
+        "the tone from the new origin reached the edge's listener ({at_440}); {} frames, last numbers {:?}, events {:?}",
+        kept.heard.seqs.len(),
+        &kept.heard.seqs[kept.heard.seqs.len().saturating_sub(5)..],
+        kept.heard.events.iter().map(|e| e["type"].to_string()).collect::<Vec<_>>()
+    );
+    // Its frame numbers went on, never back.
+    let backwards = kept.heard.seqs.windows(2).filter(|w| w[1] <= w[0]).count();
+    assert_eq!(backwards, 0, "frame numbers went back {backwards} times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_origins_space_goes_on_at_the_standby() {
+    let scene = scene().await;
+    let listener = spawn_listener(scene.edge.addr(), Duration::from_secs(16));
+    let before = spawn_speaker(scene.origin.addr, "fo", "alice", 440.0, Duration::from_secs(2));
+    let _ = before.await;
+    scene.origin.signal("KILL");
+    standby_carries_on(&scene, listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_origin_that_wakes_up_is_fenced_off() {
+    let scene = scene().await;
+    let listener = spawn_listener(scene.edge.addr(), Duration::from_secs(18));
+    let before = spawn_speaker(scene.origin.addr, "fo", "alice", 440.0, Duration::from_secs(2));
+    let _ = before.await;
+    // Frozen longer than its lease (3 s): the standby takes over.
+    scene.origin.signal("STOP");
+    assert!(until_status(scene.standby.addr(), "/api/v1/spaces/fo/room", 200, 15).await);
+    scene.origin.signal("CONT");
+    // Awake, the old origin finds another holding the lease: it stops mixing the space and
+    // publishes nothing; the directory still names the standby.
+    assert!(
+        until_status(scene.origin.addr, "/api/v1/spaces/fo/room", 410, 10).await
+            || until_status(scene.origin.addr, "/api/v1/spaces/fo/room", 404, 1).await,
+        "the old origin stopped mixing the space"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (origin, epoch) = record(&scene.redis);
+    assert_eq!(origin, format!("http://{}", scene.standby.addr()), "the old origin wrote nothing");
+    assert_eq!(epoch, 2);
+    standby_carries_on(&scene, listener).await;
+}
