@@ -118,7 +118,10 @@ async fn scene() -> Scene {
         200
     );
     let bob = token("bob", Role::Listener, "fo");
-    assert_eq!(act(origin.addr, &bob, serde_json::json!({"action": "request_to_speak"})).await, 200);
+    assert_eq!(
+        act(origin.addr, &bob, serde_json::json!({"action": "request_to_speak"})).await,
+        200
+    );
     let remove = serde_json::json!({"action": "remove", "target": "bob"});
     assert_eq!(act(origin.addr, &host(), remove).await, 200);
     Scene { redis, origin, standby, edge }
@@ -193,11 +196,48 @@ async fn standby_carries_on(scene: &Scene, listener: tokio::task::JoinHandle<Kep
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_origins_space_goes_on_at_the_standby() {
     let scene = scene().await;
+    // Recorded on the origin: the recording goes on at the standby, as its second part.
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces/fo/recording", scene.origin.addr))
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "recording": true }))
+        .send()
+        .await
+        .expect("record");
+    assert_eq!(res.status(), 200);
+    let first: serde_json::Value = res.json().await.expect("json");
+    let first = first["recording"]["id"].as_str().or(first["id"].as_str()).unwrap_or("").to_owned();
+    assert!(!first.is_empty(), "the recording's id");
     let listener = spawn_listener(scene.edge.addr(), Duration::from_secs(16));
     let before = spawn_speaker(scene.origin.addr, "fo", "alice", 440.0, Duration::from_secs(2));
     let _ = before.await;
     scene.origin.signal("KILL");
     standby_carries_on(&scene, listener).await;
+    let standby = scene.standby.addr();
+    let view: serde_json::Value = http()
+        .get(format!("http://{}/api/v1/spaces/fo", scene.edge.addr()))
+        .send()
+        .await
+        .expect("space")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["origin"], format!("http://{standby}"), "every node names the new origin");
+    assert_eq!(view["recording"], true, "{view}");
+    let list: serde_json::Value = http()
+        .get(format!("http://{standby}/api/v1/recordings"))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("recordings")
+        .json()
+        .await
+        .expect("json");
+    let parts = list["recordings"].as_array().expect("recordings");
+    assert!(
+        parts.iter().any(|r| r["part"]["of"] == first.as_str() && r["part"]["number"] == 2),
+        "the standby's recording continues {first}: {list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -163,6 +163,10 @@ pub struct SpaceView {
     pub listen_mode: &'static str,
     /// Whether the space is being recorded.
     pub recording: bool,
+    /// In a cluster: the URL of the origin that mixes the space (speakers and hosts connect
+    /// there; it changes when another origin takes the space over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl AppState {
@@ -351,10 +355,19 @@ impl AppState {
             ogg: l.feed().listeners(Protocol::Ogg),
             webrtc: l.feed().listeners(Protocol::Webrtc),
         });
-        let speakers = match live.as_ref().filter(|l| l.origin().is_none()) {
+        let record = self.cluster.record(&space.id);
+        let mixed_here = live.as_ref().is_some_and(|l| l.origin().is_none());
+        let speakers = match live.as_ref().filter(|_| mixed_here) {
             Some(l) => l.speakers_view(),
             // Mixed elsewhere: its stage as the origin last published it.
-            None => self.cluster.record(&space.id).map(|r| r.speakers).unwrap_or_default(),
+            None => record.as_ref().map(|r| r.speakers.clone()).unwrap_or_default(),
+        };
+        let (recording, origin) = match &record {
+            _ if mixed_here => {
+                (self.recordings.is_recording(&space.id), self.cluster.url().map(str::to_owned))
+            }
+            Some(r) => (r.recording, Some(r.origin.clone())),
+            None => (false, live.as_ref().and_then(|l| l.origin().map(str::to_owned))),
         };
         let urls = SpaceUrls {
             ws: format!("/ws/{}", space.id),
@@ -364,7 +377,8 @@ impl AppState {
         let listen_mode = if space.public && self.shield.scale_mode() { "scale" } else { "direct" };
         SpaceView {
             listen_mode,
-            recording: self.recordings.is_recording(&space.id),
+            recording,
+            origin,
             // The cluster's: this node's now, the others' from their last heartbeats.
             listeners: counts.ws + counts.ogg + counts.webrtc + self.cluster.others(&space.id),
             listeners_by_protocol: counts,

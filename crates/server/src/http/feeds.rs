@@ -261,6 +261,7 @@ mod tests {
             bytes: 12_345,
             state: RecordingState::Finished,
             host: Some(Identity::new("alice").expect("identity")),
+            part: None,
         }
     }
 

@@ -395,6 +395,7 @@ mod tests {
             bytes: 0,
             state: RecordingState::Finished,
             host: None,
+            part: None,
         };
         assert_eq!(
             content_disposition(&rec, false),

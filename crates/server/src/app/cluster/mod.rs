@@ -113,6 +113,7 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
         }
     };
     tracing::info!(node = app.cluster.node_id(), role = ?app.config.role, %url, "joining the cluster");
+    app.cluster.set_url(&url);
     let mut conn: Option<ConnectionManager> = None;
     let mut published = BTreeMap::new();
     let mut pending = Pending::new(PENDING_LAG_ROUNDS);
@@ -375,7 +376,7 @@ async fn publish_spaces(
         } else {
             let mut sent = published.get(&id).copied().unwrap_or_default();
             if let Some(l) = app.live(&id) {
-                sent = keep_live(c, &l, &record, sent).await?;
+                sent = keep_live(app, c, &l, &record, sent).await?;
             }
             write_record(c, &record, json).await?;
             if record.space.state == SpaceState::Live {
@@ -394,6 +395,7 @@ async fn publish_spaces(
 /// Writes what edges and a successor origin need of a live space mixed here, where it changed
 /// since `sent`: who its room refuses, and its hold (space and room).
 async fn keep_live(
+    app: &AppState,
     c: &mut ConnectionManager,
     live: &crate::app::live::LiveSpace,
     record: &SpaceRecord,
@@ -410,6 +412,7 @@ async fn keep_live(
         room: live.room_snapshot(),
         node: record.node.clone(),
         epoch: record.epoch,
+        recording: app.recordings.next_part(id),
     };
     let hold = serde_json::to_string(&hold).unwrap_or_default();
     let digest = {
@@ -444,7 +447,7 @@ async fn keep_live(
 /// A standby origin's part: takes over each held space whose lease lapsed (its origin is gone
 /// or was away longer than the lease), bringing its room back. The lease script decides
 /// between origins racing for it; the epoch it raises fences the old one off.
-async fn take_over(app: &AppState, c: &mut ConnectionManager) -> redis::RedisResult<()> {
+async fn take_over(app: &Arc<AppState>, c: &mut ConnectionManager) -> redis::RedisResult<()> {
     let held: Vec<String> = redis::cmd("SRANDMEMBER")
         .arg(records::HELD)
         .arg(records::MAX_DIRECTORY)
@@ -484,8 +487,22 @@ async fn take_over(app: &AppState, c: &mut ConnectionManager) -> redis::RedisRes
             continue;
         }
         let from = hold.node.clone();
+        let space = hold.space.clone();
         match app.adopt(hold.space, hold.room) {
-            Ok(()) => tracing::warn!(space = %id, %from, epoch, "took the space over"),
+            Ok(()) => {
+                tracing::warn!(space = %id, %from, epoch, "took the space over");
+                if let Some(part) = hold.recording {
+                    // The recording goes on here, as its next part.
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            crate::app::recorder::start_part(&app, &space, Some(part)).await
+                        {
+                            tracing::error!(space = %space.id, "cannot continue the recording: {}", e.message);
+                        }
+                    });
+                }
+            }
             Err(e) => {
                 tracing::error!(space = %id, "cannot take the space over: {}", e.message);
                 redis::Script::new(RELEASE)
@@ -528,7 +545,8 @@ async fn own_record(
     let speakers = live.as_ref().map(|l| l.speakers_view()).unwrap_or_default();
     let bars = live.as_ref().map_or(0, |l| l.bars().digest());
     let (node, origin) = (node.to_owned(), url.to_owned());
-    Ok(Some(SpaceRecord { space, node, origin, epoch, speakers, bars }))
+    let recording = app.recordings.is_recording(&space.id);
+    Ok(Some(SpaceRecord { space, node, origin, epoch, speakers, bars, recording }))
 }
 
 async fn write_record(

@@ -103,6 +103,9 @@ pub struct SpaceRecord {
     /// [`bars_key`]): an edge fetches them when it changes.
     #[serde(default)]
     pub bars: u64,
+    /// Whether its origin records it now.
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// What an origin keeps of each live space it mixes, so that another origin can take the space
@@ -117,6 +120,9 @@ pub struct Hold {
     pub node: String,
     /// The lease's epoch when written.
     pub epoch: u64,
+    /// The recording in progress, as the part that would continue it elsewhere.
+    #[serde(default)]
+    pub recording: Option<crate::app::store::RecordingPart>,
 }
 
 /// Listeners per space summed over `nodes`, leaving out `except` (this node counts its own).

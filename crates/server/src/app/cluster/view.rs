@@ -43,6 +43,8 @@ pub struct ClusterView {
     connection: Mutex<Option<ConnectionManager>>,
     /// An edge's kept reads of its origins' rooms.
     rooms: RoomCache,
+    /// Where this node is reached (once it joined a cluster).
+    url: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -67,7 +69,18 @@ impl ClusterView {
             directory: RwLock::new(Arc::new(BTreeMap::new())),
             connection: Mutex::new(None),
             rooms: RoomCache::default(),
+            url: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where this node is reached, once it joined a cluster.
+    pub fn url(&self) -> Option<&str> {
+        self.url.get().map(String::as_str)
+    }
+
+    /// Sets where this node is reached (when it joins its cluster).
+    pub fn set_url(&self, url: &str) {
+        let _ = self.url.set(url.to_owned());
     }
 
     /// This node's id in the cluster.

@@ -11,7 +11,7 @@ use townhall_media::OggOpusReader;
 use crate::app::error::AppError;
 use crate::app::live::LiveSpace;
 use crate::app::state::AppState;
-use crate::app::store::{RecordingRecord, RecordingState};
+use crate::app::store::{RecordingPart, RecordingRecord, RecordingState};
 use crate::clock::now_unix;
 
 use super::registry::Active;
@@ -21,6 +21,16 @@ use super::*;
 /// Starts recording a live space: the file and its index row, the recorder's thread, the tap
 /// in the engine; tells the room. Returns the index entry.
 pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord, AppError> {
+    start_part(app, space, None).await
+}
+
+/// Like [`start`], for a later `part` of a recording begun on another origin (this node took
+/// the space over while it was being recorded).
+pub async fn start_part(
+    app: &Arc<AppState>,
+    space: &Space,
+    part: Option<RecordingPart>,
+) -> Result<RecordingRecord, AppError> {
     if app.is_draining() {
         return Err(AppError::draining());
     }
@@ -36,7 +46,9 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
         if active.contains_key(&space.id) {
             return Err(AppError::conflict("already_recording", "this space is being recorded"));
         }
-        active.insert(space.id.clone(), Active { id: id.clone(), done: done_rx });
+        let active_part = part.clone();
+        active
+            .insert(space.id.clone(), Active { id: id.clone(), part: active_part, done: done_rx });
     }
     let row = RecordingRecord {
         id: id.clone(),
@@ -49,6 +61,7 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
         bytes: 0,
         state: RecordingState::Recording,
         host: Some(space.host.clone()),
+        part,
     };
     let pre_skip =
         OggOpusReader::parse(&live.feed().ogg_headers()).map_or(312, |r| r.head.pre_skip);
@@ -105,7 +118,7 @@ pub async fn start(app: &Arc<AppState>, space: &Space) -> Result<RecordingRecord
 /// Stops the recording of `space` and waits (up to 10 s) for its file to be finished.
 pub async fn stop(app: &Arc<AppState>, space: &SpaceId) -> Result<RecordingRecord, AppError> {
     let active = app.recordings.lock().remove(space);
-    let Some(Active { id, mut done }) = active else {
+    let Some(Active { id, mut done, .. }) = active else {
         return Err(AppError::conflict("not_recording", "this space is not being recorded"));
     };
     if let Some(live) = app.live(space) {

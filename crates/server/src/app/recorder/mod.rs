@@ -29,7 +29,7 @@ mod registry;
 mod writer;
 
 pub use crate::pipeline::record_tap::RecordTap;
-pub use control::{finish_all, start, stop};
+pub use control::{finish_all, start, start_part, stop};
 pub use recovery::{recover, sweep};
 pub use registry::Recordings;
 

@@ -200,6 +200,7 @@ pub(super) fn recover_orphan(
         bytes: 0,
         state: RecordingState::Recording,
         host,
+        part: None,
     };
     recover_row(dir, row, store).map(Some)
 }

@@ -15,6 +15,8 @@ pub struct Recordings {
 #[derive(Debug)]
 pub(super) struct Active {
     pub(super) id: String,
+    /// Which recording this continues, for a later part.
+    pub(super) part: Option<crate::app::store::RecordingPart>,
     pub(super) done: watch::Receiver<bool>,
 }
 
@@ -31,6 +33,18 @@ impl Recordings {
     /// The id of the recording of `space` in progress, if any.
     pub fn current(&self, space: &SpaceId) -> Option<String> {
         self.lock().get(space).map(|a| a.id.clone())
+    }
+
+    /// The part that would continue the recording of `space` in progress on another node (the
+    /// space taken over): the same first part, the next number.
+    pub fn next_part(&self, space: &SpaceId) -> Option<crate::app::store::RecordingPart> {
+        self.lock().get(space).map(|a| match &a.part {
+            Some(p) => crate::app::store::RecordingPart {
+                of: p.of.clone(),
+                number: p.number.saturating_add(1),
+            },
+            None => crate::app::store::RecordingPart { of: a.id.clone(), number: 2 },
+        })
     }
 
     /// Forgets the active recording of `space` if it is `id`.

@@ -27,6 +27,7 @@ fn the_sweep_keeps_the_newest_within_budget_and_retention() {
         bytes,
         state,
         host: None,
+        part: None,
     };
     for r in [
         row("old", 1, 100, RecordingState::Finished),
@@ -115,6 +116,7 @@ fn recovery_finalises_indexed_and_orphaned_partial_files() {
         bytes: 0,
         state: RecordingState::Recording,
         host: None,
+        part: None,
     };
     store.save_recording(&row).expect("save");
     std::fs::write(dir.join("s-1000-00000001.opus.partial"), crashed_file(&row.id, "s", 260))

@@ -77,6 +77,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE recordings ADD COLUMN host TEXT;
     UPDATE recordings SET host = (SELECT host FROM spaces WHERE spaces.id = recordings.space);
     CREATE INDEX recordings_host ON recordings (host, started_at);",
+    // 3: later parts of a recording (its space moved to this node from another origin).
+    "ALTER TABLE recordings ADD COLUMN part_of TEXT;
+    ALTER TABLE recordings ADD COLUMN part_number INTEGER;",
 ];
 
 /// Why the store failed.
@@ -235,7 +238,8 @@ impl Store {
 
 /// The columns of a recording row and their table, as [`recording_row`] reads them.
 pub(super) const RECORDING_COLUMNS: &str =
-    "id, space, title, file, started_at, ended_at, duration_ms, bytes, state, host FROM recordings";
+    "id, space, title, file, started_at, ended_at, duration_ms, bytes, state, host, part_of,
+    part_number FROM recordings";
 
 pub(super) fn recording_row(r: &rusqlite::Row<'_>) -> Result<RecordingRecord, StoreError> {
     Ok(RecordingRecord {
@@ -249,6 +253,12 @@ pub(super) fn recording_row(r: &rusqlite::Row<'_>) -> Result<RecordingRecord, St
         bytes: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
         state: parse_enum(&r.get::<_, String>(8)?)?,
         host: r.get::<_, Option<String>>(9)?.map(identity).transpose()?,
+        part: match (r.get::<_, Option<String>>(10)?, r.get::<_, Option<i64>>(11)?) {
+            (Some(of), Some(n)) => {
+                Some(RecordingPart { of, number: u32::try_from(n).unwrap_or(u32::MAX) })
+            }
+            _ => None,
+        },
     })
 }
 

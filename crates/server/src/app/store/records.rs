@@ -138,4 +138,17 @@ pub struct RecordingRecord {
     /// space was no longer stored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<Identity>,
+    /// For a recording that went on after its space moved to another origin (a failover):
+    /// which recording it continues, and its part number there (the first part has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<RecordingPart>,
+}
+
+/// A later part of a recording: the space moved to another node, which went on recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecordingPart {
+    /// The id of the recording's first part.
+    pub of: String,
+    /// This part's number (2 for the first continuation).
+    pub number: u32,
 }

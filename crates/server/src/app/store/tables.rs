@@ -209,7 +209,8 @@ impl Store {
     pub fn save_recording(&self, rec: &RecordingRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT OR REPLACE INTO recordings (id, space, title, file, started_at, ended_at,
-                duration_ms, bytes, state, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                duration_ms, bytes, state, host, part_of, part_number)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 rec.id,
                 rec.space.as_str(),
@@ -221,6 +222,8 @@ impl Store {
                 i64::try_from(rec.bytes).unwrap_or(i64::MAX),
                 rec.state.as_str(),
                 rec.host.as_ref().map(Identity::as_str),
+                rec.part.as_ref().map(|p| p.of.as_str()),
+                rec.part.as_ref().map(|p| i64::from(p.number)),
             ],
         )?;
         Ok(())

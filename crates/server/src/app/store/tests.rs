@@ -102,6 +102,7 @@ fn reports_and_recordings_round_trip() {
         bytes: 0,
         state: RecordingState::Recording,
         host: Some(id("h")),
+        part: None,
     };
     store.save_recording(&rec).expect("save");
     rec.state = RecordingState::Finished;
@@ -171,6 +172,7 @@ fn public_recordings_leave_out_private_spaces_unfinished_ones_and_other_hosts() 
         bytes: 10,
         state,
         host: Some(id(host)),
+        part: None,
     };
     for r in [
         rec("pub-1", "pub", "alice", 1, RecordingState::Finished),
