@@ -187,9 +187,10 @@ struct Leaving {
 /// How long a farewell may take to leave before the socket is simply closed.
 const FAREWELL_LIMIT: Duration = Duration::from_secs(1);
 
-/// One shard's share of a drain: its `total` listeners sent off one at a time, the `k`-th at
-/// `start + (k + ½) / total` of the way to `until`, so departures are even over the window
-/// (across shards too, as each spreads its own). Plain arithmetic on instants, no I/O.
+/// One shard's share of a drain: its `total` listeners sent off one at a time, the `k`-th
+/// (from 0) at `k / total` of the way from `start` to `until`, so departures are even over the
+/// window (across shards too, as each spreads its own) and the first goes at once. Plain
+/// arithmetic on instants, no I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stagger {
     start: Instant,
@@ -210,7 +211,7 @@ impl Stagger {
             return self.until;
         }
         let window = self.until.duration_since(self.start);
-        self.start + window.mul_f64((self.sent as f64 + 0.5) / self.total as f64)
+        self.start + window.mul_f64(self.sent as f64 / self.total as f64)
     }
 
     /// How many more listeners to send off at `now` (all that remain once `until` has come,
@@ -222,7 +223,7 @@ impl Stagger {
         }
         let window = self.until.duration_since(self.start).as_secs_f64();
         let done = now.saturating_duration_since(self.start).as_secs_f64() / window;
-        let due = ((done * self.total as f64 + 0.5).floor() as usize).min(self.total);
+        let due = ((done * self.total as f64).floor() as usize + 1).min(self.total);
         let now_due = due.saturating_sub(self.sent).min(remaining);
         self.sent += now_due;
         now_due
@@ -551,15 +552,16 @@ mod tests {
         let start = Instant::now();
         let until = start + Duration::from_secs(10);
         let mut s = Stagger::new(start, until, 4);
-        // Due at 1.25 s, 3.75 s, 6.25 s and 8.75 s.
+        // Due at 0 s, 2.5 s, 5 s and 7.5 s.
         let at = |ms| start + Duration::from_millis(ms);
-        assert_eq!(s.next_at(), at(1_250));
-        assert_eq!(s.take_due(at(1_000), 4), 0);
-        assert_eq!(s.take_due(at(1_250), 4), 1);
-        assert_eq!(s.next_at(), at(3_750));
-        assert_eq!(s.take_due(at(7_000), 3), 2, "a late wake-up catches up");
-        assert_eq!(s.next_at(), at(8_750));
-        assert_eq!(s.take_due(at(9_000), 1), 1);
+        assert_eq!(s.next_at(), start, "the first goes at once");
+        assert_eq!(s.take_due(start, 4), 1);
+        assert_eq!(s.next_at(), at(2_500));
+        assert_eq!(s.take_due(at(2_000), 3), 0);
+        assert_eq!(s.take_due(at(2_500), 3), 1);
+        assert_eq!(s.take_due(at(7_000), 2), 1, "a late wake-up catches up");
+        assert_eq!(s.next_at(), at(7_500));
+        assert_eq!(s.take_due(at(8_000), 1), 1);
         assert_eq!(s.next_at(), until, "the planned ones are gone");
         assert_eq!(s.take_due(at(9_500), 1), 0, "a late joiner waits for the end");
         assert_eq!(s.take_due(until, 2), 2, "at the end, everyone left goes");
