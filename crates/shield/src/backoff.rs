@@ -35,6 +35,12 @@ impl Backoff {
         Backoff { base, cap, failures: 0 }
     }
 
+    /// This backoff after `failures` failures in a row (for a caller that keeps only the count,
+    /// e.g. a simulation of millions of clients).
+    pub const fn after_failures(self, failures: u32) -> Backoff {
+        Backoff { failures, ..self }
+    }
+
     /// The window the next wait is drawn from: `min(cap, base * 2^failures)`.
     pub fn window(&self) -> Duration {
         self.base.saturating_mul(1 << self.failures.min(MAX_DOUBLINGS)).min(self.cap)
@@ -83,6 +89,7 @@ mod tests {
             [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000, 30_000]
         );
         assert_eq!(b.failures(), 10);
+        assert_eq!(Backoff::CLIENT.after_failures(3).window(), MS(4_000));
         b.reset();
         assert_eq!(b.window(), MS(500), "a success starts over");
     }
