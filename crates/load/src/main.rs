@@ -601,15 +601,16 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
     eprintln!("speak: into {} on {} for {}s", cfg.space, cfg.target, a.duration);
     let report = speak::run(&cfg).await?;
     println!(
-        "speak: sent {} frames, received {} mix-minus frames, {} errors",
+        "speak: sent {} frames, received {} mix-minus frames, {} errors, {} reconnects",
         report.frames_sent,
         report.frames_received,
-        report.errors.len()
+        report.errors.len(),
+        report.reconnects
     );
     if a.common.json {
         println!(
             "{}",
-            json!({ "scenario": "speak", "frames_sent": report.frames_sent, "frames_received": report.frames_received, "errors": report.errors })
+            json!({ "scenario": "speak", "frames_sent": report.frames_sent, "frames_received": report.frames_received, "errors": report.errors, "reconnects": report.reconnects })
         );
     }
     let figures: BTreeMap<String, f64> =
