@@ -351,7 +351,10 @@ impl Shard {
     ) {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut joins_open = true;
-        let mut stagger: Option<Stagger> = None;
+        // A shard started during a drain (no one should join, but one may be on its way) sends
+        // whoever comes off at the drain's end.
+        let mut stagger: Option<Stagger> =
+            drain.borrow_and_update().map(|until| Stagger::new(Instant::now(), until, 0));
         let mut drain_open = true;
         loop {
             // Far enough to never fire while there is no drain (or nobody to send off).
