@@ -733,3 +733,46 @@ fn townhall_load_listeners(
         stats
     })
 }
+
+/// Ctrl-C twice, or SIGTERM twice: the first starts the drain (the node says so on `/readyz`),
+/// the second ends the process at once, long before its drain would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    live_space(origin.addr(), "impatient").await;
+    let mut edge = EdgeProcess::start_with(&redis, &["--drain-secs", "600"]);
+    until_space(edge.addr, "impatient", |s| s["state"] == "live").await;
+    // Two listeners: the second is sent off only halfway through the 10-minute drain.
+    let _held = [ws(edge.addr, "/ws/impatient").await, ws(edge.addr, "/ws/impatient").await];
+    until_space(origin.addr(), "impatient", |s| s["listeners"] == 2).await;
+    let pid = edge.child.id().to_string();
+    let signal = |name: &str| {
+        let sent = Command::new("kill").args([name, &pid]).status().expect("kill runs");
+        assert!(sent.success());
+    };
+    signal("-INT");
+    let ready = format!("http://{}/readyz", edge.addr);
+    let mut draining = false;
+    for _ in 0..100 {
+        let res = http().get(&ready).send().await.expect("the draining edge still answers");
+        if res.status() == 503 {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(draining, "readyz fails while draining");
+    assert!(edge.child.try_wait().expect("wait").is_none(), "still draining");
+    signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = edge.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a second signal ends the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
+}
