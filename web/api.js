@@ -1,11 +1,14 @@
 // The JSON API under /api/v1. Errors come back as {"error": {"code", "message"}}.
 
-/** An API error with its HTTP status and code. */
+import { retryAfterMs } from './backoff.js';
+
+/** An API error with its HTTP status, code and the `Retry-After` it came with (ms, if any). */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfterMs) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -17,7 +20,7 @@ async function call(method, path, { token, body } = {}) {
   const json = await res.json().catch(() => null);
   if (!res.ok) {
     const err = json && json.error ? json.error : { code: 'http', message: res.statusText };
-    throw new ApiError(res.status, err.code, err.message);
+    throw new ApiError(res.status, err.code, err.message, retryAfterMs(res.headers.get('Retry-After')));
   }
   return json;
 }

@@ -3,6 +3,7 @@
 // the lowest latency, the program stream over WebRTC (WHEP).
 
 import { joinSpace, powChallenge, solvePow, wsUrl } from './api.js';
+import { Backoff } from './backoff.js';
 import { RtcSession } from './rtc.js';
 import { parseProgramBatch } from './wire.js';
 
@@ -89,7 +90,8 @@ export class Listener {
     this.onRefused = onRefused || (() => {});
     this.token = token;
     this.stopped = false;
-    this.retries = 0;
+    // Full jitter, 0.5 s doubling to 30 s (docs/protocol.md, "Reconnecting").
+    this.backoff = new Backoff(500, 30000);
     this.player = null;
     this.audio = null;
     this.state = 'idle';
@@ -160,7 +162,8 @@ export class Listener {
       }
       // A ticket already used (or no longer valid) keeps no place: join the line afresh.
       if (e.code === 'bad_ticket') this.waitTicket = undefined;
-      return this.retry(`join failed: ${e.message}`);
+      // Rate-limited, a door too busy or a node draining: no sooner than its Retry-After.
+      return this.retry(`join failed: ${e.message}`, e.retryAfterMs);
     }
     this.pow = undefined;
     if (ticket.waiting) {
@@ -186,7 +189,7 @@ export class Listener {
     this.ws = ws;
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onopen = () => {
-      this.retries = 0;
+      this.backoff.reset();
       this.setState('listening');
       this.onFeed(true);
     };
@@ -210,10 +213,12 @@ export class Listener {
     if (event.type === 'listeners') this.onListeners(event.count);
     if (event.type === 'state' && event.state === 'ended') this.ended();
     if (event.type === 'bye') {
-      this.setState('server restarting; reconnecting');
+      // The node sends us off (`server_shutdown`: it is draining): back through the door, which
+      // names another node, after its delay plus the backoff's draw.
       this.ws = null;
       this.onFeed(false);
-      setTimeout(() => this.connect(), event.reconnect_after_ms || 1000);
+      const why = event.reason === 'server_shutdown' ? 'this node is going away' : event.reason;
+      this.retry(`${why}; moving`, event.reconnect_after_ms);
     }
     if (!STREAM_EVENTS.has(event.type)) this.onEvent(event);
   }
@@ -229,10 +234,10 @@ export class Listener {
     return this.connect();
   }
 
-  retry(why) {
+  /** Goes back through the door after the backoff (no sooner than `retryAfterMs`, if given). */
+  retry(why, retryAfterMs) {
     if (this.stopped) return;
-    const delay = Math.min(30000, 500 * 2 ** this.retries) * (0.5 + Math.random() / 2);
-    this.retries += 1;
+    const delay = this.backoff.next(retryAfterMs);
     this.setState(`${why}; retrying in ${Math.round(delay / 1000)} s`);
     setTimeout(() => this.connect(), delay);
   }

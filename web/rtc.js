@@ -4,6 +4,8 @@
 // gathering is complete (or after a short wait), and a broken session is replaced by a new one
 // (DELETE, then POST a fresh offer) with exponential backoff and jitter.
 
+import { Backoff, retryAfterMs } from './backoff.js';
+
 /** True when this browser can make WebRTC sessions. */
 export const canWebRtc = () => typeof RTCPeerConnection === 'function';
 
@@ -52,19 +54,7 @@ export function describe(err) {
   }
 }
 
-/** Exponential backoff with jitter: 1 s doubling to 30 s, each delay between half and all of it. */
-export function backoffMs(attempt) {
-  return Math.min(30000, 1000 * 2 ** attempt) * (0.5 + Math.random() / 2);
-}
-
-/** The delay a `Retry-After` header asks for (seconds or an HTTP date), or undefined. */
-export function retryAfterMs(header) {
-  if (!header) return undefined;
-  const secs = Number(header);
-  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
-  const at = Date.parse(header);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
+export { retryAfterMs };
 
 /** Resolves once ICE gathering is complete, or after `ms` (the server needs no candidates). */
 export function gathered(pc, ms = GATHER_MS) {
@@ -246,7 +236,10 @@ export class RtcSession {
       this.setState('failed', why);
       return;
     }
-    const delay = err.retryAfterMs !== undefined ? err.retryAfterMs : backoffMs(this.attempts);
+    // Retry-After is a floor; the jittered draw comes on top (docs/protocol.md, "Reconnecting").
+    const b = new Backoff(1000, 30000);
+    b.failures = this.attempts;
+    const delay = b.next(err.retryAfterMs);
     this.attempts += 1;
     this.setState('reconnecting', `${why}; retrying in ${Math.max(1, Math.round(delay / 1000))} s`);
     this.later('retry', delay, () => this.attempt());

@@ -105,6 +105,8 @@ pub async fn run(cfg: LaunchDayConfig) -> LaunchDayReport {
         late_budget: Duration::from_millis(500),
         read_buffer: 4_096,
         token: None,
+        // Incumbents measure what current listeners lose: none goes anywhere else.
+        door: None,
     });
     let started = Instant::now();
     let incumbents = tokio::spawn(listen::run(listen_cfg, incumbent_stats.clone()));

@@ -5,6 +5,7 @@
 //! load generator and (given its pid) the server. Only loopback targets are accepted.
 //! [`simulate`] runs no server: a crowd at internet scale against a fleet, in virtual time.
 
+pub mod door;
 pub mod expect;
 pub mod flood;
 pub mod histogram;

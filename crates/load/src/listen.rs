@@ -1,4 +1,8 @@
 //! The `listen` scenario: N listeners over WebSocket or Ogg/HTTP, ramped, measured.
+//!
+//! With a [`Door`] (Townhall paths), a WebSocket or Ogg listener that its node sends off (a
+//! draining node's `bye`) or whose connection is lost goes back through the door and listens
+//! wherever it is sent, as the page does ([`crate::door`]).
 
 use std::io;
 use std::sync::Arc;
@@ -8,7 +12,9 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use townhall_media::wire::parse_program_batch;
+use townhall_shield::Backoff;
 
+use crate::door::{self, Door};
 use crate::hls::{HlsClient, parse_playlist};
 use crate::http::{self, Dechunker, Opcode, ReadBuf};
 use crate::ogg_scan::parse_page;
@@ -51,6 +57,9 @@ pub struct ListenConfig {
     pub read_buffer: usize,
     /// Token for WHEP (`Authorization: Bearer`); the other protocols carry it in the path.
     pub token: Option<String>,
+    /// Where WebSocket and Ogg listeners go back to when sent off or cut off (`None`: they
+    /// stop, as against a server that is not Townhall).
+    pub door: Option<Door>,
 }
 
 /// Ogg lateness is only judged this long after connecting (the burst of recent pages a server
@@ -90,8 +99,7 @@ pub async fn run(cfg: Arc<ListenConfig>, stats: Arc<Stats>) {
         let (cfg, stats, cert) = (cfg.clone(), stats.clone(), cert.clone());
         tasks.spawn(async move {
             match cfg.protocol {
-                Protocol::Ws => ws_listener(&cfg, &stats, n, deadline).await,
-                Protocol::Ogg => ogg_listener(&cfg, &stats, n, deadline).await,
+                Protocol::Ws | Protocol::Ogg => stream_listener(&cfg, &stats, n, deadline).await,
                 Protocol::Hls => hls_listener(&cfg, &stats, n, deadline).await,
                 Protocol::Whep => whep_listener(&cfg, &stats, n, deadline, cert).await,
             }
@@ -124,16 +132,18 @@ impl Drop for Connected<'_> {
 async fn open(
     cfg: &ListenConfig,
     stats: &Stats,
+    at: &Place,
     n: usize,
     buf: &mut ReadBuf,
 ) -> Option<(TcpStream, http::Head)> {
     Stats::add(&stats.attempted, 1);
+    let (target, path) = (&at.target, at.path.as_str());
     let opened = timeout(CONNECT_TIMEOUT, async {
-        let mut stream = http::connect(&cfg.target, cfg.target.source_ip(n)).await?;
+        let mut stream = http::connect(target, target.source_ip(n)).await?;
         let head = match cfg.protocol {
-            Protocol::Ws => http::ws_handshake(&mut stream, &cfg.target, &cfg.path, buf).await?,
+            Protocol::Ws => http::ws_handshake(&mut stream, target, path, buf).await?,
             Protocol::Ogg | Protocol::Hls | Protocol::Whep => {
-                http::get(&mut stream, &cfg.target, &cfg.path, "Icy-MetaData: 0\r\n").await?;
+                http::get(&mut stream, target, path, "Icy-MetaData: 0\r\n").await?;
                 http::read_head(&mut stream, buf).await?
             }
         };
@@ -157,35 +167,109 @@ async fn open(
     }
 }
 
-/// Reads more; returns `false` when the listener is done: the run's deadline passed, or the
-/// connection was lost (counted as a disconnect).
+/// How a read ended.
+enum Read {
+    /// Bytes came.
+    More,
+    /// The run's deadline passed.
+    Deadline,
+    /// The connection was lost (closed or failed).
+    Lost,
+}
+
+/// Reads more, counting the bytes.
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut ReadBuf,
     stats: &Stats,
     deadline: Instant,
-) -> bool {
+) -> Read {
     match timeout_at(deadline, buf.fill(stream)).await {
-        Err(_) => false,
-        Ok(Ok(0)) | Ok(Err(_)) => {
-            Stats::add(&stats.disconnects, 1);
-            false
-        }
+        Err(_) => Read::Deadline,
+        Ok(Ok(0)) | Ok(Err(_)) => Read::Lost,
         Ok(Ok(n)) => {
             Stats::add(&stats.bytes, n as u64);
-            true
+            Read::More
         }
     }
 }
 
-async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
-    let mut buf = ReadBuf::new(cfg.read_buffer);
-    let Some((mut stream, _)) = open(cfg, stats, n, &mut buf).await else {
-        return;
-    };
-    let _connected = Connected::new(stats);
+/// Where a listener listens: a node and the path there.
+#[derive(Debug, Clone)]
+struct Place {
+    target: Target,
+    path: String,
+}
+
+/// How one listening session ended.
+enum Ended {
+    /// The run is over.
+    Done,
+    /// The node sent it off (a `bye`): back through the door, no sooner than this.
+    SentOff(Duration),
+    /// The connection was lost (counted as a disconnect).
+    Lost,
+}
+
+/// One WebSocket or Ogg listener for the whole run: its first session at the configured place,
+/// then (with a door) a new one wherever the door sends it each time it is sent off or cut off,
+/// waiting by [`Backoff::CLIENT`] between failed attempts.
+async fn stream_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
+    let mut at = Place { target: cfg.target, path: cfg.path.clone() };
+    let mut backoff = Backoff::CLIENT;
+    let mut rejoined = false;
+    loop {
+        let mut buf = ReadBuf::new(cfg.read_buffer);
+        let floor = match open(cfg, stats, &at, n, &mut buf).await {
+            Some((stream, head)) => {
+                let _connected = Connected::new(stats);
+                let (ended, heard) = match cfg.protocol {
+                    Protocol::Ws => ws_session(cfg, stats, stream, buf, deadline).await,
+                    _ => ogg_session(cfg, stats, stream, buf, head.chunked, deadline).await,
+                };
+                if heard {
+                    backoff.reset();
+                }
+                match ended {
+                    Ended::Done => return,
+                    Ended::SentOff(after) => {
+                        Stats::add(&stats.sent_off, 1);
+                        Some(after)
+                    }
+                    Ended::Lost => None,
+                }
+            }
+            // After a handover, a refusal (the node named is still draining, or full) sends
+            // the listener back to the door; the first connection failing ends it (counted).
+            None if rejoined => Some(Duration::from_secs(1)),
+            None => return,
+        };
+        let Some(door) = &cfg.door else { return };
+        Stats::add(&stats.rejoins, 1);
+        let source = cfg.target.source_ip(n);
+        let Some((node, token)) = door::rejoin(door, source, floor, &mut backoff, deadline).await
+        else {
+            return;
+        };
+        let path = townhall_path(cfg.protocol, &door.space, door.batch, Some(&token));
+        at = Place { target: node, path };
+        rejoined = true;
+    }
+}
+
+/// Reads program batches and events until the deadline, a `bye`, or a lost connection;
+/// whether any audio came.
+async fn ws_session(
+    cfg: &ListenConfig,
+    stats: &Stats,
+    mut stream: TcpStream,
+    mut buf: ReadBuf,
+    deadline: Instant,
+) -> (Ended, bool) {
     let budget_us = cfg.late_budget.as_micros() as u64;
     let mut seqs = SeqTracker::default();
+    let mut bye: Option<Duration> = None;
+    let mut heard = false;
     loop {
         let now_us = townhall_media_clock();
         let mut closed = false;
@@ -217,10 +301,12 @@ async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Inst
                     if parsed.is_err() {
                         closed = true;
                     }
+                    heard |= frames > 0;
                     Stats::add(&stats.frames, frames);
                     Stats::add(&stats.late, late);
                     Stats::add(&stats.gaps, gaps);
                 }
+                Opcode::Text => bye = bye.or_else(|| sent_off(&buf.data()[range])),
                 Opcode::Close => closed = true,
                 _ => {}
             }
@@ -229,14 +315,32 @@ async fn ws_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Inst
                 break;
             }
         }
-        if closed {
-            Stats::add(&stats.disconnects, 1);
-            return;
+        if !closed {
+            match read_more(&mut stream, &mut buf, stats, deadline).await {
+                Read::More => continue,
+                Read::Deadline => return (Ended::Done, heard),
+                Read::Lost => {}
+            }
         }
-        if !read_more(&mut stream, &mut buf, stats, deadline).await {
-            return;
-        }
+        return match bye {
+            Some(after) => (Ended::SentOff(after), heard),
+            None => {
+                Stats::add(&stats.disconnects, 1);
+                (Ended::Lost, heard)
+            }
+        };
     }
+}
+
+/// The delay of a `bye` event that sends the listener elsewhere (a draining node's
+/// `server_shutdown`), if `text` is one; at most a minute, whatever it says.
+pub fn sent_off(text: &[u8]) -> Option<Duration> {
+    let event: serde_json::Value = serde_json::from_slice(text).ok()?;
+    if event["type"] != "bye" || event["reason"] != "server_shutdown" {
+        return None;
+    }
+    let ms = event["reconnect_after_ms"].as_u64().unwrap_or(0).min(60_000);
+    Some(Duration::from_millis(ms))
 }
 
 /// A WHEP listener: offers, connects over UDP, and judges each frame by the capture time the
@@ -347,25 +451,29 @@ impl OggTiming {
     }
 }
 
-async fn ogg_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
-    let mut buf = ReadBuf::new(cfg.read_buffer);
-    let Some((mut stream, head)) = open(cfg, stats, n, &mut buf).await else {
-        return;
-    };
-    let chunked = head.chunked;
-    let _connected = Connected::new(stats);
+/// Reads Ogg pages until the deadline or a lost connection (a draining node closes Ogg
+/// listeners without a word); whether any audio came.
+async fn ogg_session(
+    cfg: &ListenConfig,
+    stats: &Stats,
+    mut stream: TcpStream,
+    mut buf: ReadBuf,
+    chunked: bool,
+    deadline: Instant,
+) -> (Ended, bool) {
     let connected_at = Instant::now();
     let budget_us = cfg.late_budget.as_micros() as i64;
     let mut dechunk = Dechunker::default();
     let mut body: Vec<u8> = Vec::with_capacity(cfg.read_buffer);
     let mut timing = OggTiming::default();
+    let mut heard = false;
     loop {
         if chunked {
             match dechunk.feed(buf.data(), &mut body) {
                 Ok(used) => buf.consume(used),
                 Err(_) => {
                     Stats::add(&stats.disconnects, 1);
-                    return;
+                    return (Ended::Lost, heard);
                 }
             }
         } else {
@@ -381,6 +489,7 @@ async fn ogg_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Ins
                 Ok(Some(page)) => {
                     let (frames, late, gaps, lateness) =
                         timing.page(now_us, &page, judge, budget_us);
+                    heard |= frames > 0;
                     Stats::add(&stats.frames, frames);
                     Stats::add(&stats.late, late);
                     Stats::add(&stats.gaps, gaps);
@@ -392,13 +501,18 @@ async fn ogg_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Ins
                 Ok(None) => break,
                 Err(_) => {
                     Stats::add(&stats.disconnects, 1);
-                    return;
+                    return (Ended::Lost, heard);
                 }
             }
         }
         body.drain(..pos);
-        if !read_more(&mut stream, &mut buf, stats, deadline).await {
-            return;
+        match read_more(&mut stream, &mut buf, stats, deadline).await {
+            Read::More => {}
+            Read::Deadline => return (Ended::Done, heard),
+            Read::Lost => {
+                Stats::add(&stats.disconnects, 1);
+                return (Ended::Lost, heard);
+            }
         }
     }
 }
@@ -501,6 +615,19 @@ mod tests {
             t.page(base + 11 * 200_000 + 800_000, &page(9_600 * 12, 18), true, 500_000);
         assert_eq!((late, gaps), (10, 1));
         assert!(lateness.is_some_and(|l| l >= 800_000));
+    }
+
+    #[test]
+    fn a_draining_nodes_bye_sends_the_listener_off_and_others_do_not() {
+        let bye = br#"{"type":"bye","reason":"server_shutdown","reconnect_after_ms":250}"#;
+        assert_eq!(sent_off(bye), Some(Duration::from_millis(250)));
+        let replaced =
+            br#"{"type":"bye","reason":"replaced_by_new_session","reconnect_after_ms":1000}"#;
+        assert_eq!(sent_off(replaced), None);
+        assert_eq!(sent_off(br#"{"type":"listeners","count":3}"#), None);
+        assert_eq!(sent_off(b"not json"), None);
+        let huge = br#"{"type":"bye","reason":"server_shutdown","reconnect_after_ms":99999999}"#;
+        assert_eq!(sent_off(huge), Some(Duration::from_secs(60)), "bounded");
     }
 
     #[test]

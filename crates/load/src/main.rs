@@ -407,6 +407,12 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         late_budget: Duration::from_millis(a.late_ms),
         read_buffer: 4_096,
         token: a.token.clone(),
+        // Listeners sent off or cut off go back through the door (Townhall's paths only).
+        door: a.path.is_none().then(|| townhall_load::door::Door {
+            target: a.common.target,
+            space: a.space.clone(),
+            batch: a.batch,
+        }),
     });
     let stats = Arc::new(Stats::default());
     let ramp_secs = a.ramp.map_or(0.0, |r| a.listeners as f64 / r);
@@ -484,6 +490,8 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         "late_percent": late_percent,
         "gaps": s.gaps,
         "disconnects": s.disconnects,
+        "sent_off": s.sent_off,
+        "rejoins": s.rejoins,
         "bytes": s.bytes,
         "rx_kbit_s": s.bytes as f64 * 8.0 / 1_000.0 / elapsed.as_secs_f64(),
         "expected_kbit_s": a.listeners as f64 * a.bitrate as f64 / 1_000.0,
@@ -519,6 +527,8 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         ("late_percent", late_percent),
         ("gaps", s.gaps as f64),
         ("disconnects", s.disconnects as f64),
+        ("sent_off", s.sent_off as f64),
+        ("rejoins", s.rejoins as f64),
         ("delivery_percent", delivery_percent),
         ("p50", latency.p50),
         ("p99", latency.p99),
@@ -591,15 +601,16 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
     eprintln!("speak: into {} on {} for {}s", cfg.space, cfg.target, a.duration);
     let report = speak::run(&cfg).await?;
     println!(
-        "speak: sent {} frames, received {} mix-minus frames, {} errors",
+        "speak: sent {} frames, received {} mix-minus frames, {} errors, {} reconnects",
         report.frames_sent,
         report.frames_received,
-        report.errors.len()
+        report.errors.len(),
+        report.reconnects
     );
     if a.common.json {
         println!(
             "{}",
-            json!({ "scenario": "speak", "frames_sent": report.frames_sent, "frames_received": report.frames_received, "errors": report.errors })
+            json!({ "scenario": "speak", "frames_sent": report.frames_sent, "frames_received": report.frames_received, "errors": report.errors, "reconnects": report.reconnects })
         );
     }
     let figures: BTreeMap<String, f64> =

@@ -11,7 +11,8 @@
 //! - admitted: the door's answer (`door_us`), the connection to the chosen edge (`connect_us`),
 //!   the edge setting joins up one after another at its join rate, its own capacity check, and
 //!   the first frame (`first_frame_us`); a full edge refuses and the client tries again from
-//!   the start after the page's backoff (0.5 s doubling to 30 s, half of it jittered);
+//!   the start after the page's backoff (`townhall_shield::Backoff::CLIENT`, the documented
+//!   client rule: full jitter, a uniform draw over 0.5 s doubling to 30 s);
 //! - told to wait: it comes back after the jittered Retry-After, keeping its number, unless
 //!   that would be past its patience: it gives up;
 //! - once a second every node writes its heartbeat and reads everyone's, and the origin calls.
@@ -26,7 +27,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use townhall_shield::cluster_line::{self, LineState};
-use townhall_shield::{Decision, jitter, two_choices};
+use townhall_shield::{Backoff, Decision, jitter, two_choices};
 
 use crate::histogram::Histogram;
 use arrivals::{Arrivals, Profile};
@@ -369,10 +370,10 @@ impl Sim<'_> {
         if !self.fleet.take_place(edge) {
             self.report.refused_at_edge += 1;
             self.series.at(now).refused_at_edge += 1;
-            // The page's reconnect: 0.5 s doubling to 30 s, between half and all of it, then
-            // a new join (a new number).
-            let base = (500_000u64 << j.refusals.min(6)).min(30 * SECOND_US);
-            let pause = base / 2 + (self.rng.random::<f64>() * (base / 2) as f64) as u64;
+            // The page's reconnect (full jitter over 0.5 s doubling to 30 s), then a new join
+            // (a new number).
+            let mut backoff = Backoff::CLIENT.after_failures(u32::from(j.refusals));
+            let pause = micros(backoff.next_delay(self.rng.random(), None));
             j.refusals = j.refusals.saturating_add(1);
             j.number = 0;
             self.come_back(now + pause, j);

@@ -12,6 +12,7 @@ use townhall_media::{OggOpusReader, SAMPLE_RATE, SpeakerFrame, check_opus_frame}
 
 use crate::http::{self, Opcode, ReadBuf};
 use crate::target::Target;
+use townhall_shield::Backoff;
 
 /// What the bot says.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct SpeakReport {
     pub frames_received: u64,
     /// Error events the server sent.
     pub errors: Vec<String>,
+    /// Times the WebSocket speaker connected again after losing its connection.
+    pub reconnects: u64,
 }
 
 /// Why speaking failed.
@@ -122,12 +125,74 @@ impl Source {
     }
 }
 
-/// Speaks for the configured duration in real time (one frame every 20 ms).
+/// Speaks for the configured duration in real time (one frame every 20 ms). Over WebSocket, a
+/// connection lost (or ended by the node's `bye`) is made again after the clients' backoff
+/// ([`Backoff::CLIENT`]: full jitter, the `bye`'s delay as a floor), until the duration is up;
+/// only the first connection failing is an error.
 pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
     if cfg.protocol == SpeakProtocol::Whip {
         return run_whip(cfg).await;
     }
     let mut source = Source::new(&cfg.voice)?;
+    let end = Instant::now() + cfg.duration;
+    let mut report = SpeakReport::default();
+    let mut backoff = Backoff::CLIENT;
+    let mut floor: Option<Duration> = None;
+    let mut first = true;
+    while Instant::now() < end {
+        if !first {
+            let pause = backoff.next_delay(rand::random(), floor.take());
+            if Instant::now() + pause >= end {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            report.reconnects += 1;
+        }
+        match ws_session(cfg, &mut source, end, &mut report).await {
+            Ok(Session::Done) => break,
+            Ok(Session::Lost { after, spoke }) => {
+                if spoke {
+                    backoff.reset();
+                }
+                floor = after;
+            }
+            Err(e) if first => return Err(e),
+            Err(SpeakError::Voice(why)) => return Err(SpeakError::Voice(why)),
+            // Taken off stage, removed, the space gone: trying again cannot help.
+            Err(SpeakError::Refused(status)) if (400..500).contains(&status) && status != 429 => {
+                break;
+            }
+            Err(_) => {}
+        }
+        first = false;
+    }
+    Ok(report)
+}
+
+/// How one speaking connection ended.
+enum Session {
+    /// The duration is up.
+    Done,
+    /// The connection was lost, or the node sent the speaker off (`after`: its `bye`'s delay);
+    /// `spoke`: frames went out on it first.
+    Lost { after: Option<Duration>, spoke: bool },
+}
+
+/// What the reading half of a speaker's connection saw.
+#[derive(Debug, Default)]
+struct Heard {
+    frames: u64,
+    errors: Vec<String>,
+    bye: Option<Duration>,
+}
+
+/// One speaking connection: sends frames until `end` or until the connection goes.
+async fn ws_session(
+    cfg: &SpeakConfig,
+    source: &mut Source,
+    end: Instant,
+    report: &mut SpeakReport,
+) -> Result<Session, SpeakError> {
     let mut stream = http::connect(&cfg.target, cfg.target.source_ip(0)).await?;
     let mut buf = ReadBuf::new(16 * 1024);
     let path = format!("/ws/{}?mode=speak", cfg.space);
@@ -138,7 +203,7 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
     }
     let (mut rd, mut wr) = stream.into_split();
     let reader = tokio::spawn(async move {
-        let mut report = SpeakReport::default();
+        let mut heard = Heard::default();
         let mut buf = buf;
         loop {
             while let Ok(Some((op, range, total))) = http::parse_ws_frame(buf.data()) {
@@ -146,13 +211,15 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
                     Opcode::Binary => {
                         let _ =
                             townhall_media::wire::parse_program_batch(&buf.data()[range], |_| {
-                                report.frames_received += 1
+                                heard.frames += 1
                             });
                     }
                     Opcode::Text => {
                         let text = String::from_utf8_lossy(&buf.data()[range]).into_owned();
                         if text.contains("\"error\"") {
-                            report.errors.push(text);
+                            heard.errors.push(text);
+                        } else if let Some(after) = bye_delay(&text) {
+                            heard.bye = Some(after);
                         }
                     }
                     _ => {}
@@ -160,41 +227,59 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
                 buf.consume(total);
             }
             match buf.fill_from(&mut rd).await {
-                Ok(0) | Err(_) => return report,
+                Ok(0) | Err(_) => return heard,
                 Ok(_) => {}
             }
         }
     });
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let end = Instant::now() + cfg.duration;
-    let mut frames_sent = 0u64;
     let mut out = Vec::with_capacity(2_048);
-    let mut mask_state = 0x9E37_79B9u32;
+    let mut mask_state = 0x9E37_79B9u32 ^ report.frames_sent as u32;
+    let mut spoke = false;
+    let mut lost = false;
     while Instant::now() < end {
         tick.tick().await;
-        let sent_at_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let frame = SpeakerFrame { seq: frames_sent as u32, sent_at_us, payload: source.next() };
+        if reader.is_finished() {
+            lost = true;
+            break;
+        }
+        let sent_at_us = now_us();
+        let frame =
+            SpeakerFrame { seq: report.frames_sent as u32, sent_at_us, payload: source.next() };
         mask_state ^= mask_state << 13;
         mask_state ^= mask_state >> 17;
         mask_state ^= mask_state << 5;
         out.clear();
         http::encode_ws_frame(Opcode::Binary, &frame.encode(), mask_state.to_be_bytes(), &mut out);
-        wr.write_all(&out).await?;
-        frames_sent += 1;
+        if wr.write_all(&out).await.is_err() {
+            lost = true;
+            break;
+        }
+        report.frames_sent += 1;
+        spoke = true;
     }
-    out.clear();
-    http::encode_ws_frame(Opcode::Close, &[0x03, 0xE8], [1, 2, 3, 4], &mut out);
-    let _ = wr.write_all(&out).await;
-    let mut report = tokio::time::timeout(Duration::from_secs(2), reader)
+    if !lost {
+        out.clear();
+        http::encode_ws_frame(Opcode::Close, &[0x03, 0xE8], [1, 2, 3, 4], &mut out);
+        let _ = wr.write_all(&out).await;
+    }
+    let heard = tokio::time::timeout(Duration::from_secs(2), reader)
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    report.frames_sent = frames_sent;
-    Ok(report)
+    report.frames_received += heard.frames;
+    report.errors.extend(heard.errors);
+    Ok(if lost { Session::Lost { after: heard.bye, spoke } } else { Session::Done })
+}
+
+/// The delay of a `bye` event (at most a minute, whatever it says), if `text` is one.
+fn bye_delay(text: &str) -> Option<Duration> {
+    let event: serde_json::Value = serde_json::from_str(text).ok()?;
+    (event["type"] == "bye").then(|| {
+        Duration::from_millis(event["reconnect_after_ms"].as_u64().unwrap_or(0).min(60_000))
+    })
 }
 
 fn now_us() -> u64 {

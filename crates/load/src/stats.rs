@@ -19,6 +19,10 @@ pub struct Stats {
     pub ever_connected: AtomicU64,
     /// Connections lost before the end of the run.
     pub disconnects: AtomicU64,
+    /// Listeners a draining node sent off (a `bye`; not counted as disconnects).
+    pub sent_off: AtomicU64,
+    /// Times listeners went back through the door (sent off or cut off).
+    pub rejoins: AtomicU64,
     /// Audio frames received.
     pub frames: AtomicU64,
     /// Frames that arrived later than the budget.
@@ -48,6 +52,10 @@ pub struct Snapshot {
     pub ever_connected: u64,
     /// Connections lost.
     pub disconnects: u64,
+    /// Listeners sent off by a draining node.
+    pub sent_off: u64,
+    /// Visits back through the door.
+    pub rejoins: u64,
     /// Frames received.
     pub frames: u64,
     /// Late frames.
@@ -67,6 +75,8 @@ impl Stats {
             connected: self.connected.load(Relaxed),
             ever_connected: self.ever_connected.load(Relaxed),
             disconnects: self.disconnects.load(Relaxed),
+            sent_off: self.sent_off.load(Relaxed),
+            rejoins: self.rejoins.load(Relaxed),
             frames: self.frames.load(Relaxed),
             late_frames: self.late.load(Relaxed),
             gaps: self.gaps.load(Relaxed),

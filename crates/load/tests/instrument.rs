@@ -206,3 +206,59 @@ fn targets_outside_loopback_are_refused() {
         }
     }
 }
+
+/// A fake node for speakers: each connection reads a few frames; the first is then sent off
+/// with a draining node's `bye` and closed. Counts the connections.
+async fn sending_off_server(
+    connections: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> SocketAddr {
+    use futures_util::StreamExt;
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let mut frames = 0;
+                while let Some(Ok(msg)) = ws.next().await {
+                    frames += u32::from(msg.is_binary());
+                    if n == 0 && frames == 10 {
+                        let bye =
+                            r#"{"type":"bye","reason":"server_shutdown","reconnect_after_ms":0}"#;
+                        let _ = ws.send(Message::Text(bye.into())).await;
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A WebSocket speaker sent off (or cut off) connects again after the clients' backoff and
+/// goes on speaking until its duration is up.
+#[tokio::test]
+async fn a_speaker_sent_off_connects_again_and_keeps_speaking() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use townhall_load::speak::{self, SpeakConfig, SpeakProtocol, Voice};
+    let connections = Arc::new(AtomicU32::new(0));
+    let addr = sending_off_server(connections.clone()).await;
+    let cfg = SpeakConfig {
+        target: townhall_load::target::Target::new(addr).expect("loopback"),
+        space: "s".into(),
+        token: "t".into(),
+        duration: Duration::from_secs(3),
+        voice: Voice::Tone(440.0),
+        protocol: SpeakProtocol::Ws,
+    };
+    let report = speak::run(&cfg).await.expect("speaks");
+    assert!(report.reconnects >= 1, "{report:?}");
+    assert!(connections.load(Ordering::Relaxed) >= 2, "it came back");
+    assert!(report.frames_sent > 10, "and went on speaking: {report:?}");
+}

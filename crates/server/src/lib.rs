@@ -212,18 +212,33 @@ impl Server {
         (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
-    /// Drains: stops admitting, tells listeners to reconnect elsewhere, waits for them to leave
-    /// (at most `drain_secs`), then stops.
+    /// Drains: stops admitting (and stops being offered by the cluster's door), sends listeners
+    /// off to reconnect elsewhere evenly over `drain_secs`, finishes recordings, then stops as
+    /// soon as nobody listens any more or the window is over (open HTTP exchanges get
+    /// [`FINAL_GRACE`] more).
     pub async fn shutdown(self) {
-        self.app.set_draining();
+        let window = Duration::from_secs(self.app.config.drain_secs);
+        let until = tokio::time::Instant::now() + window;
+        self.app.begin_drain(until);
+        tracing::info!(?window, listeners = self.app.total_listeners(), "draining");
         recorder::finish_all(&self.app).await;
+        until_listeners_left(&self.app, until).await;
         let _ = self.shutdown.send(true);
-        let deadline = Duration::from_secs(self.app.config.drain_secs);
         let abort = self.task.abort_handle();
-        if tokio::time::timeout(deadline, self.task).await.is_err() {
+        if tokio::time::timeout(FINAL_GRACE, self.task).await.is_err() {
             tracing::warn!("drain deadline reached; closing remaining connections");
             abort.abort();
         }
+    }
+}
+
+/// How long open HTTP exchanges get to finish once a drain's window is over.
+pub const FINAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits until nobody listens here any more, or `until`.
+async fn until_listeners_left(app: &AppState, until: tokio::time::Instant) {
+    while tokio::time::Instant::now() < until && app.total_listeners() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

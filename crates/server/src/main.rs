@@ -65,6 +65,10 @@ struct ServeArgs {
     /// This node's name in the cluster (default: random at each start).
     #[arg(long, env = "TOWNHALL_NODE_ID")]
     node_id: Option<String>,
+    /// On SIGTERM or Ctrl-C: seconds over which listeners are sent off to reconnect elsewhere
+    /// before the node exits (a second signal exits at once).
+    #[arg(long, env = "TOWNHALL_DRAIN_SECS")]
+    drain_secs: Option<u64>,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -189,6 +193,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(role) = args.role {
         config.role = role;
     }
+    if let Some(secs) = args.drain_secs {
+        config.drain_secs = secs;
+    }
     for (value, slot) in [
         (args.redis, &mut config.redis),
         (args.public_url, &mut config.public_url),
@@ -225,32 +232,70 @@ async fn run(config: Config, print_host_token: bool) -> anyhow::Result<()> {
             "  operator token: not printed off loopback (--print-host-token, or `townhall token --operator`)"
         );
     }
+    let mut signals = Signals::new();
     tokio::select! {
         result = server.wait() => {
             result.context("server stopped")?;
         }
-        _ = shutdown_signal() => {
-            tracing::info!("shutdown signal: draining");
-            server.shutdown().await;
+        _ = signals.next() => {
+            tracing::info!("shutdown signal: draining (a second signal stops at once)");
+            tokio::select! {
+                _ = server.shutdown() => {}
+                _ = signals.next() => {
+                    tracing::warn!("second shutdown signal: stopping now");
+                    std::process::exit(130);
+                }
+            }
         }
     }
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C), each delivery seen once: the first drains, a second ends at
+/// once. The handlers are installed before the first arrives, so none is lost in between.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// The next SIGTERM or SIGINT (never, if neither could be installed).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match self.int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

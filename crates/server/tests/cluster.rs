@@ -458,8 +458,15 @@ struct EdgeProcess {
 
 impl EdgeProcess {
     fn start(redis: &Redis) -> EdgeProcess {
+        EdgeProcess::start_with(redis, &[])
+    }
+
+    /// An edge with `extra` flags after the usual ones.
+    fn start_with(redis: &Redis, extra: &[&str]) -> EdgeProcess {
         use std::io::{BufRead, BufReader};
-        let dir = std::env::temp_dir().join(format!("townhall-edge-{}", std::process::id()));
+        static EDGES: AtomicU32 = AtomicU32::new(0);
+        let n = EDGES.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("townhall-edge-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_townhall"))
@@ -467,6 +474,7 @@ impl EdgeProcess {
             .arg(redis.url())
             .arg("--data-dir")
             .arg(&dir)
+            .args(extra)
             .env("TOWNHALL_LOG", "warn")
             .env("TOWNHALL_API_KEY", TEST_API_KEY)
             .env("TOWNHALL_API_SECRET", TEST_API_SECRET)
@@ -788,4 +796,226 @@ async fn nodes_find_redis_through_sentinels_and_follow_a_failover() {
         role = info;
     }
     assert!(role.contains("role:master"), "the replica was promoted: {role}");
+}
+
+/// Joins `space` through the door at `door` until it names the node at `want` (the door picks
+/// one of two edges at random); the listening ticket.
+async fn ticket_for(door: SocketAddr, space: &str, want: &str) -> String {
+    for _ in 0..200 {
+        let (status, answer) = join_at(door, space, None).await;
+        if status == 200 && answer["node"] == want {
+            return answer["token"].as_str().expect("token").to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the door at {door} never named {want}");
+}
+
+/// What a listener sent off by a draining edge went through.
+struct Handover {
+    /// The events it got on the drained edge (the `bye` among them).
+    before: Heard,
+    /// Door visits until it was listening again (refusals included).
+    attempts: u32,
+    /// The node the door named at last.
+    node: String,
+    /// What it heard there.
+    after: Heard,
+}
+
+/// A listener as the documented client rules have it (docs/protocol.md, "Reconnecting"):
+/// listens on `ws` until the node sends it off, then goes back through the door it first used
+/// (`door`), waiting by `Backoff::CLIENT` between failed attempts, and listens for 2 s
+/// wherever the door sends it.
+async fn handed_over(door: SocketAddr, space: String, ws: Ws) -> Handover {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let before = listen_ws(ws, Duration::from_secs(60)).await;
+    let bye = before.events.iter().find(|e| e["type"] == "bye");
+    let mut retry_after =
+        bye.and_then(|b| b["reconnect_after_ms"].as_u64()).map(Duration::from_millis);
+    let mut backoff = townhall_shield::Backoff::CLIENT;
+    for attempts in 1..=20 {
+        tokio::time::sleep(backoff.next_delay(rand_unit(), retry_after.take())).await;
+        let (status, answer) = join_at(door, &space, None).await;
+        if status != 200 {
+            retry_after = Some(Duration::from_secs(1));
+            continue;
+        }
+        let node = answer["node"].as_str().expect("the door names an edge").to_owned();
+        let token = answer["token"].as_str().expect("token");
+        let url = format!("{}/ws/{space}?token={token}", node.replacen("http://", "ws://", 1));
+        let request = url.into_client_request().expect("request");
+        // The door may still name the draining edge for a round: it refuses, we try again.
+        let Ok(Ok((ws, _))) =
+            tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request))
+                .await
+        else {
+            continue;
+        };
+        let after = listen_ws(ws, Duration::from_secs(2)).await;
+        return Handover { before, attempts, node, after };
+    }
+    panic!("never listening again after the drain");
+}
+
+/// A uniform draw in [0, 1) from the clock (the tests need no random crate for this).
+fn rand_unit() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// Drain (issue #14): SIGTERM to an edge in its own process (the real binary, so the signal
+/// path runs) with listeners on it. It stops being offered by the door, sends each listener a
+/// `bye` (`server_shutdown`), spread over its `--drain-secs`; each goes back through the door
+/// it first used, is sent to the other edge and hears the origin's tone there; the drained edge
+/// then exits by itself, cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draining_edge_hands_its_listeners_to_the_other_edge() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    live_space(origin.addr(), "handover").await;
+    let staying = node(NodeRole::Edge, &redis).await;
+    let mut leaving = EdgeProcess::start_with(&redis, &["--drain-secs", "3"]);
+    let (a_url, b_url) = (format!("http://{}", leaving.addr), format!("http://{}", staying.addr()));
+    until_space(leaving.addr, "handover", |s| s["state"] == "live").await;
+    until_space(staying.addr(), "handover", |s| s["state"] == "live").await;
+    let speaker = spawn_speaker(origin.addr(), "handover", "alice", 440.0, Duration::from_secs(25));
+    // Three listeners sent to the edge that will drain, through the origin's door.
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let token = ticket_for(origin.addr(), "handover", &a_url).await;
+        let ws = ws(leaving.addr, &format!("/ws/handover?token={token}")).await;
+        listeners.push(tokio::spawn(handed_over(origin.addr(), "handover".into(), ws)));
+    }
+    // And four of townhall-load's, on the same edge, with the origin as their door.
+    let load = townhall_load_listeners(leaving.addr, origin.addr(), "handover", 4);
+    until_space(origin.addr(), "handover", |s| s["listeners"] == 7).await;
+
+    let pid = leaving.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(killed.success());
+    for (i, l) in listeners.into_iter().enumerate() {
+        let h = l.await.expect("listener");
+        let bye = h.before.events.iter().find(|e| e["type"] == "bye");
+        let bye = bye.unwrap_or_else(|| panic!("listener {i} was told: {:?}", h.before.events));
+        assert_eq!(bye["reason"], "server_shutdown");
+        assert!(bye["reconnect_after_ms"].as_u64().is_some(), "{bye}");
+        assert!(!h.before.pcm.is_empty(), "listener {i} heard the drained edge first");
+        assert_eq!(
+            h.node, b_url,
+            "listener {i} went to the other edge ({} door visits)",
+            h.attempts
+        );
+        assert!(
+            h.after.pcm.len() > 48_000,
+            "listener {i} heard {} samples there",
+            h.after.pcm.len()
+        );
+        let at_440 = tone_amplitude(h.after.tail(1.0), 440.0);
+        assert!(at_440 > 0.25, "listener {i}: 440 Hz amplitude {at_440} on the other edge");
+    }
+    // The drained edge exits by itself once its listeners have gone (3 s window at most).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = leaving.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the drained edge did not exit by itself");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "a drained edge exits cleanly: {status}");
+    // The load tool's listeners are on the other edge now, listening.
+    for _ in 0..100 {
+        if staying.state().total_listeners() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(staying.state().total_listeners() >= 4, "the load tool's listeners moved over");
+    let stats = load.await.expect("load listeners");
+    let s = stats.snapshot();
+    assert_eq!(s.sent_off, 4, "each load listener was sent off once: {s:?}");
+    assert!(s.rejoins >= 4, "{s:?}");
+    assert_eq!(s.disconnects, 0, "sent off is not cut off: {s:?}");
+    assert!(s.ever_connected >= 8, "connected on both edges: {s:?}");
+    speaker.abort();
+}
+
+/// `count` townhall-load WebSocket listeners on the node at `on` for 14 s, going back through
+/// the door at `door` whenever they are sent off; their counters once done.
+fn townhall_load_listeners(
+    on: SocketAddr,
+    door: SocketAddr,
+    space: &str,
+    count: usize,
+) -> tokio::task::JoinHandle<Arc<townhall_load::stats::Stats>> {
+    use townhall_load::listen::{self, ListenConfig, Protocol};
+    let target = |a: SocketAddr| townhall_load::target::Target::new(a).expect("loopback");
+    let cfg = Arc::new(ListenConfig {
+        target: target(on),
+        path: listen::townhall_path(Protocol::Ws, space, 5, None),
+        listeners: count,
+        ramp: None,
+        duration: Duration::from_secs(14),
+        protocol: Protocol::Ws,
+        late_budget: Duration::from_millis(500),
+        read_buffer: 4_096,
+        token: None,
+        door: Some(townhall_load::door::Door {
+            target: target(door),
+            space: space.into(),
+            batch: 5,
+        }),
+    });
+    let stats = Arc::new(townhall_load::stats::Stats::default());
+    tokio::spawn(async move {
+        listen::run(cfg, stats.clone()).await;
+        stats
+    })
+}
+
+/// Ctrl-C twice, or SIGTERM twice: the first starts the drain (the node says so on `/readyz`),
+/// the second ends the process at once, long before its drain would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    live_space(origin.addr(), "impatient").await;
+    let mut edge = EdgeProcess::start_with(&redis, &["--drain-secs", "600"]);
+    until_space(edge.addr, "impatient", |s| s["state"] == "live").await;
+    // Two listeners: the second is sent off only halfway through the 10-minute drain.
+    let _held = [ws(edge.addr, "/ws/impatient").await, ws(edge.addr, "/ws/impatient").await];
+    until_space(origin.addr(), "impatient", |s| s["listeners"] == 2).await;
+    let pid = edge.child.id().to_string();
+    let signal = |name: &str| {
+        let sent = Command::new("kill").args([name, &pid]).status().expect("kill runs");
+        assert!(sent.success());
+    };
+    signal("-INT");
+    let ready = format!("http://{}/readyz", edge.addr);
+    let mut draining = false;
+    for _ in 0..100 {
+        let res = http().get(&ready).send().await.expect("the draining edge still answers");
+        if res.status() == 503 {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(draining, "readyz fails while draining");
+    assert!(edge.child.try_wait().expect("wait").is_none(), "still draining");
+    signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = edge.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a second signal ends the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
 }

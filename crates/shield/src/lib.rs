@@ -12,9 +12,11 @@
 //! - [`client_addr`]: who the client is behind trusted proxies (`X-Forwarded-For`, PROXY
 //!   protocol).
 //! - [`replay`]: single-use tokens (proof-of-work solutions, tickets) spent once, in fixed memory.
+//! - [`backoff`]: how long a client waits before it tries again (full-jitter exponential).
 //! - [`two_choices`]: which serving node the door sends a listener to (power of two choices).
 
 pub mod admission;
+pub mod backoff;
 pub mod classifier;
 pub mod client;
 pub mod client_addr;
@@ -26,6 +28,7 @@ pub mod sketch;
 pub mod two_choices;
 
 pub use admission::{Capacity, Decision, Lane, WaitingRoom, jitter};
+pub use backoff::Backoff;
 pub use classifier::{Classifier, Evidence, Signal, Thresholds, Verdict};
 pub use client::{ip_key, subnet_key};
 pub use client_addr::{

@@ -54,7 +54,8 @@ pub struct Config {
     /// Kernel send buffer per connection, bytes (`None`: the kernel's autotuning). Smaller
     /// buffers cap kernel memory per listener and detect stalled readers sooner.
     pub socket_send_buffer: Option<u32>,
-    /// On shutdown, how long listeners get to leave before the process exits.
+    /// On SIGTERM, the window over which listeners are sent off (evenly) to reconnect through
+    /// the door elsewhere; the node exits once they have gone, at the latest after it.
     pub drain_secs: u64,
     /// Anyone may listen to public spaces without a token.
     pub anonymous_listeners: bool,
@@ -192,7 +193,7 @@ impl Default for Config {
             stall_timeout_secs: 10,
             header_timeout_secs: 10,
             socket_send_buffer: None,
-            drain_secs: 5,
+            drain_secs: 10,
             anonymous_listeners: true,
             speaker_max_fps: 60,
             speaker_burst: 25,

@@ -102,7 +102,15 @@ impl AppError {
 
     /// The node is draining.
     pub fn draining() -> AppError {
-        AppError::new(ErrorKind::Unavailable, "draining", "this node is shutting down; retry")
+        // Retry-After: clients go back through the door (another node) after it.
+        AppError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..AppError::new(
+                ErrorKind::Unavailable,
+                "draining",
+                "this node is shutting down; join again (through the door) elsewhere",
+            )
+        }
     }
 
     /// Our fault.

@@ -36,9 +36,11 @@ pub struct AppState {
     directory: Mutex<Directory>,
     live: RwLock<HashMap<SpaceId, Arc<LiveSpace>>>,
     engine: Engine,
-    /// Flips to `true` when the node starts draining.
+    /// Flips to `true` when the node stops (at the end of its drain).
     pub shutdown: watch::Receiver<bool>,
     draining: AtomicBool,
+    /// Set when the node starts draining: when every listener will have been sent off.
+    drain: watch::Sender<Option<tokio::time::Instant>>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Per-client limits and the waiting room.
@@ -199,6 +201,7 @@ impl AppState {
             engine,
             shutdown,
             draining: AtomicBool::new(false),
+            drain: watch::Sender::new(None),
             metrics,
         }
     }
@@ -670,6 +673,7 @@ impl AppState {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stall: std::time::Duration::from_secs(self.config.stall_timeout_secs.max(1)),
             shutdown: self.shutdown.clone(),
+            drain: self.drain.subscribe(),
             shield: Some(self.shield.clone()),
         }
     }
@@ -709,9 +713,23 @@ impl AppState {
         }
     }
 
-    /// Marks the node as draining (readyz fails, new joins are refused).
-    pub fn set_draining(&self) {
+    /// Starts draining: `/readyz` fails, new joins and listeners are refused, the cluster stops
+    /// offering this node, and listeners are sent off evenly until `until` (`docs/design.md`,
+    /// "Draining").
+    pub fn begin_drain(&self, until: tokio::time::Instant) {
         self.draining.store(true, Ordering::Relaxed);
+        self.drain.send_if_modified(|d| {
+            let first = d.is_none();
+            if first {
+                *d = Some(until);
+            }
+            first
+        });
+    }
+
+    /// Told when the node starts draining (the instant every listener will have been sent off).
+    pub fn drain_watch(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.drain.subscribe()
     }
 
     /// Whether the node is draining.

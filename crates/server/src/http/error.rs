@@ -83,11 +83,14 @@ impl ApiError {
 
     /// 503: the node is draining.
     pub fn draining() -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this node is shutting down; retry",
-        )
+        ApiError {
+            retry_after: Some(std::time::Duration::from_secs(1)),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "this node is shutting down; join again (through the door) elsewhere",
+            )
+        }
     }
 
     /// 500 for failures that are the server's fault.

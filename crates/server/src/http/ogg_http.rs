@@ -144,7 +144,8 @@ pub async fn routed(
     let guard = live.feed().count_listener(Protocol::Ogg).holding(hold);
     let mut prelude = vec![live.feed().ogg_headers()];
     prelude.extend(recent);
-    let body = Body::from_stream(pages(prelude, rx, guard, app.shutdown.clone()));
+    let body =
+        Body::from_stream(pages(prelude, rx, guard, app.shutdown.clone(), app.drain_watch()));
     let name = HeaderValue::from_str(&icy_name(&space))
         .unwrap_or_else(|_| HeaderValue::from_static("Townhall"));
     Ok((
@@ -164,22 +165,66 @@ struct PageStream {
     prelude: std::vec::IntoIter<Bytes>,
     live: broadcast::Receiver<WireMessage>,
     shutdown: watch::Receiver<bool>,
+    /// The node's drain; once it starts, this listener leaves at a random moment of its window
+    /// (the shards' listeners leave evenly; these few, on reused connections, at random).
+    drain: Option<watch::Receiver<Option<tokio::time::Instant>>>,
+    leave_at: Option<tokio::time::Instant>,
     sent: metrics::Counter,
     dropped: metrics::Counter,
     _guard: ListenerGuard,
 }
 
-/// Headers and burst first, then live pages until the space ends or the node drains.
+impl PageStream {
+    /// Notes a drain that started: picks when to leave.
+    fn draining(&mut self, changed: Result<(), watch::error::RecvError>) {
+        let Some(drain) = self.drain.as_mut() else { return };
+        let until = *drain.borrow_and_update();
+        match (changed, until) {
+            (Ok(()), Some(until)) => {
+                let now = tokio::time::Instant::now();
+                let window = until.saturating_duration_since(now);
+                self.leave_at = Some(now + window.mul_f64(rand::random::<f64>()));
+                self.drain = None;
+            }
+            (Ok(()), None) => {}
+            (Err(_), _) => self.drain = None,
+        }
+    }
+}
+
+/// Waits for the drain watch to change, or forever without one.
+async fn drain_changed(
+    drain: &mut Option<watch::Receiver<Option<tokio::time::Instant>>>,
+) -> Result<(), watch::error::RecvError> {
+    match drain {
+        Some(d) => d.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Headers and burst first, then live pages until the space ends, or this listener's moment of
+/// the node's drain comes.
 fn pages(
     prelude: Vec<Bytes>,
     live: broadcast::Receiver<WireMessage>,
     guard: ListenerGuard,
     shutdown: watch::Receiver<bool>,
+    drain: watch::Receiver<Option<tokio::time::Instant>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let state = PageStream {
         prelude: prelude.into_iter(),
         live,
         shutdown,
+        drain: Some(drain),
+        leave_at: None,
         sent: metrics::counter!(FRAMES_SENT, "protocol" => "ogg"),
         dropped: metrics::counter!(FRAMES_DROPPED, "protocol" => "ogg"),
         _guard: guard,
@@ -200,6 +245,8 @@ fn pages(
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = s.shutdown.changed() => return None,
+                changed = drain_changed(&mut s.drain) => s.draining(changed),
+                _ = until(s.leave_at) => return None,
             }
         }
     })

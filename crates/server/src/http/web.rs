@@ -31,6 +31,7 @@ const ASSETS: &[Asset] = &[
     asset!("/api.js", "api.js", JS),
     asset!("/wire.js", "wire.js", JS),
     asset!("/listen.js", "listen.js", JS),
+    asset!("/backoff.js", "backoff.js", JS),
     asset!("/speak.js", "speak.js", JS),
     asset!("/rtc.js", "rtc.js", JS),
     asset!("/room.js", "room.js", JS),

@@ -109,6 +109,10 @@ impl Codec {
 impl ListenerEvent<'_> {
     /// How long clients wait before reconnecting after a `bye` that invites it.
     pub const RECONNECT_AFTER_MS: u64 = 1_000;
+    /// The delay in the `bye` of a draining node (`server_shutdown`): none, since the node
+    /// already spreads its listeners' departures over its drain; each goes back through the door
+    /// at once (plus its first backoff draw), so it is away from the audio for a moment only.
+    pub const DRAIN_RECONNECT_AFTER_MS: u64 = 0;
 
     /// The event as JSON text.
     pub fn to_json(&self) -> String {

@@ -10,6 +10,10 @@
 //! messages are skipped: the listener skips ahead) and is retried on the next message. A socket
 //! that has accepted nothing for the stall timeout is closed (slow-read defence). Nobody waits
 //! for a slow listener.
+//!
+//! When the node drains, each shard sends its listeners off one by one, evenly spread until the
+//! drain's end ([`Stagger`]): a `bye` on WebSocket, a plain close on Ogg. They come back through
+//! the door to another node at a steady trickle rather than all at once.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -78,8 +82,11 @@ pub struct FanoutConfig {
     pub shards: usize,
     /// A socket that accepts nothing for this long is closed.
     pub stall: Duration,
-    /// Flips when the node drains.
+    /// Flips when the node stops: whoever is still here gets the farewell at once.
     pub shutdown: watch::Receiver<bool>,
+    /// Set when the node starts draining: the instant by which every listener has been sent
+    /// off (the shards spread their farewells evenly until then).
+    pub drain: watch::Receiver<Option<Instant>>,
     /// Told about listeners arriving and leaving and shards falling behind (the
     /// crowd-or-attack classifier and admission pressure).
     pub shield: Option<Arc<dyn EgressWatch>>,
@@ -129,6 +136,7 @@ impl Fanout {
                     feed: feed.subscribe(),
                     joins: rx,
                     conns: Vec::new(),
+                    leaving: Vec::new(),
                     last_seq: start_seq,
                     catchup: catchup.clone(),
                     farewell: farewell.clone(),
@@ -139,7 +147,7 @@ impl Fanout {
                     dropped: metrics::counter!(FRAMES_DROPPED, "protocol" => protocol),
                     stalled: metrics::counter!(STALLED_CONNECTIONS),
                 };
-                tokio::spawn(shard.run(shutdown.clone()));
+                tokio::spawn(shard.run(shutdown.clone(), cfg.drain.clone()));
                 ShardHandle { joins: tx, size }
             })
             .collect();
@@ -168,6 +176,58 @@ struct Conn {
     blocked_since: Option<Instant>,
     _guard: Box<dyn Send + Sync>,
     _hold: Option<Arc<dyn Send + Sync>>,
+}
+
+/// A listener sent off whose farewell the socket has not taken yet, and until when it may.
+struct Leaving {
+    conn: Conn,
+    until: Instant,
+}
+
+/// How long a farewell may take to leave before the socket is simply closed.
+const FAREWELL_LIMIT: Duration = Duration::from_secs(1);
+
+/// One shard's share of a drain: its `total` listeners sent off one at a time, the `k`-th
+/// (from 0) at `k / total` of the way from `start` to `until`, so departures are even over the
+/// window (across shards too, as each spreads its own) and the first goes at once. Plain
+/// arithmetic on instants, no I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stagger {
+    start: Instant,
+    until: Instant,
+    total: usize,
+    sent: usize,
+}
+
+impl Stagger {
+    /// A drain starting at `start` for `total` listeners, every one gone by `until`.
+    pub fn new(start: Instant, until: Instant, total: usize) -> Stagger {
+        Stagger { start, until: until.max(start), total, sent: 0 }
+    }
+
+    /// When the next listener is due to leave (`until` once the planned ones have).
+    pub fn next_at(&self) -> Instant {
+        if self.sent >= self.total {
+            return self.until;
+        }
+        let window = self.until.duration_since(self.start);
+        self.start + window.mul_f64(self.sent as f64 / self.total as f64)
+    }
+
+    /// How many more listeners to send off at `now` (all that remain once `until` has come,
+    /// late joiners included); counts them as sent.
+    pub fn take_due(&mut self, now: Instant, remaining: usize) -> usize {
+        if now >= self.until {
+            self.sent = self.sent.max(self.total);
+            return remaining;
+        }
+        let window = self.until.duration_since(self.start).as_secs_f64();
+        let done = now.saturating_duration_since(self.start).as_secs_f64() / window;
+        let due = ((done * self.total as f64).floor() as usize + 1).min(self.total);
+        let now_due = due.saturating_sub(self.sent).min(remaining);
+        self.sent += now_due;
+        now_due
+    }
 }
 
 enum Flush {
@@ -270,6 +330,8 @@ struct Shard {
     feed: broadcast::Receiver<WireMessage>,
     joins: mpsc::Receiver<Joiner>,
     conns: Vec<Conn>,
+    /// Listeners sent off whose farewell is still on its way.
+    leaving: Vec<Leaving>,
     last_seq: u64,
     catchup: Catchup,
     farewell: Farewell,
@@ -282,15 +344,42 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut drain: watch::Receiver<Option<Instant>>,
+    ) {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut joins_open = true;
+        // A shard started during a drain (no one should join, but one may be on its way) sends
+        // whoever comes off at the drain's end.
+        let mut stagger: Option<Stagger> =
+            drain.borrow_and_update().map(|until| Stagger::new(Instant::now(), until, 0));
+        let mut drain_open = true;
         loop {
+            // Far enough to never fire while there is no drain (or nobody to send off).
+            let next_departure =
+                stagger.map_or_else(|| Instant::now() + HOUSEKEEPING * 4, |s| s.next_at());
+            let departing = stagger.is_some() && !self.conns.is_empty();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
                     self.farewell_all(self.farewell.shutdown.clone()).await;
                     return;
+                }
+                changed = drain.changed(), if stagger.is_none() && drain_open => match (changed, *drain.borrow_and_update()) {
+                    (Ok(()), Some(until)) => {
+                        stagger = Some(Stagger::new(Instant::now(), until, self.conns.len()));
+                    }
+                    (Ok(()), None) => {}
+                    // No drain will come (the node is going away without one).
+                    (Err(_), _) => drain_open = false,
+                },
+                _ = tokio::time::sleep_until(next_departure), if departing => {
+                    if let Some(s) = stagger.as_mut() {
+                        let due = s.take_due(Instant::now(), self.conns.len());
+                        self.send_off(due);
+                    }
                 }
                 // The fan-out handle is dropped with the feed's channels; keep serving until the
                 // feed itself reports its end, so listeners get their farewell.
@@ -367,9 +456,33 @@ impl Shard {
         self.account(before, sent, dropped, stuck);
     }
 
+    /// Sends the first `n` listeners off (the drain's farewell, then close); a farewell the
+    /// socket cannot take at once gets [`FAREWELL_LIMIT`] to leave, away from the feed.
+    fn send_off(&mut self, n: usize) {
+        let n = n.min(self.conns.len());
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut sent = 0;
+        for mut conn in self.conns.drain(..n) {
+            if !self.farewell.shutdown.is_empty() {
+                conn.enqueue(self.farewell.shutdown.clone(), 0);
+            }
+            if matches!(conn.flush(now, &mut sent), Flush::Blocked) {
+                self.leaving.push(Leaving { conn, until: now + FAREWELL_LIMIT });
+            }
+        }
+        self.size.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// Retries blocked sockets and drops dead or stalled ones.
     fn sweep(&mut self) {
         let now = Instant::now();
+        let mut flushed = 0;
+        self.leaving.retain_mut(|l| {
+            now < l.until && matches!(l.conn.flush(now, &mut flushed), Flush::Blocked)
+        });
         let (mut sent, mut stuck) = (0u64, 0u64);
         let before = self.conns.len();
         let stall = self.stall;
@@ -437,6 +550,32 @@ mod tests {
         (server.expect("accept").0, client.expect("connect"))
     }
 
+    #[test]
+    fn a_drain_sends_listeners_off_evenly_and_everyone_by_its_end() {
+        let start = Instant::now();
+        let until = start + Duration::from_secs(10);
+        let mut s = Stagger::new(start, until, 4);
+        // Due at 0 s, 2.5 s, 5 s and 7.5 s.
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(s.next_at(), start, "the first goes at once");
+        assert_eq!(s.take_due(start, 4), 1);
+        assert_eq!(s.next_at(), at(2_500));
+        assert_eq!(s.take_due(at(2_000), 3), 0);
+        assert_eq!(s.take_due(at(2_500), 3), 1);
+        assert_eq!(s.take_due(at(7_000), 2), 1, "a late wake-up catches up");
+        assert_eq!(s.next_at(), at(7_500));
+        assert_eq!(s.take_due(at(8_000), 1), 1);
+        assert_eq!(s.next_at(), until, "the planned ones are gone");
+        assert_eq!(s.take_due(at(9_500), 1), 0, "a late joiner waits for the end");
+        assert_eq!(s.take_due(until, 2), 2, "at the end, everyone left goes");
+        // Listeners who left by themselves: never more sent off than remain.
+        let mut s = Stagger::new(start, until, 10);
+        assert_eq!(s.take_due(at(9_999), 3), 3);
+        // No window: everyone at once.
+        let mut s = Stagger::new(start, start, 5);
+        assert_eq!(s.take_due(start, 5), 5);
+    }
+
     #[tokio::test]
     async fn a_reader_that_falls_behind_skips_whole_messages_and_stays_parseable() {
         let (server, mut client) = pair().await;
@@ -445,7 +584,13 @@ mod tests {
             townhall_core::SpaceId::new("t").expect("id"),
             Bytes::new(),
             0,
-            FanoutConfig { shards: 1, stall: Duration::from_secs(60), shutdown: rx, shield: None },
+            FanoutConfig {
+                shards: 1,
+                stall: Duration::from_secs(60),
+                shutdown: rx,
+                drain: watch::channel(None).1,
+                shield: None,
+            },
         ));
         let mut conn = Conn {
             stream: server.into_std().expect("std socket"),

@@ -201,7 +201,7 @@ impl ProgramFeed {
             let ended = ListenerEvent::State { state: townhall_core::SpaceState::Ended };
             let shutdown = ListenerEvent::Bye {
                 reason: "server_shutdown",
-                reconnect_after_ms: ListenerEvent::RECONNECT_AFTER_MS,
+                reconnect_after_ms: ListenerEvent::DRAIN_RECONNECT_AFTER_MS,
             };
             let farewell = Farewell {
                 ended: concat(&[

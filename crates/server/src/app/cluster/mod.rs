@@ -119,9 +119,12 @@ pub async fn run(app: Arc<AppState>, url: String, mut shutdown: watch::Receiver<
     let mut pending = Pending::new(PENDING_LAG_ROUNDS);
     let mut tick = tokio::time::interval(ROUND);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain = app.drain_watch();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A drain is told at once (a round now), so doors stop sending listeners here.
+            Ok(()) = drain.changed() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
         if conn.is_none() {
@@ -285,6 +288,7 @@ async fn heartbeat(app: &AppState, url: &str, c: &mut ConnectionManager) -> redi
         spaces: spaces.into_iter().collect(),
         relaying: app.cluster.relaying(),
         join_rate: app.shield.joins_per_second(),
+        draining: app.is_draining(),
     };
     let json = serde_json::to_string(&record).unwrap_or_default();
     let key = records::node_key(&record.id);

@@ -83,6 +83,10 @@ pub struct NodeRecord {
     /// Joins it admits per second (0 from a node that does not say).
     #[serde(default)]
     pub join_rate: u32,
+    /// Draining (shutting down): it sends its listeners off and admits nobody, so the door
+    /// offers it to nobody and its free places are nobody's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// A space in the cluster's directory, written by its origin every second.
@@ -139,10 +143,18 @@ pub fn summed_counts<'a>(
     sums
 }
 
-/// The nodes that serve listeners: the edges, or every node when there are none.
+/// The nodes that serve listeners: the edges, or every node when there are none; draining
+/// nodes never (they are sending their listeners away).
 pub fn serving(nodes: &[NodeRecord]) -> Vec<&NodeRecord> {
-    let edges: Vec<&NodeRecord> = nodes.iter().filter(|n| n.role == NodeRole::Edge).collect();
-    if edges.is_empty() { nodes.iter().collect() } else { edges }
+    let open: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.draining).collect();
+    let edges: Vec<&NodeRecord> =
+        open.iter().copied().filter(|n| n.role == NodeRole::Edge).collect();
+    if edges.is_empty() { open } else { edges }
+}
+
+/// The edges the door may send a listener to: live ones that are not draining.
+pub fn offered(nodes: &[NodeRecord]) -> impl Iterator<Item = &NodeRecord> {
+    nodes.iter().filter(|n| n.role == NodeRole::Edge && !n.draining)
 }
 
 /// How many joins a second the serving nodes admit together: the pace an origin calls its line
@@ -192,7 +204,31 @@ mod tests {
             spaces: counts.iter().map(|(s, n)| (SpaceId::new(*s).expect("id"), *n)).collect(),
             relaying: Vec::new(),
             join_rate: 1_000,
+            draining: false,
         }
+    }
+
+    #[test]
+    fn a_draining_edge_is_offered_to_nobody_and_its_places_count_for_nothing() {
+        let mut origin = node("o", &[]);
+        origin.role = NodeRole::Origin;
+        let mut leaving = node("a", &[("x", 5)]);
+        leaving.draining = true;
+        let staying = node("b", &[("x", 50)]);
+        let all = [origin, leaving.clone(), staying];
+        let ids = |v: Vec<&NodeRecord>| v.into_iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(offered(&all).collect()), ["b"], "never to the draining edge, however idle");
+        assert_eq!(ids(serving(&all)), ["b"]);
+        // Every edge draining: the others serve (the door keeps its listeners itself).
+        let mut both = all.clone();
+        both[2].draining = true;
+        assert_eq!(ids(serving(&both)), ["o"]);
+        assert_eq!(offered(&both).count(), 0);
+        // The flag travels; an older node's record without it reads as not draining.
+        let text = serde_json::to_string(&leaving).expect("json");
+        assert!(text.contains("\"draining\":true"), "{text}");
+        let old = text.replace(",\"draining\":true", "");
+        assert!(!serde_json::from_str::<NodeRecord>(&old).expect("parse").draining);
     }
 
     #[test]

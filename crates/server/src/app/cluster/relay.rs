@@ -4,7 +4,7 @@
 //!
 //! It connects only while this node has listeners of the space (or LL-HLS readers), lets go
 //! [`LINGER`] after the last one leaves, and reconnects after a broken link with full-jitter
-//! exponential backoff, following the origin named by the directory. After a broken link it asks
+//! exponential backoff ([`Backoff::RELAY`], the clients' rule), following the origin named by the directory. After a broken link it asks
 //! the same origin for the frames it missed (`from=`, the next frame number), which the origin
 //! keeps for 5 s: a short break is heard as a late burst, not as a gap.
 
@@ -24,25 +24,27 @@ use crate::app::live::LiveSpace;
 use crate::app::state::AppState;
 use crate::metrics::RELAY_FRAMES;
 use crate::pipeline::engine::RelayInput;
+use townhall_shield::Backoff;
 
 /// How long a relay stays connected after this node's last listener of the space left.
 pub const LINGER: Duration = Duration::from_secs(10);
 /// How often an idle relay looks for listeners, and a connected one for their absence.
 const CHECK: Duration = Duration::from_millis(100);
-/// Backoff between attempts to reach the origin: from this, doubling, up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The relay's token lives this long; a new one is minted for every connection.
 const TOKEN_TTL_SECS: u64 = 3_600;
 
 /// Why a relay session ended.
+#[derive(Clone, Copy)]
 enum Outcome {
     /// The origin said the space ended.
     SpaceOver,
     /// Nobody here listens any more.
     Idle,
-    /// The link broke (or could not be made).
-    Broken,
+    /// The link broke (or could not be made); `connected`: frames came through it first (the
+    /// backoff starts over).
+    Broken { connected: bool },
+    /// The origin sent this relay off (it is draining): back after its delay (and the jitter).
+    SentOff { after: Duration, connected: bool },
     /// The directory names another origin now (the space moved): go there at once.
     Moved,
 }
@@ -60,7 +62,7 @@ pub async fn run(
     let hls = live.hls().clone();
     drop(live);
     let wanted = move || feed.total_listeners() > 0 || hls.read_within(LINGER);
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::RELAY;
     let mut resume = Resume::default();
     while !frames.is_closed() {
         // The directory let go of the space here (it is being ended).
@@ -81,7 +83,7 @@ pub async fn run(
             Outcome::SpaceOver if app.cluster.redis_up() => {
                 tracing::info!(%space, origin = %url, "origin stopped the space; the directory decides");
                 tokio::select! {
-                    _ = tokio::time::sleep(BACKOFF_MAX) => {}
+                    _ = tokio::time::sleep(backoff.next_delay(rand::random(), None)) => {}
                     _ = origin.changed() => {}
                 }
             }
@@ -90,16 +92,22 @@ pub async fn run(
                 let _ = app.end(&space);
                 return;
             }
-            Outcome::Moved => failures = 0,
+            Outcome::Moved => backoff.reset(),
             Outcome::Idle => {
-                failures = 0;
+                backoff.reset();
                 // Nobody heard the frames since: nothing to catch up on.
                 resume.next = None;
             }
-            Outcome::Broken => {
-                failures = failures.saturating_add(1);
-                let cap = BACKOFF_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
-                let pause = cap.mul_f64(rand::random::<f64>());
+            Outcome::Broken { connected } | Outcome::SentOff { connected, .. } => {
+                // A link that was up starts the backoff over; one that keeps failing widens it.
+                if connected {
+                    backoff.reset();
+                }
+                let after = match ended {
+                    Outcome::SentOff { after, .. } => Some(after),
+                    _ => None,
+                };
+                let pause = backoff.next_delay(rand::random(), after);
                 tracing::warn!(%space, origin = %url, ?pause, "relay link broken; reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -168,34 +176,41 @@ async fn session(
 ) -> Outcome {
     let Link { space, origin, frames, connected } = link;
     let from = resume.next_from(origin);
-    let Some(request) = request(app, space, origin, from) else { return Outcome::Broken };
+    let Some(request) = request(app, space, origin, from) else {
+        return Outcome::Broken { connected: false };
+    };
     if resume.origin != origin {
         resume.origin = origin.to_owned();
         resume.next = None;
         resume.rebase = true;
     }
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
-        return Outcome::Broken;
+        return Outcome::Broken { connected: false };
     };
     connected.store(true, Ordering::Relaxed);
     tracing::info!(%space, %origin, ?from, "relay connected");
     let mut check = tokio::time::interval(CHECK);
     let mut last_wanted = Instant::now();
+    let mut heard = false;
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Binary(data))) => {
                     if let Some(last) = forward_frames(&data, frames, resume) {
                         resume.next = Some(u64::from(last) + 1);
+                        heard = true;
                     }
                 }
                 Some(Ok(Message::Text(text))) => {
                     if let Some(ended) = pass_event(app, space, text.as_str()) {
-                        return ended;
+                        return match ended {
+                            Outcome::SentOff { after, .. } => Outcome::SentOff { after, connected: heard },
+                            other => other,
+                        };
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Outcome::Broken,
+                Some(Err(_)) | None => return Outcome::Broken { connected: heard },
             },
             changed = moved.changed() => {
                 // The directory let go of the space here: it is ending.
@@ -289,7 +304,12 @@ fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
     match event.get("type").and_then(|t| t.as_str())? {
         "hello" | "listeners" => None,
         "state" => Some(Outcome::SpaceOver),
-        "bye" => Some(Outcome::Broken),
+        "bye" => {
+            let after = event.get("reconnect_after_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+            // Bounded: a stale or hostile value never parks the relay for long.
+            let after = Duration::from_millis(after).min(Backoff::RELAY.window() * 50);
+            Some(Outcome::SentOff { after, connected: true })
+        }
         "speaking" => {
             let live = app.live(space)?;
             let speakers = event.get("speakers").and_then(|s| s.as_array());

@@ -11,7 +11,7 @@ use townhall_core::SpaceId;
 
 use crate::app::cluster::forward::RoomCache;
 use crate::app::cluster::records::{self, NodeRecord, SpaceRecord};
-use crate::app::config::{Config, NodeRole};
+use crate::app::config::Config;
 
 /// Rounds in a row without Redis after which the door stops asking it and admits locally.
 pub const AWAY_ROUNDS: u32 = 3;
@@ -32,7 +32,7 @@ pub struct ClusterView {
     redis_up: AtomicBool,
     /// Rounds in a row that did not reach Redis.
     failed_rounds: AtomicU32,
-    /// Live edge nodes, from the last round (where the door sends listeners).
+    /// Live edge nodes not draining, from the last round (where the door sends listeners).
     edges: RwLock<Vec<NodeRecord>>,
     /// `connect-src` sources for the page: every live node of the cluster.
     connect_sources: RwLock<Arc<str>>,
@@ -136,7 +136,7 @@ impl ClusterView {
 
     /// Sets the cluster's live nodes as the last round read them.
     pub fn set_nodes(&self, nodes: &[NodeRecord]) {
-        let edges = nodes.iter().filter(|n| n.role == NodeRole::Edge).cloned().collect();
+        let edges = records::offered(nodes).cloned().collect();
         *self.edges.write().unwrap_or_else(|p| p.into_inner()) = edges;
         let sources = records::connect_sources(nodes);
         let mut current = self.connect_sources.write().unwrap_or_else(|p| p.into_inner());

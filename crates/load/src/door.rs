@@ -1,0 +1,181 @@
+//! Back through the door, as the documented client rules have it (`docs/protocol.md`,
+//! "Reconnecting"): a listener whose node sends it off (a draining node's `bye`) or whose
+//! connection is lost waits by [`Backoff::CLIENT`] (full jitter, `Retry-After` or the `bye`'s
+//! `reconnect_after_ms` as a floor), asks `POST /api/v1/spaces/{id}/join` on the URL it first
+//! used, and listens on the node the answer names. The page does the same (`web/listen.js`).
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+use townhall_shield::Backoff;
+
+use crate::http::{self, ReadBuf};
+use crate::target::Target;
+
+/// Where a listener goes back to: the node it first joined at, and the space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Door {
+    /// The URL first used (any node of a cluster is a door).
+    pub target: Target,
+    /// The space to join again.
+    pub space: String,
+    /// Frames per WebSocket message to ask the new node for.
+    pub batch: usize,
+}
+
+/// What one visit to the door says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visit {
+    /// In: listen at `node` with `token`.
+    Admitted {
+        /// The node named (the door itself when the answer names none).
+        node: Target,
+        /// The listening ticket.
+        token: String,
+    },
+    /// In line: come back with `ticket` after `after` (not a failure).
+    Wait {
+        /// The waiting-room ticket that keeps the place.
+        ticket: String,
+        /// When to come back.
+        after: Duration,
+    },
+    /// Not now (rate-limited, draining, door busy, unreadable answer): back off and try again,
+    /// no sooner than `after` if the door said.
+    Retry {
+        /// The door's `Retry-After`.
+        after: Option<Duration>,
+    },
+    /// Refused for good (the space ended, no right to listen, ...): the status.
+    Refused(u16),
+}
+
+/// Reads a join answer (sans-IO): its status, JSON body and `Retry-After` in seconds.
+pub fn read_answer(
+    door: &Door,
+    status: u16,
+    body: &serde_json::Value,
+    retry_after: Option<u64>,
+) -> Visit {
+    let retry_after = retry_after.map(Duration::from_secs);
+    match status {
+        200 => {
+            let Some(token) = body["token"].as_str() else { return Visit::Retry { after: None } };
+            let node = match body["node"].as_str().map(str::parse::<Target>) {
+                None => door.target,
+                Some(Ok(node)) => node,
+                // A node this tool may not reach (off loopback): stay at the door's.
+                Some(Err(_)) => door.target,
+            };
+            Visit::Admitted { node, token: token.to_owned() }
+        }
+        202 => match body["waiting"]["ticket"].as_str() {
+            Some(ticket) => Visit::Wait {
+                ticket: ticket.to_owned(),
+                after: Duration::from_millis(
+                    body["waiting"]["retry_after_ms"].as_u64().unwrap_or(1_000),
+                ),
+            },
+            None => Visit::Retry { after: retry_after },
+        },
+        429 | 500..=599 => Visit::Retry { after: retry_after },
+        other => Visit::Refused(other),
+    }
+}
+
+/// One visit: `POST join` on a fresh connection from `source`.
+pub async fn visit(door: &Door, source: IpAddr, ticket: Option<&str>) -> io::Result<Visit> {
+    let mut stream = http::connect(&door.target, source).await?;
+    let mut buf = ReadBuf::new(4_096);
+    let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
+    let path = format!("/api/v1/spaces/{}/join{q}", door.space);
+    http::post(&mut stream, &door.target, &path, None, "").await?;
+    let head = http::read_head(&mut stream, &mut buf).await?;
+    let (status, retry_after) = (head.status, head.retry_after);
+    let body = http::read_body(&mut stream, &mut buf, head).await?;
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Ok(read_answer(door, status, &json, retry_after))
+}
+
+/// Goes back through `door` until admitted, waiting by `backoff` before each visit (the first
+/// no sooner than `first_wait`, e.g. a `bye`'s delay); `None` if refused for good or not in
+/// before `deadline`.
+pub async fn rejoin(
+    door: &Door,
+    source: IpAddr,
+    first_wait: Option<Duration>,
+    backoff: &mut Backoff,
+    deadline: Instant,
+) -> Option<(Target, String)> {
+    let mut floor = first_wait;
+    let mut ticket: Option<String> = None;
+    loop {
+        let pause = backoff.next_delay(rand::random(), floor.take());
+        if Instant::now() + pause >= deadline {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        match timeout_at(deadline, visit(door, source, ticket.as_deref())).await {
+            Err(_) => return None,
+            Ok(Err(_)) => {}
+            Ok(Ok(Visit::Admitted { node, token })) => return Some((node, token)),
+            Ok(Ok(Visit::Wait { ticket: t, after })) => {
+                // Waiting in line is progress, not failure: the line's own pace sets the wait.
+                ticket = Some(t);
+                backoff.reset();
+                floor = Some(after);
+            }
+            Ok(Ok(Visit::Retry { after })) => floor = after,
+            Ok(Ok(Visit::Refused(_))) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn door() -> Door {
+        Door {
+            target: "http://127.0.0.1:8080".parse().expect("target"),
+            space: "s".into(),
+            batch: 5,
+        }
+    }
+
+    #[test]
+    fn join_answers_read_as_the_client_rules_say() {
+        let d = door();
+        let edge: Target = "http://127.0.0.1:9000".parse().expect("target");
+        assert_eq!(
+            read_answer(&d, 200, &json!({"token": "t", "node": "http://127.0.0.1:9000"}), None),
+            Visit::Admitted { node: edge, token: "t".into() }
+        );
+        assert_eq!(
+            read_answer(&d, 200, &json!({"token": "t"}), None),
+            Visit::Admitted { node: d.target, token: "t".into() },
+            "no node named: listen at the door"
+        );
+        assert_eq!(
+            read_answer(
+                &d,
+                202,
+                &json!({"waiting": {"ticket": "w", "retry_after_ms": 2500}}),
+                None
+            ),
+            Visit::Wait { ticket: "w".into(), after: Duration::from_millis(2_500) }
+        );
+        assert_eq!(
+            read_answer(&d, 503, &json!({"error": {"code": "draining"}}), Some(1)),
+            Visit::Retry { after: Some(Duration::from_secs(1)) }
+        );
+        assert_eq!(read_answer(&d, 429, &json!(null), None), Visit::Retry { after: None });
+        assert_eq!(
+            read_answer(&d, 410, &json!({"error": {"code": "ended"}}), None),
+            Visit::Refused(410)
+        );
+    }
+}
