@@ -19,6 +19,9 @@ use crate::target::Target;
 pub struct Door {
     /// The URL first used (any node of a cluster is a door).
     pub target: Target,
+    /// Other doors to the same cluster, as several addresses behind one name would be: each
+    /// visit knocks at one of them all, at random, so a door that died is not the only way in.
+    pub others: Vec<Target>,
     /// The space to join again.
     pub space: String,
     /// Frames per WebSocket message to ask the new node for.
@@ -52,9 +55,20 @@ pub enum Visit {
     Refused(u16),
 }
 
-/// Reads a join answer (sans-IO): its status, JSON body and `Retry-After` in seconds.
+impl Door {
+    /// The door to knock at for one visit (`pick` is any random number).
+    pub fn pick(&self, pick: usize) -> Target {
+        match pick % (self.others.len() + 1) {
+            0 => self.target,
+            n => self.others[n - 1],
+        }
+    }
+}
+
+/// Reads a join answer (sans-IO): its status, JSON body and `Retry-After` in seconds; `door`
+/// is the door that answered.
 pub fn read_answer(
-    door: &Door,
+    door: Target,
     status: u16,
     body: &serde_json::Value,
     retry_after: Option<u64>,
@@ -64,10 +78,10 @@ pub fn read_answer(
         200 => {
             let Some(token) = body["token"].as_str() else { return Visit::Retry { after: None } };
             let node = match body["node"].as_str().map(str::parse::<Target>) {
-                None => door.target,
+                None => door,
                 Some(Ok(node)) => node,
                 // A node this tool may not reach (off loopback): stay at the door's.
-                Some(Err(_)) => door.target,
+                Some(Err(_)) => door,
             };
             Visit::Admitted { node, token: token.to_owned() }
         }
@@ -87,16 +101,17 @@ pub fn read_answer(
 
 /// One visit: `POST join` on a fresh connection from `source`.
 pub async fn visit(door: &Door, source: IpAddr, ticket: Option<&str>) -> io::Result<Visit> {
-    let mut stream = http::connect(&door.target, source).await?;
+    let at = door.pick(rand::random::<u32>() as usize);
+    let mut stream = http::connect(&at, source).await?;
     let mut buf = ReadBuf::new(4_096);
     let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
     let path = format!("/api/v1/spaces/{}/join{q}", door.space);
-    http::post(&mut stream, &door.target, &path, None, "").await?;
+    http::post(&mut stream, &at, &path, None, "").await?;
     let head = http::read_head(&mut stream, &mut buf).await?;
     let (status, retry_after) = (head.status, head.retry_after);
     let body = http::read_body(&mut stream, &mut buf, head).await?;
     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    Ok(read_answer(door, status, &json, retry_after))
+    Ok(read_answer(at, status, &json, retry_after))
 }
 
 /// Goes back through `door` until admitted, waiting by `backoff` before each visit (the first
@@ -141,40 +156,46 @@ mod tests {
     fn door() -> Door {
         Door {
             target: "http://127.0.0.1:8080".parse().expect("target"),
+            others: Vec::new(),
             space: "s".into(),
             batch: 5,
         }
     }
 
     #[test]
+    fn visits_knock_at_every_door() {
+        let mut d = door();
+        d.others = vec!["http://127.0.0.1:8081".parse().expect("t")];
+        let picked: std::collections::BTreeSet<String> =
+            (0..4).map(|n| d.pick(n).to_string()).collect();
+        assert_eq!(picked.len(), 2);
+        assert_eq!(door().pick(7), door().target, "one door: always it");
+    }
+
+    #[test]
     fn join_answers_read_as_the_client_rules_say() {
-        let d = door();
+        let d = door().target;
         let edge: Target = "http://127.0.0.1:9000".parse().expect("target");
         assert_eq!(
-            read_answer(&d, 200, &json!({"token": "t", "node": "http://127.0.0.1:9000"}), None),
+            read_answer(d, 200, &json!({"token": "t", "node": "http://127.0.0.1:9000"}), None),
             Visit::Admitted { node: edge, token: "t".into() }
         );
         assert_eq!(
-            read_answer(&d, 200, &json!({"token": "t"}), None),
-            Visit::Admitted { node: d.target, token: "t".into() },
+            read_answer(d, 200, &json!({"token": "t"}), None),
+            Visit::Admitted { node: d, token: "t".into() },
             "no node named: listen at the door"
         );
         assert_eq!(
-            read_answer(
-                &d,
-                202,
-                &json!({"waiting": {"ticket": "w", "retry_after_ms": 2500}}),
-                None
-            ),
+            read_answer(d, 202, &json!({"waiting": {"ticket": "w", "retry_after_ms": 2500}}), None),
             Visit::Wait { ticket: "w".into(), after: Duration::from_millis(2_500) }
         );
         assert_eq!(
-            read_answer(&d, 503, &json!({"error": {"code": "draining"}}), Some(1)),
+            read_answer(d, 503, &json!({"error": {"code": "draining"}}), Some(1)),
             Visit::Retry { after: Some(Duration::from_secs(1)) }
         );
-        assert_eq!(read_answer(&d, 429, &json!(null), None), Visit::Retry { after: None });
+        assert_eq!(read_answer(d, 429, &json!(null), None), Visit::Retry { after: None });
         assert_eq!(
-            read_answer(&d, 410, &json!({"error": {"code": "ended"}}), None),
+            read_answer(d, 410, &json!({"error": {"code": "ended"}}), None),
             Visit::Refused(410)
         );
     }

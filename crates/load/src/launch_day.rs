@@ -107,6 +107,7 @@ pub async fn run(cfg: LaunchDayConfig) -> LaunchDayReport {
         token: None,
         // Incumbents measure what current listeners lose: none goes anywhere else.
         door: None,
+        timeline: false,
     });
     let started = Instant::now();
     let incumbents = tokio::spawn(listen::run(listen_cfg, incumbent_stats.clone()));

@@ -20,6 +20,7 @@ pub mod slowloris;
 pub mod slowread;
 pub mod speak;
 pub mod stats;
+pub mod timeline;
 
 /// Moved to `townhall-client` (shared with the server's tests); re-exported under the old paths.
 pub use townhall_client::{http, rtc_client, target};

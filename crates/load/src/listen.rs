@@ -20,6 +20,7 @@ use crate::http::{self, Dechunker, Opcode, ReadBuf};
 use crate::ogg_scan::parse_page;
 use crate::stats::{SeqTracker, Stats};
 use crate::target::Target;
+use crate::timeline::{self, Ear};
 
 /// How listeners connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -60,6 +61,9 @@ pub struct ListenConfig {
     /// Where WebSocket and Ogg listeners go back to when sent off or cut off (`None`: they
     /// stop, as against a server that is not Townhall).
     pub door: Option<Door>,
+    /// Keep each WebSocket listener's outages and losses with their times
+    /// ([`crate::timeline`]).
+    pub timeline: bool,
 }
 
 /// Ogg lateness is only judged this long after connecting (the burst of recent pages a server
@@ -215,6 +219,22 @@ enum Ended {
 /// then (with a door) a new one wherever the door sends it each time it is sent off or cut off,
 /// waiting by [`Backoff::CLIENT`] between failed attempts.
 async fn stream_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: Instant) {
+    let mut ear = Ear::new(u32::try_from(n).unwrap_or(u32::MAX));
+    stream_sessions(cfg, stats, n, deadline, &mut ear).await;
+    if cfg.timeline
+        && let Some(outage) = ear.end(timeline::now_ms())
+    {
+        stats.timeline.outage(outage);
+    }
+}
+
+async fn stream_sessions(
+    cfg: &ListenConfig,
+    stats: &Stats,
+    n: usize,
+    deadline: Instant,
+    ear: &mut Ear,
+) {
     let mut at = Place { target: cfg.target, path: cfg.path.clone() };
     let mut backoff = Backoff::CLIENT;
     let mut rejoined = false;
@@ -224,7 +244,7 @@ async fn stream_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: 
             Some((stream, head)) => {
                 let _connected = Connected::new(stats);
                 let (ended, heard) = match cfg.protocol {
-                    Protocol::Ws => ws_session(cfg, stats, stream, buf, deadline).await,
+                    Protocol::Ws => ws_session(cfg, stats, stream, buf, deadline, ear).await,
                     _ => ogg_session(cfg, stats, stream, buf, head.chunked, deadline).await,
                 };
                 if heard {
@@ -257,6 +277,17 @@ async fn stream_listener(cfg: &ListenConfig, stats: &Stats, n: usize, deadline: 
     }
 }
 
+/// Keeps what a message says on the timeline: the outage its audio ends, the frames missing.
+fn note(stats: &Stats, ear: &mut Ear, audio: bool, gaps: u64) {
+    let now_ms = timeline::now_ms();
+    if audio && let Some(outage) = ear.heard(now_ms) {
+        stats.timeline.outage(outage);
+    }
+    if gaps > 0 {
+        stats.timeline.loss(ear.lost(now_ms, gaps));
+    }
+}
+
 /// Reads program batches and events until the deadline, a `bye`, or a lost connection;
 /// whether any audio came.
 async fn ws_session(
@@ -265,6 +296,7 @@ async fn ws_session(
     mut stream: TcpStream,
     mut buf: ReadBuf,
     deadline: Instant,
+    ear: &mut Ear,
 ) -> (Ended, bool) {
     let budget_us = cfg.late_budget.as_micros() as u64;
     let mut seqs = SeqTracker::default();
@@ -285,9 +317,12 @@ async fn ws_session(
             let (op, range, total) = frame;
             match op {
                 Opcode::Binary => {
-                    let (mut frames, mut late, mut gaps) = (0u64, 0u64, 0u64);
+                    let (mut frames, mut late, mut gaps, mut audio) = (0u64, 0u64, 0u64, 0u64);
                     let parsed = parse_program_batch(&buf.data()[range], |f| {
                         frames += 1;
+                        if f.payload.len() > timeline::SILENT_BYTES {
+                            audio += 1;
+                        }
                         gaps += seqs.observe(f.seq);
                         let age = now_us.saturating_sub(f.mixed_at_us);
                         stats.latency.record(age);
@@ -302,6 +337,9 @@ async fn ws_session(
                         closed = true;
                     }
                     heard |= frames > 0;
+                    if cfg.timeline {
+                        note(stats, ear, audio > 0, gaps);
+                    }
                     Stats::add(&stats.frames, frames);
                     Stats::add(&stats.late, late);
                     Stats::add(&stats.gaps, gaps);

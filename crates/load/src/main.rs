@@ -261,6 +261,15 @@ struct ListenArgs {
     /// The server's pid: report its CPU and memory over the steady phase.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// More doors of the same cluster (repeatable): listeners going back through the door
+    /// knock at any of these or the target, at random (as behind one name with several
+    /// addresses), so a node that died is not their only way back.
+    #[arg(long)]
+    door: Vec<townhall_load::target::Target>,
+    /// Report each listener's outages (audio absent for 300 ms or more, or no connection) with
+    /// their times, and the frames missing from the sequence with theirs (for chaos runs).
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -288,6 +297,10 @@ struct SpeakArgs {
     /// ws (WebSocket speaker frames) or whip (WebRTC).
     #[arg(long, value_enum, default_value_t = SpeakProtocol::Ws)]
     protocol: SpeakProtocol,
+    /// After a lost connection, ask this node which origin mixes the space now and speak
+    /// there (following an origin's failover).
+    #[arg(long)]
+    follow: Option<townhall_load::target::Target>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -410,9 +423,11 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         // Listeners sent off or cut off go back through the door (Townhall's paths only).
         door: a.path.is_none().then(|| townhall_load::door::Door {
             target: a.common.target,
+            others: a.door.clone(),
             space: a.space.clone(),
             batch: a.batch,
         }),
+        timeline: a.timeline,
     });
     let stats = Arc::new(Stats::default());
     let ramp_secs = a.ramp.map_or(0.0, |r| a.listeners as f64 / r);
@@ -441,7 +456,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
             }
         }
         eprintln!(
-            "t={:>4}s connected={} frames=+{} late=+{} gaps=+{} disconnects={} failed={} rx={:.0} kbit/s",
+            "t={:>4}s connected={} frames=+{} late=+{} gaps=+{} disconnects={} failed={} rejoins=+{} rx={:.0} kbit/s",
             started.elapsed().as_secs(),
             now.connected,
             now.frames - last.frames,
@@ -449,6 +464,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
             now.gaps - last.gaps,
             now.disconnects,
             now.failed,
+            now.rejoins - last.rejoins,
             (now.bytes - last.bytes) as f64 * 8.0 / 1_000.0,
         );
         last = now;
@@ -501,6 +517,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
         "load_cpu_percent": load_cpu,
         "server": server,
         "duration_s": elapsed.as_secs_f64(),
+        "timeline": if a.timeline { stats.timeline.report() } else { serde_json::Value::Null },
     });
     println!(
         "listen: {}/{} connected, {} frames ({:.2}% of expected), late {} ({:.3}%), gaps {}, disconnects {}, latency p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms, mouth-to-ear p99 {:.1} ms, load CPU {:.0}%{}",
@@ -597,6 +614,7 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
         duration,
         voice,
         protocol: a.protocol,
+        follow: a.follow,
     };
     eprintln!("speak: into {} on {} for {}s", cfg.space, cfg.target, a.duration);
     let report = speak::run(&cfg).await?;

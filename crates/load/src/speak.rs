@@ -38,6 +38,9 @@ pub struct SpeakConfig {
     pub voice: Voice,
     /// How to send it.
     pub protocol: SpeakProtocol,
+    /// Where to ask, after a lost connection, which origin mixes the space now (`origin` in
+    /// `GET /api/v1/spaces/{id}`): the speaker reconnects there, following a failover.
+    pub follow: Option<Target>,
 }
 
 /// How the bot reaches the server.
@@ -139,6 +142,7 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
     let mut backoff = Backoff::CLIENT;
     let mut floor: Option<Duration> = None;
     let mut first = true;
+    let mut target = cfg.target;
     while Instant::now() < end {
         if !first {
             let pause = backoff.next_delay(rand::random(), floor.take());
@@ -147,8 +151,13 @@ pub async fn run(cfg: &SpeakConfig) -> Result<SpeakReport, SpeakError> {
             }
             tokio::time::sleep(pause).await;
             report.reconnects += 1;
+            if let Some(door) = &cfg.follow
+                && let Ok(Some(origin)) = origin_of(door, &cfg.space).await
+            {
+                target = origin;
+            }
         }
-        match ws_session(cfg, &mut source, end, &mut report).await {
+        match ws_session(cfg, target, &mut source, end, &mut report).await {
             Ok(Session::Done) => break,
             Ok(Session::Lost { after, spoke }) => {
                 if spoke {
@@ -189,15 +198,16 @@ struct Heard {
 /// One speaking connection: sends frames until `end` or until the connection goes.
 async fn ws_session(
     cfg: &SpeakConfig,
+    target: Target,
     source: &mut Source,
     end: Instant,
     report: &mut SpeakReport,
 ) -> Result<Session, SpeakError> {
-    let mut stream = http::connect(&cfg.target, cfg.target.source_ip(0)).await?;
+    let mut stream = http::connect(&target, target.source_ip(0)).await?;
     let mut buf = ReadBuf::new(16 * 1024);
     let path = format!("/ws/{}?mode=speak", cfg.space);
-    let head = http::ws_handshake_with(&mut stream, &cfg.target, &path, Some(&cfg.token), &mut buf)
-        .await?;
+    let head =
+        http::ws_handshake_with(&mut stream, &target, &path, Some(&cfg.token), &mut buf).await?;
     if head.status != 101 {
         return Err(SpeakError::Refused(head.status));
     }
@@ -275,6 +285,23 @@ async fn ws_session(
 }
 
 /// The delay of a `bye` event (at most a minute, whatever it says), if `text` is one.
+/// Which origin mixes `space` now, as `door` says (`origin` in its view of the space); `None`
+/// from a node alone, or an origin this tool may not reach.
+async fn origin_of(door: &Target, space: &str) -> std::io::Result<Option<Target>> {
+    let ask = async {
+        let mut stream = http::connect(door, door.source_ip(0)).await?;
+        let mut buf = ReadBuf::new(16 * 1024);
+        http::get(&mut stream, door, &format!("/api/v1/spaces/{space}"), "").await?;
+        let head = http::read_head(&mut stream, &mut buf).await?;
+        http::read_body(&mut stream, &mut buf, head).await
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| std::io::Error::other("no answer"))??;
+    let view: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    Ok(view["origin"].as_str().and_then(|o| o.parse().ok()))
+}
+
 fn bye_delay(text: &str) -> Option<Duration> {
     let event: serde_json::Value = serde_json::from_str(text).ok()?;
     (event["type"] == "bye").then(|| {

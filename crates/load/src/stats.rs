@@ -37,6 +37,8 @@ pub struct Stats {
     pub latency: Histogram,
     /// Mouth-to-ear latency (WebSocket only): arrival minus the speaker's capture time.
     pub mouth_to_ear: Histogram,
+    /// Outages and losses with their times (kept only when asked for).
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// A point-in-time copy of [`Stats`].

@@ -256,6 +256,7 @@ async fn a_speaker_sent_off_connects_again_and_keeps_speaking() {
         duration: Duration::from_secs(3),
         voice: Voice::Tone(440.0),
         protocol: SpeakProtocol::Ws,
+        follow: None,
     };
     let report = speak::run(&cfg).await.expect("speaks");
     assert!(report.reconnects >= 1, "{report:?}");

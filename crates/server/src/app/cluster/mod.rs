@@ -406,6 +406,16 @@ async fn keep_live(
     mut sent: Sent,
 ) -> redis::RedisResult<Sent> {
     let id = &record.space.id;
+    // Renewing the hold also tells whether Redis still has what was written (a Redis that
+    // restarted empty has neither hold nor bars): then both are written again.
+    let kept: i64 = redis::cmd("PEXPIRE")
+        .arg(records::hold_key(id))
+        .arg(records::HOLD_TTL_MS)
+        .query_async(c)
+        .await?;
+    if kept == 0 {
+        sent = Sent::default();
+    }
     if sent.bars != record.bars {
         let bars = serde_json::to_string(&live.bars()).unwrap_or_default();
         redis::cmd("SET").arg(records::bars_key(id)).arg(bars).query_async::<()>(c).await?;
@@ -423,13 +433,7 @@ async fn keep_live(
         use std::hash::{BuildHasher, BuildHasherDefault};
         BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&hold)
     };
-    if sent.hold == digest {
-        redis::cmd("PEXPIRE")
-            .arg(records::hold_key(id))
-            .arg(records::HOLD_TTL_MS)
-            .query_async::<()>(c)
-            .await?;
-    } else {
+    if sent.hold != digest {
         redis::pipe()
             .cmd("SET")
             .arg(records::hold_key(id))
@@ -656,8 +660,11 @@ async fn carry_spaces(
         {
             let bars: Option<String> =
                 redis::cmd("GET").arg(records::bars_key(&record.space.id)).query_async(c).await?;
-            let bars = bars.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
-            live.set_bars(bars);
+            // Missing is not empty (a Redis that restarted, the origin about to write them
+            // again): the bars this edge has stand until the origin's arrive.
+            if let Some(bars) = bars.and_then(|b| serde_json::from_str(&b).ok()) {
+                live.set_bars(bars);
+            }
         }
     }
     let missing: Vec<SpaceId> = app
