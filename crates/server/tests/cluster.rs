@@ -966,9 +966,11 @@ fn townhall_load_listeners(
         token: None,
         door: Some(townhall_load::door::Door {
             target: target(door),
+            others: Vec::new(),
             space: space.into(),
             batch: 5,
         }),
+        timeline: false,
     });
     let stats = Arc::new(townhall_load::stats::Stats::default());
     tokio::spawn(async move {
