@@ -65,6 +65,9 @@ impl Door {
     }
 }
 
+/// The pause before knocking at the next door when one could not be reached.
+const NEXT_DOOR: Duration = Duration::from_millis(100);
+
 /// Reads a join answer (sans-IO): its status, JSON body and `Retry-After` in seconds; `door`
 /// is the door that answered.
 pub fn read_answer(
@@ -100,8 +103,13 @@ pub fn read_answer(
 }
 
 /// One visit: `POST join` on a fresh connection from `source`.
-pub async fn visit(door: &Door, source: IpAddr, ticket: Option<&str>) -> io::Result<Visit> {
-    let at = door.pick(rand::random::<u32>() as usize);
+pub async fn visit(
+    door: &Door,
+    source: IpAddr,
+    ticket: Option<&str>,
+    pick: usize,
+) -> io::Result<Visit> {
+    let at = door.pick(pick);
     let mut stream = http::connect(&at, source).await?;
     let mut buf = ReadBuf::new(4_096);
     let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
@@ -126,16 +134,36 @@ pub async fn rejoin(
 ) -> Option<(Target, String)> {
     let mut floor = first_wait;
     let mut ticket: Option<String> = None;
+    // Doors are tried in turn from a random one; one that cannot be reached sends the next
+    // visit to the next door at once, and only a whole round of them unreachable widens the
+    // backoff (as a client tries the next address of a name).
+    let mut pick = rand::random::<u32>() as usize;
+    let mut unreachable = 0;
     loop {
         let pause = backoff.next_delay(rand::random(), floor.take());
         if Instant::now() + pause >= deadline {
             return None;
         }
         tokio::time::sleep(pause).await;
-        match timeout_at(deadline, visit(door, source, ticket.as_deref())).await {
+        match timeout_at(deadline, visit(door, source, ticket.as_deref(), pick)).await {
             Err(_) => return None,
-            Ok(Err(_)) => {}
-            Ok(Ok(Visit::Admitted { node, token })) => return Some((node, token)),
+            Ok(Err(_)) => {
+                pick = pick.wrapping_add(1);
+                unreachable += 1;
+                if unreachable <= door.others.len() {
+                    backoff.reset();
+                    floor = Some(NEXT_DOOR);
+                } else {
+                    unreachable = 0;
+                }
+            }
+            Ok(Ok(Visit::Admitted { node, token })) => {
+                // Admitted is progress: if the node named fails too (it died a moment ago and
+                // the door does not know yet), the next visit comes soon, not after a widened
+                // backoff.
+                backoff.reset();
+                return Some((node, token));
+            }
             Ok(Ok(Visit::Wait { ticket: t, after })) => {
                 // Waiting in line is progress, not failure: the line's own pace sets the wait.
                 ticket = Some(t);

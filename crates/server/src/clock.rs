@@ -9,6 +9,11 @@ pub fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    now_us() / 1_000
+}
+
 /// Seconds since the Unix epoch, for the core.
 pub fn now_unix() -> UnixTime {
     UnixTime(now_us() / 1_000_000)

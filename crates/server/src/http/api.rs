@@ -215,14 +215,20 @@ async fn join_space(
     let id = space_id(path)?;
     let Query(q) = query?;
     let space = app.space(&id)?;
-    // Joins are for live spaces on a node that is not draining.
-    let live = app.on_air(&space)?;
+    // Joins are for live spaces on a node that is not draining. In a cluster, a node that
+    // does not carry the space (a standby origin, an edge not yet carrying it) is a door to it
+    // all the same: it sends joiners to an edge (which checks the room's bars at connect).
+    let live = match app.on_air(&space) {
+        Ok(live) => Some(live),
+        Err(_) if door_elsewhere(&app, &space) => None,
+        Err(e) => return Err(e.into()),
+    };
     // Who joins, whether they count as anonymous (their own line, proof of work), and the
     // expiry their ticket may not outlive (that of the token they came with).
     let (identity, anonymous, not_after) = match bearer(&headers) {
         Some(token) => {
             let claims = app.verify(token, &id)?;
-            if let Some(refused) = live.refusal(&claims.sub) {
+            if let Some(refused) = live.as_ref().and_then(|l| l.refusal(&claims.sub)) {
                 return Err(refused.into());
             }
             (claims.sub, claims.anon, Some(claims.exp))
@@ -318,6 +324,15 @@ async fn join_space(
                 .into_response())
         }
     }
+}
+
+/// Whether this node, not carrying `space`, may still be its door: clustered, not draining,
+/// the space live in the cluster's directory and an edge to send joiners to.
+fn door_elsewhere(app: &AppState, space: &townhall_core::Space) -> bool {
+    app.clustered()
+        && !app.is_draining()
+        && space.state == townhall_core::SpaceState::Live
+        && app.cluster.has_edges()
 }
 
 /// What makes a waiting-room ticket one of a kind (its space, line and number).

@@ -42,6 +42,11 @@ const PENDING_LAG_ROUNDS: usize = 3;
 /// Redis gone (connection refused or reset) fails a round at once.
 const ROUND_LIMIT: Duration = Duration::from_millis(2_500);
 
+/// How long an edge keeps carrying a live space the directory has no word of at all (no record,
+/// no hold): longer than a lease, so a Redis that restarted empty, or an origin a round late,
+/// ends nothing.
+const MISSING_GRACE: Duration = Duration::from_secs(5);
+
 /// Failed rounds in a row after which a node behind Sentinels asks them for the master again.
 const FOLLOW_ROUNDS: u32 = 2;
 
@@ -289,6 +294,7 @@ async fn heartbeat(app: &AppState, url: &str, c: &mut ConnectionManager) -> redi
         relaying: app.cluster.relaying(),
         join_rate: app.shield.joins_per_second(),
         draining: app.is_draining(),
+        at_ms: crate::clock::now_ms(),
     };
     let json = serde_json::to_string(&record).unwrap_or_default();
     let key = records::node_key(&record.id);
@@ -683,11 +689,31 @@ async fn carry_spaces(
     let held: Vec<bool> = if missing.is_empty() { Vec::new() } else { held.query_async(c).await? };
     let ended = directory.values().filter(|r| r.space.state == SpaceState::Ended);
     let ended: BTreeSet<&SpaceId> = ended.map(|r| &r.space.id).collect();
-    let gone = missing
-        .into_iter()
-        .zip(held)
-        .filter(|(id, held)| !held || ended.contains(id))
-        .map(|(id, _)| id);
+    let now = std::time::Instant::now();
+    let mut gone = Vec::new();
+    {
+        let mut carried = app.cluster.carried();
+        for (id, c) in carried.iter_mut() {
+            if !missing.contains(id) {
+                c.missing_since = None;
+            }
+        }
+        for (id, held) in missing.into_iter().zip(held) {
+            if ended.contains(&id) {
+                gone.push(id);
+                continue;
+            }
+            if held {
+                continue;
+            }
+            // No word of it at all: ended only after a while, not at once (a Redis that
+            // restarted empty says nothing of any space until the origins' next rounds).
+            let since = carried.get_mut(&id).map(|c| *c.missing_since.get_or_insert(now));
+            if since.is_none_or(|s| now.duration_since(s) >= MISSING_GRACE) {
+                gone.push(id);
+            }
+        }
+    }
     for id in gone {
         tracing::info!(space = %id, "no longer live in the directory: ending it here");
         app.cluster.carried().remove(&id);
@@ -715,9 +741,10 @@ fn carry(app: &Arc<AppState>, record: &SpaceRecord) {
         Ok(Some((live, frames))) => {
             let (origin_tx, origin_rx) = watch::channel(record.origin.clone());
             let connected = Arc::new(AtomicBool::new(false));
-            app.cluster
-                .carried()
-                .insert(id.clone(), Carried { origin: origin_tx, connected: connected.clone() });
+            app.cluster.carried().insert(
+                id.clone(),
+                Carried { origin: origin_tx, connected: connected.clone(), missing_since: None },
+            );
             tracing::info!(space = %id, origin = %record.origin, epoch = record.epoch, "carrying a space");
             tokio::spawn(relay::run(app.clone(), live, frames, origin_rx, connected));
         }

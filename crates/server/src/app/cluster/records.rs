@@ -87,6 +87,9 @@ pub struct NodeRecord {
     /// offers it to nobody and its free places are nobody's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// When it was written (Unix ms; 0 from a node that does not say).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// A space in the cluster's directory, written by its origin every second.
@@ -152,9 +155,18 @@ pub fn serving(nodes: &[NodeRecord]) -> Vec<&NodeRecord> {
     if edges.is_empty() { open } else { edges }
 }
 
-/// The edges the door may send a listener to: live ones that are not draining.
-pub fn offered(nodes: &[NodeRecord]) -> impl Iterator<Item = &NodeRecord> {
-    nodes.iter().filter(|n| n.role == NodeRole::Edge && !n.draining)
+/// A heartbeat older than this says its node may be gone: the door sends nobody there (the
+/// record itself lasts [`NODE_TTL_MS`], so the node's listeners still count meanwhile).
+pub const FRESH_MS: u64 = 2_500;
+
+/// The edges the door may send a listener to at `now_ms`: live ones, heard from within
+/// [`FRESH_MS`] (one killed a moment ago is not offered for the rest of its record's life),
+/// not draining.
+pub fn offered(nodes: &[NodeRecord], now_ms: u64) -> impl Iterator<Item = &NodeRecord> {
+    nodes.iter().filter(move |n| {
+        let fresh = n.at_ms == 0 || now_ms.saturating_sub(n.at_ms) <= FRESH_MS;
+        n.role == NodeRole::Edge && !n.draining && fresh
+    })
 }
 
 /// How many joins a second the serving nodes admit together: the pace an origin calls its line
@@ -205,6 +217,7 @@ mod tests {
             relaying: Vec::new(),
             join_rate: 1_000,
             draining: false,
+            at_ms: 0,
         }
     }
 
@@ -217,13 +230,17 @@ mod tests {
         let staying = node("b", &[("x", 50)]);
         let all = [origin, leaving.clone(), staying];
         let ids = |v: Vec<&NodeRecord>| v.into_iter().map(|n| n.id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(offered(&all).collect()), ["b"], "never to the draining edge, however idle");
+        assert_eq!(
+            ids(offered(&all, 0).collect()),
+            ["b"],
+            "never to the draining edge, however idle"
+        );
         assert_eq!(ids(serving(&all)), ["b"]);
         // Every edge draining: the others serve (the door keeps its listeners itself).
         let mut both = all.clone();
         both[2].draining = true;
         assert_eq!(ids(serving(&both)), ["o"]);
-        assert_eq!(offered(&both).count(), 0);
+        assert_eq!(offered(&both, 0).count(), 0);
         // The flag travels; an older node's record without it reads as not draining.
         let text = serde_json::to_string(&leaving).expect("json");
         assert!(text.contains("\"draining\":true"), "{text}");
@@ -272,6 +289,18 @@ mod tests {
         b.url = "http://x'; script-src *".into();
         let s = connect_sources([&a, &b]);
         assert_eq!(s, " https://edge-1.example.com wss://edge-1.example.com");
+    }
+
+    #[test]
+    fn an_edge_not_heard_from_lately_is_offered_to_nobody() {
+        let mut quiet = node("quiet", &[]);
+        quiet.at_ms = 10_000;
+        let mut fresh = node("fresh", &[]);
+        fresh.at_ms = 12_000;
+        let both = [quiet, fresh];
+        let names = |now| offered(&both, now).map(|n| n.id.clone()).collect::<Vec<_>>();
+        assert_eq!(names(12_500), ["quiet", "fresh"]);
+        assert_eq!(names(12_501), ["fresh"], "2.5 s without a word");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Carried {
     pub origin: watch::Sender<String>,
     /// Whether the relay is connected now.
     pub connected: Arc<AtomicBool>,
+    /// Since when the directory has had no word of the space (no record, no hold), if so.
+    pub missing_since: Option<std::time::Instant>,
 }
 
 /// What this node knows of the cluster.
@@ -136,7 +138,7 @@ impl ClusterView {
 
     /// Sets the cluster's live nodes as the last round read them.
     pub fn set_nodes(&self, nodes: &[NodeRecord]) {
-        let edges = records::offered(nodes).cloned().collect();
+        let edges = records::offered(nodes, crate::clock::now_ms()).cloned().collect();
         *self.edges.write().unwrap_or_else(|p| p.into_inner()) = edges;
         let sources = records::connect_sources(nodes);
         let mut current = self.connect_sources.write().unwrap_or_else(|p| p.into_inner());
@@ -144,6 +146,11 @@ impl ClusterView {
         if **current != *sources {
             *current = Arc::from(sources);
         }
+    }
+
+    /// Whether the last round saw a live edge to send listeners to.
+    pub fn has_edges(&self) -> bool {
+        !self.edges.read().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     /// Where the door sends a listener: the URL of the less loaded of two random live edges
