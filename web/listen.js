@@ -151,8 +151,15 @@ export class Listener {
     this.setState('connecting');
     let ticket;
     try {
-      ticket = await joinSpace(this.spaceId, this.token, this.waitTicket, this.pow);
+      // Coming back, the listening ticket the door gave last time says we were admitted: the
+      // door tells us where to go without queueing us behind newcomers.
+      ticket = await joinSpace(this.spaceId, this.heldTicket || this.token, this.waitTicket, this.pow);
     } catch (e) {
+      if (e.status === 401 && this.heldTicket) {
+        // That ticket expired: join as we first did.
+        this.heldTicket = undefined;
+        return this.retry('join again', 0);
+      }
       if (e.status === 410) return this.ended();
       if (e.code === 'pow_required' || e.code === 'bad_pow') return this.provePow();
       if (e.status === 403 && (e.code === 'removed' || e.code === 'blocked')) {
@@ -181,6 +188,7 @@ export class Listener {
       return;
     }
     this.waitTicket = undefined;
+    this.heldTicket = ticket.token;
     // In a cluster the door names the node to listen on (an edge); else this one.
     const path = `${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=5`;
     const node = ticket.node ? ticket.node.replace(/\/$/, '').replace(/^http/, 'ws') : null;

@@ -108,13 +108,14 @@ pub async fn visit(
     source: IpAddr,
     ticket: Option<&str>,
     pick: usize,
+    bearer: Option<&str>,
 ) -> io::Result<Visit> {
     let at = door.pick(pick);
     let mut stream = http::connect(&at, source).await?;
     let mut buf = ReadBuf::new(4_096);
     let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
     let path = format!("/api/v1/spaces/{}/join{q}", door.space);
-    http::post(&mut stream, &at, &path, None, "").await?;
+    http::post(&mut stream, &at, &path, bearer, "").await?;
     let head = http::read_head(&mut stream, &mut buf).await?;
     let (status, retry_after) = (head.status, head.retry_after);
     let body = http::read_body(&mut stream, &mut buf, head).await?;
@@ -124,14 +125,17 @@ pub async fn visit(
 
 /// Goes back through `door` until admitted, waiting by `backoff` before each visit (the first
 /// no sooner than `first_wait`, e.g. a `bye`'s delay); `None` if refused for good or not in
-/// before `deadline`.
+/// before `deadline`. With the listening ticket it last had (`held`), the door does not queue
+/// it as a newcomer; a ticket no longer good is dropped and the listener joins anew.
 pub async fn rejoin(
     door: &Door,
     source: IpAddr,
     first_wait: Option<Duration>,
     backoff: &mut Backoff,
     deadline: Instant,
+    held: Option<&str>,
 ) -> Option<(Target, String)> {
+    let mut bearer = held;
     let mut floor = first_wait;
     let mut ticket: Option<String> = None;
     // Doors are tried in turn from a random one; one that cannot be reached sends the next
@@ -145,7 +149,7 @@ pub async fn rejoin(
             return None;
         }
         tokio::time::sleep(pause).await;
-        match timeout_at(deadline, visit(door, source, ticket.as_deref(), pick)).await {
+        match timeout_at(deadline, visit(door, source, ticket.as_deref(), pick, bearer)).await {
             Err(_) => return None,
             Ok(Err(_)) => {
                 pick = pick.wrapping_add(1);
@@ -171,6 +175,8 @@ pub async fn rejoin(
                 floor = Some(after);
             }
             Ok(Ok(Visit::Retry { after })) => floor = after,
+            // The old ticket expired (or is not one): join anew, as a newcomer.
+            Ok(Ok(Visit::Refused(401))) if bearer.is_some() => bearer = None,
             Ok(Ok(Visit::Refused(_))) => return None,
         }
     }

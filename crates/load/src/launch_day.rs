@@ -108,6 +108,7 @@ pub async fn run(cfg: LaunchDayConfig) -> LaunchDayReport {
         // Incumbents measure what current listeners lose: none goes anywhere else.
         door: None,
         timeline: false,
+        join_first: false,
     });
     let started = Instant::now();
     let incumbents = tokio::spawn(listen::run(listen_cfg, incumbent_stats.clone()));

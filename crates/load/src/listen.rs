@@ -64,6 +64,10 @@ pub struct ListenConfig {
     /// Keep each WebSocket listener's outages and losses with their times
     /// ([`crate::timeline`]).
     pub timeline: bool,
+    /// Join through the door first (as the page does) and listen where it says, with its
+    /// ticket (which the listener shows the door again when it comes back), rather than at
+    /// `path` on the target.
+    pub join_first: bool,
 }
 
 /// Ogg lateness is only judged this long after connecting (the burst of recent pages a server
@@ -238,6 +242,23 @@ async fn stream_sessions(
     let mut at = Place { target: cfg.target, path: cfg.path.clone() };
     let mut backoff = Backoff::CLIENT;
     let mut rejoined = false;
+    let mut held: Option<String> = None;
+    if cfg.join_first
+        && let Some(door) = &cfg.door
+    {
+        let source = cfg.target.source_ip(n);
+        let Some((node, token)) =
+            door::rejoin(door, source, None, &mut backoff, deadline, None).await
+        else {
+            Stats::add(&stats.failed, 1);
+            return;
+        };
+        at = Place {
+            target: node,
+            path: townhall_path(cfg.protocol, &door.space, door.batch, Some(&token)),
+        };
+        held = Some(token);
+    }
     loop {
         let mut buf = ReadBuf::new(cfg.read_buffer);
         let floor = match open(cfg, stats, &at, n, &mut buf).await {
@@ -267,12 +288,14 @@ async fn stream_sessions(
         let Some(door) = &cfg.door else { return };
         Stats::add(&stats.rejoins, 1);
         let source = cfg.target.source_ip(n);
-        let Some((node, token)) = door::rejoin(door, source, floor, &mut backoff, deadline).await
+        let Some((node, token)) =
+            door::rejoin(door, source, floor, &mut backoff, deadline, held.as_deref()).await
         else {
             return;
         };
         let path = townhall_path(cfg.protocol, &door.space, door.batch, Some(&token));
         at = Place { target: node, path };
+        held = Some(token);
         rejoined = true;
     }
 }

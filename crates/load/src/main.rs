@@ -266,6 +266,10 @@ struct ListenArgs {
     /// addresses), so a node that died is not their only way back.
     #[arg(long)]
     door: Vec<townhall_load::target::Target>,
+    /// Join through the door first (as the page does) and listen on the node it names; coming
+    /// back, show the door the ticket it gave.
+    #[arg(long)]
+    join: bool,
     /// Report each listener's outages (audio absent for 300 ms or more, or no connection) with
     /// their times, and the frames missing from the sequence with theirs (for chaos runs).
     #[arg(long)]
@@ -428,6 +432,7 @@ async fn listen_cmd(mut a: ListenArgs) -> anyhow::Result<Vec<String>> {
             batch: a.batch,
         }),
         timeline: a.timeline,
+        join_first: a.join,
     });
     let stats = Arc::new(Stats::default());
     let ramp_secs = a.ramp.map_or(0.0, |r| a.listeners as f64 / r);

@@ -171,19 +171,25 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
     let edge = node(NodeRole::Edge, &redis).await;
     live_space(origin.addr(), "steady").await;
     until_space(edge.addr(), "steady", |s| s["state"] == "live").await;
-    let speaker = spawn_speaker(origin.addr(), "steady", "alice", 440.0, Duration::from_secs(9));
+    let speaker = spawn_speaker(origin.addr(), "steady", "alice", 440.0, Duration::from_secs(10));
     let listener = {
         let addr = edge.addr();
         tokio::spawn(async move {
-            listen_ws(ws(addr, "/ws/steady").await, Duration::from_secs(7)).await
+            listen_ws(ws(addr, "/ws/steady").await, Duration::from_secs(8)).await
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // Redis goes away for 3 s: longer than a lease.
+    assert_eq!(admission(edge.addr()).await, "cluster");
+    // Redis goes away for 4.5 s: longer than a lease, long enough for the doors to give up on it.
     let port = redis.port;
     let _ = redis.child.kill();
     let _ = redis.child.wait();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(3_800)).await;
+    // The door admits on the node's own line meanwhile, and says so.
+    assert_eq!(admission(edge.addr()).await, "local");
+    let (status, _) = join_at(edge.addr(), "steady", None).await;
+    assert_eq!(status, 200, "joins go on while Redis is away");
+    tokio::time::sleep(Duration::from_millis(700)).await;
     redis = Redis::start_on(port);
     redis.ready().await;
     let heard = listener.await.expect("listener");
@@ -209,8 +215,45 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(healed, "the directory came back after Redis restarted");
+    let mut held = false;
+    for _ in 0..50 {
+        let client = redis::Client::open(redis.url()).expect("client");
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let hold: Option<String> =
+                redis::cmd("GET").arg("th:hold:steady").query_async(&mut c).await.unwrap_or(None);
+            if hold.is_some() {
+                held = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held, "the origin wrote the space's hold again (a standby could take it over)");
+    let mut back = false;
+    for _ in 0..50 {
+        back = admission(edge.addr()).await == "cluster";
+        if back {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the door went back to the cluster's line");
     drop(edge);
     drop(origin);
+}
+
+/// How the door of the node at `addr` admits now (`cluster` or `local`), from the admin API.
+async fn admission(addr: SocketAddr) -> String {
+    let status: serde_json::Value = http()
+        .get(format!("http://{addr}/api/v1/admin/shield"))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("shield")
+        .json()
+        .await
+        .expect("json");
+    status["cluster"]["admission"].as_str().unwrap_or("").to_owned()
 }
 
 /// A TCP proxy on loopback whose connections can be cut, refusing new ones for a while.
@@ -971,6 +1014,7 @@ fn townhall_load_listeners(
             batch: 5,
         }),
         timeline: false,
+        join_first: false,
     });
     let stats = Arc::new(townhall_load::stats::Stats::default());
     tokio::spawn(async move {

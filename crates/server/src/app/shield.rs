@@ -197,6 +197,21 @@ pub struct ShieldStatus {
     pub request_burst_per_ip: u32,
     /// Connection caps in force (they follow the verdict).
     pub connection_caps: ConnCaps,
+    /// In a cluster: whether Redis answers and which waiting line the door uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterAdmission>,
+}
+
+/// How a clustered node's door admits now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterAdmission {
+    /// This node's id.
+    pub node: String,
+    /// Whether its last round reached Redis.
+    pub redis_up: bool,
+    /// `cluster` (one line across every door, in Redis) or `local` (Redis away for several
+    /// rounds: this node admits against its own capacity, with its own line, until it returns).
+    pub admission: &'static str,
 }
 
 impl std::fmt::Debug for Shield {
@@ -451,6 +466,7 @@ impl Shield {
             requests_per_ip: ip_limits.0,
             request_burst_per_ip: ip_limits.1,
             connection_caps: *self.caps.lock().unwrap_or_else(|p| p.into_inner()),
+            cluster: None,
         }
     }
 

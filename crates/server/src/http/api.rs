@@ -225,12 +225,14 @@ async fn join_space(
     };
     // Who joins, whether they count as anonymous (their own line, proof of work), and the
     // expiry their ticket may not outlive (that of the token they came with).
+    let mut returning = false;
     let (identity, anonymous, not_after) = match bearer(&headers) {
         Some(token) => {
             let claims = app.verify(token, &id)?;
             if let Some(refused) = live.as_ref().and_then(|l| l.refusal(&claims.sub)) {
                 return Err(refused.into());
             }
+            returning = claims.ticket;
             (claims.sub, claims.anon, Some(claims.exp))
         }
         None if app.shield.require_token() => return Err(attack_mode().into()),
@@ -245,6 +247,23 @@ async fn join_space(
     let token_identity = bearer(&headers).map(|_| identity.as_str().to_owned());
     app.shield.check_join(client.map(|c| c.0.0), token_identity.as_deref())?;
     app.shield.observe(Signal::Join);
+    if returning {
+        // A listener admitted before, back with its ticket (its node died or sent it off): not
+        // a new arrival. It does not queue behind the crowd (its ticket already lets it
+        // listen on any node); it only learns where to go, with a ticket that expires with
+        // the old one.
+        let (token, expires_at) = app.mint_ticket(
+            identity.clone(),
+            anonymous,
+            &id,
+            not_after,
+            app.config.ticket_ttl_secs,
+        )?;
+        let urls = app.view(space).urls;
+        let node = app.cluster.pick_edge();
+        let ticket = JoinTicket { token, identity, role: Role::Listener, expires_at, urls, node };
+        return Ok(Json(ticket).into_response());
+    }
     let now = now_unix();
     // Signed-in joiners wait in their own line, called before anonymous ones; a ticket minted
     // for an anonymous joiner does not make its holder signed in.
@@ -395,7 +414,21 @@ async fn shield_status(
     headers: HeaderMap,
 ) -> Result<Json<crate::app::shield::ShieldStatus>, ApiError> {
     authorize_admin(&app, &headers)?;
-    Ok(Json(app.shield.status()))
+    Ok(Json(shield_with_cluster(&app)))
+}
+
+/// The shield's status, with how the cluster's door admits on a clustered node.
+fn shield_with_cluster(app: &AppState) -> crate::app::shield::ShieldStatus {
+    let mut status = app.shield.status();
+    if app.clustered() {
+        let door = app.cluster.connection().is_some();
+        status.cluster = Some(crate::app::shield::ClusterAdmission {
+            node: app.cluster.node_id().to_owned(),
+            redis_up: app.cluster.redis_up(),
+            admission: if door { "cluster" } else { "local" },
+        });
+    }
+    status
 }
 
 /// `PUT /api/v1/admin/shield`: raise or lower capacity, switch attack mode.
@@ -429,7 +462,7 @@ async fn shield_update(
         app.shield.set_require_token(on);
         tracing::warn!(require_token = on, "attack mode switched by an operator");
     }
-    Ok(Json(app.shield.status()))
+    Ok(Json(shield_with_cluster(&app)))
 }
 
 /// A proof-of-work challenge for anonymous joiners.
