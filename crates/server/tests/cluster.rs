@@ -171,25 +171,32 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
     let edge = node(NodeRole::Edge, &redis).await;
     live_space(origin.addr(), "steady").await;
     until_space(edge.addr(), "steady", |s| s["state"] == "live").await;
-    let speaker = spawn_speaker(origin.addr(), "steady", "alice", 440.0, Duration::from_secs(10));
+    let speaker = spawn_speaker(origin.addr(), "steady", "alice", 440.0, Duration::from_secs(22));
     let listener = {
         let addr = edge.addr();
         tokio::spawn(async move {
-            listen_ws(ws(addr, "/ws/steady").await, Duration::from_secs(8)).await
+            listen_ws(ws(addr, "/ws/steady").await, Duration::from_secs(20)).await
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(admission(edge.addr()).await, "cluster");
-    // Redis goes away for 4.5 s: longer than a lease, long enough for the doors to give up on it.
+    // Redis goes away: longer than a lease, long enough for the doors to give up on it (three
+    // failed rounds).
     let port = redis.port;
     let _ = redis.child.kill();
     let _ = redis.child.wait();
-    tokio::time::sleep(Duration::from_millis(3_800)).await;
+    let mut local = false;
+    for _ in 0..120 {
+        local = admission(edge.addr()).await == "local";
+        if local {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The door admits on the node's own line meanwhile, and says so.
-    assert_eq!(admission(edge.addr()).await, "local");
+    assert!(local, "the door says it admits locally while Redis is away");
     let (status, _) = join_at(edge.addr(), "steady", None).await;
     assert_eq!(status, 200, "joins go on while Redis is away");
-    tokio::time::sleep(Duration::from_millis(700)).await;
     redis = Redis::start_on(port);
     redis.ready().await;
     let heard = listener.await.expect("listener");
@@ -995,6 +1002,17 @@ fn townhall_load_listeners(
     space: &str,
     count: usize,
 ) -> tokio::task::JoinHandle<Arc<townhall_load::stats::Stats>> {
+    load_listeners_with(on, door, space, count, false)
+}
+
+/// [`townhall_load_listeners`], keeping each listener's timeline when asked.
+fn load_listeners_with(
+    on: SocketAddr,
+    door: SocketAddr,
+    space: &str,
+    count: usize,
+    timeline: bool,
+) -> tokio::task::JoinHandle<Arc<townhall_load::stats::Stats>> {
     use townhall_load::listen::{self, ListenConfig, Protocol};
     let target = |a: SocketAddr| townhall_load::target::Target::new(a).expect("loopback");
     let cfg = Arc::new(ListenConfig {
@@ -1013,7 +1031,7 @@ fn townhall_load_listeners(
             space: space.into(),
             batch: 5,
         }),
-        timeline: false,
+        timeline,
         join_first: false,
     });
     let stats = Arc::new(townhall_load::stats::Stats::default());
@@ -1021,6 +1039,53 @@ fn townhall_load_listeners(
         listen::run(cfg, stats.clone()).await;
         stats
     })
+}
+
+/// An edge killed without a word (SIGKILL): its listeners (townhall-load's, with the origin as
+/// their door) lose the connection, go back through the door and are sent to the other edge,
+/// where they hear the tone again; the other edge's own listeners lose nothing meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_edges_listeners_come_back_on_the_other_edge() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    live_space(origin.addr(), "struck").await;
+    let staying = node(NodeRole::Edge, &redis).await;
+    let mut doomed = EdgeProcess::start(&redis);
+    until_space(doomed.addr, "struck", |s| s["state"] == "live").await;
+    until_space(staying.addr(), "struck", |s| s["state"] == "live").await;
+    let speaker = spawn_speaker(origin.addr(), "struck", "alice", 440.0, Duration::from_secs(20));
+    let struck = load_listeners_with(doomed.addr, origin.addr(), "struck", 4, true);
+    let spared = load_listeners_with(staying.addr(), origin.addr(), "struck", 3, true);
+    until_space(origin.addr(), "struck", |s| s["listeners"] == 7).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = doomed.child.kill();
+    let _ = doomed.child.wait();
+    let struck = struck.await.expect("struck listeners");
+    let outages = struck.timeline.report()["outages"].clone();
+    let outages = outages.as_array().cloned().unwrap_or_default();
+    assert!(!outages.is_empty(), "losing the edge cost them audio for a moment");
+    assert!(
+        outages.iter().all(|o| !o["to_ms"].is_null()),
+        "every one of them heard the tone again: {outages:?}"
+    );
+    let struck = struck.snapshot();
+    let spared = spared.await.expect("spared listeners");
+    assert_eq!(struck.disconnects, 4, "each lost its edge: {struck:?}");
+    assert!(struck.rejoins >= 4 && struck.ever_connected >= 8, "and came back: {struck:?}");
+    assert_eq!(struck.connected, 0, "the run is over");
+    let timeline = spared.timeline.report();
+    assert_eq!(
+        timeline["losses"],
+        serde_json::json!([]),
+        "the other edge's listeners lost no frame"
+    );
+    assert_eq!(timeline["outages"], serde_json::json!([]), "nor any audio");
+    let s = spared.snapshot();
+    assert_eq!((s.disconnects, s.rejoins), (0, 0), "{s:?}");
+    // The struck listeners heard the tone on the other edge: frames there, with sound.
+    assert!(struck.frames > 4 * 50 * 8, "frames heard in all: {}", struck.frames);
+    speaker.abort();
 }
 
 /// Ctrl-C twice, or SIGTERM twice: the first starts the drain (the node says so on `/readyz`),
