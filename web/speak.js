@@ -2,7 +2,8 @@
 // AudioWorklet (20 ms frames) → WebCodecs Opus encoder → speaker frames over the WebSocket.
 // Either way, what comes back (the other speakers, without our own voice) is played.
 
-import { wsUrl } from './api.js';
+import { getSpace, wsUrl } from './api.js';
+import { Backoff } from './backoff.js';
 import { Player } from './listen.js';
 import { RtcSession, canWebRtc } from './rtc.js';
 import { encodeSpeakerFrame, nowUs, parseProgramBatch } from './wire.js';
@@ -25,8 +26,9 @@ export const canEncode = () => typeof AudioEncoder === 'function' && typeof Audi
 
 /**
  * A speaker session in one space. Calls `onState(text)`, `onError(text)` and `onBye(reason)`
- * when the server ends the session (`moved_to_audience`, `removed`, `replaced_by_new_session`,
- * `server_shutdown`).
+ * when the server ends the session for good (`moved_to_audience`, `removed`,
+ * `replaced_by_new_session`); a lost connection, `server_shutdown` or `space_moved` reconnects
+ * (to the space's origin now) with the clients' backoff.
  */
 export class Speaker {
   constructor(spaceId, token, { onState, onError, onBye }) {
@@ -65,17 +67,58 @@ export class Speaker {
     });
     this.encoder.configure(ENCODER_CONFIG);
 
-    // The token travels as a subprotocol, never in the URL (which logs and histories keep).
-    const url = wsUrl(`/ws/${encodeURIComponent(this.spaceId)}?mode=speak`);
-    this.ws = new WebSocket(url, ['townhall', `bearer.${this.token}`]);
-    this.ws.binaryType = 'arraybuffer';
-    this.ws.onopen = () => this.onState('on air');
-    this.ws.onclose = (e) => {
-      if (!this.stopped) this.onError(`disconnected${e.reason ? `: ${e.reason}` : ''}`);
-      this.stop();
-    };
-    this.ws.onmessage = (e) => this.onMessage(e.data);
+    this.backoff = new Backoff();
+    this.connect(null);
     this.capture.port.onmessage = ({ data }) => this.encode(data.samples, data.peak);
+  }
+
+  /**
+   * Opens the speaking WebSocket, on `origin` (the node mixing the space, in a cluster) or on
+   * this page's node. A connection lost, or a `bye` that lets us come back (the node shut
+   * down, the space moved to another origin), connects again after the clients' backoff, to
+   * the origin the cluster names then (docs/protocol.md, "Reconnecting", rule 6); the
+   * microphone and encoder stay open meanwhile.
+   */
+  connect(origin) {
+    if (this.stopped) return;
+    // The token travels as a subprotocol, never in the URL (which logs and histories keep).
+    const path = `/ws/${encodeURIComponent(this.spaceId)}?mode=speak`;
+    const url = origin ? origin.replace(/\/$/, '').replace(/^http/, 'ws') + path : wsUrl(path);
+    const ws = new WebSocket(url, ['townhall', `bearer.${this.token}`]);
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onopen = () => {
+      this.backoff.reset();
+      this.onState('on air');
+    };
+    ws.onclose = (e) => {
+      if (this.ws !== ws || this.stopped) return;
+      if (this.final) {
+        this.stop();
+        return;
+      }
+      this.onState(`reconnecting${e.reason ? ` (${e.reason})` : ''}`);
+      setTimeout(() => this.reconnect(), this.backoff.next(this.comeBackAfterMs));
+      this.comeBackAfterMs = 0;
+    };
+    ws.onmessage = (e) => this.onMessage(e.data);
+  }
+
+  /** Asks this page's node where the space is mixed now, then connects there. */
+  async reconnect() {
+    if (this.stopped) return;
+    let origin = null;
+    try {
+      const space = await getSpace(this.spaceId);
+      if (space.state === 'ended') {
+        this.onState('the space has ended');
+        return this.stop();
+      }
+      origin = space.origin || null;
+    } catch (e) {
+      // The node does not answer now: try the speaking connection where we were.
+    }
+    this.connect(origin);
   }
 
   encode(samples, peak) {
@@ -110,10 +153,21 @@ export class Speaker {
     const event = JSON.parse(data);
     if (event.type === 'error') this.onError(`${event.code}: ${event.message}`);
     if (event.type === 'bye') {
-      this.onError(`server: ${event.reason}`);
-      this.onBye(event.reason);
+      // The node going away or the space moving: come back (to its new origin). Anything
+      // else (moved to the audience, removed, replaced) ends this session.
+      if (event.reason === 'server_shutdown' || event.reason === 'space_moved') {
+        this.comeBackAfterMs = event.reconnect_after_ms || 0;
+        this.onState(`server: ${event.reason}; reconnecting`);
+      } else {
+        this.final = true;
+        this.onError(`server: ${event.reason}`);
+        this.onBye(event.reason);
+      }
     }
-    if (event.type === 'state' && event.state === 'ended') this.onState('the space has ended');
+    if (event.type === 'state' && event.state === 'ended') {
+      this.final = true;
+      this.onState('the space has ended');
+    }
   }
 
   /** Peak level of the last microphone frame (0..1). */
