@@ -4,7 +4,7 @@
 
 import { joinSpace, powChallenge, solvePow, wsUrl } from './api.js';
 import { Backoff } from './backoff.js';
-import { RtcSession } from './rtc.js';
+import { RtcError, RtcSession } from './rtc.js';
 import { parseProgramBatch } from './wire.js';
 
 /** True when this browser can decode Opus frames itself (WebCodecs). */
@@ -347,6 +347,9 @@ export class RtcListener {
     this.meter = setInterval(() => this.sample(), 20);
     this.session = new RtcSession(`/whep/${encodeURIComponent(this.spaceId)}`, {
       token: this.token,
+      // Each attempt goes through the door, as the WebSocket listener's: in a cluster it names
+      // the edge (another one when ours died), and the ticket it gives is our token there.
+      resolve: () => this.throughDoor(),
       setup: (pc) => pc.addTransceiver('audio', { direction: 'recvonly' }),
       onTrack: (stream) => this.attach(stream),
       onState: (state, detail) => {
@@ -355,6 +358,25 @@ export class RtcListener {
       },
     });
     return this.session.start();
+  }
+
+  /** Asks the door where to listen: `{url, token}` for the WHEP offer. */
+  async throughDoor() {
+    let t;
+    try {
+      t = await joinSpace(this.spaceId, this.heldTicket || this.token);
+    } catch (e) {
+      // An expired ticket of ours: join again as the first time (not a reason to give up).
+      const expired = e.status === 401 && this.heldTicket;
+      if (expired) this.heldTicket = undefined;
+      throw new RtcError(expired ? 503 : e.status || 0, e.code || 'network', e.message, e.retryAfterMs);
+    }
+    if (t.waiting) {
+      throw new RtcError(503, 'waiting_room', `number ${t.waiting.position} in line`, t.waiting.retry_after_ms);
+    }
+    this.heldTicket = t.token;
+    const base = t.node ? t.node.replace(/\/$/, '') : '';
+    return { url: `${base}/whep/${encodeURIComponent(this.spaceId)}`, token: t.token };
   }
 
   /** Plays a (new) remote stream. */

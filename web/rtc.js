@@ -137,9 +137,12 @@ export async function summarize(pc) {
  * `detail` says why) and `closed`.
  */
 export class RtcSession {
-  constructor(url, { token, setup, onTrack, onState }) {
+  constructor(url, { token, setup, onTrack, onState, resolve }) {
     this.url = url;
     this.token = token;
+    // Where each attempt goes, asked anew each time (a listener's door: the node and ticket);
+    // without it, always `url` with `token`.
+    this.resolve = resolve;
     this.setup = setup;
     this.onTrack = onTrack || (() => {});
     this.onState = onState || (() => {});
@@ -182,13 +185,16 @@ export class RtcSession {
     pc.ontrack = (e) => this.onTrack(e.streams[0] || new MediaStream([e.track]));
     pc.onconnectionstatechange = () => this.changed(pc);
     try {
+      const target = this.resolve ? await this.resolve() : { url: this.url, token: this.token };
+      if (this.pc !== pc) return;
+      this.sessionToken = target.token;
       this.setup(pc);
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
       if (this.pc !== pc) return;
-      const { answer, location } = await postOffer(this.url, pc.localDescription.sdp, this.token);
+      const { answer, location } = await postOffer(target.url, pc.localDescription.sdp, target.token);
       if (this.pc !== pc) {
-        deleteSession(location, this.token);
+        deleteSession(location, target.token);
         return;
       }
       this.location = location;
@@ -249,7 +255,7 @@ export class RtcSession {
   drop() {
     this.cancel('connect');
     this.cancel('disconnected');
-    if (this.location) deleteSession(this.location, this.token);
+    if (this.location) deleteSession(this.location, this.sessionToken);
     this.location = null;
     if (this.pc) this.pc.close();
     this.pc = null;

@@ -499,70 +499,6 @@ async fn one_waiting_line_for_every_door_of_the_cluster() {
     );
 }
 
-/// The real binary as an edge, in a process of its own; killed on drop.
-struct EdgeProcess {
-    child: Child,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl EdgeProcess {
-    fn start(redis: &Redis) -> EdgeProcess {
-        EdgeProcess::start_with(redis, &[])
-    }
-
-    /// An edge with `extra` flags after the usual ones.
-    fn start_with(redis: &Redis, extra: &[&str]) -> EdgeProcess {
-        use std::io::{BufRead, BufReader};
-        static EDGES: AtomicU32 = AtomicU32::new(0);
-        let n = EDGES.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("townhall-edge-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("data dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_townhall"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo", "--role", "edge", "--redis"])
-            .arg(redis.url())
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(extra)
-            .env("TOWNHALL_LOG", "warn")
-            .env("TOWNHALL_API_KEY", TEST_API_KEY)
-            .env("TOWNHALL_API_SECRET", TEST_API_SECRET)
-            .env_remove("TOWNHALL_CONFIG")
-            .env_remove("TOWNHALL_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the townhall binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps reading to the end, so the node never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("the edge prints its address");
-            if let Some(url) = line.strip_prefix("Townhall is listening on http://") {
-                break url.trim().trim_end_matches('/').parse::<SocketAddr>().expect("address");
-            }
-        };
-        EdgeProcess { child, addr, dir }
-    }
-}
-
-impl Drop for EdgeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// An edge in a process of its own (the real binary, as `deploy/local-cluster` runs it) joins
 /// the cluster through Redis, carries the space of the origin in this process, and its
 /// listener hears the origin's speaker; both nodes count that listener. Killed with SIGKILL, it
@@ -573,7 +509,7 @@ async fn an_edge_in_its_own_process_serves_the_origins_space() {
     redis.ready().await;
     let origin = node(NodeRole::Origin, &redis).await;
     live_space(origin.addr(), "apart").await;
-    let mut edge = EdgeProcess::start(&redis);
+    let mut edge = edge_process(&redis, &[]);
     until_space(edge.addr, "apart", |s| s["state"] == "live").await;
     let speaker = spawn_speaker(origin.addr(), "apart", "alice", 440.0, Duration::from_secs(6));
     let listener = {
@@ -928,7 +864,7 @@ async fn a_draining_edge_hands_its_listeners_to_the_other_edge() {
     let origin = node(NodeRole::Origin, &redis).await;
     live_space(origin.addr(), "handover").await;
     let staying = node(NodeRole::Edge, &redis).await;
-    let mut leaving = EdgeProcess::start_with(&redis, &["--drain-secs", "3"]);
+    let mut leaving = edge_process(&redis, &["--drain-secs", "3"]);
     let (a_url, b_url) = (format!("http://{}", leaving.addr), format!("http://{}", staying.addr()));
     until_space(leaving.addr, "handover", |s| s["state"] == "live").await;
     until_space(staying.addr(), "handover", |s| s["state"] == "live").await;
@@ -1051,7 +987,7 @@ async fn a_killed_edges_listeners_come_back_on_the_other_edge() {
     let origin = node(NodeRole::Origin, &redis).await;
     live_space(origin.addr(), "struck").await;
     let staying = node(NodeRole::Edge, &redis).await;
-    let mut doomed = EdgeProcess::start(&redis);
+    let mut doomed = edge_process(&redis, &[]);
     until_space(doomed.addr, "struck", |s| s["state"] == "live").await;
     until_space(staying.addr(), "struck", |s| s["state"] == "live").await;
     let speaker = spawn_speaker(origin.addr(), "struck", "alice", 440.0, Duration::from_secs(20));
@@ -1096,7 +1032,7 @@ async fn a_second_signal_ends_the_drain_at_once() {
     redis.ready().await;
     let origin = node(NodeRole::Origin, &redis).await;
     live_space(origin.addr(), "impatient").await;
-    let mut edge = EdgeProcess::start_with(&redis, &["--drain-secs", "600"]);
+    let mut edge = edge_process(&redis, &["--drain-secs", "600"]);
     until_space(edge.addr, "impatient", |s| s["state"] == "live").await;
     // Two listeners: the second is sent off only halfway through the 10-minute drain.
     let _held = [ws(edge.addr, "/ws/impatient").await, ws(edge.addr, "/ws/impatient").await];
@@ -1129,4 +1065,10 @@ async fn a_second_signal_ends_the_drain_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// An edge in a process of its own (the real binary, as `deploy/local-cluster` runs it).
+fn edge_process(redis: &Redis, extra: &[&str]) -> common::nodes::NodeProcess {
+    let name = format!("edge-{:08x}", rand::random::<u32>());
+    common::nodes::NodeProcess::start_with("edge", &redis.url(), &name, extra)
 }

@@ -77,6 +77,11 @@ impl NodeProcess {
     /// Starts `townhall serve --role ROLE --redis URL --node-id NAME` with the test keys and a
     /// data directory of its own, and waits for it to listen.
     pub fn start(role: &str, redis: &str, name: &str) -> NodeProcess {
+        NodeProcess::start_with(role, redis, name, &[])
+    }
+
+    /// [`NodeProcess::start`] with `extra` arguments (e.g. `--drain-secs 3`).
+    pub fn start_with(role: &str, redis: &str, name: &str, extra: &[&str]) -> NodeProcess {
         use std::io::{BufRead, BufReader};
         let dir = std::env::temp_dir().join(format!(
             "townhall-{name}-{}-{:08x}",
@@ -90,6 +95,7 @@ impl NodeProcess {
             .arg(redis)
             .args(["--node-id", name, "--data-dir"])
             .arg(&dir)
+            .args(extra)
             .env("TOWNHALL_LOG", "warn")
             .env("TOWNHALL_API_KEY", TEST_API_KEY)
             .env("TOWNHALL_API_SECRET", TEST_API_SECRET)
