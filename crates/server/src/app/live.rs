@@ -133,6 +133,15 @@ impl Kick {
     }
 }
 
+/// A speaker as the API shows them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpeakerView {
+    /// Who.
+    pub identity: Identity,
+    /// Their role.
+    pub role: Role,
+}
+
 /// Who a room refuses, as an origin hands it to its edges.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Bars {
@@ -335,11 +344,8 @@ impl LiveSpace {
     }
 
     /// Speakers on stage, as the API shows them.
-    pub fn speakers_view(&self) -> Vec<crate::app::state::SpeakerView> {
-        self.speakers()
-            .into_iter()
-            .map(|(identity, role)| crate::app::state::SpeakerView { identity, role })
-            .collect()
+    pub fn speakers_view(&self) -> Vec<SpeakerView> {
+        self.speakers().into_iter().map(|(identity, role)| SpeakerView { identity, role }).collect()
     }
 
     /// Seats a speaker and connects them to the mixer. A second session of the same identity

@@ -9,8 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::watch;
 use townhall_core::{
-    Claims, Directory, DirectoryError, Identity, NewSpace, Role, Space, SpaceId, SpaceState,
-    TokenKeys,
+    Claims, Directory, DirectoryError, Identity, NewSpace, Space, SpaceId, SpaceState, TokenKeys,
 };
 
 use crate::app::config::{Config, NodeRole};
@@ -126,14 +125,7 @@ pub struct ListenerCounts {
     pub webrtc: usize,
 }
 
-/// A speaker as the API shows them.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct SpeakerView {
-    /// Who.
-    pub identity: Identity,
-    /// Their role.
-    pub role: Role,
-}
+pub use crate::app::live::SpeakerView;
 
 /// Where to listen to a space.
 #[derive(Debug, Clone, Serialize)]

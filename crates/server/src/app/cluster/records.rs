@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use townhall_core::{Space, SpaceId};
 
 use crate::app::config::NodeRole;
-use crate::app::state::SpeakerView;
+use crate::app::live::SpeakerView;
 
 /// A node not heard from for this long is out (its record expires).
 pub const NODE_TTL_MS: u64 = 5_000;
