@@ -437,6 +437,49 @@ async fn join_at(addr: SocketAddr, space: &str, ticket: Option<&str>) -> (u16, s
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// A listener whose edge went away comes back through the door with its listening ticket: the
+/// door tells it where to go at once, while a newcomer who arrived meanwhile still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_returning_listener_with_its_ticket_is_not_queued_behind_newcomers() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    let edge = server_with(Config {
+        role: NodeRole::Edge,
+        redis: Some(redis.url()),
+        max_listeners: 1,
+        ..Config::default()
+    })
+    .await;
+    live_space(origin.addr(), "back").await;
+    until_space(edge.addr(), "back", |s| s["state"] == "live").await;
+    let ticket = admitted_token(origin.addr(), "back", None).await;
+    let held = ws(edge.addr(), &format!("/ws/back?token={ticket}")).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, newcomer) = join_at(origin.addr(), "back", None).await;
+    assert_eq!(status, 202, "the cluster is full: a newcomer waits: {newcomer}");
+    drop(held);
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces/back/join", origin.addr()))
+        .bearer_auth(&ticket)
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 200, "the returning listener is told where to go at once");
+    let again: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(again["node"], format!("http://{}", edge.addr()), "{again}");
+    let claims = keys().verify(&ticket, townhall_server::clock::now_unix()).expect("valid");
+    assert!(again["expires_at"].as_u64() <= Some(claims.exp), "{again}");
+    // A forged token is no ticket.
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces/back/join", origin.addr()))
+        .bearer_auth("eyJhbGciOiJIUzI1NiJ9.e30.x")
+        .send()
+        .await
+        .expect("join");
+    assert_eq!(res.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_waiting_line_for_every_door_of_the_cluster() {
     let redis = Redis::start();

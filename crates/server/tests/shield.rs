@@ -445,39 +445,3 @@ async fn signed_in_joiners_wait_in_a_line_called_before_anonymous_ones() {
     assert_eq!(status, 202, "the anonymous joiner still waits");
     server.shutdown().await;
 }
-
-/// A listener admitted before comes back through the door with its ticket (its node died or
-/// sent it off): it is told where to listen at once, not queued behind newer arrivals; its new
-/// ticket expires no later than the old.
-#[tokio::test]
-async fn a_returning_listener_with_its_ticket_does_not_queue() {
-    let server = server_with(Config { max_listeners: 1, ..Config::default() }).await;
-    let addr = server.addr();
-    live_space(addr, "back").await;
-    let (status, _, first) = join(addr, "back", None).await;
-    assert_eq!(status, 200, "{first}");
-    let ticket = first["token"].as_str().expect("token").to_owned();
-    let mut a = ws(addr, &format!("/ws/back?token={ticket}")).await;
-    assert_eq!(next_json(&mut a).await["type"], "hello");
-    let (status, _, b) = join(addr, "back", None).await;
-    assert_eq!(status, 202, "full: a newcomer waits: {b}");
-    drop(a);
-    let res = http()
-        .post(url(addr, "/api/v1/spaces/back/join"))
-        .bearer_auth(&ticket)
-        .send()
-        .await
-        .expect("join");
-    assert_eq!(res.status(), 200, "the returning listener is not queued");
-    let again: Value = res.json().await.expect("json");
-    assert!(again["expires_at"].as_u64() <= first["expires_at"].as_u64(), "{again} {first}");
-    // A forged or foreign token is no ticket.
-    let res = http()
-        .post(url(addr, "/api/v1/spaces/back/join"))
-        .bearer_auth("eyJhbGciOiJIUzI1NiJ9.e30.x")
-        .send()
-        .await
-        .expect("join");
-    assert_eq!(res.status(), 401);
-    server.shutdown().await;
-}

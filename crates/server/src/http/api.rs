@@ -247,11 +247,12 @@ async fn join_space(
     let token_identity = bearer(&headers).map(|_| identity.as_str().to_owned());
     app.shield.check_join(client.map(|c| c.0.0), token_identity.as_deref())?;
     app.shield.observe(Signal::Join);
-    if returning {
-        // A listener admitted before, back with its ticket (its node died or sent it off): not
-        // a new arrival. It does not queue behind the crowd (its ticket already lets it
-        // listen on any node); it only learns where to go, with a ticket that expires with
-        // the old one.
+    if returning && app.clustered() && q.ticket.is_none() {
+        // In a cluster, a listener admitted before, back with its ticket (its edge died or
+        // sent it off): not a new arrival. It does not queue behind the crowd (its ticket
+        // already lets it listen on any node, one connection per identity); it only learns
+        // where to go, with a ticket that expires with the old one. A node alone has no other
+        // node to send it to: there a ticket holder takes its turn in the line like anyone.
         let (token, expires_at) = app.mint_ticket(
             identity.clone(),
             anonymous,
@@ -260,7 +261,7 @@ async fn join_space(
             app.config.ticket_ttl_secs,
         )?;
         let urls = app.view(space).urls;
-        let node = app.cluster.pick_edge();
+        let node = app.cluster.pick_edge_for_returning();
         let ticket = JoinTicket { token, identity, role: Role::Listener, expires_at, urls, node };
         return Ok(Json(ticket).into_response());
     }

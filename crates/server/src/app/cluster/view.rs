@@ -161,6 +161,17 @@ impl ClusterView {
         townhall_shield::two_choices(&edges, i, j).map(|n| n.url.clone())
     }
 
+    /// Where the door sends a listener coming back (its place was counted already): as
+    /// [`pick_edge`](Self::pick_edge), or, when every edge looks full, the least loaded one.
+    pub fn pick_edge_for_returning(&self) -> Option<String> {
+        self.pick_edge().or_else(|| {
+            let edges = self.edges.read().unwrap_or_else(|p| p.into_inner());
+            let load =
+                |n: &&NodeRecord| (n.listeners as u128 * 1_000) / (n.capacity.max(1) as u128);
+            edges.iter().min_by_key(load).map(|n| n.url.clone())
+        })
+    }
+
     /// `connect-src` sources for the page (empty on a node on its own).
     pub fn connect_sources(&self) -> Arc<str> {
         self.connect_sources.read().unwrap_or_else(|p| p.into_inner()).clone()
