@@ -2,7 +2,7 @@
 //! of them, each heard correctly (real server on loopback, tones decoded with libopus).
 //!
 //! Run alone, `mixer_ticks_and_lag_show_on_metrics` is the first server of its process: it
-//! catches mixer counters taken before the Prometheus recorder was installed.
+//! catches mixer (and WebRTC) counters taken before the Prometheus recorder was installed.
 
 mod common;
 
@@ -47,6 +47,9 @@ async fn mixer_ticks_and_lag_show_on_metrics() {
         .await
         .expect("tick lag quantiles");
     assert!((0.0..1.0).contains(&p99), "lag p99 in seconds: {p99}");
+    // The WebRTC thread took its counters as early, with the same bug.
+    let received = r#"townhall_webrtc_datagrams_total{result="received"}"#;
+    assert!(sample(addr, received).await.is_some(), "WebRTC counters on /metrics");
     server.shutdown().await;
 }
 
