@@ -33,8 +33,10 @@ async fn mixer_ticks_and_lag_show_on_metrics() {
     let server = server_with(Config { mixer_threads: Some(2), ..Config::default() }).await;
     let addr = server.addr();
     live_space(addr, "ticking").await;
-    let ticks = r#"townhall_mixer_ticks_total{thread="1"}"#;
-    let first = sample(addr, ticks).await.expect("tick counter of thread 1 on /metrics");
+    // The space runs on thread 0 (the first placed); thread 1, with nothing to mix, sleeps (the
+    // recorder is the process's: another test's servers may tick both).
+    let ticks = r#"townhall_mixer_ticks_total{thread="0"}"#;
+    let first = sample(addr, ticks).await.expect("tick counter of thread 0 on /metrics");
     tokio::time::sleep(SECOND / 2).await;
     let later = sample(addr, ticks).await.expect("tick counter");
     // 50 ticks a second: half a second is ~25, whatever the machine's noise.

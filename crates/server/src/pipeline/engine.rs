@@ -236,6 +236,9 @@ impl MixerThread {
     fn run(mut self, rx: &std_mpsc::Receiver<Command>) {
         self.epoch = Instant::now();
         loop {
+            if self.spaces.is_empty() && !self.idle(rx) {
+                return;
+            }
             self.tick_all();
             let deadline = self.epoch + TICK * self.ticks;
             if !self.serve_until(rx, deadline) {
@@ -257,6 +260,19 @@ impl MixerThread {
         }
         self.meters.ticks.increment(1);
         self.ticks += 1;
+    }
+
+    /// With no space to run, sleeps until a command comes (a node with more cores than spaces
+    /// keeps its spare threads asleep), then starts the clock afresh. `false` when the thread must
+    /// stop.
+    fn idle(&mut self, rx: &std_mpsc::Receiver<Command>) -> bool {
+        let command = rx.recv().unwrap_or(Command::Stop);
+        if !self.command(command) {
+            return false;
+        }
+        self.epoch = Instant::now();
+        self.ticks = 0;
+        true
     }
 
     /// Until `deadline`, carries out commands as they come (relayed frames go out at once).
@@ -323,5 +339,20 @@ impl MixerThread {
         } else if lag > TICK {
             self.meters.late.increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_threads_sleep_and_stop_when_the_engine_is_dropped() {
+        let engine = Engine::start(3).expect("threads start");
+        assert_eq!(engine.threads(), 3);
+        assert_eq!(engine.loads(), vec![ThreadLoad::default(); 3]);
+        let dropped = Instant::now();
+        drop(engine);
+        assert!(dropped.elapsed() < Duration::from_secs(1), "every thread woke to stop");
     }
 }
