@@ -305,6 +305,11 @@ struct SpeakArgs {
     /// there (following an origin's failover).
     #[arg(long)]
     follow: Option<townhall_load::target::Target>,
+    /// Speakers sent from this process at once (1 to 100), each on its own connection with its
+    /// own minted identity (`IDENTITY-N`) and a tone 20 Hz above the previous one's (with
+    /// `--file`, all speak the file); the report sums them.
+    #[arg(long, default_value_t = 1)]
+    speakers: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -596,11 +601,32 @@ fn mint(identity: &str, role: Role, space: &str, ttl: u64) -> anyhow::Result<Str
     Ok(keys.mint_claims(claims)?)
 }
 
-fn speaker_token(a: &SpeakArgs) -> anyhow::Result<String> {
+/// Most speakers one `speak` process sends.
+const MAX_SPEAKERS: u32 = 100;
+
+fn speaker_token(a: &SpeakArgs, identity: &str) -> anyhow::Result<String> {
     match &a.token {
         Some(t) => Ok(t.clone()),
-        None => mint(&a.identity, Role::Speaker, &a.space, a.duration + 3_600),
+        None => mint(identity, Role::Speaker, &a.space, a.duration + 3_600),
     }
+}
+
+/// The `n`th speaker of a `speak` run (the only one keeps the identity as given).
+fn speaker_config(a: &SpeakArgs, n: u32, duration: Duration) -> anyhow::Result<SpeakConfig> {
+    let identity = if a.speakers == 1 { a.identity.clone() } else { format!("{}-{n}", a.identity) };
+    let voice = match &a.file {
+        Some(path) => Voice::File(path.clone()),
+        None => Voice::Tone(a.tone + 20.0 * n as f32),
+    };
+    Ok(SpeakConfig {
+        target: a.common.target,
+        space: a.space.clone(),
+        token: speaker_token(a, &identity)?,
+        duration,
+        voice,
+        protocol: a.protocol,
+        follow: a.follow,
+    })
 }
 
 async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
@@ -608,21 +634,29 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
         a.duration = a.duration.min(3);
     }
     let duration = bounded(a.duration)?;
-    let voice = match &a.file {
-        Some(path) => Voice::File(path.clone()),
-        None => Voice::Tone(a.tone),
-    };
-    let cfg = SpeakConfig {
-        target: a.common.target,
-        space: a.space.clone(),
-        token: speaker_token(&a)?,
-        duration,
-        voice,
-        protocol: a.protocol,
-        follow: a.follow,
-    };
-    eprintln!("speak: into {} on {} for {}s", cfg.space, cfg.target, a.duration);
-    let report = speak::run(&cfg).await?;
+    if !(1..=MAX_SPEAKERS).contains(&a.speakers) {
+        bail!("--speakers must be 1 to {MAX_SPEAKERS}");
+    }
+    if a.speakers > 1 && a.token.is_some() {
+        bail!("--speakers above 1 mints a token per speaker: leave out --token");
+    }
+    let mut speakers = tokio::task::JoinSet::new();
+    for n in 0..a.speakers {
+        let cfg = speaker_config(&a, n, duration)?;
+        speakers.spawn(async move { speak::run(&cfg).await });
+    }
+    eprintln!(
+        "speak: {} speaker(s) into {} on {} for {}s",
+        a.speakers, a.space, a.common.target, a.duration
+    );
+    let mut report = speak::SpeakReport::default();
+    while let Some(done) = speakers.join_next().await {
+        let one = done.map_err(|e| anyhow::anyhow!("speaker task: {e}"))??;
+        report.frames_sent += one.frames_sent;
+        report.frames_received += one.frames_received;
+        report.errors.extend(one.errors);
+        report.reconnects += one.reconnects;
+    }
     println!(
         "speak: sent {} frames, received {} mix-minus frames, {} errors, {} reconnects",
         report.frames_sent,

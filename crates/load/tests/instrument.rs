@@ -263,3 +263,52 @@ async fn a_speaker_sent_off_connects_again_and_keeps_speaking() {
     assert!(connections.load(Ordering::Relaxed) >= 2, "it came back");
     assert!(report.frames_sent > 10, "and went on speaking: {report:?}");
 }
+
+/// `speak --speakers N` puts N speakers on stage from one process, each heard by the mixer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_speak_process_sends_several_speakers() {
+    let _serial = SERIAL.lock().await;
+    let config = townhall_server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.into()),
+        api_secret: Some(API_SECRET.into()),
+        demo: true,
+        overload_lag_ms: 0,
+        ..Default::default()
+    };
+    let server = townhall_server::start(config).await.expect("server");
+    let speakers = |s: &townhall_server::Server| -> usize {
+        s.state().mixer_loads().iter().map(|l| l.speakers).sum()
+    };
+    // The demo's own bot may be on stage already.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = speakers(&server);
+    let target = format!("http://{}", server.addr());
+    let args = [
+        "speak",
+        "--target",
+        &target,
+        "--space",
+        "demo",
+        "--speakers",
+        "3",
+        "--duration",
+        "3",
+        "--json",
+    ];
+    let args = args.map(str::to_owned);
+    let load = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_load_async(&args).await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while speakers(&server) < before + 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(speakers(&server), before + 3, "three more speakers on the mixers");
+    let (code, report, stderr) = load.await.expect("load");
+    assert_eq!(code, 0, "{stderr}");
+    let sent = report["frames_sent"].as_u64().expect("frames_sent");
+    assert!(sent >= 3 * 120, "about 3 s of frames from each of three: {sent}");
+    server.shutdown().await;
+}

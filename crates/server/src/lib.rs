@@ -121,7 +121,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let credentials = credentials::resolve(&config)?;
     let listener = net::bind(config.listen, config.socket_send_buffer)?;
     let addr = listener.local_addr()?;
-    let engine = engine::Engine::start()?;
+    // The recorder first: the mixer and WebRTC threads take their counters as they start, and
+    // a counter taken before it is installed counts into nothing.
+    let metrics = metrics::handle();
+    let engine = engine::Engine::start(config.mixer_thread_count())?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let rtc = rtc::RtcNode::start(&config.rtc(), shutdown_rx.clone())?;
     let store = Arc::new(if config.database {
@@ -130,15 +133,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         store::Store::in_memory()?
     });
     store.set_retention(config.retention_rows);
-    let app = Arc::new(AppState::new(
-        config,
-        &credentials,
-        engine,
-        rtc,
-        store,
-        shutdown_rx,
-        metrics::handle(),
-    ));
+    let app =
+        Arc::new(AppState::new(config, &credentials, engine, rtc, store, shutdown_rx, metrics));
     app.restore().map_err(StartError::Restore)?;
     // Recordings a crash interrupted are finalised before anyone can ask for them.
     let (data_dir, store, webhooks) =
@@ -243,14 +239,16 @@ async fn until_listeners_left(app: &AppState, until: tokio::time::Instant) {
 }
 
 /// Every second: re-evaluates the crowd-or-attack verdict (it logs and reports changes),
-/// broadcasts each space's reaction tallies of the past seconds and ends spaces left without a
-/// host for the grace period.
+/// broadcasts each space's reaction tallies of the past seconds, ends spaces left without a
+/// host for the grace period, and folds the histograms' samples into their summaries (else a
+/// node nobody scrapes would keep every mixer tick's lag).
 async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 app.shield.evaluate();
+                app.metrics.run_upkeep();
                 let now = clock::now_unix();
                 app.live_spaces().iter().for_each(|live| live.flush_reactions(now));
                 // Ending spaces and retrying writes touch the database.

@@ -69,6 +69,9 @@ struct ServeArgs {
     /// before the node exits (a second signal exits at once).
     #[arg(long, env = "TOWNHALL_DRAIN_SECS")]
     drain_secs: Option<u64>,
+    /// Mixer threads (default: one per core); each space runs on one of them.
+    #[arg(long, env = "TOWNHALL_MIXER_THREADS")]
+    mixer_threads: Option<usize>,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -195,6 +198,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(secs) = args.drain_secs {
         config.drain_secs = secs;
+    }
+    if args.mixer_threads.is_some() {
+        config.mixer_threads = args.mixer_threads;
     }
     for (value, slot) in [
         (args.redis, &mut config.redis),

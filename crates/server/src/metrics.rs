@@ -18,10 +18,18 @@ pub const JOINS: &str = "townhall_joins_total";
 pub const REJECTIONS: &str = "townhall_rejections_total";
 /// Counter: speaker frames, by `result` (`accepted`, `invalid`, `rate_limited`, `overloaded`).
 pub const SPEAKER_FRAMES: &str = "townhall_speaker_frames_total";
-/// Counter: mixer ticks run.
+/// Counter: mixer ticks run, by `thread` (the mixer thread's index; each ticks 50 times a
+/// second, whatever its spaces).
 pub const MIXER_TICKS: &str = "townhall_mixer_ticks_total";
-/// Counter: mixer ticks that started more than one frame late.
+/// Counter: mixer ticks that started more than one frame late, by `thread`.
 pub const MIXER_LATE_TICKS: &str = "townhall_mixer_late_ticks_total";
+/// Histogram (summary): seconds each mixer tick started after its time, by `thread` (a thread
+/// with more mixing than its core holds drifts towards 20 ms and beyond).
+pub const MIXER_TICK_LAG: &str = "townhall_mixer_tick_lag_seconds";
+/// Gauge: spaces running on each mixer thread, by `thread`.
+pub const MIXER_SPACES: &str = "townhall_mixer_spaces";
+/// Gauge: speakers connected to each mixer thread's spaces, by `thread`.
+pub const MIXER_SPEAKERS: &str = "townhall_mixer_speakers";
 /// Counter: connections closed because their socket stopped accepting bytes.
 pub const STALLED_CONNECTIONS: &str = "townhall_stalled_connections_total";
 
@@ -112,8 +120,11 @@ fn describe() {
     describe_counter!(JOINS, "Listener connections accepted, by protocol.");
     describe_counter!(REJECTIONS, "Requests refused, by reason.");
     describe_counter!(SPEAKER_FRAMES, "Speaker frames received, by result.");
-    describe_counter!(MIXER_TICKS, "Mixer ticks run.");
-    describe_counter!(MIXER_LATE_TICKS, "Mixer ticks started more than a frame late.");
+    describe_counter!(MIXER_TICKS, "Mixer ticks run, by mixer thread.");
+    describe_counter!(MIXER_LATE_TICKS, "Mixer ticks started more than a frame late, by thread.");
+    describe_histogram!(MIXER_TICK_LAG, "Seconds each mixer tick started late, by thread.");
+    describe_gauge!(MIXER_SPACES, "Spaces running on each mixer thread.");
+    describe_gauge!(MIXER_SPEAKERS, "Speakers connected to each mixer thread's spaces.");
     describe_counter!(STALLED_CONNECTIONS, "Connections closed for not reading.");
     describe_counter!(SHIELD_REJECTIONS, "Connections and requests refused by per-client limits.");
     describe_counter!(ADMISSIONS, "Waiting-room decisions, by result.");

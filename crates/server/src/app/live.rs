@@ -15,11 +15,12 @@ use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
 use crate::app::config::Config;
 use crate::app::store::{BanKind, Store};
 use crate::metrics::SPEAKERS;
-use crate::pipeline::engine::{Engine, Ingest, RelayInput, SpaceMix};
+use crate::pipeline::engine::{Engine, RelayInput};
 use crate::pipeline::fanout::FanoutConfig;
 use crate::pipeline::feed::ProgramFeed;
 use crate::pipeline::hls_store::HlsStore;
 use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::space_mix::{Ingest, SpaceMix};
 use crate::pipeline::talking::Talking;
 
 /// Speaker frames queued towards the mixer before new ones are refused.

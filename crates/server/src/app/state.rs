@@ -728,6 +728,11 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+
+    /// The load of each mixer thread (spaces placed, speakers as last counted), by index.
+    pub fn mixer_loads(&self) -> Vec<crate::pipeline::placement::ThreadLoad> {
+        self.engine.loads()
+    }
 }
 
 /// The refusal of anonymous joiners while attack mode is on.

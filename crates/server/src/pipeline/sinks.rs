@@ -26,7 +26,7 @@ pub trait ProgramSink: Send {
     fn finish(&mut self) {}
 }
 
-/// Which sink an [`Ingest::Sink`](crate::pipeline::engine::Ingest::Sink) sets or removes: a
+/// Which sink an [`Ingest::Sink`](crate::pipeline::space_mix::Ingest::Sink) sets or removes: a
 /// space has at most one sink under each name.
 pub type SinkName = &'static str;
 
