@@ -10,8 +10,8 @@
 //! tick time measured on a shared or throttled machine is noisy enough to send two spaces created
 //! together to the same thread. Mixing cost grows with speakers (a decode and a mix-minus encode
 //! each) and with spaces (the program's encode and its sinks), about equally: `bench/many-spaces`
-//! measured ~4% of a core per space of 2 speakers, ~8% of 5 and ~19.5% of 13, all talking, i.e.
-//! ~1.2% per space and ~1.4% per speaker. So a space and a speaker weigh one each.
+//! measured ~3.5% of a core per space of 2 speakers, ~7.5% of 5 and ~17.5% of 13, all talking,
+//! i.e. ~1% per space and ~1.3% per speaker. So a space and a speaker weigh one each.
 
 use std::collections::HashMap;
 
