@@ -19,7 +19,13 @@ use townhall_server::Config;
 use townhall_server::config::NodeRole;
 
 async fn node(role: NodeRole, redis: &RedisServer) -> townhall_server::Server {
-    server_with(Config { role, redis: Some(redis.url()), ..Config::default() }).await
+    // A data directory of its own (the standby writes recordings), never the crate's.
+    let data_dir = std::env::temp_dir().join(format!(
+        "townhall-failover-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    server_with(Config { role, redis: Some(redis.url()), data_dir, ..Config::default() }).await
 }
 
 /// Polls `path` on `addr` until it answers `status` (within `secs`).
