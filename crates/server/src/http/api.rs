@@ -133,11 +133,7 @@ async fn on_origin(
         bytes::Bytes::new(),
     )
     .await?;
-    let mut res = (answer.status, answer.body).into_response();
-    if let Some(ct) = answer.content_type {
-        res.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    Ok(Some(res))
+    Ok(Some(answered(answer)))
 }
 
 async fn end_space(
@@ -524,4 +520,13 @@ fn check_pow(app: &AppState, space: &SpaceId, proof: Option<&str>) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// An origin's answer, passed back as it came (an edge forwarding to a space's origin).
+pub(crate) fn answered(answer: crate::app::cluster::forward::Answer) -> Response {
+    let mut res = (answer.status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
+        res.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    res
 }

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use townhall_core::room::{Action, Reaction};
 use townhall_core::{Identity, SpaceId};
 
-use crate::app::cluster::forward::{self, Answer};
+use crate::app::cluster::forward;
 use crate::app::error::AppError;
 use crate::app::state::{AppState, bearer};
 use crate::clock::now_unix;
-use crate::http::api::space_id;
+use crate::http::api::{answered, space_id};
 use crate::http::error::ApiError;
 
 /// The room's routes.
@@ -103,15 +103,6 @@ async fn view(
         return Ok(answered(answer));
     }
     Ok(Json(json!({ "room": live.room_view(), "talking": live.talking() })).into_response())
-}
-
-/// The origin's answer, passed back as it came.
-fn answered(answer: Answer) -> Response {
-    let mut res = (answer.status, answer.body).into_response();
-    if let Some(ct) = answer.content_type {
-        res.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
-    }
-    res
 }
 
 /// A cheap, cacheable summary for listeners without a WebSocket (HLS, CDN): who is on stage,
