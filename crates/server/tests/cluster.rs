@@ -1043,10 +1043,14 @@ async fn a_killed_edges_listeners_come_back_on_the_other_edge() {
     let struck = struck.await.expect("struck listeners");
     let outages = struck.timeline.report()["outages"].clone();
     let outages = outages.as_array().cloned().unwrap_or_default();
-    assert!(!outages.is_empty(), "losing the edge cost them audio for a moment");
+    // A listener back within 300 ms (the backoff's full jitter can pick almost nothing) has
+    // no outage on record; every outage there is ended, within the 5 s the design promises.
     assert!(
-        outages.iter().all(|o| !o["to_ms"].is_null()),
-        "every one of them heard the tone again: {outages:?}"
+        outages.iter().all(|o| o["to_ms"]
+            .as_u64()
+            .zip(o["from_ms"].as_u64())
+            .is_some_and(|(to, from)| to.saturating_sub(from) < 5_000)),
+        "every one of them heard the tone again within 5 s: {outages:?}"
     );
     let struck = struck.snapshot();
     let spared = spared.await.expect("spared listeners");
