@@ -56,18 +56,17 @@ impl HlsStore {
         self.segmenter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a program packet (engine thread); wakes blocked requests when a part completes.
-    pub fn push(&self, packet: Bytes, mixed_at_us: u64) {
+    /// Adds program frame `seq` (engine thread); wakes blocked requests when a part completes.
+    pub fn push(&self, seq: u64, packet: Bytes, mixed_at_us: u64) {
         let next = {
             let mut s = self.segmenter();
-            match s.push(packet, mixed_at_us) {
-                Ok(Some(_)) => Some(s.next()),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!("hls packaging failed: {e}");
-                    None
-                }
+            let before = (s.next(), s.begins_at());
+            if let Err(e) = s.push(seq, packet, mixed_at_us) {
+                tracing::error!("hls packaging failed: {e}");
             }
+            // A part done, or the first frame seen (requests waiting for it learn where the
+            // stream begins here).
+            (before != (s.next(), s.begins_at())).then(|| s.next())
         };
         if let Some(next) = next {
             self.progress.send_replace(next);
