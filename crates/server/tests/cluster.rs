@@ -180,6 +180,7 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(admission(edge.addr()).await, "cluster");
+    let epoch_before = record_epoch(&redis, "steady").await.expect("a record before");
     // Redis goes away: longer than a lease, long enough for the doors to give up on it (three
     // failed rounds).
     let port = redis.port;
@@ -222,6 +223,11 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(healed, "the directory came back after Redis restarted");
+    let epoch_after = record_epoch(&redis, "steady").await.expect("a record after");
+    assert!(
+        epoch_after > epoch_before,
+        "epochs never go back, even in an empty Redis: {epoch_before} then {epoch_after}"
+    );
     let mut held = false;
     for _ in 0..50 {
         let client = redis::Client::open(redis.url()).expect("client");
@@ -1249,4 +1255,13 @@ async fn hls_players_behind_a_cache_skip_nothing_when_an_edge_dies() {
     let amp = tone_amplitude(&pcm[pcm.len() - 48_000..], 440.0);
     assert!(amp > 0.25, "440 Hz through the cache after the edge died: {amp}");
     speaker.abort();
+}
+
+/// The epoch in `space`'s directory record, if Redis has one.
+async fn record_epoch(redis: &Redis, space: &str) -> Option<u64> {
+    let client = redis::Client::open(redis.url()).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let json: Option<String> =
+        redis::cmd("GET").arg(format!("th:space:{space}")).query_async(&mut c).await.ok()?;
+    serde_json::from_str::<serde_json::Value>(&json?).ok()?["epoch"].as_u64()
 }
