@@ -12,7 +12,7 @@ RUN cargo build --release --locked --bin townhall
 
 FROM debian:bookworm-slim
 RUN useradd --system --home-dir /var/lib/townhall --shell /usr/sbin/nologin townhall \
-    && install -d -o townhall -g townhall -m 0750 /var/lib/townhall \
+    && install -d -o townhall -g townhall -m 0700 /var/lib/townhall \
     && install -d /etc/townhall
 COPY --from=build /src/target/release/townhall /usr/bin/townhall
 COPY deploy/townhall.toml /etc/townhall/townhall.toml
