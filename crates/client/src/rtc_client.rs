@@ -58,6 +58,8 @@ pub type Outgoing = (u32, Bytes, u64);
 pub struct RtcSession {
     /// The session resource (`Location`), for `DELETE`.
     pub location: String,
+    /// The server's SDP answer (its candidates name the UDP port the session's media uses).
+    pub answer: String,
     /// Frames received.
     pub audio: mpsc::Receiver<AudioIn>,
     /// Frames to send (publishers).
@@ -116,6 +118,7 @@ pub async fn connect(
         return Err(RtcClientError::Refused { status, body });
     }
     peer.accept_answer(pending, &body, Instant::now())?;
+    let answer = body.clone();
     let (audio_tx, audio) = mpsc::channel(1_024);
     let (send, send_rx) = mpsc::channel(256);
     let (connected_tx, connected) = watch::channel(false);
@@ -128,6 +131,7 @@ pub async fn connect(
     });
     Ok(RtcSession {
         location: location.unwrap_or_default(),
+        answer,
         audio,
         send,
         connected,

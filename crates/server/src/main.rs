@@ -95,6 +95,10 @@ struct ServeArgs {
     /// Mixer threads (default: one per core); each space runs on one of them.
     #[arg(long, env = "TOWNHALL_MIXER_THREADS")]
     mixer_threads: Option<usize>,
+    /// RTC threads (default: one per core, at most 16); each has its own UDP port and a share
+    /// of the WebRTC sessions.
+    #[arg(long, env = "TOWNHALL_WEBRTC_THREADS")]
+    webrtc_threads: Option<usize>,
     /// Log lines as text or as JSON objects (filter with TOWNHALL_LOG, e.g. `info`).
     #[arg(long, env = "TOWNHALL_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
@@ -254,6 +258,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.mixer_threads.is_some() {
         config.mixer_threads = args.mixer_threads;
+    }
+    if args.webrtc_threads.is_some() {
+        config.webrtc_threads = args.webrtc_threads;
     }
     for (value, slot) in [
         (args.redis, &mut config.redis),

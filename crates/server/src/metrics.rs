@@ -62,6 +62,10 @@ pub const HLS_REQUESTS: &str = "townhall_hls_requests_total";
 
 /// Gauge: WebRTC sessions held, by `kind` (`whip`, `whep`).
 pub const WEBRTC_SESSIONS: &str = "townhall_webrtc_sessions";
+/// Gauge: WebRTC sessions held (reserved or live) per RTC thread, by `thread` (`0`, `1`, ...).
+pub const WEBRTC_THREAD_SESSIONS: &str = "townhall_webrtc_thread_sessions";
+/// Counter: program frames written to WHEP listeners per RTC thread, by `thread`.
+pub const WEBRTC_THREAD_FRAMES: &str = "townhall_webrtc_thread_frames_total";
 /// Counter: WebRTC datagrams, by `result` (`sent`, `dropped` when the socket buffer was full,
 /// `received`).
 pub const WEBRTC_DATAGRAMS: &str = "townhall_webrtc_datagrams_total";
@@ -135,6 +139,11 @@ fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered by the router, by route and status.");
     describe_counter!(HLS_REQUESTS, "HLS requests reaching the origin, by kind.");
     describe_gauge!(WEBRTC_SESSIONS, "WebRTC sessions held, by kind (whip, whep).");
+    describe_gauge!(WEBRTC_THREAD_SESSIONS, "WebRTC sessions held per RTC thread.");
+    describe_counter!(
+        WEBRTC_THREAD_FRAMES,
+        "Program frames written to WHEP listeners per RTC thread."
+    );
     describe_counter!(WEBRTC_DATAGRAMS, "WebRTC datagrams sent, dropped or received.");
     describe_histogram!(WEBRTC_EGRESS_LAG, "Seconds from mixing to the WebRTC loop's writes.");
     describe_histogram!(CLUSTER_DOOR_SECONDS, "Seconds a door waited for the cluster's line.");

@@ -174,6 +174,105 @@ async fn two_webrtc_speakers_hear_each_other_and_not_themselves() {
     server.shutdown().await;
 }
 
+/// The UDP port of the host candidate in an SDP answer.
+fn answer_port(answer: &str) -> u16 {
+    answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let typ = words.iter().position(|w| *w == "typ")?;
+            words.get(typ.checked_sub(1)?)?.parse().ok()
+        })
+        .expect("a host candidate with a port")
+}
+
+async fn whep(addr: SocketAddr, space: &str, source: &str) -> RtcSession {
+    let mut session = rtc_client::connect(
+        &target(addr),
+        source.parse().expect("ip"),
+        &format!("/whep/{space}"),
+        None,
+        Mode::Subscribe,
+        None,
+    )
+    .await
+    .expect("WHEP subscribe");
+    session.connected(Duration::from_secs(10)).await.expect("WHEP connects");
+    session
+}
+
+#[tokio::test]
+async fn two_rtc_threads_share_the_sessions_and_every_listener_hears_the_speaker() {
+    let config = townhall_server::Config { webrtc_threads: Some(2), ..Default::default() };
+    let server = server_with(config).await;
+    let addr = server.addr();
+    live_space(addr, "shards").await;
+    // Placement by fewest sessions: the speaker on one thread, listeners on both.
+    let (speaker, sender) = whip_tone(addr, "shards", "alice", 440.0, false).await;
+    let mut listeners = Vec::new();
+    for source in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        listeners.push(whep(addr, "shards", source).await);
+    }
+    let speaker_port = answer_port(&speaker.answer);
+    let ports: Vec<u16> = listeners.iter().map(|l| answer_port(&l.answer)).collect();
+    assert_ne!(ports[0], speaker_port, "the first listener is on the other thread: {ports:?}");
+    assert_eq!(ports[1], speaker_port, "then the speaker's thread again: {ports:?}");
+    assert_eq!(ports[2], ports[0], "{ports:?}");
+
+    let heard = futures_util::future::join_all(
+        listeners.iter_mut().map(|l| receive_for(l, Duration::from_secs(4))),
+    )
+    .await;
+    for ((pcm, seqs), port) in heard.iter().zip(&ports) {
+        assert!(seqs.len() >= 150, "WHEP frames in 4 s on port {port}: {}", seqs.len());
+        let lost: u32 = seqs.windows(2).map(|w| w[1].wrapping_sub(w[0]).saturating_sub(1)).sum();
+        assert!(lost <= 2, "WHEP lost {lost} frames on port {port}");
+        let amp = tone_amplitude(last_second(pcm), 440.0);
+        assert!(amp > 0.25, "440 Hz over WHEP on port {port}: {amp}");
+    }
+    let metrics = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    // (The recorder is the process's: other tests' sessions count too, so no exact values.)
+    for thread in ["0", "1"] {
+        let line = format!("townhall_webrtc_thread_sessions{{thread=\"{thread}\"}} ");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+
+    // DELETE reaches the session's own thread; the space's end reaches both.
+    let gone = listeners.remove(0);
+    let status =
+        rtc_client::delete(&target(addr), "127.0.0.2".parse().expect("ip"), &gone.location)
+            .await
+            .expect("delete");
+    assert_eq!(status, 200);
+    gone.stop().await;
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces/shards/end"))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("end");
+    assert_eq!(res.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !listeners.iter().all(RtcSession::is_closed) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listeners.iter().all(RtcSession::is_closed), "every thread hung up on its listeners");
+    sender.abort();
+    speaker.stop().await;
+    for l in listeners {
+        l.stop().await;
+    }
+    server.shutdown().await;
+}
+
 /// A valid browser-like offer made by the client stack, for the error paths.
 fn offer(direction: townhall_webrtc::Direction) -> String {
     let cfg = townhall_webrtc::PeerConfig {
@@ -288,9 +387,11 @@ async fn signalling_errors_answer_with_the_rfc_statuses() {
 #[tokio::test]
 async fn sessions_are_limited_per_client_and_per_node() {
     use townhall_webrtc::Direction;
+    // Two RTC threads: the limits are the node's, over both.
     let config = townhall_server::Config {
         webrtc_max_sessions: 3,
         webrtc_sessions_per_client: 2,
+        webrtc_threads: Some(2),
         ..townhall_server::Config::default()
     };
     let server = server_with(config).await;

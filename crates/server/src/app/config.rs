@@ -117,14 +117,18 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Lifetime of the listener tickets `join` hands out, seconds.
     pub ticket_ttl_secs: u64,
-    /// UDP address for WebRTC media, all sessions multiplexed on it (default: the `listen`
-    /// address's IP, any free port).
+    /// UDP address for WebRTC media, sessions multiplexed on it (default: the `listen`
+    /// address's IP, any free port). With N RTC threads and a fixed port P, thread `i` binds
+    /// P + i (open P to P + N - 1); with port 0 each thread binds a free port.
     pub webrtc_udp: Option<SocketAddr>,
     /// Addresses to advertise to WebRTC peers as host candidates, with the UDP port (default:
     /// the bound address; set the public address when the node is behind NAT).
     pub webrtc_advertise: Vec<std::net::IpAddr>,
-    /// WebRTC sessions (WHIP and WHEP together) this node holds at once.
+    /// WebRTC sessions (WHIP and WHEP together) this node holds at once, over all RTC threads.
     pub webrtc_max_sessions: usize,
+    /// RTC threads, each with its own UDP socket (port) and share of the sessions (default: one
+    /// per core, at most [`DEFAULT_WEBRTC_THREADS_CAP`]).
+    pub webrtc_threads: Option<usize>,
     /// WebRTC sessions one identity (with a token) or one address (without) may hold at once.
     pub webrtc_sessions_per_client: usize,
     /// Webhook receivers: every event is POSTed, signed, to each (`http://` only; empty: off).
@@ -226,6 +230,7 @@ impl Default for Config {
             webrtc_udp: None,
             webrtc_advertise: Vec::new(),
             webrtc_max_sessions: 5_000,
+            webrtc_threads: None,
             webrtc_sessions_per_client: 4,
             webhook_urls: Vec::new(),
             webhook_queue: 1_000,
@@ -244,6 +249,11 @@ impl Default for Config {
         }
     }
 }
+
+/// The most RTC threads a node starts (`webrtc_threads`).
+pub const MAX_WEBRTC_THREADS: usize = 256;
+/// RTC threads by default: one per core, but no more than this (each has its own UDP port).
+pub const DEFAULT_WEBRTC_THREADS_CAP: usize = 16;
 
 /// The most mixer threads a node starts (`mixer_threads`).
 pub const MAX_MIXER_THREADS: usize = 1_024;
@@ -417,6 +427,9 @@ impl Config {
         if self.mixer_threads.is_some_and(|n| !(1..=MAX_MIXER_THREADS).contains(&n)) {
             return bad("mixer_threads must be 1 to 1024");
         }
+        if self.webrtc_threads.is_some_and(|n| !(1..=MAX_WEBRTC_THREADS).contains(&n)) {
+            return bad("webrtc_threads must be 1 to 256");
+        }
         Ok(())
     }
 
@@ -427,6 +440,16 @@ impl Config {
         })
     }
 
+    /// RTC threads to start: `webrtc_threads`, or one per core the process may use (at most
+    /// [`DEFAULT_WEBRTC_THREADS_CAP`]).
+    pub fn webrtc_thread_count(&self) -> usize {
+        self.webrtc_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(DEFAULT_WEBRTC_THREADS_CAP)
+        })
+    }
+
     /// The WebRTC side's settings.
     pub fn rtc(&self) -> crate::pipeline::rtc::RtcSettings {
         crate::pipeline::rtc::RtcSettings {
@@ -434,6 +457,7 @@ impl Config {
             advertise: self.webrtc_advertise.clone(),
             max_sessions: self.webrtc_max_sessions,
             sessions_per_client: self.webrtc_sessions_per_client,
+            threads: self.webrtc_thread_count(),
         }
     }
 
@@ -492,10 +516,21 @@ mod tests {
     }
 
     #[test]
+    fn webrtc_threads_default_to_the_cores_capped() {
+        let c: Config = toml::from_str("webrtc_threads = 2").expect("parse");
+        assert_eq!((c.webrtc_thread_count(), c.rtc().threads), (2, 2));
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let default = Config::default().webrtc_thread_count();
+        assert_eq!(default, cores.min(DEFAULT_WEBRTC_THREADS_CAP));
+    }
+
+    #[test]
     fn out_of_range_values_are_refused() {
         for c in [
             Config { ogg_page_ms: 30, ..Config::default() },
             Config { ws_batch_frames: 0, ..Config::default() },
+            Config { webrtc_threads: Some(0), ..Config::default() },
+            Config { webrtc_threads: Some(MAX_WEBRTC_THREADS + 1), ..Config::default() },
             Config { api_secret: Some("short".into()), ..Config::default() },
             Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
             Config { webhook_queue: 0, ..Config::default() },

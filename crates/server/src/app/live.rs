@@ -19,7 +19,7 @@ use crate::pipeline::engine::{Engine, RelayInput};
 use crate::pipeline::fanout::FanoutConfig;
 use crate::pipeline::feed::ProgramFeed;
 use crate::pipeline::hls_store::HlsStore;
-use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::program::ProgramShards;
 use crate::pipeline::space_mix::{Ingest, SpaceMix};
 use crate::pipeline::talking::Talking;
 
@@ -203,7 +203,7 @@ impl LiveSpace {
         config: &Config,
         engine: &Engine,
         fanout: FanoutConfig,
-        rtc: mpsc::Sender<ProgramPacket>,
+        rtc: ProgramShards,
         store: Arc<Store>,
         webhooks: crate::app::webhooks::Webhooks,
     ) -> Result<Arc<LiveSpace>, OpenError> {
@@ -229,7 +229,7 @@ impl LiveSpace {
         config: &Config,
         engine: &Engine,
         fanout: FanoutConfig,
-        rtc: mpsc::Sender<ProgramPacket>,
+        rtc: ProgramShards,
         store: Arc<Store>,
         webhooks: crate::app::webhooks::Webhooks,
     ) -> Result<(Arc<LiveSpace>, RelayInput), OpenError> {

@@ -30,7 +30,7 @@ use crate::app::state::{AppState, bearer};
 use crate::http::api::space_id;
 use crate::http::error::ApiError;
 use crate::pipeline::feed::Protocol;
-use crate::pipeline::rtc::{SessionKind, SessionRole};
+use crate::pipeline::rtc::{Reserved, SessionKind, SessionRole};
 
 /// The WHIP and WHEP routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -167,8 +167,9 @@ async fn whip(
     let offer = check_offer(&body, Intent::Publish).map_err(offer_error)?;
     let wants_return = std::str::from_utf8(&body).is_ok_and(wants_audio_back);
     let rtc = &app.rtc;
-    let key = rtc.reserve(format!("id:{}", claims.sub), &id, SessionKind::Whip)?;
-    let (peer, answer) = match Peer::answer(offer, rtc.peer_config(), Instant::now()) {
+    let Reserved { key, shard } =
+        rtc.reserve(format!("id:{}", claims.sub), &id, SessionKind::Whip)?;
+    let (peer, answer) = match Peer::answer(offer, rtc.peer_config(shard), Instant::now()) {
         Ok(built) => built,
         Err(e) => {
             rtc.release(&key);
@@ -254,8 +255,9 @@ async fn whep(
         (false, None) => "ip:unknown".to_owned(),
     };
     let rtc = &app.rtc;
-    let key = rtc.reserve(client, &id, SessionKind::Whep)?;
-    let (peer, answer) = match Peer::answer(offer, rtc.peer_config(), Instant::now()) {
+    // On the RTC thread with the fewest sessions; the answer gives that thread's port.
+    let Reserved { key, shard } = rtc.reserve(client, &id, SessionKind::Whep)?;
+    let (peer, answer) = match Peer::answer(offer, rtc.peer_config(shard), Instant::now()) {
         Ok(built) => built,
         Err(e) => {
             rtc.release(&key);

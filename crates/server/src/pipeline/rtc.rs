@@ -1,24 +1,29 @@
-//! WebRTC at the edge: one UDP socket, one thread, a [`Hub`] of peers.
+//! WebRTC at the edge: N RTC threads, each with one UDP socket and a [`Hub`] of peers.
 //!
-//! All WebRTC sessions of the node (WHIP speakers and WHEP listeners) share one UDP port and
-//! one OS thread (`townhall-rtc`) with its own small async runtime, apart from the mixer thread
-//! and from the workers that serve HTTP. The HTTP handlers (`whip`) check requests, build the
-//! peer from the offer and hand it over; from then on the loop owns it:
+//! The WebRTC sessions of the node (WHIP speakers and WHEP listeners) are sharded over
+//! `webrtc_threads` OS threads (`townhall-rtc-{i}`), each with its own small async runtime, its
+//! own UDP socket (its own port: see `docs/design.md` for why not `SO_REUSEPORT`) and its own
+//! hub, apart from the mixer threads and from the workers that serve HTTP. The HTTP handlers
+//! (`whip`) check requests, reserve a session in the shared registry (which places it on the
+//! thread with the fewest sessions, and holds the node-wide limits), build the peer from the
+//! offer with that thread's candidates and hand it over; from then on that thread's loop owns
+//! it:
 //!
 //! - speakers' Opus frames go, checked and rate-limited, into the same mixer queue as
 //!   WebSocket speakers'; their mix-minus (everyone but themselves) comes back on their track;
-//! - the program stream arrives once per frame from the mixer; its payload is made shareable
-//!   once and written to every WHEP listener of the space: per listener, only the RTP header
-//!   and SRTP (each peer has its own keys) are done by str0m;
+//! - the program stream arrives once per frame from the mixer at each thread that has WHEP
+//!   listeners of the space (the `Bytes` shared, never copied per thread); its payload is made
+//!   shareable once per thread and written to each of its listeners: per listener, only the RTP
+//!   header and SRTP (each peer has its own keys) are done by str0m;
 //! - datagrams that cannot be sent at once are dropped (UDP: a slow listener loses packets,
 //!   nobody waits for it), and peers that never connect or go silent are closed.
 //!
-//! (About 650 lines with its tests, over the crate's usual size: one event loop and its session
+//! (About 800 lines with its tests, over the crate's usual size: one event loop and its session
 //! table, a single state machine whose parts only make sense together.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,11 +41,13 @@ use townhall_webrtc::{
 use crate::clock;
 use crate::metrics::{
     FRAMES_SENT, SPEAKER_FRAMES, WEBRTC_DATAGRAMS, WEBRTC_EGRESS_LAG, WEBRTC_SESSIONS,
+    WEBRTC_THREAD_FRAMES, WEBRTC_THREAD_SESSIONS,
 };
 use crate::pipeline::feed::ListenerGuard;
 pub use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::program::{ProgramShard, ProgramShards};
 
-/// Program frames queued towards the WebRTC loop before new ones are dropped (the mixer never
+/// Program frames queued towards each WebRTC loop before new ones are dropped (the mixer never
 /// waits for WebRTC listeners).
 const PROGRAM_QUEUE: usize = 256;
 /// Datagrams read in one go before the loop looks at its other inputs.
@@ -51,14 +58,17 @@ const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// How the WebRTC side of a node is set up (from the node's configuration).
 #[derive(Debug, Clone)]
 pub struct RtcSettings {
-    /// The UDP address every session's media shares.
+    /// The UDP address of the first RTC thread; with a fixed port P, thread `i` binds P + i
+    /// (port 0: each thread a free port of its own).
     pub udp: SocketAddr,
     /// Addresses to advertise as host candidates (empty: the bound one).
     pub advertise: Vec<std::net::IpAddr>,
-    /// Sessions at once, WHIP and WHEP together.
+    /// Sessions at once, WHIP and WHEP together, over all threads.
     pub max_sessions: usize,
     /// Sessions one client (identity or address) may hold.
     pub sessions_per_client: usize,
+    /// RTC threads (each with its own UDP socket and hub), at least one.
+    pub threads: usize,
 }
 
 /// Why a session could not be reserved.
@@ -70,6 +80,16 @@ pub enum ReserveError {
     /// This client holds all the sessions one client may.
     #[error("at most {0} WebRTC sessions per client; end one first")]
     PerClient(usize),
+}
+
+/// A session reserved before its peer is built: its key (the resource name) and the RTC thread
+/// that will carry it (whose port its answer advertises).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// The session's key.
+    pub key: String,
+    /// The RTC thread (shard) it goes to.
+    pub shard: usize,
 }
 
 /// Where a WHIP speaker's frames go (their seat on stage, in the application): the loop only
@@ -124,16 +144,38 @@ struct Entry {
     space: SpaceId,
     client: String,
     kind: SessionKind,
+    shard: usize,
 }
 
-/// Sessions the HTTP side knows of: for `DELETE`, and for limits per node and per client.
-#[derive(Default)]
+/// Sessions the HTTP side knows of, over every RTC thread: for `DELETE`, for limits per node
+/// and per client, and for placing a new session on the least loaded thread.
 struct Registry {
     sessions: HashMap<String, Entry>,
     per_client: HashMap<String, usize>,
+    /// Sessions (reserved or live) per RTC thread.
+    per_shard: Vec<usize>,
 }
 
 impl Registry {
+    fn new(shards: usize) -> Registry {
+        Registry {
+            sessions: HashMap::new(),
+            per_client: HashMap::new(),
+            per_shard: vec![0; shards.max(1)],
+        }
+    }
+
+    /// The thread with the fewest sessions (the first of equals).
+    fn least_loaded(&self) -> usize {
+        let mut best = 0;
+        for (i, n) in self.per_shard.iter().enumerate() {
+            if *n < self.per_shard[best] {
+                best = i;
+            }
+        }
+        best
+    }
+
     fn release(&mut self, key: &str) -> Option<Entry> {
         let entry = self.sessions.remove(key)?;
         if let Some(n) = self.per_client.get_mut(&entry.client) {
@@ -142,26 +184,37 @@ impl Registry {
                 self.per_client.remove(&entry.client);
             }
         }
+        if let Some(n) = self.per_shard.get_mut(entry.shard) {
+            *n = n.saturating_sub(1);
+        }
         metrics::gauge!(WEBRTC_SESSIONS, "kind" => entry.kind.label()).decrement(1.0);
+        metrics::gauge!(WEBRTC_THREAD_SESSIONS, "thread" => entry.shard.to_string()).decrement(1.0);
         Some(entry)
     }
 }
 
-/// The node's WebRTC side.
-pub struct RtcNode {
+/// One RTC thread as the HTTP side sees it: its commands, its socket's address, how its peers
+/// are built.
+struct ShardHandle {
     commands: mpsc::UnboundedSender<Command>,
-    program: mpsc::Sender<ProgramPacket>,
     peer_config: PeerConfig,
     local: SocketAddr,
+}
+
+/// The node's WebRTC side: N RTC threads, each an event loop with its own UDP socket (its own
+/// port) and [`Hub`]; limits and the session registry are shared by all.
+pub struct RtcNode {
+    shards: Vec<ShardHandle>,
+    program: ProgramShards,
     registry: Arc<Mutex<Registry>>,
     max_sessions: usize,
     per_client: usize,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RtcNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RtcNode").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("RtcNode").field("local", &self.local_addrs()).finish_non_exhaustive()
     }
 }
 
@@ -176,77 +229,116 @@ pub enum RtcStartError {
     Certificate,
 }
 
+/// The address RTC thread `i` binds: the configured one, its port moved up by `i` when fixed.
+fn shard_addr(base: SocketAddr, i: usize) -> std::io::Result<SocketAddr> {
+    if base.port() == 0 {
+        return Ok(base);
+    }
+    let port = u16::try_from(i).ok().and_then(|i| base.port().checked_add(i)).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("webrtc_udp port {} + {i} RTC threads is past 65535", base.port()),
+        )
+    })?;
+    Ok(SocketAddr::new(base.ip(), port))
+}
+
 impl RtcNode {
-    /// Binds the UDP socket and starts the loop thread; it stops when `shutdown` turns true.
+    /// Binds one UDP socket per RTC thread (all before any thread starts, so a port in use
+    /// fails the start) and starts the threads; they stop when `shutdown` turns true.
     pub fn start(
         config: &RtcSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Result<RtcNode, RtcStartError> {
-        let bind = config.udp;
-        let socket = bind_udp(bind)?;
-        let local = socket.local_addr()?;
+        let threads = config.threads.max(1);
+        let mut sockets = Vec::with_capacity(threads);
+        for i in 0..threads {
+            sockets.push(bind_udp(shard_addr(config.udp, i)?)?);
+        }
         let cert = townhall_webrtc::shared_certificate().ok_or(RtcStartError::Certificate)?;
-        let candidates = advertised(local, &config.advertise);
-        let peer_config = PeerConfig { candidates, cert: Some(cert), ice_lite: true };
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (program, program_rx) = mpsc::channel(PROGRAM_QUEUE);
-        let registry = Arc::new(Mutex::new(Registry::default()));
-        let shared = registry.clone();
-        let thread = std::thread::Builder::new().name("townhall-rtc".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("webrtc loop cannot start: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(s) => s,
+        let registry = Arc::new(Mutex::new(Registry::new(threads)));
+        let mut shards = Vec::with_capacity(threads);
+        let mut program_shards = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let local = socket.local_addr()?;
+            let candidates = advertised(local, &config.advertise);
+            let peer_config = PeerConfig { candidates, cert: Some(cert.clone()), ice_lite: true };
+            let (commands, commands_rx) = mpsc::unbounded_channel();
+            let (program, program_rx) = mpsc::channel(PROGRAM_QUEUE);
+            let spaces = Arc::new(RwLock::new(HashSet::new()));
+            program_shards.push(ProgramShard::new(program, spaces.clone()));
+            let shared = registry.clone();
+            let shutdown = shutdown.clone();
+            let name = format!("townhall-rtc-{i}");
+            let handle = std::thread::Builder::new().name(name).spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
                     Err(e) => {
-                        tracing::error!("webrtc socket: {e}");
+                        tracing::error!("webrtc loop {i} cannot start: {e}");
                         return;
                     }
                 };
-                let lp = EventLoop::new(local, shared);
-                lp.run(socket, commands_rx, program_rx, shutdown).await;
-            });
-        })?;
-        tracing::info!(%local, candidates = ?peer_config.candidates, "webrtc media on UDP");
+                rt.block_on(async move {
+                    let socket = match UdpSocket::from_std(socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!("webrtc socket {i}: {e}");
+                            return;
+                        }
+                    };
+                    let lp = EventLoop::new(i, local, shared, spaces);
+                    lp.run(socket, commands_rx, program_rx, shutdown).await;
+                });
+            })?;
+            tracing::info!(thread = i, %local, candidates = ?peer_config.candidates, "webrtc media on UDP");
+            handles.push(handle);
+            shards.push(ShardHandle { commands, peer_config, local });
+        }
         Ok(RtcNode {
-            commands,
-            program,
-            peer_config,
-            local,
+            shards,
+            program: ProgramShards::new(program_shards),
             registry,
             max_sessions: config.max_sessions,
             per_client: config.sessions_per_client,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(handles),
         })
     }
 
-    /// The UDP address media arrives at.
+    /// The UDP address media arrives at on the first RTC thread.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.shards[0].local
     }
 
-    /// How peers are built (candidates, certificate).
-    pub fn peer_config(&self) -> &PeerConfig {
-        &self.peer_config
+    /// The UDP address of every RTC thread, in order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.local).collect()
+    }
+
+    /// How peers of RTC thread `shard` are built (candidates with its port, certificate).
+    pub fn peer_config(&self, shard: usize) -> &PeerConfig {
+        &self.shards[shard.min(self.shards.len() - 1)].peer_config
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserves a session for `client` (an identity, or an address) before the peer is built:
-    /// `503` when the node holds its most, `429` when the client does.
+    /// The commands of the thread that carries session `key`, if it is known.
+    fn shard_of(&self, key: &str) -> Option<&mpsc::UnboundedSender<Command>> {
+        let shard = self.registry().sessions.get(key)?.shard;
+        self.shards.get(shard).map(|s| &s.commands)
+    }
+
+    /// Reserves a session for `client` (an identity, or an address) before the peer is built,
+    /// on the RTC thread with the fewest sessions: `503` when the node holds its most, `429`
+    /// when the client does.
     pub fn reserve(
         &self,
         client: String,
         space: &SpaceId,
         kind: SessionKind,
-    ) -> Result<String, ReserveError> {
+    ) -> Result<Reserved, ReserveError> {
         let mut reg = self.registry();
         if reg.sessions.len() >= self.max_sessions {
             return Err(ReserveError::Full);
@@ -256,10 +348,13 @@ impl RtcNode {
             return Err(ReserveError::PerClient(self.per_client));
         }
         let key = format!("{:032x}", rand::random::<u128>());
+        let shard = reg.least_loaded();
+        reg.per_shard[shard] += 1;
         *reg.per_client.entry(client.clone()).or_insert(0) += 1;
-        reg.sessions.insert(key.clone(), Entry { space: space.clone(), client, kind });
+        reg.sessions.insert(key.clone(), Entry { space: space.clone(), client, kind, shard });
         metrics::gauge!(WEBRTC_SESSIONS, "kind" => kind.label()).increment(1.0);
-        Ok(key)
+        metrics::gauge!(WEBRTC_THREAD_SESSIONS, "thread" => shard.to_string()).increment(1.0);
+        Ok(Reserved { key, shard })
     }
 
     /// Gives back a reservation whose peer was never handed over.
@@ -267,25 +362,33 @@ impl RtcNode {
         self.registry().release(key);
     }
 
-    /// Hands a peer to the loop.
+    /// Hands a peer to the loop of the thread its reservation named (dropped if the
+    /// reservation is gone: the session was deleted meanwhile).
     pub fn add(&self, key: String, space: SpaceId, peer: Peer, role: SessionRole) {
-        let _ = self.commands.send(Command::Add { key, space, peer: Box::new(peer), role });
+        if let Some(commands) = self.shard_of(&key) {
+            let _ = commands.send(Command::Add { key, space, peer: Box::new(peer), role });
+        }
     }
 
     /// Ends a session (`DELETE` on its resource); false if there is no such session.
     pub fn end_session(&self, space: &SpaceId, kind: SessionKind, key: &str) -> bool {
-        let known =
-            self.registry().sessions.get(key).is_some_and(|e| &e.space == space && e.kind == kind);
-        if known {
-            let _ = self.commands.send(Command::Remove(key.to_owned()));
-        }
-        known
+        let shard = self
+            .registry()
+            .sessions
+            .get(key)
+            .filter(|e| &e.space == space && e.kind == kind)
+            .map(|e| e.shard);
+        let Some(shard) = shard.and_then(|i| self.shards.get(i)) else { return false };
+        let _ = shard.commands.send(Command::Remove(key.to_owned()));
+        true
     }
 
     /// Ends a session by its key alone (the server's own decision: its space ended, or a new
     /// session of the same speaker replaced it).
     pub fn remove(&self, key: &str) {
-        let _ = self.commands.send(Command::Remove(key.to_owned()));
+        if let Some(commands) = self.shard_of(key) {
+            let _ = commands.send(Command::Remove(key.to_owned()));
+        }
     }
 
     /// Whether a session is known (not yet ended).
@@ -295,29 +398,36 @@ impl RtcNode {
 
     /// Sends a speaker's mix-minus frame down its track.
     pub fn send_return(&self, key: &str, seq: u32, payload: Bytes, capture_us: Option<u64>) {
-        let cmd = Command::Return { key: key.to_owned(), seq, payload, capture_us };
-        let _ = self.commands.send(cmd);
+        if let Some(commands) = self.shard_of(key) {
+            let cmd = Command::Return { key: key.to_owned(), seq, payload, capture_us };
+            let _ = commands.send(cmd);
+        }
     }
 
-    /// A sender for the mixer: program frames for WHEP listeners (dropped when the loop is
-    /// behind; the mixer never waits).
-    pub fn program_sender(&self) -> mpsc::Sender<ProgramPacket> {
+    /// The RTC threads' program queues, for the mixer: program frames for WHEP listeners go to
+    /// each thread with listeners of the space (dropped when it is behind; the mixer never
+    /// waits).
+    pub fn program_sender(&self) -> ProgramShards {
         self.program.clone()
     }
 
-    /// Closes every session of a space that ended.
+    /// Closes every session of a space that ended, on every thread.
     pub fn end_space(&self, space: &SpaceId) {
-        let _ = self.commands.send(Command::EndSpace(space.clone()));
+        for shard in &self.shards {
+            let _ = shard.commands.send(Command::EndSpace(space.clone()));
+        }
     }
 }
 
 impl Drop for RtcNode {
     fn drop(&mut self) {
-        // The loop ends when its command channel closes (or on shutdown).
-        let (tx, _) = mpsc::unbounded_channel();
-        drop(std::mem::replace(&mut self.commands, tx));
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
+        // Each loop ends when its command channel closes (or on shutdown).
+        for shard in &mut self.shards {
+            let (tx, _) = mpsc::unbounded_channel();
+            drop(std::mem::replace(&mut shard.commands, tx));
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
             let _ = thread.join();
         }
     }
@@ -366,12 +476,15 @@ struct Counters {
     dropped: Counter,
     received: Counter,
     frames_sent: Counter,
+    /// The same frames, this thread's share.
+    thread_frames: Counter,
     egress_lag: metrics::Histogram,
 }
 
 impl Counters {
-    fn new() -> Counters {
+    fn new(shard: usize) -> Counters {
         Counters {
+            thread_frames: metrics::counter!(WEBRTC_THREAD_FRAMES, "thread" => shard.to_string()),
             sent: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "sent"),
             dropped: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "dropped"),
             received: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "received"),
@@ -395,21 +508,30 @@ struct EventLoop {
     by_key: HashMap<String, PeerId>,
     /// WHEP listeners by space.
     listeners: HashMap<SpaceId, Vec<PeerId>>,
+    /// The spaces of `listeners`, shared with the mixers (which send program frames only to
+    /// the threads that have listeners of the space).
+    spaces: Arc<RwLock<HashSet<SpaceId>>>,
     registry: Arc<Mutex<Registry>>,
     events: Vec<(PeerId, PeerEvent)>,
     counters: Counters,
 }
 
 impl EventLoop {
-    fn new(local: SocketAddr, registry: Arc<Mutex<Registry>>) -> EventLoop {
+    fn new(
+        shard: usize,
+        local: SocketAddr,
+        registry: Arc<Mutex<Registry>>,
+        spaces: Arc<RwLock<HashSet<SpaceId>>>,
+    ) -> EventLoop {
         EventLoop {
             hub: Hub::new(local, HubConfig::default()),
             sessions: HashMap::new(),
             by_key: HashMap::new(),
             listeners: HashMap::new(),
+            spaces,
             registry,
             events: Vec::new(),
-            counters: Counters::new(),
+            counters: Counters::new(shard),
         }
     }
 
@@ -506,6 +628,7 @@ impl EventLoop {
             hub.write_audio(*id, now, frame, &mut out);
         }
         counters.frames_sent.increment(ids.len() as u64);
+        counters.thread_frames.increment(ids.len() as u64);
     }
 
     fn on_command(&mut self, socket: &UdpSocket, command: Command) {
@@ -522,7 +645,14 @@ impl EventLoop {
                 }
                 let id = self.hub.insert(*peer, Instant::now());
                 if matches!(role, SessionRole::Listener { .. }) {
-                    self.listeners.entry(space.clone()).or_default().push(id);
+                    let ids = self.listeners.entry(space.clone()).or_default();
+                    if ids.is_empty() {
+                        self.spaces
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(space.clone());
+                    }
+                    ids.push(id);
                 }
                 self.by_key.insert(key.clone(), id);
                 self.sessions.insert(id, Session { key, space, role });
@@ -604,6 +734,7 @@ impl EventLoop {
             ids.retain(|x| *x != id);
             if ids.is_empty() {
                 self.listeners.remove(&session.space);
+                self.spaces.write().unwrap_or_else(|p| p.into_inner()).remove(&session.space);
             }
         }
         self.registry.lock().unwrap_or_else(|p| p.into_inner()).release(&session.key);
@@ -625,21 +756,40 @@ mod tests {
         assert_eq!(advertised(any, &[public]), vec!["203.0.113.7:5000".parse().expect("addr")]);
     }
 
+    /// A node with `shards` threads that run nothing (their commands are kept, unread).
+    fn idle_node(
+        shards: usize,
+        max_sessions: usize,
+        per_client: usize,
+    ) -> (RtcNode, Vec<mpsc::UnboundedReceiver<Command>>) {
+        let mut handles = Vec::new();
+        let mut receivers = Vec::new();
+        let mut program = Vec::new();
+        for i in 0..shards {
+            let (commands, rx) = mpsc::unbounded_channel();
+            receivers.push(rx);
+            let (tx, _prx) = mpsc::channel(1);
+            program.push(ProgramShard::new(tx, Arc::new(RwLock::new(HashSet::new()))));
+            handles.push(ShardHandle {
+                commands,
+                peer_config: PeerConfig { candidates: vec![], cert: None, ice_lite: true },
+                local: SocketAddr::from(([127, 0, 0, 1], 1 + i as u16)),
+            });
+        }
+        let node = RtcNode {
+            shards: handles,
+            program: ProgramShards::new(program),
+            registry: Arc::new(Mutex::new(Registry::new(shards))),
+            max_sessions,
+            per_client,
+            threads: Mutex::new(Vec::new()),
+        };
+        (node, receivers)
+    }
+
     #[test]
     fn limits_per_node_and_per_client() {
-        let reg = Arc::new(Mutex::new(Registry::default()));
-        let (commands, _rx) = mpsc::unbounded_channel();
-        let (program, _prx) = mpsc::channel(1);
-        let node = RtcNode {
-            commands,
-            program,
-            peer_config: PeerConfig { candidates: vec![], cert: None, ice_lite: true },
-            local: "127.0.0.1:1".parse().expect("addr"),
-            registry: reg,
-            max_sessions: 3,
-            per_client: 2,
-            thread: Mutex::new(None),
-        };
+        let (node, _rx) = idle_node(1, 3, 2);
         let space = SpaceId::new("s").expect("id");
         let a1 = node.reserve("alice".into(), &space, SessionKind::Whep).expect("first");
         node.reserve("alice".into(), &space, SessionKind::Whep).expect("second");
@@ -648,8 +798,46 @@ mod tests {
         node.reserve("bob".into(), &space, SessionKind::Whip).expect("bob");
         let full = node.reserve("carol".into(), &space, SessionKind::Whep);
         assert_eq!(full.err(), Some(ReserveError::Full));
-        node.release(&a1);
+        node.release(&a1.key);
         node.reserve("alice".into(), &space, SessionKind::Whep).expect("room again");
         assert!(node.end_session(&space, SessionKind::Whip, "nope").eq(&false));
+    }
+
+    #[test]
+    fn sessions_go_to_the_least_loaded_thread_and_limits_span_threads() {
+        let (node, mut rx) = idle_node(3, 4, 2);
+        let space = SpaceId::new("s").expect("id");
+        let shards: Vec<usize> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|c| node.reserve((*c).into(), &space, SessionKind::Whep).expect("room").shard)
+            .collect();
+        assert_eq!(shards, vec![0, 1, 2, 0], "round the threads, fewest sessions first");
+        let keys: Vec<String> = node.registry().sessions.keys().cloned().collect();
+        let on_one = keys.iter().find(|k| node.registry().sessions[*k].shard == 1).expect("one");
+        node.release(on_one);
+        let next = node.reserve("e".into(), &space, SessionKind::Whep).expect("room");
+        assert_eq!(next.shard, 1, "the thread a session left is the least loaded again");
+        // Four sessions over three threads: the node's limit, not a thread's.
+        assert_eq!(node.reserve("f".into(), &space, SessionKind::Whep), Err(ReserveError::Full));
+        // A session's commands go to its own thread; a space's end goes to all.
+        assert!(node.end_session(&space, SessionKind::Whep, &next.key));
+        node.end_space(&space);
+        let mut seen = Vec::new();
+        for (i, rx) in rx.iter_mut().enumerate() {
+            while let Ok(cmd) = rx.try_recv() {
+                seen.push((i, matches!(cmd, Command::Remove(_))));
+            }
+        }
+        assert_eq!(seen, vec![(0, false), (1, true), (1, false), (2, false)]);
+    }
+
+    #[test]
+    fn fixed_ports_count_up_per_thread() {
+        let base: SocketAddr = "0.0.0.0:8443".parse().expect("addr");
+        assert_eq!(shard_addr(base, 2).expect("port").port(), 8445);
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        assert_eq!(shard_addr(any, 5).expect("port"), any);
+        let top: SocketAddr = "127.0.0.1:65535".parse().expect("addr");
+        assert!(shard_addr(top, 1).is_err());
     }
 }

@@ -6,14 +6,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use townhall_media::wire::ProgramBatchWriter;
 use townhall_media::{OggOpusMuxer, ProgramFrame, ProgramFrameView};
 
 use crate::metrics::FRAMES_DROPPED;
 use crate::pipeline::feed::{MAX_WS_BATCH, ProgramFeed, Protocol};
 use crate::pipeline::hls_store::HlsStore;
-use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::program::{ProgramPacket, ProgramShards};
 use crate::pipeline::record_tap::RecordTap;
 
 /// An egress of the program stream.
@@ -113,10 +112,10 @@ impl ProgramSink for Arc<HlsStore> {
     }
 }
 
-/// The WebRTC loop, while the space has WHEP listeners.
+/// The WebRTC loops, while the space has WHEP listeners.
 pub struct RtcSink {
-    /// Where the loop takes program packets.
-    pub tx: mpsc::Sender<ProgramPacket>,
+    /// The RTC threads' queues (a frame goes to those with listeners of the space).
+    pub tx: ProgramShards,
     /// The space's feed (its WHEP listener count, its id).
     pub feed: Arc<ProgramFeed>,
 }
@@ -127,15 +126,15 @@ impl ProgramSink for RtcSink {
             return true;
         }
         // Never waits: a WebRTC loop that is behind loses frames, the mixer does not.
-        let sent = self.tx.try_send(ProgramPacket {
+        let refused = self.tx.offer(&ProgramPacket {
             space: self.feed.space().clone(),
             seq: frame.seq,
             payload: frame.payload.clone(),
             capture_us: view_of(frame).captured_at_us(),
             mixed_at_us: frame.mixed_at_us,
         });
-        if sent.is_err() {
-            metrics::counter!(FRAMES_DROPPED, "protocol" => "webrtc").increment(1);
+        if refused > 0 {
+            metrics::counter!(FRAMES_DROPPED, "protocol" => "webrtc").increment(refused as u64);
         }
         true
     }

@@ -15,7 +15,7 @@ use townhall_media::{
 
 use crate::pipeline::feed::ProgramFeed;
 use crate::pipeline::hls_store::HlsStore;
-use crate::pipeline::program::ProgramPacket;
+use crate::pipeline::program::ProgramShards;
 use crate::pipeline::sinks::{FeedSink, ProgramSink, RtcSink, SinkName, view_of};
 use crate::pipeline::talking::Talking;
 
@@ -103,7 +103,7 @@ impl SpaceMix {
         ogg: OggOpusMuxer,
         hls: Arc<HlsStore>,
         ingest: mpsc::Receiver<Ingest>,
-        rtc: mpsc::Sender<ProgramPacket>,
+        rtc: ProgramShards,
     ) -> SpaceMix {
         SpaceMix::with_source(feed, Source::Mixer(Box::new(mixer)), ogg, hls, ingest, rtc)
     }
@@ -114,7 +114,7 @@ impl SpaceMix {
         ogg: OggOpusMuxer,
         hls: Arc<HlsStore>,
         ingest: mpsc::Receiver<Ingest>,
-        rtc: mpsc::Sender<ProgramPacket>,
+        rtc: ProgramShards,
     ) -> SpaceMix {
         let sinks: Vec<(SinkName, Box<dyn ProgramSink>)> = vec![
             ("feed", Box::new(FeedSink::new(feed.clone(), ogg))),
@@ -143,7 +143,7 @@ impl SpaceMix {
         ogg: OggOpusMuxer,
         hls: Arc<HlsStore>,
         ingest: mpsc::Receiver<Ingest>,
-        rtc: mpsc::Sender<ProgramPacket>,
+        rtc: ProgramShards,
     ) -> SpaceMix {
         SpaceMix::with_source(feed, Source::Relay(frames), ogg, hls, ingest, rtc)
     }
