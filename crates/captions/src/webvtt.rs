@@ -81,6 +81,54 @@ pub fn plain_text(cues: &[Cue], base: u64) -> String {
     out
 }
 
+/// The subtitle segments of an LL-HLS stream that may be listed: those whose captions are
+/// settled (every phrase that overlaps them has its final, or was given up), or that ended at
+/// least `grace_frames` before the latest frame heard (a stuck engine does not hold subtitles
+/// back for ever). Segment `msn` covers frames `base + msn * frames_per_segment` onwards;
+/// `complete` are the audio segments that exist, oldest first. Listed segments never change.
+pub fn settled_segments(
+    complete: std::ops::Range<u64>,
+    base: u64,
+    frames_per_segment: u64,
+    settled_until: u64,
+    latest: u64,
+    grace_frames: u64,
+) -> std::ops::Range<u64> {
+    let mut end = complete.start;
+    while end < complete.end {
+        let seg_end = base + (end + 1) * frames_per_segment;
+        if seg_end > settled_until && seg_end + grace_frames > latest {
+            break;
+        }
+        end += 1;
+    }
+    complete.start..end
+}
+
+/// The subtitle media playlist: one WebVTT segment per audio segment (`v{msn}.vtt`), each
+/// with its program date-time (so players align it with the audio), `segment_secs` long.
+pub fn subtitle_playlist(
+    segments: &[(u64, Option<String>)],
+    first_msn: u64,
+    segment_secs: f64,
+    ended: bool,
+) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:6\n");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", segment_secs.ceil() as u64);
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
+    for (msn, date) in segments {
+        if let Some(date) = date {
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{date}");
+        }
+        let _ = writeln!(out, "#EXTINF:{segment_secs:.3},");
+        let _ = writeln!(out, "v{msn}.vtt");
+    }
+    if ended {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +157,23 @@ mod tests {
             )
         );
         assert!(text.contains("8\n00:00:04.000 --> 00:00:04.020\nx\n"), "{text}");
+    }
+
+    #[test]
+    fn only_settled_segments_are_listed() {
+        // Segments of 100 frames from frame 1_000; 0..5 exist.
+        let settled = |until, latest| settled_segments(0..5, 1_000, 100, until, latest, 500);
+        assert_eq!(settled(1_250, 1_300), 0..2, "segments ending by the settled frame");
+        assert_eq!(settled(1_000, 1_300), 0..0, "a phrase open since the start holds all");
+        assert_eq!(settled(1_000, 1_800), 0..3, "unless they are older than the grace");
+        assert_eq!(settled(u64::MAX, 1_300), 0..5);
+        let text = subtitle_playlist(&[(3, Some("2026-01-01T00:00:00.000Z".into()))], 3, 2.0, true);
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:3\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n#EXTINF:2.000,\nv3.vtt\n\
+             #EXT-X-ENDLIST\n"
+        );
     }
 
     #[test]

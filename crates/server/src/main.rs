@@ -72,6 +72,9 @@ struct ServeArgs {
     /// Mixer threads (default: one per core); each space runs on one of them.
     #[arg(long, env = "TOWNHALL_MIXER_THREADS")]
     mixer_threads: Option<usize>,
+    /// Caption every space that goes live (speech to text; see `captions_engine`).
+    #[arg(long, env = "TOWNHALL_CAPTIONS")]
+    captions: bool,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -201,6 +204,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.mixer_threads.is_some() {
         config.mixer_threads = args.mixer_threads;
+    }
+    if args.captions {
+        config.captions = true;
     }
     for (value, slot) in [
         (args.redis, &mut config.redis),
