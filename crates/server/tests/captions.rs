@@ -106,6 +106,10 @@ async fn send_speech(addr: std::net::SocketAddr, space: &str, pcm: Vec<f32>) {
     drain.abort();
 }
 
+fn words_found_of(text: &str, word: &str) -> bool {
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).any(|w| w == word)
+}
+
 fn words_found(text: &str) -> usize {
     let lower = text.to_lowercase();
     let words: Vec<&str> =
@@ -118,8 +122,14 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
     if let Some(why) = missing_tools() {
         return skip_or_fail(&why);
     }
-    let server =
-        common::server_with(Config { captions_max_spaces: Some(1), ..Config::default() }).await;
+    let dir = std::env::temp_dir().join(format!("townhall-captions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::server_with(Config {
+        captions_max_spaces: Some(1),
+        data_dir: dir.clone(),
+        ..Config::default()
+    })
+    .await;
     let addr = server.addr();
     live_space(addr, "cc").await;
     live_space(addr, "other").await;
@@ -179,6 +189,17 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
         speech.extend(std::iter::repeat_n(0.0, SAMPLE_RATE as usize)); // a one-second pause
     }
     let spoken_secs = speech.len() as f64 / f64::from(SAMPLE_RATE);
+    // Recorded: the recording keeps its transcript.
+    let res = http()
+        .post(format!("{api}/cc/recording"))
+        .bearer_auth(host())
+        .json(&serde_json::json!({"recording": true}))
+        .send()
+        .await
+        .expect("record");
+    assert_eq!(res.status(), 200);
+    let recording: Value = res.json().await.expect("json");
+    let recording = recording["id"].as_str().expect("recording id").to_owned();
     let speaker = tokio::spawn(send_speech(addr, "cc", speech));
 
     // Caption events: interims maybe, then finals; timed on the program clock.
@@ -257,6 +278,60 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
     assert!(words_found(&vtt) * 2 >= CONTENT_WORDS.len(), "WebVTT rendition: {vtt}");
     assert!(vtt.contains("<v ann>"), "voices name the speaker: {vtt}");
 
+    // The recording stopped keeps the transcript, served beside it and searchable.
+    let res = http()
+        .post(format!("{api}/cc/recording"))
+        .bearer_auth(host())
+        .json(&serde_json::json!({"recording": false}))
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(res.status(), 200);
+    let recordings = format!("http://{addr}/api/v1/recordings");
+    // A word the engine did get, in another case.
+    let word = CONTENT_WORDS
+        .iter()
+        .find(|w| words_found_of(&said, w))
+        .expect("a content word")
+        .to_uppercase();
+    let found: Value = http()
+        .get(format!("{recordings}?q={word}"))
+        .send()
+        .await
+        .expect("q")
+        .json()
+        .await
+        .expect("j");
+    let found = found["recordings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(found.len(), 1, "found by a word of its transcript, any case: {found:?}");
+    assert_eq!(found[0]["id"], recording.as_str());
+    let vtt_url = found[0]["transcript"]["vtt"].as_str().expect("transcript url").to_owned();
+    let transcript =
+        http().get(format!("http://{addr}{vtt_url}")).send().await.expect("vtt").text().await;
+    let transcript = transcript.expect("text");
+    assert!(transcript.starts_with("WEBVTT\n"), "{transcript}");
+    assert!(words_found(&transcript) * 2 >= CONTENT_WORDS.len(), "{transcript}");
+    let txt = http()
+        .get(format!("http://{addr}/recordings/{recording}.txt"))
+        .send()
+        .await
+        .expect("txt")
+        .text()
+        .await
+        .expect("text");
+    assert!(txt.contains("] ann: "), "{txt}");
+    let none: Value = http()
+        .get(format!("{recordings}?q=zebra%25"))
+        .send()
+        .await
+        .expect("q")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(none["recordings"].as_array().map(Vec::len), Some(0), "{none}");
+    let res = http().get(format!("{recordings}?q=%20")).send().await.expect("q");
+    assert_error(res, 400, "bad_query").await;
+
     // Off: the slot is free again for another space.
     let res = http()
         .post(format!("{api}/cc/captions"))
@@ -281,6 +356,8 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
         assert!(tokio::time::Instant::now() < deadline, "the slot came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -117,8 +117,38 @@ impl AppState {
             command: self.captions.command.clone(),
             on_exit,
         });
+        if self.recordings.is_recording(live.id()) {
+            board.begin_transcript(None);
+        }
         live.start_captions(CaptionsRun { generation, board, active: true }, sink);
         Ok(())
+    }
+
+    /// A recording of `live` began: its captions (if on) start collecting its transcript.
+    pub(crate) fn begin_transcript(&self, live: &LiveSpace) {
+        if let Some(run) = live.captions().filter(|r| r.active) {
+            run.board.begin_transcript(run.board.next_frame());
+        }
+    }
+
+    /// Keeps the transcript collected for `recording` of `space` (its recording stopped or the
+    /// space ended): plain text and WebVTT, in the database beside the recording's index
+    /// entry. Nothing is kept when captions were off throughout or heard no words. Touches the
+    /// database: call it where blocking is allowed.
+    pub fn keep_transcript(&self, space: &SpaceId, recording: &str) {
+        let Some(live) = self.live(space) else { return };
+        let Some((from, cues)) = live.captions().and_then(|r| r.board.take_transcript()) else {
+            return;
+        };
+        if cues.is_empty() {
+            return;
+        }
+        let text = townhall_captions::webvtt::plain_text(&cues, from);
+        let vtt = townhall_captions::webvtt::transcript(&cues, from);
+        match self.store.save_transcript(recording, &text, &vtt) {
+            Ok(()) => tracing::info!(%recording, cues = cues.len(), "transcript kept"),
+            Err(e) => tracing::error!(%recording, "cannot keep the transcript: {e}"),
+        }
     }
 
     /// Captions a space that just went live when the node captions every space; a space it

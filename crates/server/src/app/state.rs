@@ -472,6 +472,9 @@ impl AppState {
         let mut directory = self.directory();
         let space = directory.end(id, now_unix())?.clone();
         self.save(&space);
+        if let Some(recording) = self.recordings.current(id) {
+            self.keep_transcript(id, &recording);
+        }
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);

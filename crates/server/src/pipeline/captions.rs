@@ -126,8 +126,9 @@ struct BoardInner {
     interim: Option<TimedCue>,
     settled_until: u64,
     latest: u64,
-    /// Final cues since a recording began (its first frame), while one is made.
-    transcript: Option<(u64, Vec<Cue>)>,
+    /// Final cues since a recording began (its first frame, or `None` until the first frame
+    /// heard when captions started during the recording), while one is made.
+    transcript: Option<(Option<u64>, Vec<Cue>)>,
 }
 
 /// What a captioned space has said, shared by its stage (writer) and the HTTP side (readers:
@@ -184,15 +185,23 @@ impl CaptionBoard {
         (inner.settled_until, inner.latest)
     }
 
-    /// Starts collecting a transcript from program frame `from` (a recording began).
-    pub fn begin_transcript(&self, from: u64) {
+    /// Starts collecting a transcript from program frame `from` (a recording began; `None`:
+    /// from the next frame heard, for captions turned on during a recording).
+    pub fn begin_transcript(&self, from: Option<u64>) {
         self.lock().transcript = Some((from, Vec::new()));
+    }
+
+    /// The next program frame (the one after the latest heard).
+    pub fn next_frame(&self) -> Option<u64> {
+        let inner = self.lock();
+        (inner.latest > 0).then_some(inner.latest + 1)
     }
 
     /// The transcript collected since [`begin_transcript`](Self::begin_transcript), and its
     /// first frame; collecting stops.
     pub fn take_transcript(&self) -> Option<(u64, Vec<Cue>)> {
-        self.lock().transcript.take()
+        let (from, cues) = self.lock().transcript.take()?;
+        Some((from.unwrap_or(0), cues))
     }
 
     fn set_on(&self, on: bool, engine: Option<String>, error: Option<String>) {
@@ -215,7 +224,7 @@ impl CaptionBoard {
             inner.interim = None;
         }
         if let Some((from, cues)) = &mut inner.transcript
-            && cue.cue.end > *from
+            && from.is_none_or(|from| cue.cue.end > from)
             && cues.len() < TRANSCRIPT_CUES
         {
             cues.push(cue.cue.clone());
@@ -228,6 +237,9 @@ impl CaptionBoard {
 
     fn progress(&self, settled_until: u64, latest: u64) {
         let mut inner = self.lock();
+        if let Some((from @ None, _)) = &mut inner.transcript {
+            *from = Some(latest);
+        }
         inner.settled_until = settled_until;
         inner.latest = latest;
     }
@@ -634,7 +646,7 @@ mod tests {
             start_us: start * 20_000,
             end_us: (start + 10) * 20_000,
         };
-        board.begin_transcript(100);
+        board.begin_transcript(Some(100));
         board.add(cue(1, true, 50));
         board.add(cue(2, false, 120));
         assert_eq!(board.latest(5).len(), 2, "a final and an interim");
