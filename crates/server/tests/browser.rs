@@ -1104,3 +1104,46 @@ async fn the_embedded_player_plays_the_demo_with_one_click() {
     browser.close().await;
     server.shutdown().await;
 }
+
+/// The fake captions worker (same words for every phrase): delivery, not recognition, is
+/// tested here (`tests/captions.rs` runs the real engine).
+fn fake_captions_engine() -> String {
+    format!("python3 {}/tests/fake_captions_worker.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_captions_under_the_stage_and_a_transcript() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = server_with(townhall_server::Config {
+        captions: true,
+        captions_engine: fake_captions_engine(),
+        ..townhall_server::Config::default()
+    })
+    .await;
+    let addr: SocketAddr = server.addr();
+    live_space(addr, "cc-page").await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/cc-page")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    browser.click("listen").await;
+    // Wait until the engine is ready (the captions card says so), then speak.
+    let ready = "return document.getElementById('cc-engine').textContent.includes('fake') ? 1 : 0";
+    browser.wait_above(ready, 0.5, Duration::from_secs(20)).await;
+    let speaker = spawn_speaker(addr, "cc-page", "alice", 440.0, Duration::from_secs(2));
+    let line = "return document.getElementById('caption-line').textContent.includes('hello from phrase') ? 1 : 0";
+    let shown = browser.wait_above(line, 0.5, Duration::from_secs(20)).await;
+    let text = page_text(&browser, "caption-line").await;
+    assert!(shown > 0.5, "the caption line shows the final: {text:?}");
+    assert!(text.starts_with("alice: "), "with the speaker's name: {text:?}");
+    let panel = page_text(&browser, "transcript").await;
+    assert!(panel.contains("alice: hello from phrase"), "the transcript panel: {panel:?}");
+    // The CC toggle hides the line.
+    browser.click("cc-toggle").await;
+    let hidden = browser.script("return document.getElementById('caption-line').hidden").await;
+    assert_eq!(hidden, Value::Bool(true));
+    speaker.await.expect("speaker");
+    browser.close().await;
+    server.shutdown().await;
+}

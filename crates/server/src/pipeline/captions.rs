@@ -41,6 +41,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FAILED_STARTS: u32 = 3;
 /// Final cues a board keeps (for subtitle segments and late readers).
 const BOARD_FINALS: usize = 500;
+/// An interim is shown for this long after its words (frames) when no final replaces it.
+const STALE_INTERIM_FRAMES: u64 = 500;
 /// Cues a transcript keeps at most (about 14 hours of continuous talk).
 const TRANSCRIPT_CUES: usize = 20_000;
 
@@ -164,7 +166,9 @@ impl CaptionBoard {
         let inner = self.lock();
         let skip = inner.finals.len().saturating_sub(n);
         let mut out: Vec<CueView> = inner.finals.iter().skip(skip).map(TimedCue::view).collect();
-        out.extend(inner.interim.as_ref().map(TimedCue::view));
+        // An interim whose phrase was given up (no final came) goes stale: 10 s at most.
+        let fresh = |i: &&TimedCue| i.cue.end + STALE_INTERIM_FRAMES >= inner.latest;
+        out.extend(inner.interim.as_ref().filter(fresh).map(TimedCue::view));
         out
     }
 
