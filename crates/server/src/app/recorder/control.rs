@@ -126,6 +126,18 @@ pub async fn stop(app: &Arc<AppState>, space: &SpaceId) -> Result<RecordingRecor
         // Without a live mixer there is no tap left: the recorder is finishing by itself.
         live.record(None).await;
         announce(&live, &id, false);
+        // The words said just before the stop are still being transcribed: wait a little
+        // (3 s at most) for their final, so the transcript ends where the recording does.
+        if let Some(run) = live.captions().filter(|r| r.active) {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            while tokio::time::Instant::now() < deadline {
+                let (settled, latest) = run.board.settled();
+                if settled > latest {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
         let (space, rec) = (space.clone(), id.clone());
         let _ = app
             .blocking(move |app| {
