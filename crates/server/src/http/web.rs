@@ -44,7 +44,7 @@ const ASSETS: &[Asset] = &[
     asset!("/playback-worklet.js", "playback-worklet.js", JS),
     asset!("/capture-worklet.js", "capture-worklet.js", JS),
     // hls.js 1.7.4 (Apache-2.0), the light build, for LL-HLS playback where the browser has none.
-    asset!("/vendor/hls.light.min.mjs", "vendor/hls.light.min.mjs", JS),
+    asset!("/vendor/hls.min.mjs", "vendor/hls.min.mjs", JS),
     asset!("/vendor/hls.js-LICENSE.txt", "vendor/hls.js-LICENSE.txt", "text/plain; charset=utf-8"),
 ];
 
