@@ -510,6 +510,26 @@ mod tests {
     }
 
     #[test]
+    fn captions_are_off_by_default_and_their_settings_checked() {
+        let c: Config = toml::from_str(
+            "captions = true\ncaptions_engine = \"builtin:pocketsphinx\"\ncaptions_max_spaces = 3",
+        )
+        .expect("parse");
+        assert!(c.captions && c.captions_slots() == 3);
+        c.validate().expect("valid");
+        let d = Config::default();
+        assert!(!d.captions && d.captions_engine == "builtin:whisper");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(d.captions_slots(), cores);
+        for bad in [
+            Config { captions_engine: "  ".into(), ..Config::default() },
+            Config { captions_max_spaces: Some(1_025), ..Config::default() },
+        ] {
+            assert!(bad.validate().is_err());
+        }
+    }
+
+    #[test]
     fn mixer_threads_default_to_the_cores() {
         let c: Config = toml::from_str("mixer_threads = 3").expect("parse");
         assert_eq!(c.mixer_thread_count(), 3);
