@@ -222,8 +222,24 @@ export class RtcSpeaker {
       setup: (pc) => pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.stream] }),
       onTrack: (stream) => this.hear(stream),
       onState: this.onState,
+      resolve: () => this.toOrigin(),
     });
     return this.session.start();
+  }
+
+  /**
+   * Where to publish, asked anew before every attempt: the node that mixes the space (its
+   * `origin`, in a cluster), else this page's node. So a speaker on a page served by an edge
+   * reaches the origin, and after a failover follows the space to the standby that took it.
+   */
+  async toOrigin() {
+    try {
+      const space = await getSpace(this.spaceId);
+      if (space.origin) this.origin = space.origin.replace(/\/$/, '');
+    } catch (e) {
+      // This page's node does not answer now: the origin we knew, if any.
+    }
+    return { url: `${this.origin || ''}/whip/${encodeURIComponent(this.spaceId)}`, token: this.token };
   }
 
   /** Plays the other speakers. */

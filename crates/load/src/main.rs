@@ -310,6 +310,10 @@ struct SpeakArgs {
     /// `--file`, all speak the file); the report sums them.
     #[arg(long, default_value_t = 1)]
     speakers: u32,
+    /// How many of the speakers talk (send the tone or file); the others send encoded silence
+    /// every 20 ms, as an open microphone between words does. Default: all of them.
+    #[arg(long)]
+    talking: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -615,6 +619,7 @@ fn speaker_token(a: &SpeakArgs, identity: &str) -> anyhow::Result<String> {
 fn speaker_config(a: &SpeakArgs, n: u32, duration: Duration) -> anyhow::Result<SpeakConfig> {
     let identity = if a.speakers == 1 { a.identity.clone() } else { format!("{}-{n}", a.identity) };
     let voice = match &a.file {
+        _ if n >= a.talking.unwrap_or(a.speakers) => Voice::Silence,
         Some(path) => Voice::File(path.clone()),
         None => Voice::Tone(a.tone + 20.0 * n as f32),
     };
@@ -637,6 +642,9 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
     if !(1..=MAX_SPEAKERS).contains(&a.speakers) {
         bail!("--speakers must be 1 to {MAX_SPEAKERS}");
     }
+    if a.talking.is_some_and(|k| k > a.speakers) {
+        bail!("--talking must be at most --speakers");
+    }
     if a.speakers > 1 && a.token.is_some() {
         bail!("--speakers above 1 mints a token per speaker: leave out --token");
     }
@@ -646,8 +654,12 @@ async fn speak_cmd(mut a: SpeakArgs) -> anyhow::Result<Vec<String>> {
         speakers.spawn(async move { speak::run(&cfg).await });
     }
     eprintln!(
-        "speak: {} speaker(s) into {} on {} for {}s",
-        a.speakers, a.space, a.common.target, a.duration
+        "speak: {} speaker(s), {} talking, into {} on {} for {}s",
+        a.speakers,
+        a.talking.unwrap_or(a.speakers),
+        a.space,
+        a.common.target,
+        a.duration
     );
     let mut report = speak::SpeakReport::default();
     while let Some(done) = speakers.join_next().await {

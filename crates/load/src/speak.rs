@@ -21,6 +21,9 @@ pub enum Voice {
     Tone(f32),
     /// The packets of an Ogg/Opus file (mono, 20 ms frames), looped.
     File(PathBuf),
+    /// Encoded digital silence, every 20 ms: a speaker on stage who is not talking, from a
+    /// client with its microphone open and no DTX (what browsers send by default).
+    Silence,
 }
 
 /// A speak run.
@@ -93,6 +96,18 @@ impl Source {
                     opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)
                         .map_err(|e| SpeakError::Voice(e.to_string()))?;
                 Ok(Source::Tone(ToneGenerator::new(*freq, 0.4), Box::new(enc)))
+            }
+            Voice::Silence => {
+                // Encoded once: an encoder fed zeros settles on the same few packets.
+                let mut enc =
+                    opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
+                        .map_err(|e| SpeakError::Voice(e.to_string()))?;
+                let zeros = [0.0f32; townhall_media::FRAME_SAMPLES];
+                let packets = (0..50)
+                    .map(|_| enc.encode_vec_float(&zeros, 1275).map(Bytes::from))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| SpeakError::Voice(e.to_string()))?;
+                Ok(Source::File(packets, 0))
             }
             Voice::File(path) => {
                 let data = std::fs::read(path)?;

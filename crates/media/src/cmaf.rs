@@ -121,6 +121,12 @@ impl FragmentWriter {
         FragmentWriter { sequence: 0, decode_time: start }
     }
 
+    /// A writer whose next fragment is number `sequence` (≥ 1) and starts at decode time
+    /// `start` (48 kHz units): a stream joined in the middle numbers as the stream does.
+    pub fn at(sequence: u32, start: u64) -> FragmentWriter {
+        FragmentWriter { sequence: sequence.saturating_sub(1), decode_time: start }
+    }
+
     /// Decode time of the next fragment, 48 kHz units.
     pub fn decode_time(&self) -> u64 {
         self.decode_time

@@ -3,6 +3,13 @@
 //!
 //! Names the server serves: `init.mp4`, `s{msn}.mp4` (segment), `p{msn}.{part}.mp4` (part),
 //! with the playlist advertising `CAN-BLOCK-RELOAD` and a preload hint for the next part.
+//!
+//! Numbering follows the program's frame numbers: frame `n` is in segment
+//! `n / frames_per_segment`, at decode time `n × 960`. Every node that packages the same program
+//! (the origin and each edge, whenever it started) makes the same objects under the same names,
+//! so a cache may fetch from any of them and fail over between them. A segmenter that joins the
+//! stream in the middle starts at the next segment boundary; a gap in the numbers is filled with
+//! silence, so the clock and the names stay the stream's.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -11,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::civil_time::date_time;
 use crate::cmaf::{CmafError, FragmentWriter};
-use crate::frame::FRAME_MS;
+use crate::frame::{FRAME_MS, FRAME_SAMPLES};
 
 /// Sizing of parts, segments and the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +89,24 @@ pub struct HlsSegmenter {
     current: Segment,
     done: VecDeque<(Segment, Bytes)>,
     ended: bool,
+    /// The frame number the next packet should carry; `None` until the stream is joined at a
+    /// segment boundary.
+    next_seq: Option<u64>,
+    /// The first part this segmenter holds or will hold (`None`: no frame yet).
+    begins_at: Option<Position>,
 }
 
+/// An Opus packet of 20 ms of silence (CELT, mono, fullband): what fills a gap in the numbers.
+pub const SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
+
+/// The largest gap (frames, 1 s) filled with silence: a hiccup, heard as a short silence by
+/// whoever listens here. Past it the stream starts over at the next segment boundary (a relay
+/// that stopped and started again, say): parts this node never had are not made up, since other
+/// nodes hold them with their sound under the same names.
+const MAX_FILL: u64 = 50;
+
 impl HlsSegmenter {
-    /// A segmenter whose first segment is number 0.
+    /// A segmenter that starts at the first segment boundary it is given.
     pub fn new(cfg: HlsConfig) -> HlsSegmenter {
         HlsSegmenter {
             cfg,
@@ -95,7 +116,19 @@ impl HlsSegmenter {
             current: Segment { msn: 0, parts: Vec::new(), start_us: 0 },
             done: VecDeque::new(),
             ended: false,
+            next_seq: None,
+            begins_at: None,
         }
+    }
+
+    /// The first part made here (or to be made, at the boundary it waits for); `None` before
+    /// the first frame. Earlier parts were never here: another node may have them.
+    pub fn begins_at(&self) -> Option<Position> {
+        self.begins_at
+    }
+
+    fn segment_frames(&self) -> u64 {
+        (self.cfg.part_frames * self.cfg.parts_per_segment) as u64
     }
 
     /// The configuration.
@@ -103,11 +136,73 @@ impl HlsSegmenter {
         self.cfg
     }
 
-    /// Adds one 20 ms packet mixed at `mixed_at_us`; returns the position of a part it
-    /// completed, if any.
-    pub fn push(&mut self, packet: Bytes, mixed_at_us: u64) -> Result<Option<Position>, CmafError> {
+    /// Adds program frame number `seq`, one 20 ms packet mixed at `mixed_at_us`; returns the
+    /// position of the last part it completed, if any. A frame already passed is ignored; the
+    /// frames missing before `seq` become silence.
+    pub fn push(
+        &mut self,
+        seq: u64,
+        packet: Bytes,
+        mixed_at_us: u64,
+    ) -> Result<Option<Position>, CmafError> {
         if self.ended {
             return Ok(None);
+        }
+        let Some(expected) = self.next_seq else {
+            return self.join(seq, packet, mixed_at_us);
+        };
+        if seq < expected {
+            return Ok(None);
+        }
+        let gap = seq - expected;
+        if gap > MAX_FILL {
+            self.start_over();
+            return self.join(seq, packet, mixed_at_us);
+        }
+        let mut done = None;
+        for i in 0..gap {
+            let at_us = mixed_at_us.saturating_sub((gap - i) * u64::from(FRAME_MS) * 1_000);
+            done = self.add(Bytes::from_static(&SILENCE), at_us)?.or(done);
+        }
+        Ok(self.add(packet, mixed_at_us)?.or(done))
+    }
+
+    /// The first frame (or the first after a jump): the stream starts at a segment boundary.
+    fn join(
+        &mut self,
+        seq: u64,
+        packet: Bytes,
+        mixed_at_us: u64,
+    ) -> Result<Option<Position>, CmafError> {
+        let per_segment = self.segment_frames();
+        if !seq.is_multiple_of(per_segment) {
+            // Waiting for the boundary: the next part to appear is its first.
+            self.current.msn = seq / per_segment + 1;
+            self.begins_at = Some(Position { msn: self.current.msn, part: 0 });
+            return Ok(None);
+        }
+        self.current.msn = seq / per_segment;
+        self.begins_at = Some(Position { msn: self.current.msn, part: 0 });
+        let part_number = seq / self.cfg.part_frames as u64 + 1;
+        self.writer = FragmentWriter::at(
+            u32::try_from(part_number).unwrap_or(u32::MAX),
+            seq * FRAME_SAMPLES as u64,
+        );
+        self.next_seq = Some(seq);
+        self.add(packet, mixed_at_us)
+    }
+
+    /// Drops everything held: the numbers jumped past the window.
+    fn start_over(&mut self) {
+        self.pending.clear();
+        self.current.parts.clear();
+        self.done.clear();
+        self.next_seq = None;
+    }
+
+    fn add(&mut self, packet: Bytes, mixed_at_us: u64) -> Result<Option<Position>, CmafError> {
+        if let Some(next) = &mut self.next_seq {
+            *next += 1;
         }
         if self.pending.is_empty() {
             self.pending_start_us = mixed_at_us;
@@ -271,7 +366,8 @@ mod tests {
         let mut s = HlsSegmenter::new(HlsConfig::default());
         for i in 0..frames {
             s.push(
-                Bytes::from_static(&[0xF8, 0xFF, 0xFE]),
+                i as u64,
+                Bytes::from_static(&SILENCE),
                 1_700_000_000_000_000 + i as u64 * 20_000,
             )
             .expect("push");
@@ -344,12 +440,88 @@ mod tests {
         assert!(s.segment(3).is_none() && s.segment(4).is_some());
         assert!(s.expired(3) && !s.expired(4) && !s.expired(99), "gone only behind the window");
         assert!(s.segment_start_us(3).is_none() && s.segment_start_us(4).is_some());
-        s.push(Bytes::from_static(&[0xF8, 0xFF, 0xFE]), 0).expect("push");
+        s.push(1_000, Bytes::from_static(&SILENCE), 0).expect("push");
         s.finish().expect("finish");
         let text = s.playlist();
         check_playlist(&text, HlsConfig::default());
         assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"));
         assert!(s.reached(Position { msn: 99, part: 0 }), "an ended stream blocks nobody");
+    }
+
+    /// Frame `seq` of a stream: a packet that says which frame it is.
+    fn frame(seq: u64) -> Bytes {
+        Bytes::from(vec![0xF8, (seq >> 8) as u8, seq as u8])
+    }
+
+    fn from(first: u64, last: u64, gaps: &[u64]) -> HlsSegmenter {
+        let mut s = HlsSegmenter::new(HlsConfig::default());
+        for seq in (first..last).filter(|n| !gaps.contains(n)) {
+            s.push(seq, frame(seq), 1_700_000_000_000_000 + seq * 20_000).expect("push");
+        }
+        s
+    }
+
+    #[test]
+    fn nodes_that_joined_at_different_times_make_the_same_objects() {
+        // The origin from frame 0; an edge from frame 437 (mid-segment: it starts at 500).
+        let origin = from(0, 1_234, &[]);
+        let edge = from(437, 1_234, &[]);
+        assert_eq!(origin.next(), edge.next(), "the same next part");
+        assert_eq!(edge.first_msn(), origin.first_msn(), "the same window");
+        assert_eq!(from(437, 800, &[]).first_msn(), 5, "starts at the boundary after frame 437");
+        for msn in 6..12 {
+            assert_eq!(origin.segment(msn), edge.segment(msn), "segment {msn}");
+            for part in 0..10 {
+                assert_eq!(origin.part(msn, part), edge.part(msn, part), "part {msn}.{part}");
+            }
+        }
+        assert!(edge.part(12, 2).is_some() && edge.part(12, 3).is_none());
+        assert_eq!(HlsSegmenter::new(HlsConfig::default()).begins_at(), None);
+        assert_eq!(origin.begins_at(), Some(Position { msn: 0, part: 0 }));
+        let waiting = from(437, 480, &[]);
+        assert_eq!(waiting.next(), Position { msn: 5, part: 0 }, "hinted: the first part to come");
+        assert_eq!(waiting.begins_at(), Some(Position { msn: 5, part: 0 }));
+        assert!(waiting.part(4, 0).is_none() && waiting.segment(4).is_none());
+        check_playlist(&waiting.playlist(), HlsConfig::default());
+        check_playlist(&edge.playlist(), HlsConfig::default());
+    }
+
+    #[test]
+    fn a_gap_is_filled_with_silence_and_numbers_hold() {
+        let whole = from(0, 400, &[]);
+        let holed = from(0, 400, &[150, 151, 152, 311]);
+        assert_eq!(whole.next(), holed.next());
+        assert_eq!(whole.part(1, 4), holed.part(1, 4), "parts before the gap are the same");
+        assert_eq!(whole.part(1, 6), holed.part(1, 6), "and after it");
+        let (a, b) = (whole.part(1, 5).expect("part"), holed.part(1, 5).expect("part"));
+        assert_eq!(a.len(), b.len(), "same frame count and sizes (3-byte packets)");
+        assert_ne!(a, b, "the missing frames became silence");
+        assert!(b.windows(3).any(|w| w == SILENCE));
+        // Replays and duplicates change nothing.
+        let mut dup = from(0, 400, &[]);
+        dup.push(120, frame(999), 0).expect("push");
+        assert_eq!(dup.part(1, 2), whole.part(1, 2));
+    }
+
+    #[test]
+    fn the_filler_is_20_ms_of_silence() {
+        let mut dec =
+            opus::Decoder::new(crate::frame::SAMPLE_RATE, opus::Channels::Mono).expect("decoder");
+        let mut pcm = [1.0f32; FRAME_SAMPLES];
+        let n = dec.decode_float(&SILENCE, &mut pcm, false).expect("decodes");
+        assert_eq!(n, FRAME_SAMPLES);
+        assert!(pcm.iter().all(|s| s.abs() < 1e-4), "silent");
+    }
+
+    #[test]
+    fn a_jump_of_more_than_a_second_starts_over_at_a_boundary() {
+        let mut s = from(0, 700, &[]);
+        s.push(751, frame(751), 0).expect("push");
+        assert_eq!(s.next(), Position { msn: 8, part: 0 }, "waits for segment 8");
+        assert!(s.segment(6).is_none(), "the old numbering is gone");
+        s.push(5_100, frame(5_100), 0).expect("push");
+        assert_eq!(s.first_msn(), 51);
+        check_playlist(&s.playlist(), HlsConfig::default());
     }
 
     #[test]
@@ -362,6 +534,17 @@ mod tests {
         #[test]
         fn playlists_stay_valid(frames in 0usize..2_000) {
             let s = run(frames);
+            check_playlist(&s.playlist(), HlsConfig::default());
+        }
+
+        #[test]
+        fn any_numbering_keeps_playlists_valid(
+            seqs in proptest::collection::vec(0u64..3_000, 0..400),
+        ) {
+            let mut s = HlsSegmenter::new(HlsConfig::default());
+            for seq in seqs {
+                s.push(seq, frame(seq), seq * 20_000).expect("push");
+            }
             check_playlist(&s.playlist(), HlsConfig::default());
         }
     }

@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use frame::{CHANNELS, FRAME_MS, FRAME_SAMPLES, FrameError, SAMPLE_RATE, check_opus_frame};
 pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
-pub use mixer::{Mixer, MixerConfig, MixerError, ProgramFrame, SourceId, Tick};
+pub use mixer::{Mixer, MixerConfig, MixerError, MixerWork, ProgramFrame, Return, SourceId, Tick};
 pub use ogg::{OggOpusMuxer, OggOpusReader, OpusHead};
 pub use voice::{VoiceActivity, VoiceConfig};
 pub use wire::{ProgramBatchWriter, ProgramFrameView, SpeakerFrame, WireError};

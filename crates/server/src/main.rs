@@ -25,6 +25,29 @@ enum Command {
     /// Print an access token (HS256 JWT) signed with the node's key pair (TOWNHALL_API_KEY /
     /// TOWNHALL_API_SECRET, or the pair generated for this install in the data directory).
     Token(TokenArgs),
+    /// Check a configuration file (with the environment's overrides, as `serve` would read
+    /// it): prints what the node would run with, or why it would refuse; exit status 1 on error.
+    CheckConfig(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The TOML configuration file to check.
+    #[arg(long, env = "TOWNHALL_CONFIG")]
+    config: PathBuf,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields), for log
+    /// collectors.
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +98,9 @@ struct ServeArgs {
     /// Caption every space that goes live (speech to text; see `captions_engine`).
     #[arg(long, env = "TOWNHALL_CAPTIONS")]
     captions: bool,
+    /// Log lines as text or as JSON objects (filter with TOWNHALL_LOG, e.g. `info`).
+    #[arg(long, env = "TOWNHALL_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -135,7 +161,33 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::CheckConfig(args) => check_config(args),
     }
+}
+
+fn check_config(args: CheckArgs) -> anyhow::Result<()> {
+    let mut config = Config::from_file(&args.config)?;
+    args.keys.apply(&mut config);
+    config.validate()?;
+    let keys = match (&config.api_key, &config.api_secret) {
+        (Some(_), Some(_)) => "given (config or environment)",
+        (None, None) if config.listen.ip().is_loopback() => {
+            "none given: generated for this install in the data directory at first start"
+        }
+        (None, None) => anyhow::bail!(
+            "no api_key/api_secret: a node listening on {} (not loopback) refuses to start without \
+             them (set TOWNHALL_API_KEY and TOWNHALL_API_SECRET, or the config keys)",
+            config.listen
+        ),
+        _ => anyhow::bail!("api_key and api_secret go together: set both or neither"),
+    };
+    println!("{}: ok", args.config.display());
+    println!("  listen:      {}", config.listen);
+    println!("  role:        {:?}", config.role);
+    println!("  data_dir:    {} (database {})", config.data_dir.display(), config.database);
+    println!("  keys:        {keys}");
+    println!("  demo space:  {}", if config.demo { "on" } else { "off" });
+    Ok(())
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
@@ -170,12 +222,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOWNHALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOWNHALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config { database: true, ..Config::default() },

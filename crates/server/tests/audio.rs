@@ -71,6 +71,27 @@ async fn two_speakers_are_both_heard_and_neither_hears_itself() {
     server.shutdown().await;
 }
 
+/// A speaker sending silence hears the program itself (no mix-minus is encoded for them), with
+/// every other voice in it, while the talkers still never hear themselves.
+#[tokio::test]
+async fn a_silent_speaker_hears_everyone_and_talkers_still_not_themselves() {
+    let server = server().await;
+    let addr = server.addr();
+    live_space(addr, "trio").await;
+    let low = spawn_speaker(addr, "trio", "low", 440.0, 4 * SECOND);
+    let high = spawn_speaker(addr, "trio", "high", 660.0, 4 * SECOND);
+    let quiet = spawn_speaker_at(addr, "trio", "quiet", 880.0, 0.0, 4 * SECOND);
+    let (low, high, quiet) = (low.await.expect("low"), high.await.expect("high"), quiet.await);
+    let quiet_tail = quiet.expect("quiet speaker");
+    let quiet_tail = quiet_tail.tail(1.0);
+    assert!(tone_amplitude(quiet_tail, 440.0) > 0.2, "the silent speaker hears low");
+    assert!(tone_amplitude(quiet_tail, 660.0) > 0.2, "the silent speaker hears high");
+    assert!(tone_amplitude(low.tail(1.0), 440.0) < 0.05, "low speaker does not hear itself");
+    assert!(tone_amplitude(low.tail(1.0), 660.0) > 0.2, "low speaker hears high");
+    assert!(tone_amplitude(high.tail(1.0), 660.0) < 0.05, "high speaker does not hear itself");
+    server.shutdown().await;
+}
+
 /// ffprobe and ffmpeg are independent Ogg/Opus implementations; `.ci/run` installs them.
 fn ffmpeg_tools() {
     for tool in ["ffprobe", "ffmpeg"] {

@@ -1209,3 +1209,146 @@ async fn hls_js_shows_the_webvtt_caption_track() {
     browser.close().await;
     server.shutdown().await;
 }
+
+/// In a cluster, a host's page served by an edge speaks over WHIP to the space's origin (an
+/// edge takes no speakers); when that origin is killed, the page follows the space to the
+/// standby origin that took it over, and a listener on the edge hears the page's microphone
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_speakers_page_follows_the_space_to_the_standby_origin() {
+    use townhall_server::config::NodeRole;
+    if browser_available().is_none() {
+        return;
+    }
+    let secs = Duration::from_secs;
+    let redis = common::nodes::RedisServer::start().await;
+    let origin = common::nodes::NodeProcess::start("origin", &redis.url(), "origin-page");
+    let data_dir = std::env::temp_dir().join(format!(
+        "townhall-browser-standby-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let cluster = |role| townhall_server::Config {
+        role,
+        redis: Some(redis.url()),
+        data_dir: data_dir.clone(),
+        ..townhall_server::Config::default()
+    };
+    let standby = server_with(cluster(NodeRole::Origin)).await;
+    let edge = server_with(cluster(NodeRole::Edge)).await;
+    live_space(origin.addr, "moving").await;
+    let deadline = tokio::time::Instant::now() + secs(10);
+    while space_view(edge.addr(), "moving").await["state"] != "live" {
+        assert!(tokio::time::Instant::now() < deadline, "the edge never carried the space");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The host opens the space on the edge and speaks: over WHIP, at the origin.
+    let page = Browser::start().await;
+    page.goto(&format!("http://{}/", edge.addr())).await;
+    let token = json!(host());
+    page.script(&format!("localStorage.setItem('townhall.token', {token}); return true")).await;
+    page.goto(&format!("http://{}/#/space/moving", edge.addr())).await;
+    let controls = page.wait_for(&displayed("host-controls"), secs(10), |v| v == true).await;
+    assert_eq!(controls, true, "no host controls on the edge's page");
+    page.click("speak").await;
+    let at = |addr: SocketAddr| {
+        format!(
+            "const r = window.townhall.rtc(); const l = window.townhall.rtcLocation('speak') || ''; \
+             return r.speak === 'connected' && r.speakMode === 'webrtc' && l.startsWith('http://{addr}/whip/moving/')"
+        )
+    };
+    let on_origin = page.wait_for(&at(origin.addr), secs(20), |v| v == true).await;
+    let why = page.script("return [window.townhall.rtc(), window.townhall.state()]").await;
+    assert_eq!(on_origin, true, "the page did not publish at the origin: {why}");
+    let heard = listen_ws(ws(edge.addr(), "/ws/moving").await, secs(4)).await;
+    assert!(loud_windows(&heard.pcm) >= 3, "the edge's listener did not hear the page");
+
+    // The origin dies; the standby takes the space; the page publishes there.
+    origin.signal("KILL");
+    let on_standby = page.wait_for(&at(standby.addr()), secs(45), |v| v == true).await;
+    let why = page.script("return [window.townhall.rtc(), window.townhall.state()]").await;
+    assert_eq!(on_standby, true, "the page did not follow the space to the standby: {why}");
+    let heard = listen_ws(ws(edge.addr(), "/ws/moving").await, secs(4)).await;
+    assert!(loud_windows(&heard.pcm) >= 3, "silent on the edge after the failover");
+    page.close().await;
+    edge.shutdown().await;
+    standby.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// In a cluster, a page listening over WebRTC goes through the door (its node, the origin here)
+/// to an edge; when that edge is killed, the page goes back through the door with its ticket,
+/// is sent to the other edge and hears the speaker again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_whep_page_whose_edge_dies_listens_on_the_other() {
+    use townhall_server::config::NodeRole;
+    if browser_available().is_none() {
+        return;
+    }
+    let secs = Duration::from_secs;
+    let redis = common::nodes::RedisServer::start().await;
+    let data_dir = std::env::temp_dir().join(format!(
+        "townhall-browser-door-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let origin = server_with(townhall_server::Config {
+        role: NodeRole::Origin,
+        redis: Some(redis.url()),
+        data_dir: data_dir.clone(),
+        ..townhall_server::Config::default()
+    })
+    .await;
+    let edges = [
+        common::nodes::NodeProcess::start("edge", &redis.url(), "edge-page-1"),
+        common::nodes::NodeProcess::start("edge", &redis.url(), "edge-page-2"),
+    ];
+    live_space(origin.addr(), "doorway").await;
+    for edge in &edges {
+        let deadline = tokio::time::Instant::now() + secs(10);
+        while space_view(edge.addr, "doorway").await["state"] != "live" {
+            assert!(tokio::time::Instant::now() < deadline, "an edge never carried the space");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Edges are offered once the door has heard from them (a heartbeat or two).
+    tokio::time::sleep(secs(3)).await;
+    let speaker = spawn_speaker(origin.addr(), "doorway", "alice", 440.0, secs(60));
+
+    let page = Browser::start().await;
+    page.goto(&format!("http://{}/#/space/doorway", origin.addr())).await;
+    let shown = page.wait_for("return window.townhall.space()", secs(5), |v| v == "doorway").await;
+    assert_eq!(shown, "doorway");
+    page.click("listen-rtc").await;
+    let on_edge = "const l = window.townhall.rtcLocation('listen') || ''; \
+                   return window.townhall.rtc().listen === 'connected' ? l : ''";
+    let first = page.wait_for(on_edge, secs(20), |v| v != "").await;
+    let why = page.script("return window.townhall.state()").await;
+    let first = first.as_str().unwrap_or_default().to_owned();
+    let doomed = edges.iter().position(|e| first.starts_with(&format!("http://{}/whep/", e.addr)));
+    let Some(doomed) = doomed else { panic!("the door sent the page to no edge: {first} ({why})") };
+    let loud = "return window.townhall.heard().loud";
+    let heard = page.wait_for(loud, secs(10), |v| v.as_u64() >= Some(5)).await;
+    assert!(heard.as_u64() >= Some(5), "the page heard nothing on the edge: {heard}");
+
+    edges[doomed].signal("KILL");
+    let other = edges[1 - doomed].addr;
+    let moved = page
+        .wait_for(on_edge, secs(40), |v| {
+            v.as_str().is_some_and(|l| l.starts_with(&format!("http://{other}/whep/")))
+        })
+        .await;
+    let why = page.script("return window.townhall.state()").await;
+    assert!(
+        moved.as_str().is_some_and(|l| l.starts_with(&format!("http://{other}/whep/"))),
+        "the page did not come back on the other edge: {moved} ({why})"
+    );
+    let before = page.script(loud).await.as_u64().unwrap_or(0);
+    let after = page.wait_for(loud, secs(10), |v| v.as_u64() >= Some(before + 5)).await;
+    assert!(after.as_u64() >= Some(before + 5), "silent on the other edge: {before} → {after}");
+    speaker.abort();
+    page.close().await;
+    origin.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -180,6 +180,7 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(admission(edge.addr()).await, "cluster");
+    let epoch_before = record_epoch(&redis, "steady").await.expect("a record before");
     // Redis goes away: longer than a lease, long enough for the doors to give up on it (three
     // failed rounds).
     let port = redis.port;
@@ -222,6 +223,11 @@ async fn edges_keep_playing_while_redis_is_away_and_the_directory_heals() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(healed, "the directory came back after Redis restarted");
+    let epoch_after = record_epoch(&redis, "steady").await.expect("a record after");
+    assert!(
+        epoch_after > epoch_before,
+        "epochs never go back, even in an empty Redis: {epoch_before} then {epoch_after}"
+    );
     let mut held = false;
     for _ in 0..50 {
         let client = redis::Client::open(redis.url()).expect("client");
@@ -1118,4 +1124,144 @@ async fn a_second_signal_ends_the_drain_at_once() {
 fn edge_process(redis: &Redis, extra: &[&str]) -> common::nodes::NodeProcess {
     let name = format!("edge-{:08x}", rand::random::<u32>());
     common::nodes::NodeProcess::start_with("edge", &redis.url(), &name, extra)
+}
+
+/// `count` townhall-load LL-HLS players reading `space` through the cache at `at` for `secs`.
+fn hls_players(
+    at: SocketAddr,
+    space: &str,
+    count: usize,
+    secs: u64,
+) -> tokio::task::JoinHandle<Arc<townhall_load::stats::Stats>> {
+    use townhall_load::listen::{self, ListenConfig, Protocol};
+    let cfg = Arc::new(ListenConfig {
+        target: townhall_load::target::Target::new(at).expect("loopback"),
+        path: listen::townhall_path(Protocol::Hls, space, 1, None),
+        listeners: count,
+        ramp: None,
+        duration: Duration::from_secs(secs),
+        protocol: Protocol::Hls,
+        late_budget: Duration::from_secs(3),
+        read_buffer: 4_096,
+        token: None,
+        door: None,
+        timeline: false,
+        join_first: false,
+    });
+    let stats = Arc::new(townhall_load::stats::Stats::default());
+    tokio::spawn(async move {
+        listen::run(cfg, stats.clone()).await;
+        stats
+    })
+}
+
+/// The newest part `a` lists, fetched from `a` and from `b` (waiting for `b` to make it).
+async fn one_part_from_both(
+    a: SocketAddr,
+    b: SocketAddr,
+    space: &str,
+) -> (String, Vec<u8>, Vec<u8>) {
+    let get = |addr: SocketAddr, path: String| async move {
+        let res =
+            http().get(format!("http://{addr}/hls/{space}/{path}")).send().await.expect("get");
+        (res.status(), res.bytes().await.expect("body").to_vec())
+    };
+    let (status, playlist) = get(a, "index.m3u8".into()).await;
+    assert_eq!(status, 200);
+    let playlist = String::from_utf8_lossy(&playlist).into_owned();
+    let name = playlist
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .find_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .expect("a listed part")
+        .to_owned();
+    let (_, from_a) = get(a, name.clone()).await;
+    for _ in 0..50 {
+        let (status, from_b) = get(b, name.clone()).await;
+        if status == 200 {
+            return (name, from_a, from_b);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{b} never made {name}");
+}
+
+/// LL-HLS players behind one cache (Debian's nginx with `deploy/nginx/townhall-edge.conf`) in
+/// front of two edges: the edges number parts by the program's frames, so they make the same
+/// part under the same name and the cache takes each from either; when one edge is killed, the
+/// cache asks the other and the players skip nothing, and the stream they were served decodes
+/// to the speaker's tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_players_behind_a_cache_skip_nothing_when_an_edge_dies() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    live_space(origin.addr(), "cached").await;
+    let staying = node(NodeRole::Edge, &redis).await;
+    let mut doomed = edge_process(&redis, &[]);
+    until_space(doomed.addr, "cached", |s| s["state"] == "live").await;
+    until_space(staying.addr(), "cached", |s| s["state"] == "live").await;
+    let speaker = spawn_speaker(origin.addr(), "cached", "alice", 440.0, Duration::from_secs(30));
+    let cache = common::nodes::NginxCache::start(&[doomed.addr, staying.addr()]);
+    let players = hls_players(cache.addr, "cached", 3, 20);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (name, a, b) = one_part_from_both(doomed.addr, staying.addr(), "cached").await;
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "both edges made the same {name}");
+    let _ = doomed.child.kill();
+    let _ = doomed.child.wait();
+    let s = players.await.expect("players").snapshot();
+    assert_eq!((s.failed, s.disconnects), (0, 0), "every player stayed: {s:?}");
+    assert_eq!(s.gaps, 0, "no part skipped: {s:?}");
+    assert!(s.frames >= 3 * 50 * 16, "parts all along: {s:?}");
+
+    // What the cache serves now (segments from both edges, before and after) plays the tone.
+    let at = cache.addr;
+    let get = |path: String| async move {
+        let res = http().get(format!("http://{at}/hls/cached/{path}")).send().await.expect("get");
+        assert_eq!(res.status(), 200, "{path}");
+        res.bytes().await.expect("body").to_vec()
+    };
+    // (The cache answers a plain playlist request it holds stale while it fetches a fresh one.)
+    let mut playlist = String::new();
+    for _ in 0..20 {
+        playlist = String::from_utf8(get("index.m3u8".into()).await).expect("text");
+        if playlist.lines().filter(|l| l.starts_with('s')).count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut file = get("init.mp4".into()).await;
+    let segments: Vec<&str> =
+        playlist.lines().filter(|l| l.starts_with('s') && l.ends_with(".mp4")).collect();
+    assert!(segments.len() >= 3, "{playlist}");
+    for s in &segments {
+        file.extend_from_slice(&get(s.to_string()).await);
+    }
+    let path = std::env::temp_dir().join(format!("townhall-cached-{}.mp4", std::process::id()));
+    std::fs::write(&path, &file).expect("write");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "f32le", "-ac", "1", "-ar", "48000", "-"])
+        .output()
+        .expect("ffmpeg (Debian's ffmpeg package) runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let pcm: Vec<f32> =
+        out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert!(pcm.len() >= segments.len() * 96_000 - 2_000, "{} samples", pcm.len());
+    let amp = tone_amplitude(&pcm[pcm.len() - 48_000..], 440.0);
+    assert!(amp > 0.25, "440 Hz through the cache after the edge died: {amp}");
+    speaker.abort();
+}
+
+/// The epoch in `space`'s directory record, if Redis has one.
+async fn record_epoch(redis: &Redis, space: &str) -> Option<u64> {
+    let client = redis::Client::open(redis.url()).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let json: Option<String> =
+        redis::cmd("GET").arg(format!("th:space:{space}")).query_async(&mut c).await.ok()?;
+    serde_json::from_str::<serde_json::Value>(&json?).ok()?["epoch"].as_u64()
 }

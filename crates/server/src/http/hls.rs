@@ -68,8 +68,27 @@ fn object(
     respond(bytes, MP4, cache, Some(etag))
 }
 
-/// 410 for objects that left the window (they will never come back), 404 for the rest.
+/// 404 `not_here` for what this node never had (it joined the stream later: another node,
+/// tried next by a cache, has it).
+fn not_here(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_here",
+        format!("this node joined the stream after {what}; another node may have it"),
+    )
+}
+
+/// Whether this node's stream begins after segment `msn`, part `part`.
+fn before_here(store: &HlsStore, msn: u64, part: u32) -> bool {
+    store.segmenter().begins_at().is_none_or(|first| Position { msn, part } < first)
+}
+
+/// 404 for what this node never had, 410 for objects that left the window (they will never
+/// come back), 404 for the rest.
 fn missing(store: &HlsStore, msn: u64, what: &str) -> ApiError {
+    if before_here(store, msn, u32::MAX) {
+        return not_here(what);
+    }
     if store.segmenter().expired(msn) {
         ApiError::new(StatusCode::GONE, "expired", format!("{what} left the window"))
     } else {
@@ -133,6 +152,18 @@ pub async fn handler(
             crate::app::state::bearer(&headers).ok_or_else(crate::app::state::attack_mode)?;
         app.verify(token, &id)?;
     }
+    // A node that has not had a frame of this stream yet (an edge whose relay starts with this
+    // request) waits for its first: only then does it know where its stream begins.
+    if !matches!(kind, "master" | "init") && store.segmenter().begins_at().is_none() {
+        let heard = store.wait_until(wait, |s| s.begins_at().is_some()).await;
+        if !heard {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_yet",
+                "no audio of this space has reached this node yet",
+            ));
+        }
+    }
     match file.as_str() {
         "master.m3u8" => {
             // A captioned run lists its subtitle rendition (and is re-read sooner: captions
@@ -176,11 +207,11 @@ pub async fn handler(
             if !settled(&store, &run).contains(&msn) {
                 return Err(missing(&store, msn, "this subtitle segment"));
             }
-            let base = store.first_seq().unwrap_or(0);
+            // Program frame `n` is at media time n × 20 ms, in segment n / frames_per_segment.
             let frames = frames_per_segment(&cfg);
-            let from = base + msn * frames;
+            let from = msn * frames;
             let cues = run.board.finals_between(from, from + frames);
-            let text = townhall_captions::webvtt::segment(&cues, base);
+            let text = townhall_captions::webvtt::segment(&cues, 0);
             let res = respond(text, VTT, "public, max-age=86400, immutable", None);
             Ok(last_modified(res, store.segmenter().segment_start_us(msn)))
         }
@@ -194,6 +225,9 @@ pub async fn handler(
                 let text = store.segmenter().playlist();
                 return Ok(respond(text, PLAYLIST, "public, max-age=1", None));
             };
+            if before_here(&store, msn, q.part.unwrap_or(u32::MAX)) {
+                return Err(not_here("that part"));
+            }
             let next = store.segmenter().next();
             if msn > next.msn + 2 {
                 return Err(ApiError::bad_request(
@@ -260,7 +294,6 @@ fn frames_per_segment(cfg: &HlsConfig) -> u64 {
 /// The subtitle segments that may be listed now (see
 /// [`townhall_captions::webvtt::settled_segments`]): all of them once captions are off.
 fn settled(store: &HlsStore, run: &crate::app::live::CaptionsRun) -> std::ops::Range<u64> {
-    let Some(base) = store.first_seq() else { return 0..0 };
     let cfg = HlsConfig::default();
     let (settled_until, latest) =
         if run.active { run.board.settled() } else { (u64::MAX, u64::MAX) };
@@ -269,7 +302,7 @@ fn settled(store: &HlsStore, run: &crate::app::live::CaptionsRun) -> std::ops::R
     // A stream that ended has no segment in progress: its last segment is complete.
     townhall_captions::webvtt::settled_segments(
         complete,
-        base,
+        0,
         frames_per_segment(&cfg),
         settled_until,
         latest,
@@ -313,7 +346,11 @@ mod tests {
     fn objects_behind_the_window_are_gone_and_later_ones_not_found() {
         let store = HlsStore::new(312, "t".into()).expect("store");
         for i in 0..1_000u64 {
-            store.push(Bytes::from_static(&[0xF8, 0xFF, 0xFE]), 1_700_000_000_000_000 + i * 20_000);
+            store.push(
+                i,
+                Bytes::from_static(&townhall_media::hls::SILENCE),
+                1_700_000_000_000_000 + i * 20_000,
+            );
         }
         assert_eq!(missing(&store, 0, "s0").status, StatusCode::GONE);
         assert_eq!(missing(&store, 99, "s99").status, StatusCode::NOT_FOUND);

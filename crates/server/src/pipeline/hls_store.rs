@@ -22,9 +22,6 @@ pub struct HlsStore {
     /// When a player last asked for this stream (µs on the server clock; 0: never). An edge
     /// relays a space while someone reads it.
     last_read_us: AtomicU64,
-    /// Program `seq` of the stream's first frame (media time 0; `u64::MAX`: none yet): where
-    /// caption cues, timed in program frames, land on the media timeline.
-    first_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for HlsStore {
@@ -46,7 +43,6 @@ impl HlsStore {
             segmenter: Mutex::new(segmenter),
             progress,
             last_read_us: AtomicU64::new(0),
-            first_seq: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -60,34 +56,21 @@ impl HlsStore {
         self.segmenter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a program packet (engine thread); wakes blocked requests when a part completes.
-    pub fn push(&self, packet: Bytes, mixed_at_us: u64) {
+    /// Adds program frame `seq` (engine thread); wakes blocked requests when a part completes.
+    pub fn push(&self, seq: u64, packet: Bytes, mixed_at_us: u64) {
         let next = {
             let mut s = self.segmenter();
-            match s.push(packet, mixed_at_us) {
-                Ok(Some(_)) => Some(s.next()),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!("hls packaging failed: {e}");
-                    None
-                }
+            let before = (s.next(), s.begins_at());
+            if let Err(e) = s.push(seq, packet, mixed_at_us) {
+                tracing::error!("hls packaging failed: {e}");
             }
+            // A part done, or the first frame seen (requests waiting for it learn where the
+            // stream begins here).
+            (before != (s.next(), s.begins_at())).then(|| s.next())
         };
         if let Some(next) = next {
             self.progress.send_replace(next);
         }
-    }
-
-    /// Notes the program `seq` of a frame pushed (the first one is media time 0).
-    pub fn saw_seq(&self, seq: u64) {
-        let _ =
-            self.first_seq.compare_exchange(u64::MAX, seq, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Program `seq` of the stream's first frame, once there is one.
-    pub fn first_seq(&self) -> Option<u64> {
-        let seq = self.first_seq.load(Ordering::Relaxed);
-        (seq != u64::MAX).then_some(seq)
     }
 
     /// Ends the stream (playlist gets `EXT-X-ENDLIST`).

@@ -104,8 +104,7 @@ impl ProgramSink for FeedSink {
 
 impl ProgramSink for Arc<HlsStore> {
     fn offer(&mut self, frame: &ProgramFrame, _last: bool) -> bool {
-        self.saw_seq(u64::from(frame.seq));
-        self.push(frame.payload.clone(), frame.mixed_at_us);
+        self.push(u64::from(frame.seq), frame.payload.clone(), frame.mixed_at_us);
         true
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use townhall_media::wire::ProgramBatchWriter;
 use townhall_media::{
-    Mixer, OggOpusMuxer, ProgramFrame, SourceId, SpeakerFrame, VoiceActivity, VoiceConfig,
+    Mixer, OggOpusMuxer, ProgramFrame, Return, SourceId, SpeakerFrame, VoiceActivity, VoiceConfig,
 };
 
 use crate::pipeline::feed::ProgramFeed;
@@ -232,10 +232,17 @@ impl SpaceMix {
                 let tick = mixer.tick(now_us);
                 self.publish(&tick.program, false);
                 self.detect_voices(now_us);
-                for (source, frame) in &tick.returns {
-                    if let Some(tx) = self.returns.get(source) {
-                        let _ = tx.try_send(single_batch(frame));
-                    }
+                // Speakers who were silent hear the program: one message, shared, for all of them.
+                let mut program_batch: Option<Bytes> = None;
+                for (source, heard) in &tick.returns {
+                    let Some(tx) = self.returns.get(source) else { continue };
+                    let batch = match heard {
+                        Return::Program => {
+                            program_batch.get_or_insert_with(|| single_batch(&tick.program)).clone()
+                        }
+                        Return::MixMinus(frame) => single_batch(frame),
+                    };
+                    let _ = tx.try_send(batch);
                 }
             }
             Source::Relay(_) => self.relay_now(),

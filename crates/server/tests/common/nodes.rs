@@ -143,3 +143,71 @@ impl Drop for NodeProcess {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Debian's nginx as a cache in front of Townhall nodes, configured from
+/// `deploy/nginx/townhall-edge.conf` with one `server` line per node; stopped on drop.
+pub struct NginxCache {
+    child: Child,
+    dir: std::path::PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl NginxCache {
+    /// Starts one in front of `upstreams` (each named on its own `server` line).
+    pub fn start(upstreams: &[SocketAddr]) -> NginxCache {
+        const NGINX: &str = "/usr/sbin/nginx";
+        assert!(
+            std::path::Path::new(NGINX).exists(),
+            "{NGINX} not found: install Debian's nginx package (apt-get install nginx)"
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "townhall-nginx-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("nginx dir");
+        let port = free_port();
+        let template = include_str!("../../../../deploy/nginx/townhall-edge.conf");
+        let line = "        server {origin} max_fails=1 fail_timeout=5s;\n";
+        assert!(template.contains(line), "the template names one upstream server per line");
+        let servers: String =
+            upstreams.iter().map(|a| line.replace("{origin}", &a.to_string())).collect();
+        let mut conf = template
+            .replace(line, &servers)
+            .replace("{workers}", "1")
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{listen}", &format!("127.0.0.1:{port}"));
+        // As root, keep the workers root too: they write the cache into this private directory.
+        if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
+            conf = format!("user root;\n{conf}");
+        }
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("nginx conf");
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let cache = NginxCache { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen: {:?}", cache.dir);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cache
+    }
+}
+
+impl Drop for NginxCache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

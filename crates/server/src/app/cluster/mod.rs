@@ -51,7 +51,9 @@ const MISSING_GRACE: Duration = Duration::from_secs(5);
 const FOLLOW_ROUNDS: u32 = 2;
 
 /// Takes a space's lease (raising its epoch) or renews it if this node holds it; returns the
-/// epoch, or -1 when another node holds it.
+/// epoch, or -1 when another node holds it. ARGV[3] is the highest epoch the caller knows of
+/// (its own last one, or the hold's): a Redis that restarted empty numbers from there, not
+/// from 1, so epochs never go back and fencing keeps its meaning.
 const LEASE: &str = r#"
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
@@ -60,7 +62,13 @@ if holder == ARGV[1] then
 end
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return redis.call('INCR', KEYS[2])
+  local epoch = redis.call('INCR', KEYS[2])
+  local floor = tonumber(ARGV[3]) or 0
+  if epoch <= floor then
+    epoch = floor + 1
+    redis.call('SET', KEYS[2], epoch)
+  end
+  return epoch
 end
 return -1
 "#;
@@ -341,6 +349,8 @@ type Published = BTreeMap<SpaceId, Sent>;
 struct Sent {
     bars: u64,
     hold: u64,
+    /// The epoch of this node's lease (the floor when taking it again).
+    epoch: u64,
 }
 
 /// An origin's spaces: for each live or scheduled space of its directory, the lease renewed
@@ -360,7 +370,8 @@ async fn publish_spaces(
     for space in app.own_spaces() {
         let id = space.id.clone();
         let state = space.state;
-        let Some(record) = own_record(app, space, &node, url, c).await? else {
+        let floor = published.get(&id).map_or(0, |sent| sent.epoch);
+        let Some(record) = own_record(app, space, &node, url, floor, c).await? else {
             if state == SpaceState::Live {
                 // Another origin holds the lease: this node was away longer than it, and the
                 // space moved. It must not publish (or mix) any more.
@@ -389,6 +400,7 @@ async fn publish_spaces(
                 sent = keep_live(app, c, &l, &record, sent).await?;
             }
             write_record(c, &record, json).await?;
+            sent.epoch = record.epoch;
             if record.space.state == SpaceState::Live {
                 live.insert(id.clone(), sent);
             }
@@ -495,6 +507,7 @@ async fn take_over(app: &Arc<AppState>, c: &mut ConnectionManager) -> redis::Red
             .key(records::epoch_key(id))
             .arg(app.cluster.node_id())
             .arg(records::LEASE_TTL_MS)
+            .arg(hold.epoch)
             .invoke_async(c)
             .await?;
         if epoch < 0 {
@@ -537,6 +550,7 @@ async fn own_record(
     space: townhall_core::Space,
     node: &str,
     url: &str,
+    floor: u64,
     c: &mut ConnectionManager,
 ) -> redis::RedisResult<Option<SpaceRecord>> {
     let epoch = if space.state == SpaceState::Ended {
@@ -547,6 +561,7 @@ async fn own_record(
             .key(records::epoch_key(&space.id))
             .arg(node)
             .arg(records::LEASE_TTL_MS)
+            .arg(floor)
             .invoke_async(c)
             .await?;
         let Ok(epoch) = u64::try_from(epoch) else {
