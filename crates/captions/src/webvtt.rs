@@ -1,8 +1,8 @@
 //! Cues as WebVTT and plain text: HLS subtitle segments (each with the `X-TIMESTAMP-MAP` that
 //! ties its times to the audio's media timeline) and whole transcripts.
 //!
-//! Times are written relative to a `base` program frame: the first frame of the LL-HLS stream
-//! (whose media time is 0) for subtitle segments, the recording's first frame for transcripts.
+//! Times are written relative to a `base` program frame: 0 for subtitle segments (LL-HLS puts
+//! program frame `n` at media time `n × 20 ms`), the recording's first frame for transcripts.
 
 use std::fmt::Write;
 
