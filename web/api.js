@@ -116,6 +116,12 @@ export const report = (token, id, body) =>
 /** Starts or stops recording a live space (host or co-host token): resolves to the recording. */
 export const setRecording = (token, id, recording) =>
   call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/recording`, { token, body: { recording } });
+/** A space's captions: `{captions, engine, error, cues}`. */
+export const getCaptions = (id) =>
+  call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/captions`, { token: pageToken() });
+/** Turns a live space's captions on or off (host or co-host token). */
+export const setCaptions = (token, id, captions) =>
+  call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/captions`, { token, body: { captions } });
 /** Recordings, newest first (of one space with `space`); a token adds those of private spaces. */
 export const listRecordings = (space, token) =>
   call('GET', `/api/v1/recordings${space ? `?space=${encodeURIComponent(space)}` : ''}`, { token }).then(

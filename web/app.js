@@ -2,6 +2,7 @@
 // requests to speak, moderation, reactions), host controls.
 
 import * as api from './api.js';
+import { Captions } from './captions.js';
 import { Listener, RtcListener } from './listen.js';
 import { renderRecordingState, renderRecordings } from './recordings.js';
 import { Room } from './room.js';
@@ -36,9 +37,12 @@ function setListeners(n) {
 
 // ---- the room -----------------------------------------------------------------------------
 
+const captions = new Captions($, token);
+
 const room = new Room(token, {
   onChange: () => view.render(),
   onListeners: setListeners,
+  onCaptions: (c) => captions.summary(c),
   onReactions: (ev) => view.float(ev),
   // The room ended our part: stop speaking (and, removed or blocked, listening); the notice says why.
   onKicked: (reason) => {
@@ -187,6 +191,7 @@ function renderSpace(space) {
   $('end-space').disabled = space.state === 'ended';
   renderRecordingState($, space, manager);
   refreshRecordings(space.id);
+  captions.open(space, manager);
   view.render();
 }
 
@@ -229,6 +234,7 @@ function leaveSpace() {
   state.speaker = null;
   state.space = null;
   room.close();
+  captions.open(null, false);
   state.rtc = { listen: 'idle', speak: 'idle' };
   state.speakMode = null;
   $('listen').hidden = false;
@@ -257,7 +263,11 @@ async function listen() {
     onListeners: setListeners,
     onEnded: () => refreshSpace(),
     // Room events come with the program: the room follows them rather than polling.
-    onEvent: (ev) => (ev.type === 'recording' ? recordingChanged(ev) : room.apply(ev)),
+    onEvent: (ev) => {
+      if (captions.event(ev)) return;
+      if (ev.type === 'recording') recordingChanged(ev);
+      else room.apply(ev);
+    },
     onFeed: (open) => room.setFeed(open),
     onRefused: (code) => room.kicked(code),
   });
@@ -474,6 +484,8 @@ function meters() {
   $('mic-bar').style.width = `${Math.min(100, mic * 100)}%`;
   requestAnimationFrame(meters);
 }
+
+setInterval(() => captions.tick(), 1000);
 
 setInterval(() => {
   if (state.space) refreshSpace();

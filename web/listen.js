@@ -122,7 +122,8 @@ export class Listener {
     source.connect(analyser);
     analyser.connect(ctx.destination);
     this.audio = { element: audio, ctx, analyser, samples: new Float32Array(analyser.fftSize) };
-    const { default: Hls } = await import('/vendor/hls.light.min.mjs');
+    // The full build: the light one has no subtitles (the captions' WebVTT rendition).
+    const { default: Hls } = await import('/vendor/hls.min.mjs');
     if (Hls.isSupported()) {
       // Under attack the node gives playlists only to token holders: send the page's token as a
       // header (never in a URL).

@@ -1,4 +1,7 @@
-// Recordings: the list (title, date, duration, a player and a download link) and the REC state.
+// Recordings: the list (title, date, duration, a player and a download link, the transcript
+// where there is one) and the REC state.
+
+import { transcriptPanel } from './captions.js';
 
 /** `1:02:03` or `4:05` from milliseconds. */
 export function formatDuration(ms) {
@@ -18,7 +21,7 @@ const STATE_TEXT = { recording: '● recording', finished: '', recovered: 'recov
  * again changes nothing, so a player keeps playing through the page's periodic refreshes.
  */
 export function renderRecordings(ul, recordings, token) {
-  const key = JSON.stringify(recordings.map((r) => [r.id, r.state, r.duration_ms, Boolean(token)]));
+  const key = JSON.stringify(recordings.map((r) => [r.id, r.state, r.duration_ms, Boolean(token), Boolean(r.transcript)]));
   if (ul.dataset.key === key) return;
   ul.dataset.key = key;
   const playing = new Map(
@@ -57,6 +60,7 @@ export function renderRecordings(ul, recordings, token) {
         row.className = 'row';
         row.append(audio, download);
         li.append(row);
+        if (r.transcript) li.append(transcriptPanel(r, audio));
       }
       return li;
     }),

@@ -46,6 +46,7 @@ const emptyView = () => ({ host: null, seats: 0, ended: false, speakers: [], coh
 
 /**
  * One space's room. `token()` gives the page's token; hooks: `onChange()`, `onListeners(n)`,
+ * `onCaptions({on, cues})` (the summary's captions, for listeners without a WebSocket),
  * `onReactions({second, counts})`, `onKicked(reason)` (`removed`, `blocked`,
  * `moved_to_audience`) and `onEnded()`.
  */
@@ -269,6 +270,7 @@ export class Room {
 
   applySummary(s, withSpeakers) {
     if (typeof s.listeners === 'number') this.hooks.onListeners(s.listeners);
+    if (s.captions && this.hooks.onCaptions) this.hooks.onCaptions(s.captions);
     if (Array.isArray(s.talking)) this.talking = new Set(s.talking);
     if (withSpeakers) {
       this.view.speakers = s.speakers.map((m) => ({ ...m }));

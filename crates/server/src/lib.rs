@@ -95,6 +95,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .merge(room::routes())
         .merge(recordings::routes())
+        .merge(http::captions::routes())
         .merge(feeds::routes())
         .merge(embed::routes())
         .merge(oembed::routes())
@@ -135,6 +136,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     store.set_retention(config.retention_rows);
     let app =
         Arc::new(AppState::new(config, &credentials, engine, rtc, store, shutdown_rx, metrics));
+    if app.config.captions {
+        tokio::spawn(app.clone().check_captions_engine());
+    }
     app.restore().map_err(StartError::Restore)?;
     // Recordings a crash interrupted are finalised before anyone can ask for them.
     let (data_dir, store, webhooks) =

@@ -99,6 +99,9 @@ struct ServeArgs {
     /// of the WebRTC sessions.
     #[arg(long, env = "TOWNHALL_WEBRTC_THREADS")]
     webrtc_threads: Option<usize>,
+    /// Caption every space that goes live (speech to text; see `captions_engine`).
+    #[arg(long, env = "TOWNHALL_CAPTIONS")]
+    captions: bool,
     /// Log lines as text or as JSON objects (filter with TOWNHALL_LOG, e.g. `info`).
     #[arg(long, env = "TOWNHALL_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
@@ -261,6 +264,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.webrtc_threads.is_some() {
         config.webrtc_threads = args.webrtc_threads;
+    }
+    if args.captions {
+        config.captions = true;
     }
     for (value, slot) in [
         (args.redis, &mut config.redis),

@@ -85,6 +85,18 @@ pub const CLUSTER_DOOR_SECONDS: &str = "townhall_cluster_door_seconds";
 /// counts (`townhall_shield::cluster_line::Pending`).
 pub const CLUSTER_PLACES_HELD: &str = "townhall_cluster_places_held";
 
+/// Gauge: spaces being captioned on this node.
+pub const CAPTIONED_SPACES: &str = "townhall_captioned_spaces";
+/// Counter: program frames the captions stage never heard, by `reason` (`behind`: its queue
+/// was full; `worker_behind`: the worker's pipe was full; `no_worker`: the engine was starting).
+pub const CAPTION_FRAMES_DROPPED: &str = "townhall_captions_frames_dropped_total";
+/// Counter: caption cues sent to listeners, by `kind` (`interim`, `final`).
+pub const CAPTION_CUES: &str = "townhall_caption_cues_total";
+/// Counter: phrases whose final never came (the worker was too slow, stopped or restarted).
+pub const CAPTION_PHRASES_LOST: &str = "townhall_caption_phrases_lost_total";
+/// Counter: caption workers started, by `result` (`ready`, `failed`).
+pub const CAPTION_WORKERS: &str = "townhall_caption_workers_total";
+
 /// Counts each routed request by route pattern and status (for cache effectiveness: how often
 /// the origin served what a CDN should have).
 pub async fn count_requests(
@@ -119,6 +131,11 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(LISTENERS, "Listeners connected, by space and protocol.");
     describe_gauge!(SPEAKERS, "Speakers on stage, by space.");
+    describe_gauge!(CAPTIONED_SPACES, "Spaces being captioned on this node.");
+    describe_counter!(CAPTION_FRAMES_DROPPED, "Program frames the captions stage never heard.");
+    describe_counter!(CAPTION_CUES, "Caption cues sent to listeners, by kind.");
+    describe_counter!(CAPTION_PHRASES_LOST, "Phrases whose final cue never came.");
+    describe_counter!(CAPTION_WORKERS, "Caption workers started, by result.");
     describe_counter!(FRAMES_SENT, "Program frames written to listeners, by protocol.");
     describe_counter!(FRAMES_DROPPED, "Program frames skipped by listeners that fell behind.");
     describe_counter!(JOINS, "Listener connections accepted, by protocol.");

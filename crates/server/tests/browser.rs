@@ -1105,6 +1105,111 @@ async fn the_embedded_player_plays_the_demo_with_one_click() {
     server.shutdown().await;
 }
 
+/// The fake captions worker (same words for every phrase): delivery, not recognition, is
+/// tested here (`tests/captions.rs` runs the real engine).
+fn fake_captions_engine() -> String {
+    format!("python3 {}/tests/fake_captions_worker.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_captions_under_the_stage_and_a_transcript() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = server_with(townhall_server::Config {
+        captions: true,
+        captions_engine: fake_captions_engine(),
+        ..townhall_server::Config::default()
+    })
+    .await;
+    let addr: SocketAddr = server.addr();
+    live_space(addr, "cc-page").await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/cc-page")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    browser.click("listen").await;
+    // Wait until the engine is ready (the captions card says so), then speak.
+    let ready = "return document.getElementById('cc-engine').textContent.includes('fake') ? 1 : 0";
+    browser.wait_above(ready, 0.5, Duration::from_secs(20)).await;
+    let speaker = spawn_speaker(addr, "cc-page", "alice", 440.0, Duration::from_secs(2));
+    let line = "return document.getElementById('caption-line').textContent.includes('hello from phrase') ? 1 : 0";
+    let shown = browser.wait_above(line, 0.5, Duration::from_secs(20)).await;
+    let text = page_text(&browser, "caption-line").await;
+    assert!(shown > 0.5, "the caption line shows the final: {text:?}");
+    assert!(text.starts_with("alice: "), "with the speaker's name: {text:?}");
+    let panel = page_text(&browser, "transcript").await;
+    assert!(panel.contains("alice: hello from phrase"), "the transcript panel: {panel:?}");
+    // The CC toggle hides the line.
+    browser.click("cc-toggle").await;
+    let hidden = browser.script("return document.getElementById('caption-line').hidden").await;
+    assert_eq!(hidden, Value::Bool(true));
+    speaker.await.expect("speaker");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_shows_the_webvtt_caption_track() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config {
+        captions: true,
+        captions_engine: fake_captions_engine(),
+        ..townhall_server::Config::default()
+    })
+    .await;
+    let addr = server.addr();
+    let res = http()
+        .put(format!("http://{addr}/api/v1/admin/shield"))
+        .bearer_auth(server.host_token())
+        .json(&json!({ "prefer_hls": true }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    browser.click("listen").await;
+    // hls.js reads the multivariant playlist's subtitle rendition and puts its WebVTT cues on
+    // the media element's text track; the demo bot talks, the fake engine names each phrase.
+    let cues = "const a = document.getElementById('fallback-audio');
+        const t = [...a.textTracks].find((t) => t.kind === 'subtitles' || t.kind === 'captions');
+        if (!t) return 0;
+        if (t.mode === 'disabled') t.mode = 'hidden';
+        return [...(t.cues || [])].filter((c) => c.text.includes('hello from phrase')).length";
+    let found = browser.wait_above(cues, 0.5, Duration::from_secs(40)).await;
+    let detail = browser
+        .script(
+            "const a = document.getElementById('fallback-audio');
+             return JSON.stringify({now: a.currentTime, tracks: [...a.textTracks].map((t) =>
+               ({kind: t.kind, label: t.label, mode: t.mode,
+                 cues: [...(t.cues || [])].map((c) => [c.startTime, c.endTime, c.text])}))})",
+        )
+        .await;
+    eprintln!("caption track: {detail}");
+    assert!(found >= 1.0, "a caption track with the engine's words: {detail}");
+    // Cues sit on the audio's timeline (X-TIMESTAMP-MAP): near what is playing, not at 0 or
+    // hours away.
+    let parsed: Value = serde_json::from_str(detail.as_str().unwrap_or("{}")).expect("json");
+    let now = parsed["now"].as_f64().unwrap_or(0.0);
+    let starts: Vec<f64> = parsed["tracks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["cues"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c[0].as_f64())
+        .collect();
+    assert!(
+        starts.iter().any(|s| (s - now).abs() < 30.0),
+        "cue times near the playing position {now}: {detail}"
+    );
+    browser.close().await;
+    server.shutdown().await;
+}
+
 /// In a cluster, a host's page served by an edge speaks over WHIP to the space's origin (an
 /// edge takes no speakers); when that origin is killed, the page follows the space to the
 /// standby origin that took it over, and a listener on the edge hears the page's microphone

@@ -19,6 +19,8 @@ pub enum Manage {
     Record,
     /// Read the space's moderation log (host or co-host).
     ReadModeration,
+    /// Turn captions on or off (host or co-host).
+    Caption,
 }
 
 impl Manage {
@@ -28,6 +30,7 @@ impl Manage {
             Manage::End => "end",
             Manage::Record => "record",
             Manage::ReadModeration => "read the moderation log of",
+            Manage::Caption => "caption",
         }
     }
 }
@@ -138,7 +141,9 @@ impl AppState {
         };
         let allowed = match what {
             Manage::End => role == Role::Host,
-            Manage::Start | Manage::Record | Manage::ReadModeration => role.can_manage(),
+            Manage::Start | Manage::Record | Manage::ReadModeration | Manage::Caption => {
+                role.can_manage()
+            }
         };
         if !allowed {
             return Err(AppError::forbidden(format!(

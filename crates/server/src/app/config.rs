@@ -164,6 +164,15 @@ pub struct Config {
     /// Mixer threads (unset: one per core). Each space runs on one of them, its 20 ms clock
     /// unchanged; a new space goes to the least loaded (counting spaces and speakers).
     pub mixer_threads: Option<usize>,
+    /// Caption every space that goes live (while `captions_max_spaces` allows); hosts can turn
+    /// captions on and off per space either way.
+    pub captions: bool,
+    /// The speech-to-text worker: `builtin:whisper` (Whisper tiny.en through faster-whisper,
+    /// the default), `builtin:pocketsphinx`, or a command line speaking the captions worker
+    /// protocol (`docs/protocol.md`), split on white space.
+    pub captions_engine: String,
+    /// Spaces captioned at once at most (unset: one per core; 0: captions off on this node).
+    pub captions_max_spaces: Option<usize>,
 }
 
 /// A node's part in a cluster.
@@ -246,6 +255,9 @@ impl Default for Config {
             node_id: None,
             mixer_threads: None,
             recording_sync_ms: 1_000,
+            captions: false,
+            captions_engine: "builtin:whisper".to_owned(),
+            captions_max_spaces: None,
         }
     }
 }
@@ -430,7 +442,21 @@ impl Config {
         if self.webrtc_threads.is_some_and(|n| !(1..=MAX_WEBRTC_THREADS).contains(&n)) {
             return bad("webrtc_threads must be 1 to 256");
         }
+        if self.captions_engine.split_whitespace().next().is_none() {
+            return bad("captions_engine must name a command (or builtin:whisper)");
+        }
+        if self.captions_max_spaces.is_some_and(|n| n > 1_024) {
+            return bad("captions_max_spaces must be 0 to 1024");
+        }
         Ok(())
+    }
+
+    /// Spaces this node captions at once: `captions_max_spaces`, or one per core (a space
+    /// talking without a pause takes about a quarter of a core: `bench/results/captions.md`).
+    pub fn captions_slots(&self) -> usize {
+        self.captions_max_spaces.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     /// Mixer threads to start: `mixer_threads`, or one per core the process may use.
@@ -505,6 +531,26 @@ mod tests {
             ..Config::default()
         };
         c.validate().expect("valid");
+    }
+
+    #[test]
+    fn captions_are_off_by_default_and_their_settings_checked() {
+        let c: Config = toml::from_str(
+            "captions = true\ncaptions_engine = \"builtin:pocketsphinx\"\ncaptions_max_spaces = 3",
+        )
+        .expect("parse");
+        assert!(c.captions && c.captions_slots() == 3);
+        c.validate().expect("valid");
+        let d = Config::default();
+        assert!(!d.captions && d.captions_engine == "builtin:whisper");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(d.captions_slots(), cores);
+        for bad in [
+            Config { captions_engine: "  ".into(), ..Config::default() },
+            Config { captions_max_spaces: Some(1_025), ..Config::default() },
+        ] {
+            assert!(bad.validate().is_err());
+        }
     }
 
     #[test]

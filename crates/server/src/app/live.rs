@@ -15,6 +15,7 @@ use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
 use crate::app::config::Config;
 use crate::app::store::{BanKind, Store};
 use crate::metrics::SPEAKERS;
+use crate::pipeline::captions::CaptionBoard;
 use crate::pipeline::engine::{Engine, RelayInput};
 use crate::pipeline::fanout::FanoutConfig;
 use crate::pipeline::feed::ProgramFeed;
@@ -188,6 +189,19 @@ pub struct LiveSpace {
     webhook_space: townhall_core::webhook::SpaceRef,
     /// For a space mixed on another node and relayed here: that node's URL.
     origin: Option<String>,
+    /// Its captions stage, if captions were turned on in this run.
+    captions: Mutex<Option<CaptionsRun>>,
+}
+
+/// A run of a space's captions stage.
+#[derive(Debug, Clone)]
+pub struct CaptionsRun {
+    /// Distinguishes this run from earlier ones of the same space (its slot's key).
+    pub generation: u64,
+    /// Where its cues are kept (kept after the run, for the subtitle rendition's past).
+    pub board: Arc<CaptionBoard>,
+    /// Whether the stage still runs.
+    pub active: bool,
 }
 
 impl std::fmt::Debug for LiveSpace {
@@ -307,6 +321,7 @@ impl LiveSpace {
             room: Mutex::new(room),
             last_reactions: Mutex::new(None),
             origin,
+            captions: Mutex::new(None),
         })
     }
 
@@ -623,6 +638,53 @@ impl LiveSpace {
     /// Ends the stream (the engine closes the feed after a final page).
     pub fn end(&self, engine: &Engine) {
         engine.remove(self.id.clone());
+    }
+
+    /// The space's captions run (the latest, running or not).
+    pub fn captions(&self) -> Option<CaptionsRun> {
+        self.captions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Who is talking, as the engine names them (for the captions stage).
+    pub fn talking_source(&self) -> Arc<Talking> {
+        self.talking.clone()
+    }
+
+    /// Hands the mixer a captions stage's sink as run `run`.
+    pub fn start_captions(
+        &self,
+        run: CaptionsRun,
+        sink: Box<dyn crate::pipeline::sinks::ProgramSink>,
+    ) {
+        *self.captions.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        self.send_ingest(Ingest::Sink { name: "captions", sink: Some(sink) });
+    }
+
+    /// Takes the captions sink out of the mixer (its stage then ends).
+    pub fn stop_captions(&self) {
+        if let Some(run) = self.captions.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            run.active = false;
+        }
+        self.send_ingest(Ingest::Sink { name: "captions", sink: None });
+    }
+
+    /// Marks run `generation` as ended (its stage stopped by itself or was stopped).
+    pub fn captions_ended(&self, generation: u64) {
+        if let Some(run) = self.captions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            && run.generation == generation
+        {
+            run.active = false;
+        }
+    }
+
+    /// Sends `event` to the mixer without waiting (or, when its queue is full, soon).
+    fn send_ingest(&self, event: Ingest) {
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.ingest.try_send(event) {
+            let ingest = self.ingest.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { ingest.send(event).await });
+            }
+        }
     }
 
     /// Hands the mixer a recorder's tap (`None` stops recording); `false` if the mixer is gone.

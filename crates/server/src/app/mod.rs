@@ -4,6 +4,8 @@
 //! them to statuses.
 
 pub mod auth;
+pub mod captioning;
+pub mod captions;
 pub mod cluster;
 pub mod config;
 pub mod credentials;

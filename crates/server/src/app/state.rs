@@ -56,6 +56,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Recordings in progress.
     pub recordings: crate::app::recorder::Recordings,
+    /// Captioned spaces, the node's slots and its engine.
+    pub captions: crate::app::captioning::Captions,
     /// What this node knows of its cluster (nothing much on a node on its own).
     pub cluster: crate::app::cluster::view::ClusterView,
     /// Space states the database refused, retried every second until stored (bounded: one
@@ -183,6 +185,7 @@ impl AppState {
             store,
             limits: IdentityLimits::default(),
             recordings: crate::app::recorder::Recordings::default(),
+            captions: crate::app::captioning::Captions::new(&config),
             webhooks: crate::app::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
             unsaved: Mutex::new(HashMap::new()),
             cluster: crate::app::cluster::view::ClusterView::new(&config),
@@ -469,6 +472,9 @@ impl AppState {
         let mut directory = self.directory();
         let space = directory.end(id, now_unix())?.clone();
         self.save(&space);
+        if let Some(recording) = self.recordings.current(id) {
+            self.keep_transcript(id, &recording);
+        }
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
@@ -685,7 +691,8 @@ impl AppState {
         self.hls.insert(space.id.clone(), live.hls().clone());
         // HLS of spaces the directory has forgotten is dropped.
         self.hls.retain(|id| directory.get(id).is_ok());
-        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live);
+        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live.clone());
+        self.caption_by_default(&live);
         Ok(())
     }
 

@@ -134,6 +134,8 @@ pub async fn handler(
         }
         "index.m3u8" => "playlist",
         "init.mp4" => "init",
+        "subs.m3u8" => "subtitles",
+        f if f.ends_with(".vtt") => "subtitle_segment",
         f if f.starts_with('p') => "part",
         _ => "segment",
     };
@@ -143,7 +145,7 @@ pub async fn handler(
     // origin cost does not grow with listeners: the CDN is HLS's shield). Media objects are
     // immutable and served from memory; without a playlist a client can only guess their names,
     // at its address's request rate.
-    let playlist = matches!(kind, "master" | "playlist" | "blocking_playlist");
+    let playlist = matches!(kind, "master" | "playlist" | "blocking_playlist" | "subtitles");
     let from_cache = peer.is_some_and(|p| app.shield.is_trusted(p.0.0.0.ip()));
     if playlist && app.shield.require_token() && !from_cache {
         let token =
@@ -164,9 +166,54 @@ pub async fn handler(
     }
     match file.as_str() {
         "master.m3u8" => {
+            // A captioned run lists its subtitle rendition (and is re-read sooner: captions
+            // can be turned on while players watch).
+            if captions_of(&app, &id).is_some() {
+                let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+                    #EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"Captions\",\
+                    LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI=\"subs.m3u8\"\n\
+                    #EXT-X-STREAM-INF:BANDWIDTH=48000,CODECS=\"opus\",SUBTITLES=\"subs\"\n\
+                    index.m3u8\n";
+                return Ok(respond(text, PLAYLIST, "public, max-age=5", None));
+            }
             let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
                         #EXT-X-STREAM-INF:BANDWIDTH=48000,CODECS=\"opus\"\nindex.m3u8\n";
             Ok(respond(text, PLAYLIST, "public, max-age=60", None))
+        }
+        "subs.m3u8" => {
+            let run = captions_of(&app, &id)
+                .ok_or_else(|| ApiError::not_found("this space has no captions"))?;
+            let range = settled(&store, &run);
+            let s = store.segmenter();
+            let segments: Vec<(u64, Option<String>)> = range
+                .map(|msn| (msn, s.segment_start_us(msn).map(townhall_media::hls::iso8601)))
+                .collect();
+            let text = townhall_captions::webvtt::subtitle_playlist(
+                &segments,
+                s.first_msn(),
+                cfg.segment_secs(),
+                s.ended(),
+            );
+            Ok(respond(text, PLAYLIST, "public, max-age=1", None))
+        }
+        name if name.ends_with(".vtt") => {
+            let msn: u64 = name
+                .strip_suffix(".vtt")
+                .and_then(|n| n.strip_prefix('v'))
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| ApiError::not_found("no such HLS file"))?;
+            let run = captions_of(&app, &id)
+                .ok_or_else(|| ApiError::not_found("this space has no captions"))?;
+            if !settled(&store, &run).contains(&msn) {
+                return Err(missing(&store, msn, "this subtitle segment"));
+            }
+            // Program frame `n` is at media time n × 20 ms, in segment n / frames_per_segment.
+            let frames = frames_per_segment(&cfg);
+            let from = msn * frames;
+            let cues = run.board.finals_between(from, from + frames);
+            let text = townhall_captions::webvtt::segment(&cues, 0);
+            let res = respond(text, VTT, "public, max-age=86400, immutable", None);
+            Ok(last_modified(res, store.segmenter().segment_start_us(msn)))
         }
         "index.m3u8" => {
             let q: PlaylistQuery = serde_urlencoded::from_str(query.0.as_deref().unwrap_or(""))
@@ -231,6 +278,37 @@ pub async fn handler(
             }
         }
     }
+}
+
+const VTT: &str = "text/vtt; charset=utf-8";
+
+/// The space's captions run on this node (the latest, on or off), if it had one.
+fn captions_of(app: &AppState, id: &SpaceId) -> Option<crate::app::live::CaptionsRun> {
+    app.live(id)?.captions()
+}
+
+fn frames_per_segment(cfg: &HlsConfig) -> u64 {
+    (cfg.part_frames * cfg.parts_per_segment) as u64
+}
+
+/// The subtitle segments that may be listed now (see
+/// [`townhall_captions::webvtt::settled_segments`]): all of them once captions are off.
+fn settled(store: &HlsStore, run: &crate::app::live::CaptionsRun) -> std::ops::Range<u64> {
+    let cfg = HlsConfig::default();
+    let (settled_until, latest) =
+        if run.active { run.board.settled() } else { (u64::MAX, u64::MAX) };
+    let s = store.segmenter();
+    let complete = s.first_msn()..s.next().msn;
+    // A stream that ended has no segment in progress: its last segment is complete.
+    townhall_captions::webvtt::settled_segments(
+        complete,
+        0,
+        frames_per_segment(&cfg),
+        settled_until,
+        latest,
+        // Ten seconds: a segment is listed at the latest that long after its end.
+        500,
+    )
 }
 
 /// `s{msn}.mp4` → (msn, None); `p{msn}.{part}.mp4` → (msn, Some(part)).

@@ -4,6 +4,7 @@
 //! [`error::ApiError`], where application errors become statuses.
 
 pub mod api;
+pub mod captions;
 pub mod conditional;
 pub mod embed;
 pub mod error;

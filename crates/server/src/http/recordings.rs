@@ -47,6 +47,20 @@ pub struct RecordingView {
     pub url: Option<String>,
     /// Where to download it.
     pub download_url: Option<String>,
+    /// Its transcript, where it has one: `{vtt, txt}` URLs beside the file.
+    pub transcript: Option<TranscriptUrls>,
+    /// The listening ticket in the URLs (a private space's), not shown on its own.
+    #[serde(skip)]
+    ticket: Option<String>,
+}
+
+/// Where a recording's transcript is served.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptUrls {
+    /// WebVTT, times from the recording's start, `<v speaker>` where known.
+    pub vtt: String,
+    /// Plain text, a line per cue: `[mm:ss] speaker: words`.
+    pub txt: String,
 }
 
 impl From<RecordingRecord> for RecordingView {
@@ -54,7 +68,7 @@ impl From<RecordingRecord> for RecordingView {
         let ready = record.state != RecordingState::Recording;
         let url = ready.then(|| url(&record.id));
         let download_url = url.as_ref().map(|u| format!("{u}?download=1"));
-        RecordingView { record, url, download_url }
+        RecordingView { record, url, download_url, transcript: None, ticket: None }
     }
 }
 
@@ -78,8 +92,22 @@ impl RecordingView {
         if let Some(ticket) = ticket {
             view.url = view.url.map(|u| format!("{u}?token={ticket}"));
             view.download_url = view.download_url.map(|u| format!("{u}&token={ticket}"));
+            view.ticket = Some(ticket);
         }
         view
+    }
+
+    /// Adds the transcript's URLs (with the same ticket as the file's, for a private space).
+    fn with_transcript(mut self, has: bool) -> RecordingView {
+        if has {
+            let base = format!("/recordings/{}", self.record.id);
+            let suffix = self.ticket.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
+            self.transcript = Some(TranscriptUrls {
+                vtt: format!("{base}.vtt{suffix}"),
+                txt: format!("{base}.txt{suffix}"),
+            });
+        }
+        self
     }
 }
 
@@ -117,6 +145,8 @@ pub struct ListQuery {
     limit: Option<usize>,
     /// A token, for recordings of private spaces.
     token: Option<String>,
+    /// Only recordings whose title or transcript contains this (1 to 200 characters).
+    q: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,13 +196,38 @@ pub(crate) async fn list(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_space_id", e.to_string()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
-    let rows = app.blocking(|app| Ok::<_, AppError>(app.store.recordings()?)).await?;
-    let recordings = rows
+    let search =
+        q.q.as_deref()
+            .map(crate::app::store::SearchQuery::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request("bad_query", e.to_string()))?;
+    let rows = app
+        .blocking(move |app| {
+            Ok::<_, AppError>(match &search {
+                Some(search) => app.store.search_recordings(search)?,
+                None => app.store.recordings()?,
+            })
+        })
+        .await?;
+    let rows: Vec<RecordingRecord> = rows
         .into_iter()
         .filter(|r| space.as_ref().is_none_or(|s| *s == r.space))
         .filter(|r| check_access(&app, &headers, q.token.as_deref(), r).is_ok())
         .take(limit)
-        .map(|r| RecordingView::for_caller(r, &app, &headers))
+        .collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let with = app
+        .blocking(move |app| {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Ok::<_, AppError>(app.store.with_transcripts(&ids)?)
+        })
+        .await?;
+    let recordings = rows
+        .into_iter()
+        .map(|r| {
+            let has = with.contains(&r.id);
+            RecordingView::for_caller(r, &app, &headers).with_transcript(has)
+        })
         .collect();
     let cache = index_cache(&headers, q.token.as_deref());
     Ok((cache, Json(RecordingList { recordings })).into_response())
@@ -222,11 +277,12 @@ pub(crate) async fn one(
 ) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let Query(q) = query?;
-    let view = RecordingView::for_caller(
-        find_blocking(&app, &headers, &id, q.token.as_deref()).await?,
-        &app,
-        &headers,
-    );
+    let rec = find_blocking(&app, &headers, &id, q.token.as_deref()).await?;
+    let rec_id = rec.id.clone();
+    let has = app
+        .blocking(move |app| Ok::<_, AppError>(!app.store.with_transcripts(&[&rec_id])?.is_empty()))
+        .await?;
+    let view = RecordingView::for_caller(rec, &app, &headers).with_transcript(has);
     Ok((index_cache(&headers, q.token.as_deref()), Json(view)).into_response())
 }
 
@@ -257,6 +313,27 @@ pub fn content_disposition(rec: &RecordingRecord, attachment: bool) -> String {
     format!("{kind}; filename=\"{base}.opus\"; filename*=UTF-8''{encoded}")
 }
 
+/// `GET /recordings/{id}.vtt` and `.txt`: the recording's transcript, with the recording's
+/// access rule.
+async fn serve_transcript(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+    id: &str,
+    token: Option<&str>,
+    vtt: bool,
+) -> Result<Response, ApiError> {
+    let rec = find_blocking(app, headers, id, token).await?;
+    let rec_id = rec.id.clone();
+    let found = app.blocking(move |app| Ok::<_, AppError>(app.store.transcript(&rec_id)?)).await?;
+    let (text, webvtt) =
+        found.ok_or_else(|| ApiError::not_found("this recording has no transcript"))?;
+    let public = app.space(&rec.space).is_ok_and(|s| s.public);
+    let cache = if public { "public, max-age=60" } else { "private, max-age=60" };
+    let ctype = if vtt { "text/vtt; charset=utf-8" } else { "text/plain; charset=utf-8" };
+    let body = if vtt { webvtt } else { text };
+    Ok(([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, cache)], body).into_response())
+}
+
 /// `GET /recordings/{id}.opus`: the file, with ranges and validators.
 pub(crate) async fn serve_file(
     State(app): State<Arc<AppState>>,
@@ -266,6 +343,11 @@ pub(crate) async fn serve_file(
 ) -> Result<Response, ApiError> {
     let Path(file) = path?;
     let Query(q) = query?;
+    for (suffix, vtt) in [(".vtt", true), (".txt", false)] {
+        if let Some(id) = file.strip_suffix(suffix) {
+            return serve_transcript(&app, &headers, id, q.token.as_deref(), vtt).await;
+        }
+    }
     let id = file.strip_suffix(".opus").unwrap_or("");
     let rec = find_blocking(&app, &headers, id, q.token.as_deref()).await?;
     if rec.state == RecordingState::Recording {

@@ -140,6 +140,10 @@ async fn summary(
                 "hands": room.hands_total,
                 "listeners": listeners,
                 "reactions": live.last_reactions(),
+                "captions": live.captions().map(|run| json!({
+                    "on": run.active,
+                    "cues": run.board.latest(crate::http::captions::LATEST_CUES),
+                })),
             })
         }
     };

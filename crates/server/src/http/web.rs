@@ -37,13 +37,14 @@ const ASSETS: &[Asset] = &[
     asset!("/room.js", "room.js", JS),
     asset!("/room-view.js", "room-view.js", JS),
     asset!("/recordings.js", "recordings.js", JS),
+    asset!("/captions.js", "captions.js", JS),
     // The embeddable player's script and style (its page is filled in by `http::embed`).
     asset!("/embed.js", "embed.js", JS),
     asset!("/embed.css", "embed.css", "text/css; charset=utf-8"),
     asset!("/playback-worklet.js", "playback-worklet.js", JS),
     asset!("/capture-worklet.js", "capture-worklet.js", JS),
     // hls.js 1.7.4 (Apache-2.0), the light build, for LL-HLS playback where the browser has none.
-    asset!("/vendor/hls.light.min.mjs", "vendor/hls.light.min.mjs", JS),
+    asset!("/vendor/hls.min.mjs", "vendor/hls.min.mjs", JS),
     asset!("/vendor/hls.js-LICENSE.txt", "vendor/hls.js-LICENSE.txt", "text/plain; charset=utf-8"),
 ];
 

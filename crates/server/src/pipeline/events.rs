@@ -61,6 +61,33 @@ pub enum ListenerEvent<'a> {
         /// The recording's id.
         id: &'a str,
     },
+    /// Words of the space's captions: interims of a phrase, then its final, with one `id`.
+    Caption {
+        /// The phrase: a later cue of the same id replaces an earlier one.
+        id: u64,
+        /// Whether these are the phrase's last words.
+        #[serde(rename = "final")]
+        is_final: bool,
+        /// `seq` of the program frame where the words start.
+        start_seq: u64,
+        /// `seq` of the program frame after they end.
+        end_seq: u64,
+        /// When that first frame was mixed (µs since the epoch, the frames' `mixed_at_us`).
+        start_us: u64,
+        /// When the frame after the words was mixed.
+        end_us: u64,
+        /// The words.
+        text: &'a str,
+        /// Who said them, where known.
+        speaker: Option<&'a str>,
+    },
+    /// Captions were turned on or off for the space.
+    Captions {
+        /// On or off.
+        on: bool,
+        /// The engine, once it runs.
+        engine: Option<&'a str>,
+    },
     /// Something changed in the room; the room's own event, with its own `type`.
     #[serde(untagged)]
     Room(&'a RoomEvent),
@@ -152,6 +179,24 @@ mod tests {
         assert_eq!(
             parse(ListenerEvent::Recording { recording: true, id: "r1" }),
             json!({"type":"recording","recording":true,"id":"r1"})
+        );
+        assert_eq!(
+            parse(ListenerEvent::Caption {
+                id: 7,
+                is_final: true,
+                start_seq: 10,
+                end_seq: 60,
+                start_us: 1_000,
+                end_us: 2_000,
+                text: "hello",
+                speaker: Some("ann"),
+            }),
+            json!({"type":"caption","id":7,"final":true,"start_seq":10,"end_seq":60,
+                   "start_us":1000,"end_us":2000,"text":"hello","speaker":"ann"})
+        );
+        assert_eq!(
+            parse(ListenerEvent::Captions { on: false, engine: None }),
+            json!({"type":"captions","on":false,"engine":null})
         );
         let room = RoomEvent::Left { who: who.clone() };
         let as_room = parse(ListenerEvent::Room(&room));

@@ -324,8 +324,9 @@ fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
             None
         }
         kind => {
-            // The room changed: what the edge kept of it is stale (reactions are only tallies).
-            if kind != "reactions" {
+            // The room changed: what the edge kept of it is stale (reactions are only tallies,
+            // caption cues words: neither changes the room).
+            if !matches!(kind, "reactions" | "caption") {
                 app.cluster.rooms().invalidate(space);
             }
             if let Some(live) = app.live(space) {

@@ -111,6 +111,7 @@ pub async fn start_part(
         return Err(AppError::conflict("not_live", "the space ended"));
     }
     tracing::info!(recording = %id, space = %space.id, "recording started");
+    app.begin_transcript(&live);
     announce(&live, &id, true);
     Ok(row)
 }
@@ -125,6 +126,25 @@ pub async fn stop(app: &Arc<AppState>, space: &SpaceId) -> Result<RecordingRecor
         // Without a live mixer there is no tap left: the recorder is finishing by itself.
         live.record(None).await;
         announce(&live, &id, false);
+        // The words said just before the stop are still being transcribed: wait a little
+        // (3 s at most) for their final, so the transcript ends where the recording does.
+        if let Some(run) = live.captions().filter(|r| r.active) {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            while tokio::time::Instant::now() < deadline {
+                let (settled, latest) = run.board.settled();
+                if settled > latest {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        let (space, rec) = (space.clone(), id.clone());
+        let _ = app
+            .blocking(move |app| {
+                app.keep_transcript(&space, &rec);
+                Ok::<_, AppError>(())
+            })
+            .await;
     }
     if tokio::time::timeout(STOP_WAIT, done.wait_for(|d| *d)).await.is_err() {
         tracing::warn!(recording = %id, "the recording is taking long to finish");
@@ -137,9 +157,10 @@ pub async fn stop(app: &Arc<AppState>, space: &SpaceId) -> Result<RecordingRecor
 /// Finishes every recording (the node is draining), waiting up to 10 s for their files.
 pub async fn finish_all(app: &AppState) {
     let active: Vec<(SpaceId, Active)> = app.recordings.lock().drain().collect();
-    for (space, _) in &active {
+    for (space, a) in &active {
         if let Some(live) = app.live(space) {
             live.record(None).await;
+            app.keep_transcript(space, &a.id);
         }
     }
     let deadline = tokio::time::Instant::now() + STOP_WAIT;

@@ -14,9 +14,11 @@ use townhall_core::room::ModAction;
 use townhall_core::{Identity, SpaceId, SpaceState, UnixTime};
 
 mod records;
+mod search;
 mod tables;
 
 pub use records::*;
+pub use search::{MAX_QUERY_CHARS, SearchError, SearchQuery};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Append new ones; never edit a released one.
@@ -80,6 +82,13 @@ const MIGRATIONS: &[&str] = &[
     // 3: later parts of a recording (its space moved to this node from another origin).
     "ALTER TABLE recordings ADD COLUMN part_of TEXT;
     ALTER TABLE recordings ADD COLUMN part_number INTEGER;",
+    // 4: each recording's transcript (from the space's captions), as plain text (searched by
+    // `GET /api/v1/recordings?q=`) and WebVTT (served beside the recording).
+    "CREATE TABLE transcripts (
+        recording TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        vtt TEXT NOT NULL
+    );",
 ];
 
 /// Why the store failed.

@@ -270,10 +270,57 @@ impl Store {
         host.map(identity).transpose()
     }
 
-    /// Forgets a recording's index entry (its file is deleted by the caller).
+    /// Forgets a recording's index entry and transcript (its file is deleted by the caller).
     pub fn delete_recording(&self, id: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM recordings WHERE id = ?1", [id])?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM recordings WHERE id = ?1", [id])?;
+        conn.execute("DELETE FROM transcripts WHERE recording = ?1", [id])?;
         Ok(())
+    }
+
+    /// Saves recording `id`'s transcript (plain text and WebVTT), replacing an earlier one.
+    pub fn save_transcript(&self, id: &str, text: &str, vtt: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO transcripts (recording, text, vtt) VALUES (?1, ?2, ?3)",
+            params![id, text, vtt],
+        )?;
+        Ok(())
+    }
+
+    /// Which of these recordings have a transcript.
+    pub fn with_transcripts(&self, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let found =
+                self.select("SELECT recording FROM transcripts WHERE recording = ?1", [id], |r| {
+                    Ok(r.get::<_, String>(0)?)
+                })?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// Recording `id`'s transcript: (plain text, WebVTT), if it has one.
+    pub fn transcript(&self, id: &str) -> Result<Option<(String, String)>, StoreError> {
+        let rows =
+            self.select("SELECT text, vtt FROM transcripts WHERE recording = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Every recording whose title or transcript contains `query` (a [`SearchQuery`], matched
+    /// without regard to ASCII case), newest first.
+    pub fn search_recordings(
+        &self,
+        query: &SearchQuery,
+    ) -> Result<Vec<RecordingRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RECORDING_COLUMNS} WHERE title LIKE ?1 ESCAPE '\\'
+                OR id IN (SELECT recording FROM transcripts WHERE text LIKE ?1 ESCAPE '\\')
+             ORDER BY started_at DESC, id DESC"
+        );
+        self.select(&sql, [query.like_pattern()], recording_row)
     }
 
     /// One recording.
