@@ -1265,3 +1265,50 @@ async fn record_epoch(redis: &Redis, space: &str) -> Option<u64> {
         redis::cmd("GET").arg(format!("th:space:{space}")).query_async(&mut c).await.ok()?;
     serde_json::from_str::<serde_json::Value>(&json?).ok()?["epoch"].as_u64()
 }
+
+/// A host switching captions on through an edge: the edge checks the token and passes the
+/// switch to the origin, where captions are made; a listener's switch is refused by the
+/// origin's room, and a request without a token never leaves the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn captions_switched_on_an_edge_are_switched_at_the_origin() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let engine = format!("python3 {}/tests/fake_captions_worker.py", env!("CARGO_MANIFEST_DIR"));
+    let origin = server_with(Config {
+        role: NodeRole::Origin,
+        redis: Some(redis.url()),
+        captions_engine: engine,
+        ..Config::default()
+    })
+    .await;
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr(), "subtitled").await;
+    until_space(edge.addr(), "subtitled", |s| s["state"] == "live").await;
+    let switch = |token: Option<String>| {
+        let url = format!("http://{}/api/v1/spaces/subtitled/captions", edge.addr());
+        async move {
+            let req = http().post(url).json(&serde_json::json!({"captions": true}));
+            let req = match token {
+                Some(t) => req.bearer_auth(t),
+                None => req,
+            };
+            req.send().await.expect("post")
+        }
+    };
+    assert_eq!(switch(None).await.status(), 401, "no token: refused at the edge");
+    let listener = token("lee", townhall_core::Role::Listener, "subtitled");
+    assert_eq!(switch(Some(listener)).await.status(), 403, "the origin's room says no");
+    let res = switch(Some(host())).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["captions"], true, "{body}");
+    let at_origin: serde_json::Value = http()
+        .get(format!("http://{}/api/v1/spaces/subtitled/captions", origin.addr()))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(at_origin["captions"], true, "on at the origin: {at_origin}");
+}

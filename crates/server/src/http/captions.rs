@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -37,15 +38,38 @@ pub struct CaptionsToggle {
 
 async fn switch(
     State(app): State<Arc<AppState>>,
+    client: Option<axum::Extension<crate::pipeline::net::ClientAddr>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<CaptionsToggle>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
+    if let Some(origin) = app.live(&id).and_then(|live| live.origin().map(str::to_owned)) {
+        // Relayed here: captions are made where the space is mixed. The token is checked here
+        // (a flood of forged switches stays on the edge); the origin's room decides.
+        let token = crate::app::state::bearer(&headers)
+            .ok_or_else(|| ApiError::unauthorized("switching captions needs a bearer token"))?;
+        app.verify(token, &id)?;
+        let Json(toggle) = body?;
+        let raw = serde_json::to_vec(&json!({ "captions": toggle.captions }))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let path = format!("/api/v1/spaces/{id}/captions");
+        let answer = crate::app::cluster::forward::to_origin(
+            &origin,
+            Method::POST,
+            &path,
+            &headers,
+            client.map(|c| c.0.0),
+            raw.into(),
+        )
+        .await?;
+        return Ok(crate::http::api::answered(answer));
+    }
     app.authorize_space(&headers, &id, crate::app::auth::Manage::Caption)?;
     let Json(toggle) = body?;
     let view = app.set_captions(&id, toggle.captions)?;
-    Ok(Json(serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?))
+    let view = serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(view).into_response())
 }
 
 async fn show(
