@@ -104,41 +104,73 @@ pub async fn connect(
     mode: Mode,
     cert: Option<townhall_webrtc::peer::DtlsCert>,
 ) -> Result<RtcSession, RtcClientError> {
-    let socket = UdpSocket::bind(SocketAddr::new(source, 0)).await?;
-    let local = socket.local_addr()?;
-    let direction = match mode {
-        Mode::Publish { hear_back: true } => Direction::SendRecv,
-        Mode::Publish { hear_back: false } => Direction::SendOnly,
-        Mode::Subscribe => Direction::RecvOnly,
-    };
-    let cfg = PeerConfig { candidates: vec![local], cert, ice_lite: false };
-    let (mut peer, offer, pending) = Peer::offer(direction, &cfg, Instant::now())?;
-    let (status, location, body) = post_sdp(target, source, path, token, &offer).await?;
+    let offer = Offer::new(source, mode, cert).await?;
+    let (status, location, body) = post_sdp(target, source, path, token, &offer.sdp).await?;
     if status != 201 {
         return Err(RtcClientError::Refused { status, body });
     }
-    peer.accept_answer(pending, &body, Instant::now())?;
-    let answer = body.clone();
-    let (audio_tx, audio) = mpsc::channel(1_024);
-    let (send, send_rx) = mpsc::channel(256);
-    let (connected_tx, connected) = watch::channel(false);
-    let (closed_tx, closed) = watch::channel(false);
-    let (stop, stop_rx) = tokio::sync::oneshot::channel();
-    let driver = Driver { peer, socket, audio: audio_tx, connected: connected_tx };
-    let task = tokio::spawn(async move {
-        driver.run(send_rx, stop_rx).await;
-        let _ = closed_tx.send(true);
-    });
-    Ok(RtcSession {
-        location: location.unwrap_or_default(),
-        answer,
-        audio,
-        send,
-        connected,
-        closed,
-        stop: Some(stop),
-        task,
-    })
+    offer.start(&body, location.unwrap_or_default())
+}
+
+/// An offer made but not yet answered: for callers that post it themselves (e.g. over HTTPS).
+pub struct Offer {
+    /// The SDP to post.
+    pub sdp: String,
+    peer: Peer,
+    pending: townhall_webrtc::SdpPendingOffer,
+    socket: UdpSocket,
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer").field("sdp", &self.sdp).finish_non_exhaustive()
+    }
+}
+
+impl Offer {
+    /// Makes an offer for `mode` with a UDP socket on `source`.
+    pub async fn new(
+        source: IpAddr,
+        mode: Mode,
+        cert: Option<townhall_webrtc::peer::DtlsCert>,
+    ) -> Result<Offer, RtcClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(source, 0)).await?;
+        let local = socket.local_addr()?;
+        let direction = match mode {
+            Mode::Publish { hear_back: true } => Direction::SendRecv,
+            Mode::Publish { hear_back: false } => Direction::SendOnly,
+            Mode::Subscribe => Direction::RecvOnly,
+        };
+        let cfg = PeerConfig { candidates: vec![local], cert, ice_lite: false };
+        let (peer, sdp, pending) = Peer::offer(direction, &cfg, Instant::now())?;
+        Ok(Offer { sdp, peer, pending, socket })
+    }
+
+    /// Applies the server's answer and starts the session (`location`: the session resource).
+    pub fn start(self, answer: &str, location: String) -> Result<RtcSession, RtcClientError> {
+        let Offer { mut peer, pending, socket, .. } = self;
+        peer.accept_answer(pending, answer, Instant::now())?;
+        let (audio_tx, audio) = mpsc::channel(1_024);
+        let (send, send_rx) = mpsc::channel(256);
+        let (connected_tx, connected) = watch::channel(false);
+        let (closed_tx, closed) = watch::channel(false);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let driver = Driver { peer, socket, audio: audio_tx, connected: connected_tx };
+        let task = tokio::spawn(async move {
+            driver.run(send_rx, stop_rx).await;
+            let _ = closed_tx.send(true);
+        });
+        Ok(RtcSession {
+            location,
+            answer: answer.to_owned(),
+            audio,
+            send,
+            connected,
+            closed,
+            stop: Some(stop),
+            task,
+        })
+    }
 }
 
 /// `DELETE`s a session resource from `source`; returns the status.

@@ -64,6 +64,9 @@ pub enum StartError {
     /// No usable key pair (see [`credentials`]).
     #[error(transparent)]
     Credentials(#[from] credentials::CredentialsError),
+    /// The TLS certificate could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] app::tls::TlsError),
 }
 
 /// A running server.
@@ -120,6 +123,17 @@ pub fn router(app: Arc<AppState>) -> Router {
 pub async fn start(config: Config) -> Result<Server, StartError> {
     config.validate()?;
     let credentials = credentials::resolve(&config)?;
+    // Certificates first: a node that cannot serve TLS as configured does not start.
+    let certificate = match config.tls {
+        config::TlsMode::Files => {
+            let (cert, key) = (config.tls_cert.as_deref(), config.tls_key.as_deref());
+            let (Some(cert), Some(key)) = (cert, key) else {
+                unreachable!("validate() checked tls_cert and tls_key")
+            };
+            Some(Arc::new(app::tls::ReloadingCert::load(cert, key)?))
+        }
+        _ => None,
+    };
     let listener = net::bind(config.listen, config.socket_send_buffer)?;
     let addr = listener.local_addr()?;
     // The recorder first: the mixer and WebRTC threads take their counters as they start, and
@@ -167,10 +181,23 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
-    let url = app.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let url = app.config.url_for(addr);
     tokio::spawn(app::cluster::run(app.clone(), url, shutdown_tx.subscribe()));
+    let tls = match certificate {
+        Some(cert) => {
+            tokio::spawn(cert.clone().watch(shutdown_tx.subscribe()));
+            let config = app::tls::server_config(cert, None)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
+    if let Some(redirect) = app.config.tls_redirect {
+        let listener = net::bind(redirect, None)?;
+        tokio::spawn(http::redirect::serve(listener, addr.port(), shutdown_tx.subscribe()));
+    }
     let task = tokio::spawn(serve::serve(
         listener,
+        tls,
         app.clone(),
         router(app.clone()),
         shutdown_tx.subscribe(),
@@ -189,6 +216,11 @@ impl Server {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The URL the node is reached at (`public_url`, else `http(s)://` and the bound address).
+    pub fn url(&self) -> String {
+        self.app.config.url_for(self.addr)
     }
 
     /// An operator token (host role, every space, the admin API), valid for a day; printed at

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use townhall_core::{Claims, Identity, Role, SpaceScope, TokenKeys};
-use townhall_server::config::NodeRole;
+use townhall_server::config::{self, NodeRole};
 use townhall_server::credentials::{self, Source};
 use townhall_server::{Config, clock};
 
@@ -102,6 +102,16 @@ struct ServeArgs {
     /// Caption every space that goes live (speech to text; see `captions_engine`).
     #[arg(long, env = "TOWNHALL_CAPTIONS")]
     captions: bool,
+    /// TLS on the listen address: off, files (--tls-cert/--tls-key, reloaded on change or
+    /// SIGHUP) or acme (acme_domains in the config file).
+    #[arg(long, env = "TOWNHALL_TLS", value_enum)]
+    tls: Option<config::TlsMode>,
+    /// Certificate chain (PEM) for --tls files.
+    #[arg(long, env = "TOWNHALL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls files.
+    #[arg(long, env = "TOWNHALL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Log lines as text or as JSON objects (filter with TOWNHALL_LOG, e.g. `info`).
     #[arg(long, env = "TOWNHALL_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
@@ -185,9 +195,15 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
         ),
         _ => anyhow::bail!("api_key and api_secret go together: set both or neither"),
     };
+    if let (config::TlsMode::Files, Some(cert), Some(key)) =
+        (config.tls, &config.tls_cert, &config.tls_key)
+    {
+        townhall_server::app::tls::load_pair(cert, key).context("tls_cert/tls_key")?;
+    }
     println!("{}: ok", args.config.display());
     println!("  listen:      {}", config.listen);
     println!("  role:        {:?}", config.role);
+    println!("  tls:         {:?}", config.tls);
     println!("  data_dir:    {} (database {})", config.data_dir.display(), config.database);
     println!("  keys:        {keys}");
     println!("  demo space:  {}", if config.demo { "on" } else { "off" });
@@ -268,6 +284,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.captions {
         config.captions = true;
     }
+    if let Some(tls) = args.tls {
+        config.tls = tls;
+    }
+    for (value, slot) in
+        [(args.tls_cert, &mut config.tls_cert), (args.tls_key, &mut config.tls_key)]
+    {
+        if value.is_some() {
+            *slot = value;
+        }
+    }
     for (value, slot) in [
         (args.redis, &mut config.redis),
         (args.public_url, &mut config.public_url),
@@ -286,7 +312,7 @@ async fn run(config: Config, print_host_token: bool) -> anyhow::Result<()> {
     let public_url = config.public_url.clone();
     let demo = config.demo;
     let mut server = townhall_server::start(config).await.context("starting server")?;
-    let url = public_url.unwrap_or_else(|| format!("http://{}", server.addr()));
+    let url = public_url.unwrap_or_else(|| server.url());
     println!("Townhall is listening on {url}");
     println!("  page:        {url}/");
     if demo {

@@ -65,6 +65,11 @@ fn browser_available() -> Option<()> {
 
 impl Browser {
     async fn start() -> Browser {
+        Browser::start_with(&[]).await
+    }
+
+    /// A browser with `extra` command-line flags.
+    async fn start_with(extra: &[String]) -> Browser {
         let port = free_port();
         let profile =
             std::env::temp_dir().join(format!("townhall-chromium-{}-{port}", std::process::id()));
@@ -104,6 +109,7 @@ impl Browser {
         ];
         let mut all_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all_args.push(format!("--user-data-dir={}", profile.display()));
+        all_args.extend(extra.iter().cloned());
         let caps = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
@@ -1351,4 +1357,58 @@ async fn in_a_cluster_a_whep_page_whose_edge_dies_listens_on_the_other() {
     page.close().await;
     origin.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_page_speaks_from_the_microphone_over_whip() {
+    if browser_available().is_none() {
+        return;
+    }
+    let ca = common::tls::TestCa::new("browser");
+    let server = server_with(townhall_server::Config {
+        tls: townhall_server::config::TlsMode::Files,
+        tls_cert: Some(ca.cert.clone()),
+        tls_key: Some(ca.key.clone()),
+        ..Default::default()
+    })
+    .await;
+    let addr = server.addr();
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let res = ca
+        .http()
+        .post(format!("{base}/api/v1/spaces"))
+        .bearer_auth(host())
+        .json(&json!({ "id": "secure-stage", "title": "Secure stage", "live": true }))
+        .send()
+        .await
+        .expect("create over TLS");
+    assert_eq!(res.status(), 201);
+    // Chromium trusts the test certificate's key (as it would a CA-issued one): no warning
+    // page, a secure context, the microphone allowed.
+    let browser =
+        Browser::start_with(&[format!("--ignore-certificate-errors-spki-list={}", ca.spki_sha256)])
+            .await;
+    browser.goto(&format!("{base}/")).await;
+    let secure = browser.script("return [location.protocol, window.isSecureContext]").await;
+    assert_eq!(secure, json!(["https:", true]), "the page did not load over HTTPS");
+    let token = json!(server.host_token());
+    browser.script(&format!("localStorage.setItem('townhall.token', {token}); return true")).await;
+    browser.goto(&format!("{base}/#/space/secure-stage")).await;
+    let secs = Duration::from_secs;
+    let shown =
+        browser.wait_for("return window.townhall.space()", secs(5), |v| v == "secure-stage").await;
+    assert_eq!(shown, "secure-stage", "the page did not show the space");
+    // A Rust listener over wss hears what the page sends over WHIP.
+    let listener = ca.wss(addr, "/ws/secure-stage?batch=5").await;
+    let listening = tokio::spawn(listen_ws(listener, secs(15)));
+    browser.click("speak").await;
+    let state = browser
+        .wait_for("return window.townhall.rtc()", secs(15), |v| v["speak"] == "connected")
+        .await;
+    assert_eq!(state["speakMode"], "webrtc", "not speaking over WHIP: {state}");
+    let heard = listening.await.expect("listener");
+    let loud = heard.pcm.chunks(4_800).filter(|c| rms(c) > 0.01).count();
+    assert!(loud >= 5, "the wss listener heard the page in only {loud} 100 ms windows");
+    browser.close().await;
+    server.shutdown().await;
 }

@@ -173,7 +173,45 @@ pub struct Config {
     pub captions_engine: String,
     /// Spaces captioned at once at most (unset: one per core; 0: captions off on this node).
     pub captions_max_spaces: Option<usize>,
+    /// TLS on the listen address: `off` (plain HTTP, the default), `files` (the PEM files of
+    /// `tls_cert` and `tls_key`, reloaded when they change or on SIGHUP) or `acme`
+    /// (certificates for `acme_domains` from an ACME certificate authority, TLS-ALPN-01 on the
+    /// listen address, which must then be port 443 as the CA sees it). With TLS on, the
+    /// address speaks only TLS.
+    pub tls: TlsMode,
+    /// The certificate chain, PEM (leaf first), for `tls = "files"`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1), for `tls = "files"`.
+    pub tls_key: Option<PathBuf>,
+    /// With TLS on: also listen here for plain HTTP and redirect every request to HTTPS (308),
+    /// e.g. `0.0.0.0:80`.
+    pub tls_redirect: Option<SocketAddr>,
+    /// The names certificates are requested for, with `tls = "acme"`.
+    pub acme_domains: Vec<String>,
+    /// Contact for the ACME account, e.g. `mailto:ops@example.com` (optional).
+    pub acme_contact: Option<String>,
+    /// The ACME directory (default: Let's Encrypt's production directory).
+    pub acme_directory: String,
+    /// A PEM file of extra roots trusted when talking to the ACME directory (a private or test
+    /// CA such as pebble); unset: the public Web PKI roots.
+    pub acme_ca: Option<PathBuf>,
 }
+
+/// Whether and how the listen address speaks TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain HTTP (loopback, or behind a TLS-terminating proxy or CDN).
+    #[default]
+    Off,
+    /// A certificate and key from PEM files (`tls_cert`, `tls_key`).
+    Files,
+    /// Certificates from an ACME certificate authority (`acme_domains`).
+    Acme,
+}
+
+/// Let's Encrypt's production ACME directory.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// A node's part in a cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -258,6 +296,14 @@ impl Default for Config {
             captions: false,
             captions_engine: "builtin:whisper".to_owned(),
             captions_max_spaces: None,
+            tls: TlsMode::Off,
+            tls_cert: None,
+            tls_key: None,
+            tls_redirect: None,
+            acme_domains: Vec::new(),
+            acme_contact: None,
+            acme_directory: LETS_ENCRYPT_DIRECTORY.to_owned(),
+            acme_ca: None,
         }
     }
 }
@@ -448,7 +494,52 @@ impl Config {
         if self.captions_max_spaces.is_some_and(|n| n > 1_024) {
             return bad("captions_max_spaces must be 0 to 1024");
         }
+        self.validate_tls()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        match self.tls {
+            TlsMode::Off if self.tls_redirect.is_some() => {
+                return bad("tls_redirect needs tls = \"files\" or \"acme\"");
+            }
+            TlsMode::Off => {}
+            TlsMode::Files if self.tls_cert.is_none() || self.tls_key.is_none() => {
+                return bad("tls = \"files\" needs tls_cert and tls_key (PEM files)");
+            }
+            TlsMode::Files => {}
+            TlsMode::Acme => {
+                if self.acme_domains.is_empty() {
+                    return bad("tls = \"acme\" needs acme_domains (the names to certify)");
+                }
+                let name_ok = |d: &String| {
+                    !d.is_empty()
+                        && d.len() <= 253
+                        && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                };
+                if !self.acme_domains.iter().all(name_ok) {
+                    return bad("acme_domains must be DNS names (letters, digits, '-' and '.')");
+                }
+                if !self.acme_directory.starts_with("https://") {
+                    return bad("acme_directory must be an https:// URL");
+                }
+            }
+        }
+        if self.tls_redirect.is_some_and(|a| a == self.listen) {
+            return bad("tls_redirect must differ from listen");
+        }
         Ok(())
+    }
+
+    /// Whether the listen address speaks TLS.
+    pub fn tls_on(&self) -> bool {
+        self.tls != TlsMode::Off
+    }
+
+    /// The URL this node is reached at: `public_url`, else `http(s)://` and the bound address.
+    pub fn url_for(&self, bound: SocketAddr) -> String {
+        let scheme = if self.tls_on() { "https" } else { "http" };
+        self.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"))
     }
 
     /// Spaces this node captions at once: `captions_max_spaces`, or one per core (a space
@@ -554,6 +645,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_off_by_default_and_each_mode_names_what_it_needs() {
+        let d = Config::default();
+        assert!(!d.tls_on());
+        assert_eq!(d.url_for(d.listen), "http://127.0.0.1:8080");
+        let files: Config = toml::from_str(
+            "tls = \"files\"\ntls_cert = \"/etc/ssl/c.pem\"\ntls_key = \"/etc/ssl/k.pem\"\n\
+             tls_redirect = \"0.0.0.0:80\"",
+        )
+        .expect("parse");
+        files.validate().expect("valid");
+        assert_eq!(files.url_for(files.listen), "https://127.0.0.1:8080");
+        let acme: Config =
+            toml::from_str("tls = \"acme\"\nacme_domains = [\"live.example.com\"]").expect("parse");
+        acme.validate().expect("valid");
+        assert_eq!(acme.acme_directory, LETS_ENCRYPT_DIRECTORY);
+    }
+
+    #[test]
     fn mixer_threads_default_to_the_cores() {
         let c: Config = toml::from_str("mixer_threads = 3").expect("parse");
         assert_eq!(c.mixer_thread_count(), 3);
@@ -591,6 +700,17 @@ mod tests {
             Config { feed_owner_email: Some("a@b\"<x>".into()), ..Config::default() },
             Config { mixer_threads: Some(0), ..Config::default() },
             Config { mixer_threads: Some(MAX_MIXER_THREADS + 1), ..Config::default() },
+            Config { tls: TlsMode::Files, tls_cert: Some("c.pem".into()), ..Config::default() },
+            Config { tls: TlsMode::Acme, ..Config::default() },
+            Config {
+                tls: TlsMode::Acme,
+                acme_domains: vec!["bad name".into()],
+                ..Config::default()
+            },
+            Config {
+                tls_redirect: Some(SocketAddr::from(([0, 0, 0, 0], 80))),
+                ..Config::default()
+            },
         ] {
             assert!(c.validate().is_err());
         }

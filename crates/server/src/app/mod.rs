@@ -18,4 +18,5 @@ pub mod recorder;
 pub mod shield;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod webhooks;

@@ -16,6 +16,7 @@ pub mod ogg_http;
 pub mod origin;
 pub mod raw_http;
 pub mod recordings;
+pub mod redirect;
 pub mod reports;
 pub mod room;
 pub mod serve;

@@ -25,7 +25,7 @@ use crate::http::raw_http::{streaming_head, write_error};
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT};
 use crate::pipeline::fanout::{Joiner, WireMessage};
 use crate::pipeline::feed::{ListenerGuard, Protocol};
-use crate::pipeline::net::GuardedStream;
+use crate::pipeline::secure::ConnStream;
 
 /// Query parameters of the Ogg stream.
 #[derive(Debug, Default, Deserialize)]
@@ -73,16 +73,15 @@ fn icy_name(space: &Space) -> String {
     space.title.chars().map(|c| if c.is_ascii() && !c.is_control() { c } else { ' ' }).collect()
 }
 
-/// Serves a `GET /live/...` request from its raw socket (`head` is the request head).
+/// Serves a `GET /live/...` request from its raw connection (`head` is the request head).
 pub async fn serve_raw(
-    stream: GuardedStream,
+    mut stream: ConnStream,
     head: Bytes,
     app: &AppState,
     hold: Option<Arc<dyn Send + Sync>>,
 ) {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
-    let mut stream = stream.into_inner();
     let parsed = req.parse(&head);
     let target = match (parsed, req.path) {
         (Ok(httparse::Status::Complete(_)), Some(path)) => path.to_owned(),
@@ -124,6 +123,7 @@ pub async fn serve_raw(
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
+    let stream = stream.into_egress();
     let _ = fanout
         .join(Joiner { stream, first, guard: Box::new(guard), hold, resume_from: None })
         .await;

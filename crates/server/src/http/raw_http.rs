@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::http::error::ApiError;
 
-/// Writes an API error as a complete HTTP/1.1 response on a raw socket, then the connection
-/// is closed by the caller.
-pub async fn write_error(stream: &mut TcpStream, e: &ApiError) {
+/// Writes an API error as a complete HTTP/1.1 response on a raw connection (plain or TLS),
+/// then the connection is closed by the caller.
+pub async fn write_error<S: AsyncWrite + Unpin>(stream: &mut S, e: &ApiError) {
     e.count();
     let body = e.body().to_string();
     let retry = e.retry_after_secs().map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();

@@ -1,6 +1,7 @@
-//! The accept loop: every connection's first request head is read here, under a size and time
-//! limit, before anything else runs. `GET /live/...` (the Icecast-style stream) is served from
-//! the raw socket; everything else goes to hyper and the axum router, with the head replayed.
+//! The accept loop: every connection's TLS handshake (with `--tls`) and first request head are
+//! made and read here, under size and time limits, before anything else runs. `GET /live/...`
+//! (the Icecast-style stream) is served from the raw connection; everything else goes to hyper
+//! and the axum router, with the head replayed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
@@ -21,14 +22,16 @@ use crate::app::state::AppState;
 use crate::http::error::ApiError;
 use crate::http::raw_http::write_error;
 use crate::pipeline::net::{ConnContext, GuardedStream, PeerAddr, Rewind};
+use crate::pipeline::secure::ConnStream;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// Accepts connections until `shutdown` flips, then waits for open HTTP exchanges to finish
-/// (the caller bounds the wait).
+/// (the caller bounds the wait). With `tls`, every connection speaks TLS only.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Arc<AppState>,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
@@ -40,7 +43,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = Conn { app: app.clone(), router: router.clone(), shutdown: shutdown.clone(), _open: open_tx.clone() };
+                    let conn = Conn { app: app.clone(), tls: tls.clone(), router: router.clone(), shutdown: shutdown.clone(), _open: open_tx.clone() };
                     tokio::spawn(connection(stream, peer, conn));
                 }
                 Err(e) => {
@@ -64,6 +67,7 @@ pub async fn serve(
 /// What a connection task shares with the server.
 struct Conn {
     app: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     shutdown: watch::Receiver<bool>,
     /// Dropped when the connection ends.
@@ -120,8 +124,8 @@ pub fn forwarded_for(head: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-async fn read_head(
-    stream: &mut TcpStream,
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
     mut buf: BytesMut,
 ) -> Result<BytesMut, HeadError> {
@@ -153,7 +157,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
         Ok(hold) => hold.map(|h| h as Arc<dyn Send + Sync>),
         Err(e) => {
             app.shield.observe_error(e.code);
-            write_error(&mut stream, &ApiError::from(e)).await;
+            // Before a handshake there is no way to answer a TLS client: close.
+            if conn.tls.is_none() {
+                write_error(&mut stream, &ApiError::from(e)).await;
+            }
             return;
         }
     };
@@ -170,7 +177,25 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
     } else {
         (None, BytesMut::with_capacity(1024))
     };
-    let head = match read_head(&mut stream, timeout, start).await {
+    let stall = Duration::from_secs(app.config.stall_timeout_secs.max(1));
+    let guarded = GuardedStream::new(stream, stall);
+    let (mut io, start) = match &conn.tls {
+        None => (ConnStream::Plain(guarded), start),
+        Some(acceptor) => {
+            let handshake = acceptor.accept(Rewind::new(start.freeze(), guarded));
+            match tokio::time::timeout(timeout, handshake).await {
+                // A certificate authority's TLS-ALPN-01 check ends with the handshake.
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => return,
+                Ok(Ok(tls)) => (ConnStream::Tls(Box::new(tls)), BytesMut::with_capacity(1024)),
+                Ok(Err(_)) | Err(_) => {
+                    // Not TLS, a failed handshake, or one that never finished.
+                    app.shield.observe_junk_connection(peer.ip());
+                    return;
+                }
+            }
+        }
+    };
+    let head = match read_head(&mut io, timeout, start).await {
         Ok(head) => head.freeze(),
         Err(HeadError::Gone) => {
             // A connection that never sent a whole request: churn, a scan or a slowloris.
@@ -184,29 +209,31 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
                 "headers_too_large",
                 "request head larger than 16 KiB",
             );
-            write_error(&mut stream, &e).await;
+            write_error(&mut io, &e).await;
             return;
         }
     };
     let client = proxied.unwrap_or_else(|| app.shield.client(peer.ip(), forwarded_for(&head)));
     if let Err(e) = app.shield.request(client) {
         app.shield.observe_error(e.code);
-        write_error(&mut stream, &ApiError::from(e)).await;
+        write_error(&mut io, &ApiError::from(e)).await;
         return;
     }
-    let stall = Duration::from_secs(app.config.stall_timeout_secs.max(1));
     if head.starts_with(b"GET /live/") {
-        crate::http::ogg_http::serve_raw(GuardedStream::new(stream, stall), head, app, hold).await;
+        crate::http::ogg_http::serve_raw(io, head, app, hold).await;
         return;
     }
-    let io = Rewind::new(head, GuardedStream::new(stream, stall));
+    let io = Rewind::new(head, io);
     hyper_connection(io, peer, proxied, hold, &conn).await;
 }
+
+/// The ALPN protocol of an ACME TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Serves HTTP/1.1 (and WebSocket upgrades) on a connection until it closes; on shutdown,
 /// finishes the exchange in flight and closes.
 async fn hyper_connection(
-    io: Rewind<GuardedStream>,
+    io: Rewind<ConnStream>,
     peer: SocketAddr,
     proxied: Option<std::net::IpAddr>,
     hold: Option<Arc<dyn Send + Sync>>,

@@ -35,7 +35,8 @@ use crate::metrics::SPEAKER_FRAMES;
 use crate::pipeline::events::{Codec, ListenerEvent};
 use crate::pipeline::fanout::Joiner;
 use crate::pipeline::feed::{MAX_WS_BATCH, Protocol, WsOpcode, ws_frame};
-use crate::pipeline::net::{ConnContext, ConnIo};
+use crate::pipeline::net::ConnContext;
+use crate::pipeline::secure::ConnIo;
 
 /// Largest WebSocket message accepted from a client.
 const MAX_MESSAGE: usize = 16 * 1024;
@@ -126,7 +127,7 @@ pub async fn handler(
                 let Ok(upgraded) = on_upgrade.await else { return };
                 match upgraded.downcast::<ConnIo>() {
                     Ok(io) => {
-                        let stream = io.io.into_inner().into_inner().into_inner();
+                        let stream = io.io.into_inner().into_inner().into_egress();
                         let _ = fanout
                             .join(Joiner {
                                 stream,

@@ -16,17 +16,17 @@
 //! the door to another node at a steady trickle rather than all at once.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::metrics::{FRAMES_DROPPED, FRAMES_SENT, STALLED_CONNECTIONS};
+use crate::pipeline::secure::{EgressSocket, Sink};
 
 /// Queued bytes per listener beyond which older whole messages are skipped.
 const MAX_BACKLOG_BYTES: usize = 32 * 1024;
@@ -55,8 +55,9 @@ pub struct Farewell {
 
 /// A listener handed to a shard.
 pub struct Joiner {
-    /// The raw socket, response head already written or included in `prelude`.
-    pub stream: TcpStream,
+    /// The socket (with its TLS session, if any), response head already written or included
+    /// in `first`.
+    pub stream: EgressSocket,
     /// Bytes to send before live messages (hello, headers, recent audio). Built by the shard's
     /// `prelude` function so it ends exactly where live messages begin.
     pub first: Vec<Bytes>,
@@ -167,7 +168,7 @@ impl Fanout {
 /// waits on it (it retries on the next message), so the reactor need not track its readiness,
 /// which saves an epoll event per write per listener.
 struct Conn {
-    stream: std::net::TcpStream,
+    stream: Sink,
     queue: VecDeque<(Bytes, u64)>,
     /// Bytes of the front message already written.
     offset: usize,
@@ -255,7 +256,7 @@ impl Conn {
     /// Writes what the socket takes now, without waiting; adds the frames fully written to `sent`.
     fn flush(&mut self, now: Instant, sent: &mut u64) -> Flush {
         while let Some((front, frames)) = self.queue.front() {
-            match (&self.stream).write(&front[self.offset..]) {
+            match self.stream.write(&front[self.offset..]) {
                 Ok(0) => return Flush::Dead,
                 Ok(n) => {
                     self.offset += n;
@@ -305,7 +306,7 @@ impl Conn {
             *dropped += self.enqueue(msg.clone(), frames);
             return self.flush(now, sent);
         }
-        match (&self.stream).write(msg) {
+        match self.stream.write(msg) {
             Ok(n) if n == msg.len() => {
                 *sent += frames;
                 Flush::Done
@@ -413,8 +414,8 @@ impl Shard {
     }
 
     fn add(&mut self, joiner: Joiner) {
-        // `into_std` keeps the socket non-blocking.
-        let Ok(stream) = joiner.stream.into_std() else {
+        // Out of the reactor, still non-blocking.
+        let Ok(stream) = joiner.stream.into_sink() else {
             self.size.fetch_sub(1, Ordering::Relaxed);
             return;
         };
@@ -539,7 +540,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     /// A connected pair of loopback sockets with small buffers.
-    async fn pair() -> (TcpStream, TcpStream) {
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let listener =
             crate::pipeline::net::bind("127.0.0.1:0".parse().expect("addr"), Some(4_096))
                 .expect("bind");
@@ -593,7 +594,7 @@ mod tests {
             },
         ));
         let mut conn = Conn {
-            stream: server.into_std().expect("std socket"),
+            stream: EgressSocket::from(server).into_sink().expect("std socket"),
             queue: VecDeque::new(),
             offset: 0,
             queued_bytes: 0,

@@ -17,6 +17,7 @@ pub mod placement;
 pub mod program;
 pub mod record_tap;
 pub mod rtc;
+pub mod secure;
 pub mod sinks;
 pub mod space_mix;
 pub mod talking;

@@ -32,9 +32,6 @@ pub fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> io::Result<TcpListene
     socket.listen(BACKLOG)
 }
 
-/// The stream each connection's I/O is, as hyper sees it.
-pub type ConnIo = hyper_util::rt::TokioIo<Rewind<GuardedStream>>;
-
 /// The connection a request arrived on: its place in the per-client counts, and how many
 /// requests came before it on the same connection (the first was checked by the accept loop).
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)] // shared by every test crate; each uses some
 
 pub mod nodes;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -265,15 +266,21 @@ impl ProgramDecoder {
 }
 
 /// Listens over WebSocket for `duration`, decoding everything.
-pub async fn listen_ws(ws: Ws, duration: Duration) -> Heard {
+pub async fn listen_ws<S>(ws: WebSocketStream<S>, duration: Duration) -> Heard
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     listen_stream(ws.split().1, duration).await
 }
 
 /// Reads program batches and events from a stream for `duration` or until it closes.
-pub async fn listen_stream(
-    mut ws: futures_util::stream::SplitStream<Ws>,
+pub async fn listen_stream<S>(
+    mut ws: futures_util::stream::SplitStream<WebSocketStream<S>>,
     duration: Duration,
-) -> Heard {
+) -> Heard
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut heard = Heard::default();
     let mut decoder = ProgramDecoder::default();
     let deadline = tokio::time::Instant::now() + duration;

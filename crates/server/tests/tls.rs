@@ -1,0 +1,347 @@
+//! TLS on the listen address (`tls = "files"`): the page, the API, WHIP signalling, WebSocket
+//! and Ogg listeners (written by the fan-out shards, encrypted per listener) over TLS, checked by
+//! clients that trust only the test's own certificate authority; the certificate reloaded when
+//! its files change and on SIGHUP; plain HTTP redirected to HTTPS.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::tls::TestCa;
+use common::*;
+use townhall_client::rtc_client::{Mode, Offer};
+use townhall_core::Role;
+use townhall_media::SAMPLE_RATE;
+use townhall_media::analysis::{ToneGenerator, tone_amplitude};
+use townhall_server::config::TlsMode;
+use townhall_server::{Config, Server};
+
+async fn tls_server(ca: &TestCa, extra: Config) -> Server {
+    server_with(Config {
+        tls: TlsMode::Files,
+        tls_cert: Some(ca.cert.clone()),
+        tls_key: Some(ca.key.clone()),
+        ..extra
+    })
+    .await
+}
+
+/// Publishes a 440 Hz tone over WHIP, the offer posted over HTTPS; returns the sender task.
+async fn whip_tone(ca: &TestCa, addr: SocketAddr, space: &str) -> tokio::task::JoinHandle<()> {
+    let offer =
+        Offer::new("127.0.0.1".parse().expect("ip"), Mode::Publish { hear_back: false }, None)
+            .await
+            .expect("offer");
+    let res = ca
+        .http()
+        .post(format!("https://127.0.0.1:{}/whip/{space}", addr.port()))
+        .bearer_auth(token("alice", Role::Speaker, space))
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .expect("WHIP over HTTPS");
+    assert_eq!(res.status(), 201, "WHIP answer");
+    let location =
+        res.headers().get("location").and_then(|v| v.to_str().ok()).expect("Location").to_owned();
+    let answer = res.text().await.expect("answer");
+    let mut session = offer.start(&answer, location).expect("session");
+    session.connected(Duration::from_secs(10)).await.expect("WHIP connects");
+    let send = session.send.clone();
+    tokio::spawn(async move {
+        let _session = session;
+        let mut tone = ToneGenerator::new(440.0, 0.4);
+        let mut enc =
+            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)
+                .expect("encoder");
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for seq in 0u32..600 {
+            tick.tick().await;
+            let packet = enc.encode_vec_float(&tone.next_frame(), 1275).expect("encode");
+            let now = townhall_server::clock::now_us();
+            if send.send((seq, Bytes::from(packet), now)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_api_whip_websocket_and_ogg_work_over_tls_with_a_verified_certificate() {
+    let ca = TestCa::new("paths");
+    let server = tls_server(&ca, Config::default()).await;
+    let addr = server.addr();
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    assert_eq!(server.url(), format!("https://{addr}"));
+    let http = ca.http();
+
+    // The page and the API, over a verified connection.
+    let page = http.get(format!("{base}/")).send().await.expect("page over TLS");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("body").contains("<html"), "the page");
+    let res = http
+        .post(format!("{base}/api/v1/spaces"))
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "id": "secure", "title": "Over TLS", "live": true }))
+        .send()
+        .await
+        .expect("create over TLS");
+    assert_eq!(res.status(), 201);
+    let spaces: serde_json::Value = http
+        .get(format!("{base}/api/v1/spaces"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(spaces["spaces"][0]["id"], "secure", "{spaces}");
+    // Bad input still gets its JSON error over TLS.
+    assert_error(
+        http.get(format!("{base}/api/v1/spaces/nope")).send().await.expect("get"),
+        404,
+        "not_found",
+    )
+    .await;
+
+    // A client that does not trust the CA, or one speaking plain HTTP, gets nothing.
+    let stranger = reqwest::Client::builder()
+        .tls_certs_only([])
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    assert!(
+        stranger.get(format!("{base}/")).send().await.is_err(),
+        "unverified certificate accepted"
+    );
+    let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    assert!(plain.get(format!("http://{addr}/")).send().await.is_err(), "plain HTTP answered");
+
+    // Listeners on the two fan-out paths, then a speaker over WHIP.
+    let wss = ca.wss(addr, "/ws/secure?batch=5").await;
+    let listening = tokio::spawn(listen_ws(wss, Duration::from_secs(6)));
+    let ogg_url = format!("{base}/live/secure.opus");
+    let ogg = tokio::spawn(async move {
+        let mut res = http.get(ogg_url).send().await.expect("Ogg over TLS");
+        assert_eq!(res.status(), 200);
+        let mut body = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, res.chunk()).await {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    });
+    let speaker = whip_tone(&ca, addr, "secure").await;
+
+    let heard = listening.await.expect("wss listener");
+    assert_eq!(heard.gaps(), 0, "frames lost on the TLS WebSocket");
+    let tail = heard.tail(2.0);
+    assert!(tone_amplitude(tail, 440.0) > 0.1, "no 440 Hz tone over wss ({} samples)", tail.len());
+    let pcm = decode_ogg(&ogg.await.expect("ogg listener"));
+    let tail = &pcm[pcm.len().saturating_sub(2 * SAMPLE_RATE as usize)..];
+    assert!(tone_amplitude(tail, 440.0) > 0.1, "no 440 Hz tone in the Ogg stream over TLS");
+    speaker.abort();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_speaker_over_tls_is_heard() {
+    let ca = TestCa::new("wss-speak");
+    let server = tls_server(&ca, Config::default()).await;
+    let addr = server.addr();
+    let res = ca
+        .http()
+        .post(format!("https://127.0.0.1:{}/api/v1/spaces", addr.port()))
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "id": "wss", "title": "WSS", "live": true }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let listener = ca.wss(addr, "/ws/wss?batch=5").await;
+    let listening = tokio::spawn(listen_ws(listener, Duration::from_secs(5)));
+    let path = format!("/ws/wss?mode=speak&token={}", token("bob", Role::Speaker, "wss"));
+    let mut speaker = ca.wss(addr, &path).await;
+    use futures_util::SinkExt;
+    let mut tone = ToneSpeaker::new(660.0, 0.4);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..200 {
+        tick.tick().await;
+        speaker
+            .send(tokio_tungstenite::tungstenite::Message::Binary(tone.next_message()))
+            .await
+            .expect("send over wss");
+    }
+    let heard = listening.await.expect("listener");
+    let toned = heard
+        .pcm
+        .chunks(SAMPLE_RATE as usize / 10)
+        .filter(|w| tone_amplitude(w, 660.0) > 0.1)
+        .count();
+    assert!(toned >= 10, "the wss speaker was heard in only {toned} 100 ms windows");
+    server.shutdown().await;
+}
+
+/// The certificate a server presents to a new connection (its leaf, DER).
+async fn presented(ca: &TestCa, addr: SocketAddr) -> Vec<u8> {
+    let tls = ca.connect(addr).await.expect("TLS connect");
+    let certs = tls.get_ref().1.peer_certificates().expect("certificates");
+    certs[0].as_ref().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let ca = TestCa::new("reload");
+    // The node serves copies, which the test then replaces as a renewal would.
+    let dir = ca.cert.parent().expect("dir").join("live");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+    std::fs::copy(&ca.cert, &cert).expect("copy");
+    std::fs::copy(&ca.key, &key).expect("copy");
+    let server = server_with(Config {
+        tls: TlsMode::Files,
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
+        ..Config::default()
+    })
+    .await;
+    let addr = server.addr();
+    let first = presented(&ca, addr).await;
+    // A broken renewal (half a file) keeps the old certificate in service.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nMIIB").expect("break");
+    tokio::time::sleep(townhall_server::app::tls::RELOAD_CHECK + Duration::from_secs(1)).await;
+    assert_eq!(presented(&ca, addr).await, first, "a broken file replaced the certificate");
+    // The renewal done right: new connections get the new certificate.
+    let (next_cert, next_key) = ca.next_pair();
+    std::fs::copy(&next_key, &key).expect("renew key");
+    std::fs::copy(&next_cert, &cert).expect("renew cert");
+    let deadline = tokio::time::Instant::now() + townhall_server::app::tls::RELOAD_CHECK * 3;
+    loop {
+        if presented(&ca, addr).await != first {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the renewed certificate was not served");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_the_binary() {
+    let ca = TestCa::new("sighup");
+    let dir = ca.cert.parent().expect("dir").join("hup");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(&ca.cert, &cert).expect("copy");
+    std::fs::copy(&ca.key, &key).expect("copy");
+    let port = common::nodes::free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_townhall"))
+        .args(["serve", "--no-demo", "--in-memory", "--tls", "files"])
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("TOWNHALL_API_KEY", TEST_API_KEY)
+        .env("TOWNHALL_API_SECRET", TEST_API_SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("townhall starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Ok(tls) = ca.connect(addr).await {
+            break tls.get_ref().1.peer_certificates().expect("certs")[0].as_ref().to_vec();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the node did not come up over TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Replace the files but keep their old times, so only the signal can tell the node.
+    let times: Vec<std::time::SystemTime> = [&cert, &key]
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).expect("mtime"))
+        .collect();
+    let (next_cert, next_key) = ca.next_pair();
+    std::fs::copy(&next_key, &key).expect("renew key");
+    std::fs::copy(&next_cert, &cert).expect("renew cert");
+    for (path, at) in [&cert, &key].iter().zip(times) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(at))
+            .expect("keep mtime");
+    }
+    tokio::time::sleep(townhall_server::app::tls::RELOAD_CHECK + Duration::from_secs(1)).await;
+    assert_eq!(presented(&ca, addr).await, first, "reloaded without a change or a signal");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if presented(&ca, addr).await != first {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP stopped the node");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_redirected_to_https() {
+    let ca = TestCa::new("redirect");
+    let redirect: SocketAddr =
+        format!("127.0.0.1:{}", common::nodes::free_port()).parse().expect("addr");
+    let server =
+        tls_server(&ca, Config { tls_redirect: Some(redirect), ..Config::default() }).await;
+    let port = server.addr().port();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let res = client
+        .get(format!("http://127.0.0.1:{}/live/demo.opus?x=1", redirect.port()))
+        .send()
+        .await
+        .expect("redirect port answers");
+    assert_eq!(res.status(), 308);
+    let location = res.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert_eq!(location, format!("https://127.0.0.1:{port}/live/demo.opus?x=1"));
+    // Following it lands on the TLS port with a verified certificate.
+    let res = ca.http().get(location).send().await.expect("follow");
+    // Answered over TLS (an unknown query parameter is refused, with its JSON error).
+    assert_error(res, 400, "bad_query").await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_missing_or_mismatched_certificate_does_not_start() {
+    let ca = TestCa::new("refuse");
+    let (_, other_key) = ca.next_pair();
+    for (cert, key) in
+        [(ca.cert.clone(), other_key), (ca.cert.with_extension("none"), ca.key.clone())]
+    {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: TlsMode::Files,
+            tls_cert: Some(cert),
+            tls_key: Some(key),
+            api_key: Some(TEST_API_KEY.into()),
+            api_secret: Some(TEST_API_SECRET.into()),
+            demo: false,
+            ..Config::default()
+        };
+        let err = townhall_server::start(config).await.expect_err("refused");
+        assert!(matches!(err, townhall_server::StartError::Tls(_)), "{err}");
+    }
+}
