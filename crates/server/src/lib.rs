@@ -183,14 +183,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
     let url = app.config.url_for(addr);
     tokio::spawn(app::cluster::run(app.clone(), url, shutdown_tx.subscribe()));
-    let tls = match certificate {
-        Some(cert) => {
+    let tls = match (certificate, app.config.tls) {
+        (Some(cert), _) => {
             tokio::spawn(cert.clone().watch(shutdown_tx.subscribe()));
-            let config = app::tls::server_config(cert, None)?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+            Some(app::tls::server_config(cert, None)?)
         }
-        None => None,
+        (None, config::TlsMode::Acme) => {
+            let resolver = app::tls::acme(&app.config, shutdown_tx.subscribe())?;
+            Some(app::tls::server_config(resolver, Some(app::tls::ACME_ALPN))?)
+        }
+        (None, _) => None,
     };
+    let tls = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     if let Some(redirect) = app.config.tls_redirect {
         let listener = net::bind(redirect, None)?;
         tokio::spawn(http::redirect::serve(listener, addr.port(), shutdown_tx.subscribe()));

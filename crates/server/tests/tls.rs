@@ -345,3 +345,159 @@ async fn a_node_with_a_missing_or_mismatched_certificate_does_not_start() {
         assert!(matches!(err, townhall_server::StartError::Tls(_)), "{err}");
     }
 }
+
+/// Debian's pebble (a small ACME CA for tests), killed when dropped.
+struct Pebble {
+    child: std::process::Child,
+    directory: String,
+    management: u16,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PEBBLE: &str = "/usr/bin/pebble";
+
+impl Pebble {
+    /// Starts pebble with its HTTPS certificate from `ca`, validating TLS-ALPN-01 on
+    /// `tls_port` (the node's listen port).
+    async fn start(ca: &TestCa, tls_port: u16) -> Pebble {
+        let (listen, management) = (common::nodes::free_port(), common::nodes::free_port());
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": ca.cert, "privateKey": ca.key,
+            "httpPort": common::nodes::free_port(), "tlsPort": tls_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": false,
+        }});
+        let path = ca.cert.with_file_name("pebble.json");
+        std::fs::write(&path, config.to_string()).expect("pebble config");
+        let child = std::process::Command::new(PEBBLE)
+            .arg("-config")
+            .arg(&path)
+            // No random pauses before validating, no random nonce rejections: a test CA that
+            // behaves like a production one.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pebble starts (apt-get install pebble)");
+        let pebble =
+            Pebble { child, directory: format!("https://127.0.0.1:{listen}/dir"), management };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while ca.http().get(&pebble.directory).send().await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "pebble did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pebble
+    }
+
+    /// The root that signs what pebble issues (PEM).
+    async fn root(&self, ca: &TestCa) -> String {
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
+        ca.http().get(url).send().await.expect("roots").text().await.expect("pem")
+    }
+}
+
+/// A TLS connection to `addr` for the name `localhost`, trusting only `root_pem`.
+async fn connect_trusting(
+    root_pem: &str,
+    addr: SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls_pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(der.expect("root der")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await
+}
+
+fn acme_config(
+    port: u16,
+    directory: &str,
+    ca_file: &std::path::Path,
+    data: &std::path::Path,
+) -> Config {
+    Config {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        tls: TlsMode::Acme,
+        acme_domains: vec!["localhost".into()],
+        acme_contact: Some("mailto:ops@example.com".into()),
+        acme_directory: directory.to_owned(),
+        acme_ca: Some(ca_file.to_owned()),
+        data_dir: data.to_owned(),
+        api_key: Some(TEST_API_KEY.into()),
+        api_secret: Some(TEST_API_SECRET.into()),
+        demo: false,
+        ..Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_orders_a_certificate_over_tls_alpn_and_keeps_it_across_a_restart() {
+    if !std::path::Path::new(PEBBLE).exists() {
+        panic!("{PEBBLE} not found: apt-get install pebble (.ci/run installs it)");
+    }
+    let ca = TestCa::new("acme");
+    let port = common::nodes::free_port();
+    let pebble = Pebble::start(&ca, port).await;
+    let ca_file = ca.cert.with_file_name("pebble-https-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).expect("ca file");
+    let data = ca.cert.with_file_name("data");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let server = townhall_server::start(acme_config(port, &pebble.directory, &ca_file, &data))
+        .await
+        .expect("starts");
+    let root = pebble.root(&ca).await;
+    // The CA validates over TLS-ALPN-01 on the node's own port, then issues.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let issued = loop {
+        if let Ok(tls) = connect_trusting(&root, addr).await {
+            break tls;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no certificate from the ACME CA in 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let leaf = issued.get_ref().1.peer_certificates().expect("certs")[0].as_ref().to_vec();
+    drop(issued);
+    // Requests are served with it.
+    let mut tls = connect_trusting(&root, addr).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.shutdown().await;
+
+    // A restart with the CA gone: the cached certificate is served, nothing is ordered.
+    let directory = pebble.directory.clone();
+    drop(pebble);
+    let server = townhall_server::start(acme_config(port, &directory, &ca_file, &data))
+        .await
+        .expect("restarts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        if let Ok(tls) = connect_trusting(&root, addr).await {
+            break tls.get_ref().1.peer_certificates().expect("certs")[0].as_ref().to_vec();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cached certificate was not served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(again, leaf, "a different certificate after the restart");
+    server.shutdown().await;
+}

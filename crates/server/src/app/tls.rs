@@ -1,9 +1,13 @@
-//! Certificates for the listen address (`tls = "files"`): a chain and key read from PEM files,
-//! swapped in place when the files change or on SIGHUP, so a renewed certificate is served to
-//! new connections without a restart (connections already open keep theirs).
+//! Certificates for the listen address.
 //!
-//! A reload that fails (a half-written file, a key that does not match) keeps the certificate
-//! being served and logs why: a renewal script's mistake never takes the node off TLS.
+//! - `tls = "files"`: a chain and key read from PEM files, swapped in place when the files
+//!   change or on SIGHUP, so a renewed certificate is served to new connections without a
+//!   restart (connections already open keep theirs). A reload that fails (a half-written file,
+//!   a key that does not match) keeps the certificate being served and logs why: a renewal
+//!   script's mistake never takes the node off TLS.
+//! - `tls = "acme"`: certificates ordered from an ACME CA and renewed before they expire
+//!   (rustls-acme), proved by TLS-ALPN-01 (RFC 8737) on the listen address itself; the account
+//!   and certificates are cached in `data_dir/acme`, so a restart does not order again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -18,6 +22,8 @@ use tokio::sync::watch;
 
 /// The ALPN protocols offered: HTTP/1.1 (WebSocket upgrades and the raw Ogg stream need it).
 const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The ALPN protocols offered with ACME: HTTP/1.1, and the CA's TLS-ALPN-01 validation.
+pub const ACME_ALPN: &[&[u8]] = &[b"http/1.1", b"acme-tls/1"];
 
 /// How often the files are checked for a change.
 pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
@@ -168,6 +174,67 @@ impl Hangups {
             return;
         }
         std::future::pending::<()>().await;
+    }
+}
+
+/// Starts ordering and renewing certificates for `config.acme_domains`; returns the resolver
+/// that serves them (and the TLS-ALPN-01 challenge certificates while an order is open). Until
+/// the first certificate arrives, handshakes fail.
+pub fn acme(
+    config: &crate::app::config::Config,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Arc<dyn ResolvesServerCert>, TlsError> {
+    let mut acme = rustls_acme::AcmeConfig::new(&config.acme_domains)
+        .directory(&config.acme_directory)
+        .contact(config.acme_contact.iter());
+    if let Some(ca) = &config.acme_ca {
+        acme = acme.client_tls_config(client_config_trusting(ca)?);
+    }
+    let state =
+        acme.cache(rustls_acme::caches::DirCache::new(config.data_dir.join("acme"))).state();
+    let resolver = state.resolver();
+    tokio::spawn(drive_acme(state, shutdown));
+    Ok(resolver)
+}
+
+/// A TLS client configuration that trusts only the roots in a PEM file.
+fn client_config_trusting(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let file_err = |message: String| TlsError::File { path: ca.into(), message };
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(e.to_string()))? {
+        roots
+            .add(der.map_err(|e| file_err(e.to_string()))?)
+            .map_err(|e| file_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err("no CERTIFICATE in the file".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Polls the ACME state machine (orders, renewals, cache writes) until `shutdown`, logging what
+/// it does; errors are retried by the state machine itself, with its own backoff.
+async fn drive_acme<EC, EA>(
+    mut state: rustls_acme::AcmeState<EC, EA>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    EC: std::fmt::Debug + std::fmt::Display + 'static,
+    EA: std::fmt::Debug + std::fmt::Display + 'static,
+{
+    use futures_util::StreamExt;
+    loop {
+        tokio::select! {
+            event = state.next() => match event {
+                Some(Ok(ok)) => tracing::info!(event = ?ok, "ACME"),
+                Some(Err(e)) => tracing::error!("ACME: {e}"),
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
