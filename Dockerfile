@@ -2,10 +2,9 @@
 #   docker run -p 8080:8080 -p 8443:8443/udp -v townhall-data:/var/lib/townhall \
 #     -e TOWNHALL_API_KEY=my-node -e TOWNHALL_API_SECRET="$(openssl rand -hex 32)" townhall
 # (/etc/townhall/townhall.toml inside is deploy/townhall.toml; mount your own over it.)
+# The Rust image's C compiler is all the build needs: libopus and AWS-LC compile with the `cc`
+# crate (vendor/opusic-sys/README.md), no cmake.
 FROM rust:1-bookworm AS build
-# cmake builds libopus (the opus crate's bundled copy).
-RUN apt-get update && apt-get install -y --no-install-recommends cmake \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin townhall
