@@ -504,15 +504,30 @@ fn cues_of(vtt: &str) -> Vec<(u64, u64, u64, String)> {
 
 /// The transcript of a recording once kept (it may be written a moment after the stop).
 async fn transcript(addr: std::net::SocketAddr, recording: &str, ext: &str) -> String {
+    transcript_with(addr, recording, ext, "").await
+}
+
+/// The transcript of a recording once it contains `words` (within 10 s; else the last one).
+async fn transcript_with(
+    addr: std::net::SocketAddr,
+    recording: &str,
+    ext: &str,
+    words: &str,
+) -> String {
     let url = format!("http://{addr}/recordings/{recording}.{ext}");
+    let mut last = None;
     for _ in 0..100 {
         let res = http().get(&url).send().await.expect("transcript");
         if res.status() == 200 {
-            return res.text().await.expect("text");
+            let text = res.text().await.expect("text");
+            if text.contains(words) {
+                return text;
+            }
+            last = Some(text);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no transcript at {url}");
+    last.unwrap_or_else(|| panic!("no transcript at {url}"))
 }
 
 /// Captions turned off and on again while a space is recorded: the recording's transcript
@@ -543,6 +558,10 @@ async fn a_transcript_keeps_every_captions_run_of_its_recording() {
     let pause = Duration::from_millis(1_000);
     common::spawn_phrases(addr, "tr", "ann", 2, phrase, pause).await.expect("speaker");
     events_until(&mut listener, 10, &mut events, |e| finals_of(e).len() >= 2).await;
+    // The transcript so far is on disk while the recording goes on (a crash loses at most
+    // the last few seconds of it).
+    let so_far = transcript(addr, &recording, "txt").await;
+    assert!(so_far.contains("hello from phrase 1"), "{so_far}");
     // Off: said meanwhile, not captioned; on again.
     post(addr, "/api/v1/spaces/tr/captions", serde_json::json!({"captions": false})).await;
     events_until(&mut listener, 10, &mut events, captions_on(false)).await;
@@ -616,7 +635,7 @@ async fn a_space_ended_mid_phrase_keeps_the_last_words_in_its_transcript() {
         .expect("end");
     assert_eq!(res.status(), 200);
     let _ = speaker.await;
-    let txt = transcript(addr, &recording, "txt").await;
+    let txt = transcript_with(addr, &recording, "txt", "phrase 2").await;
     assert!(txt.contains("hello from phrase 1"), "{txt}");
     assert!(txt.contains("hello from phrase 2"), "the phrase cut by the end: {txt}");
     assert_eq!(txt.lines().count(), 2, "{txt}");

@@ -17,6 +17,10 @@ use crate::app::state::AppState;
 use crate::app::store::Store;
 use crate::metrics::CAPTIONED_SPACES;
 use crate::pipeline::captions::{CaptionBoard, FirstFrame, StageParts};
+use townhall_captions::Cue;
+
+/// How often the transcripts of recordings in progress are written as far as they go.
+pub const TRANSCRIPT_SYNC: Duration = Duration::from_secs(5);
 
 /// How long the transcript of a recording cut by the end of its space waits for the last
 /// phrase's final (the stage gives its worker 5 s).
@@ -232,16 +236,42 @@ pub(crate) async fn settle(board: &CaptionBoard, wait: Duration) {
 /// the recording's first frame, in the database beside the recording's index entry. Nothing is
 /// kept when captions were off throughout or heard no words. Blocks on the database.
 fn save_transcript(store: &Store, board: &CaptionBoard, recording: &str) {
-    let Some((from, cues)) = board.take_transcript() else {
-        return;
-    };
+    board.finish_transcript(|from, cues| {
+        if write_transcript(store, recording, from, cues) {
+            tracing::info!(%recording, cues = cues.len(), "transcript kept");
+        }
+    });
+}
+
+/// Writes `cues` (timed from frame `from`) as `recording`'s transcript, plain text and
+/// WebVTT; nothing when there are none. Blocks on the database.
+fn write_transcript(store: &Store, recording: &str, from: u64, cues: &[Cue]) -> bool {
     if cues.is_empty() {
-        return;
+        return false;
     }
-    let text = townhall_captions::webvtt::plain_text(&cues, from);
-    let vtt = townhall_captions::webvtt::transcript(&cues, from);
+    let text = townhall_captions::webvtt::plain_text(cues, from);
+    let vtt = townhall_captions::webvtt::transcript(cues, from);
     match store.save_transcript(recording, &text, &vtt) {
-        Ok(()) => tracing::info!(%recording, cues = cues.len(), "transcript kept"),
-        Err(e) => tracing::error!(%recording, "cannot keep the transcript: {e}"),
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(%recording, "cannot keep the transcript: {e}");
+            false
+        }
+    }
+}
+
+impl AppState {
+    /// Writes the transcripts of the recordings in progress as far as they go, where they
+    /// gained cues since the last time (every [`TRANSCRIPT_SYNC`]): a node that dies loses
+    /// at most that much of a transcript, as its recording loses at most its last sync
+    /// interval. Blocks on the database.
+    pub fn sync_transcripts(&self) {
+        for (space, recording) in self.recordings.active() {
+            if let Some(live) = self.live(&space) {
+                live.caption_board().save_progress(|from, cues| {
+                    write_transcript(&self.store, &recording, from, cues);
+                });
+            }
+        }
     }
 }

@@ -115,6 +115,8 @@ impl FirstFrame {
 struct Collecting {
     first: Arc<FirstFrame>,
     cues: Vec<Cue>,
+    /// Cues it had when last saved while collecting.
+    saved: usize,
 }
 
 /// A run writing the board, and how far its captions are settled.
@@ -142,6 +144,9 @@ struct BoardInner {
 #[derive(Debug, Default)]
 pub struct CaptionBoard {
     inner: Mutex<BoardInner>,
+    /// Held while a transcript is written, so that a save of the transcript so far never
+    /// lands after the final one.
+    saving: Mutex<()>,
 }
 
 impl CaptionBoard {
@@ -287,15 +292,41 @@ impl CaptionBoard {
     /// tap notes it): every final that ends after it, from whichever run, until
     /// [`take_transcript`](Self::take_transcript).
     pub fn begin_transcript(&self, first: Arc<FirstFrame>) {
-        self.lock().transcript = Some(Collecting { first, cues: Vec::new() });
+        self.lock().transcript = Some(Collecting { first, cues: Vec::new(), saved: 0 });
     }
 
     /// The transcript collected since [`begin_transcript`](Self::begin_transcript), oldest
     /// first, and the recording's first frame (times are from it); collecting stops.
     pub fn take_transcript(&self) -> Option<(u64, Vec<Cue>)> {
-        let Collecting { first, mut cues } = self.lock().transcript.take()?;
+        let Collecting { first, mut cues, .. } = self.lock().transcript.take()?;
         cues.sort_by_key(|c| (c.start, c.id));
         Some((first.get().unwrap_or(0), cues))
+    }
+
+    /// Hands the transcript so far to `save` if it gained cues since the last time (a
+    /// recording in progress keeps it on disk as it goes: a crash loses only what came since).
+    /// Blocks while another save of this board's transcript runs.
+    pub fn save_progress(&self, save: impl FnOnce(u64, &[Cue])) {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let (first, mut cues) = {
+            let mut inner = self.lock();
+            let Some(t) = inner.transcript.as_mut().filter(|t| t.cues.len() != t.saved) else {
+                return;
+            };
+            t.saved = t.cues.len();
+            (t.first.get().unwrap_or(0), t.cues.clone())
+        };
+        cues.sort_by_key(|c| (c.start, c.id));
+        save(first, &cues);
+    }
+
+    /// Takes the transcript ([`take_transcript`](Self::take_transcript)) and hands it to
+    /// `save`, after any save of it so far: the last word on disk is this one.
+    pub fn finish_transcript(&self, save: impl FnOnce(u64, &[Cue])) {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((first, cues)) = self.take_transcript() {
+            save(first, &cues);
+        }
     }
 }
 
@@ -344,6 +375,25 @@ mod tests {
         );
         assert_eq!(cues.len(), 1_998);
         assert!(board.take_transcript().is_none());
+    }
+
+    #[test]
+    fn progress_is_saved_when_it_changed_and_the_final_save_is_the_last() {
+        let board = CaptionBoard::default();
+        let first = Arc::new(FirstFrame::default());
+        first.saw(0);
+        board.begin_transcript(first);
+        let saves = Mutex::new(Vec::new());
+        let save = |_: u64, cues: &[Cue]| saves.lock().expect("saves").push(cues.len());
+        board.save_progress(save);
+        assert!(saves.lock().expect("saves").is_empty(), "nothing new: nothing saved");
+        board.add(cue(1, true, 10));
+        board.save_progress(save);
+        board.save_progress(save);
+        board.add(cue(2, true, 20));
+        board.finish_transcript(save);
+        board.save_progress(save);
+        assert_eq!(*saves.lock().expect("saves"), vec![1, 2], "once per change, then the last");
     }
 
     #[test]
