@@ -105,6 +105,17 @@ impl Segmenter {
         self.open.as_ref().map(|o| o.start)
     }
 
+    /// The earliest program frame a phrase not yet begun could still start at: the oldest
+    /// frame of the pre-roll (a phrase takes the sound before its first loud frame with it),
+    /// else the next frame expected; `None` before the first frame. Captions before it (and
+    /// before the open phrase's start) can only change through phrases already begun.
+    pub fn earliest_new_start(&self) -> Option<u64> {
+        if self.open.is_some() {
+            return self.next_frame;
+        }
+        self.pre_roll.front().map(|(f, _)| *f).or(self.next_frame)
+    }
+
     /// Takes program frame `frame` (20 ms at 16 kHz: [`WORKER_FRAME`] samples; shorter ones are
     /// padded with silence) and appends what follows from it to `out`.
     pub fn push(&mut self, frame: u64, pcm: &[i16], out: &mut Vec<SegmentEvent>) {
@@ -299,6 +310,22 @@ mod tests {
         // Old frames are ignored, not a panic or a rewind.
         s.push(10, &frame(LOUD), &mut out);
         assert!(s.open_since().is_none());
+    }
+
+    #[test]
+    fn no_phrase_can_start_before_the_pre_roll() {
+        let mut s = Segmenter::new(SegmenterConfig::default());
+        let mut out = Vec::new();
+        assert_eq!(s.earliest_new_start(), None);
+        for f in 0..100 {
+            s.push(f, &frame(0), &mut out);
+            // Whatever comes next, a phrase starts at most 10 frames back.
+            assert_eq!(s.earliest_new_start(), Some(f.saturating_sub(9)));
+        }
+        s.push(100, &frame(LOUD), &mut out);
+        let Some(SegmentEvent::Start { start, .. }) = out.first() else { panic!("{out:?}") };
+        assert_eq!(*start, 90, "it did start at the pre-roll's oldest frame");
+        assert_eq!(s.earliest_new_start(), Some(101), "with one open: after it");
     }
 
     #[test]

@@ -81,6 +81,13 @@ pub fn plain_text(cues: &[Cue], base: u64) -> String {
     out
 }
 
+/// How long after its end (program frames) a subtitle segment is listed even if captions
+/// are not settled there: past the longest phrase ([`crate::SegmenterConfig`]'s cut, 10 s)
+/// plus the time a final is waited for ([`crate::CaptionerConfig`], 10 s) and a second of
+/// slack, no final can come for it any more, so a segment listed is never changed. Only a
+/// stalled stage comes this far: a phrase given up settles its frames anyway.
+pub const LIST_DEADLINE_FRAMES: u64 = 500 + 500 + 50;
+
 /// The subtitle segments of an LL-HLS stream that may be listed: those whose captions are
 /// settled (every phrase that overlaps them has its final, or was given up), or that ended at
 /// least `grace_frames` before the latest frame heard (a stuck engine does not hold subtitles
@@ -174,6 +181,13 @@ mod tests {
              #EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n#EXTINF:2.000,\nv3.vtt\n\
              #EXT-X-ENDLIST\n"
         );
+    }
+
+    #[test]
+    fn the_listing_deadline_outlasts_any_final() {
+        let longest = crate::SegmenterConfig::default().max_phrase_frames;
+        let waited = crate::CaptionerConfig::default().final_timeout_ms / crate::FRAME_MS;
+        assert!(LIST_DEADLINE_FRAMES > longest + waited);
     }
 
     #[test]

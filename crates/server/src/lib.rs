@@ -181,6 +181,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(evaluate_traffic(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
+    tokio::spawn(sync_transcripts(app.clone(), shutdown_tx.subscribe()));
     let url = app.config.url_for(addr);
     tokio::spawn(app::cluster::run(app.clone(), url, shutdown_tx.subscribe()));
     let tls = match (certificate, app.config.tls) {
@@ -295,6 +296,24 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 let _ = app.blocking(move |app| {
                     app.end_abandoned(now);
                     app.retry_unsaved();
+                    Ok::<_, app_error::AppError>(())
+                })
+                .await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Every few seconds: writes the transcripts of recordings in progress as far as they go (on
+/// the blocking pool: it touches the database).
+async fn sync_transcripts(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app::captions::TRANSCRIPT_SYNC);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = app.blocking(|app| {
+                    app.sync_transcripts();
                     Ok::<_, app_error::AppError>(())
                 })
                 .await;

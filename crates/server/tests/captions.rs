@@ -428,3 +428,217 @@ async fn a_missing_engine_turns_captions_off_with_a_reason() {
         .expect("post");
     assert!(res.status().is_client_error());
 }
+
+/// A node whose captions engine is the fake worker (`extra`: its arguments), with a data
+/// directory of its own (recordings and their transcripts).
+async fn fake_engine_server(extra: &str) -> (townhall_server::Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "townhall-captions-fake-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let engine =
+        format!("python3 {}/tests/fake_captions_worker.py {extra}", env!("CARGO_MANIFEST_DIR"));
+    let server = common::server_with(Config {
+        captions_engine: engine,
+        data_dir: dir.clone(),
+        ..Config::default()
+    })
+    .await;
+    (server, dir)
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
+    let res = http()
+        .post(format!("http://{addr}{path}"))
+        .bearer_auth(host())
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 200, "{path} {body}");
+    res.json().await.expect("json")
+}
+
+/// Reads `socket` until `done` holds for the text events seen (or `secs` pass).
+async fn events_until(
+    socket: &mut common::Ws,
+    secs: u64,
+    events: &mut Vec<Value>,
+    done: impl Fn(&[Value]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done(events) {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => events.push(serde_json::from_str(&t).expect("json")),
+            Ok(Some(Ok(_))) => {}
+            _ => return,
+        }
+    }
+}
+
+fn finals_of(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["type"] == "caption" && e["final"] == true).collect()
+}
+
+fn captions_on(on: bool) -> impl Fn(&[Value]) -> bool {
+    move |events: &[Value]| events.last().is_some_and(|e| e["type"] == "captions" && e["on"] == on)
+}
+
+/// A WebVTT transcript's cues: (id, start ms, end ms, text).
+fn cues_of(vtt: &str) -> Vec<(u64, u64, u64, String)> {
+    let ms = |t: &str| -> u64 {
+        let (hms, millis) = t.split_once('.').expect("timestamp");
+        let secs = hms.split(':').fold(0, |acc, p| acc * 60 + p.parse::<u64>().expect("number"));
+        secs * 1_000 + millis.parse::<u64>().expect("ms")
+    };
+    vtt.split("\n\n")
+        .filter_map(|block| {
+            let mut lines = block.lines();
+            let id = lines.next()?.parse().ok()?;
+            let (start, end) = lines.next()?.split_once(" --> ")?;
+            Some((id, ms(start), ms(end), lines.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+/// The transcript of a recording once kept (it may be written a moment after the stop).
+async fn transcript(addr: std::net::SocketAddr, recording: &str, ext: &str) -> String {
+    transcript_with(addr, recording, ext, "").await
+}
+
+/// The transcript of a recording once it contains `words` (within 10 s; else the last one).
+async fn transcript_with(
+    addr: std::net::SocketAddr,
+    recording: &str,
+    ext: &str,
+    words: &str,
+) -> String {
+    let url = format!("http://{addr}/recordings/{recording}.{ext}");
+    let mut last = None;
+    for _ in 0..100 {
+        let res = http().get(&url).send().await.expect("transcript");
+        if res.status() == 200 {
+            let text = res.text().await.expect("text");
+            if text.contains(words) {
+                return text;
+            }
+            last = Some(text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last.unwrap_or_else(|| panic!("no transcript at {url}"))
+}
+
+/// Captions turned off and on again while a space is recorded: the recording's transcript
+/// has every final the listeners got (from both runs), each once, timed on the recording's
+/// clock (the frames' distances, from the recording's first frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_keeps_every_captions_run_of_its_recording() {
+    let (server, dir) = fake_engine_server("").await;
+    let addr = server.addr();
+    live_space(addr, "tr").await;
+    let mut listener = ws(addr, "/ws/tr?batch=5").await;
+    let mut events = Vec::new();
+    post(addr, "/api/v1/spaces/tr/captions", serde_json::json!({"captions": true})).await;
+    events_until(&mut listener, 20, &mut events, captions_on(true)).await;
+    let recording = post(
+        addr,
+        "/api/v1/spaces/tr/recording",
+        serde_json::json!({"recording": true}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("recording id")
+        .to_owned();
+    let recorded_at = tokio::time::Instant::now();
+    // (Words said at the very start would begin before the recording, with their pre-roll.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let phrase = Duration::from_millis(1_000);
+    let pause = Duration::from_millis(1_000);
+    common::spawn_phrases(addr, "tr", "ann", 2, phrase, pause).await.expect("speaker");
+    events_until(&mut listener, 10, &mut events, |e| finals_of(e).len() >= 2).await;
+    // The transcript so far is on disk while the recording goes on (a crash loses at most
+    // the last few seconds of it).
+    let so_far = transcript(addr, &recording, "txt").await;
+    assert!(so_far.contains("hello from phrase 1"), "{so_far}");
+    // Off: said meanwhile, not captioned; on again.
+    post(addr, "/api/v1/spaces/tr/captions", serde_json::json!({"captions": false})).await;
+    events_until(&mut listener, 10, &mut events, captions_on(false)).await;
+    common::spawn_phrases(addr, "tr", "ann", 1, phrase, pause).await.expect("speaker");
+    post(addr, "/api/v1/spaces/tr/captions", serde_json::json!({"captions": true})).await;
+    events_until(&mut listener, 20, &mut events, captions_on(true)).await;
+    common::spawn_phrases(addr, "tr", "ann", 2, phrase, pause).await.expect("speaker");
+    events_until(&mut listener, 10, &mut events, |e| finals_of(e).len() >= 4).await;
+    post(addr, "/api/v1/spaces/tr/recording", serde_json::json!({"recording": false})).await;
+    let finals = finals_of(&events);
+    assert_eq!(finals.len(), 4, "two finals per run: {events:?}");
+
+    let vtt = transcript(addr, &recording, "vtt").await;
+    let cues = cues_of(&vtt);
+    let ids: Vec<u64> = cues.iter().map(|c| c.0).collect();
+    let heard: Vec<u64> = finals.iter().map(|f| f["id"].as_u64().expect("id")).collect();
+    assert_eq!(ids, heard, "every final of both runs, once, in order: {vtt}");
+    // Times on the recording's clock: the frames' distances, from where it began.
+    let seq = |i: usize| finals[i]["start_seq"].as_u64().expect("seq");
+    for i in 1..cues.len() {
+        assert_eq!(cues[i].1 - cues[0].1, (seq(i) - seq(0)) * 20, "cue {i}: {vtt}");
+    }
+    let first_words = cues[0].1;
+    assert!(
+        first_words < recorded_at.elapsed().as_millis() as u64
+            && (300..2_500).contains(&first_words),
+        "the first words come right after the recording began: {vtt}"
+    );
+    let txt = transcript(addr, &recording, "txt").await;
+    assert_eq!(txt.lines().count(), 4, "{txt}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A space that ends while a phrase is still being said (and its final still being made: the
+/// engine takes 1.5 s here): the stage ends the phrase with the stream, waits for its final,
+/// and the recording's transcript keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_space_ended_mid_phrase_keeps_the_last_words_in_its_transcript() {
+    let (server, dir) = fake_engine_server("--final-delay 1.5").await;
+    let addr = server.addr();
+    live_space(addr, "last").await;
+    let mut listener = ws(addr, "/ws/last?batch=5").await;
+    let mut events = Vec::new();
+    post(addr, "/api/v1/spaces/last/captions", serde_json::json!({"captions": true})).await;
+    events_until(&mut listener, 20, &mut events, captions_on(true)).await;
+    let recording = post(
+        addr,
+        "/api/v1/spaces/last/recording",
+        serde_json::json!({"recording": true}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("recording id")
+        .to_owned();
+    // One whole phrase, then one going on when the host ends the space.
+    let speaker = common::spawn_phrases(
+        addr,
+        "last",
+        "ann",
+        2,
+        Duration::from_millis(1_500),
+        Duration::from_millis(1_000),
+    );
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    let res = http()
+        .post(format!("http://{addr}/api/v1/spaces/last/end"))
+        .bearer_auth(host())
+        .send()
+        .await
+        .expect("end");
+    assert_eq!(res.status(), 200);
+    let _ = speaker.await;
+    let txt = transcript_with(addr, &recording, "txt", "phrase 2").await;
+    assert!(txt.contains("hello from phrase 1"), "{txt}");
+    assert!(txt.contains("hello from phrase 2"), "the phrase cut by the end: {txt}");
+    assert_eq!(txt.lines().count(), 2, "{txt}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1312,3 +1312,146 @@ async fn captions_switched_on_an_edge_are_switched_at_the_origin() {
         .expect("json");
     assert_eq!(at_origin["captions"], true, "on at the origin: {at_origin}");
 }
+
+/// The text events of a WebSocket until `done` holds for those seen (within `secs`), and the
+/// program frame numbers heard meanwhile.
+async fn events_until(
+    socket: &mut Ws,
+    secs: u64,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> (Vec<serde_json::Value>, Vec<u32>) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut events, mut seqs) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done(&events) {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                events.push(serde_json::from_str(&t).expect("json"));
+            }
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                let _ = townhall_media::wire::parse_program_batch(&b, |f| seqs.push(f.seq));
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    (events, seqs)
+}
+
+fn finals(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events.iter().filter(|e| e["type"] == "caption" && e["final"] == true).collect()
+}
+
+/// Captions made at the origin reach an edge's listeners on every path: `caption` events on
+/// the edge's WebSocket (numbered like the edge's frames), the edge's `/summary` and captions
+/// view, and the edge's own LL-HLS subtitle rendition, whose WebVTT segments are the origin's
+/// byte for byte (a cache in front of both takes either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_carries_the_origins_captions_on_every_path() {
+    let redis = Redis::start();
+    redis.ready().await;
+    let engine = format!("python3 {}/tests/fake_captions_worker.py", env!("CARGO_MANIFEST_DIR"));
+    let origin = server_with(Config {
+        role: NodeRole::Origin,
+        redis: Some(redis.url()),
+        captions_engine: engine,
+        ..Config::default()
+    })
+    .await;
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr(), "subtitled").await;
+    until_space(edge.addr(), "subtitled", |s| s["state"] == "live").await;
+    // A listener on the edge: its relay pulls the program (and the captions) from the origin.
+    let mut listener = ws(edge.addr(), "/ws/subtitled?batch=5").await;
+    let res = http()
+        .post(format!("http://{}/api/v1/spaces/subtitled/captions", origin.addr()))
+        .bearer_auth(host())
+        .json(&serde_json::json!({"captions": true}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 200);
+    let (events, _) = events_until(&mut listener, 20, |e| {
+        e.iter().any(|e| e["type"] == "captions" && e["on"] == true)
+    })
+    .await;
+    assert!(events.iter().any(|e| e["type"] == "captions"), "captions on, at the edge: {events:?}");
+    let speaker = spawn_phrases(
+        origin.addr(),
+        "subtitled",
+        "ann",
+        3,
+        Duration::from_millis(1_200),
+        Duration::from_millis(1_000),
+    );
+    let (events, seqs) = events_until(&mut listener, 30, |e| finals(e).len() >= 2).await;
+    speaker.await.expect("speaker");
+    let got = finals(&events);
+    assert!(got.len() >= 2, "finals at the edge's listener: {events:?}");
+    for f in &got {
+        assert!(f["text"].as_str().is_some_and(|t| t.starts_with("hello from phrase")), "{f}");
+        assert_eq!(f["speaker"], "ann", "attributed: {f}");
+        // On the edge's numbering: within the frames its listener heard.
+        let (start, end) =
+            (f["start_seq"].as_u64().expect("seq"), f["end_seq"].as_u64().expect("seq"));
+        let (lo, hi) =
+            (seqs.iter().min().copied().unwrap_or(0), seqs.iter().max().copied().unwrap_or(0));
+        assert!(u64::from(lo) <= start && end <= u64::from(hi) + 1, "{f} within {lo}..={hi}");
+    }
+
+    // The edge's summary and captions view carry the words.
+    let summary: serde_json::Value = http()
+        .get(format!("http://{}/api/v1/spaces/subtitled/summary", edge.addr()))
+        .send()
+        .await
+        .expect("summary")
+        .json()
+        .await
+        .expect("json");
+    assert!(summary["captions"].to_string().contains("hello from phrase"), "{summary}");
+    let view: serde_json::Value = http()
+        .get(format!("http://{}/api/v1/spaces/subtitled/captions", edge.addr()))
+        .send()
+        .await
+        .expect("captions")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["captions"], true, "{view}");
+    assert!(view["cues"].to_string().contains("hello from phrase"), "{view}");
+
+    // LL-HLS at the edge: the subtitle rendition, its settled segments carry the words, and
+    // each is the origin's own object.
+    let hls = |addr: SocketAddr| format!("http://{addr}/hls/subtitled");
+    let master = http().get(format!("{}/master.m3u8", hls(edge.addr()))).send().await;
+    let master = master.expect("master").text().await.expect("text");
+    assert!(master.contains("#EXT-X-MEDIA:TYPE=SUBTITLES"), "{master}");
+    let mut compared = 0;
+    let mut worded = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while worded.is_empty() && tokio::time::Instant::now() < deadline {
+        let subs = http().get(format!("{}/subs.m3u8", hls(edge.addr()))).send().await;
+        let subs = subs.expect("subs");
+        assert_eq!(subs.status(), 200);
+        let subs = subs.text().await.expect("text");
+        for name in subs.lines().filter(|l| l.ends_with(".vtt")) {
+            let at_edge = http().get(format!("{}/{name}", hls(edge.addr()))).send().await;
+            let at_edge = at_edge.expect("vtt").text().await.expect("text");
+            let at_origin = http().get(format!("{}/{name}", hls(origin.addr()))).send().await;
+            let at_origin = at_origin.expect("vtt");
+            if at_origin.status() != 200 {
+                continue; // out of the origin's window already
+            }
+            let at_origin = at_origin.text().await.expect("text");
+            assert_eq!(at_edge, at_origin, "{name}: the same object from either node");
+            compared += 1;
+            if at_edge.contains("hello from phrase") {
+                assert!(at_edge.contains("<v ann>"), "{at_edge}");
+                worded = at_edge;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!worded.is_empty(), "an edge WebVTT segment with the words ({compared} compared)");
+}

@@ -71,8 +71,17 @@ struct Kept {
 
 /// Listens on `addr` for `duration`, noting whether the stream ended before.
 fn spawn_listener(addr: SocketAddr, duration: Duration) -> tokio::task::JoinHandle<Kept> {
+    spawn_listener_on(addr, "/ws/fo", duration)
+}
+
+/// [`spawn_listener`] on `path`.
+fn spawn_listener_on(
+    addr: SocketAddr,
+    path: &'static str,
+    duration: Duration,
+) -> tokio::task::JoinHandle<Kept> {
     tokio::spawn(async move {
-        let socket = ws(addr, "/ws/fo").await;
+        let socket = ws(addr, path).await;
         let mut stream = socket.split().1;
         let mut heard = Heard::default();
         let mut decoder = ProgramDecoder::default();
@@ -268,4 +277,115 @@ async fn a_frozen_origin_that_wakes_up_is_fenced_off() {
     assert_eq!(origin, format!("http://{}", scene.standby.addr()), "the old origin wrote nothing");
     assert_eq!(epoch, 2);
     standby_carries_on(&scene, listener).await;
+}
+
+/// A captioned space recorded on an origin that dies: the standby captions it too (the hold
+/// says it was captioned), and the recording's next part there has its own transcript, timed
+/// on that part's clock (its first frame at 00:00), with the words said there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_captioned_recording_goes_on_with_its_transcript_at_the_standby() {
+    let engine = format!("python3 {}/tests/fake_captions_worker.py", env!("CARGO_MANIFEST_DIR"));
+    let config = std::env::temp_dir().join(format!(
+        "townhall-failover-captions-{}-{:08x}.toml",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::write(&config, format!("captions_engine = {engine:?}\n")).expect("config");
+    let redis = RedisServer::start().await;
+    let origin = NodeProcess::start_with(
+        "origin",
+        &redis.url(),
+        "origin-c",
+        &["--config", config.to_str().expect("path")],
+    );
+    let data_dir = std::env::temp_dir().join(format!(
+        "townhall-failover-standby-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let standby = server_with(Config {
+        role: NodeRole::Origin,
+        redis: Some(redis.url()),
+        data_dir: data_dir.clone(),
+        captions_engine: engine,
+        ..Config::default()
+    })
+    .await;
+    live_space(origin.addr, "fc").await;
+    let switch = |addr: SocketAddr, path: &'static str, body: serde_json::Value| async move {
+        let res = http()
+            .post(format!("http://{addr}/api/v1/spaces/fc/{path}"))
+            .bearer_auth(host())
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 200, "{path}");
+        res.json::<serde_json::Value>().await.expect("json")
+    };
+    switch(origin.addr, "captions", serde_json::json!({"captions": true})).await;
+    let first = switch(origin.addr, "recording", serde_json::json!({"recording": true})).await;
+    let first = first["id"].as_str().expect("id").to_owned();
+    let phrase = Duration::from_millis(1_000);
+    spawn_phrases(origin.addr, "fc", "ann", 2, phrase, phrase).await.expect("speaker");
+    // The hold is written every second: let it see the captions and the recording.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    origin.signal("KILL");
+    assert!(
+        until_status(standby.addr(), "/api/v1/spaces/fc/room", 200, 15).await,
+        "the standby took the space over"
+    );
+    let taken_at = tokio::time::Instant::now();
+    let captions: serde_json::Value = http()
+        .get(format!("http://{}/api/v1/spaces/fc/captions", standby.addr()))
+        .send()
+        .await
+        .expect("captions")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(captions["captions"], true, "captioned at the standby too: {captions}");
+    // The speaker comes back to the new origin and says two more phrases; a listener there
+    // notes their captions.
+    let listener = spawn_listener_on(standby.addr(), "/ws/fc?batch=5", Duration::from_secs(8));
+    spawn_phrases(standby.addr(), "fc", "ann", 2, phrase, phrase).await.expect("speaker");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spoke_for = taken_at.elapsed().as_millis() as u64;
+    let part = switch(standby.addr(), "recording", serde_json::json!({"recording": false})).await;
+    assert_eq!(part["part"]["of"], first.as_str(), "the next part of {first}: {part}");
+    let id = part["id"].as_str().expect("id");
+    let vtt = http()
+        .get(format!("http://{}/recordings/{id}.vtt", standby.addr()))
+        .send()
+        .await
+        .expect("vtt");
+    assert_eq!(vtt.status(), 200, "the part has a transcript");
+    let vtt = vtt.text().await.expect("text");
+    let starts: Vec<u64> = vtt
+        .lines()
+        .filter_map(|l| l.split_once(" --> "))
+        .map(|(start, _)| {
+            let (hms, ms) = start.split_once('.').expect("time");
+            let secs = hms.split(':').fold(0, |a, p| a * 60 + p.parse::<u64>().expect("n"));
+            secs * 1_000 + ms.parse::<u64>().expect("ms")
+        })
+        .collect();
+    assert_eq!(starts.len(), 2, "the two phrases said at the standby: {vtt}");
+    assert!(vtt.contains("hello from phrase"), "{vtt}");
+    // On the part's clock: said after it began, within the time since, one phrase apart.
+    assert!(starts[1] <= spoke_for + 1_000, "{starts:?} within {spoke_for} ms: {vtt}");
+    // The same distance apart as the words were in the program (frames of 20 ms).
+    let heard = listener.await.expect("listener").heard.events;
+    let finals: Vec<u64> = heard
+        .iter()
+        .filter(|e| e["type"] == "caption" && e["final"] == true)
+        .filter_map(|e| e["start_seq"].as_u64())
+        .collect();
+    assert_eq!(finals.len(), 2, "{heard:?}");
+    assert_eq!(starts[1] - starts[0], (finals[1] - finals[0]) * 20, "{starts:?} {finals:?}");
+    let duration = part["duration_ms"].as_u64().unwrap_or(0);
+    assert!(starts[1] < duration, "within the part ({duration} ms): {vtt}");
+    drop(standby);
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """A captions worker for tests: speaks the protocol (docs/protocol.md, "Captions worker") and
-says the same words for every phrase, so tests of delivery do not depend on a real engine."""
+says the same words for every phrase, so tests of delivery do not depend on a real engine.
+
+`--final-delay SECS` makes each final come that long after its phrase ended (an engine still
+decoding when the space ends, say)."""
 import json
 import struct
 import sys
+import threading
+
+delay = 0.0
+if "--final-delay" in sys.argv:
+    delay = float(sys.argv[sys.argv.index("--final-delay") + 1])
+lock = threading.Lock()
 
 
 def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    with lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
 
 emit({"type": "ready", "engine": "fake 1"})
@@ -25,4 +35,13 @@ while True:
         sent_interim.add(utt)
         emit({"type": "interim", "utt": utt, "text": "hello from"})
     elif kind == 2:
-        emit({"type": "final", "utt": utt, "text": f"hello from phrase {utt}"})
+        final = {"type": "final", "utt": utt, "text": f"hello from phrase {utt}"}
+        if delay > 0:
+            threading.Timer(delay, emit, [final]).start()
+        else:
+            emit(final)
+# Finals still on their way are said before leaving (a worker's stdin closes when its stage
+# ends; it may still answer for a while).
+for t in threading.enumerate():
+    if t is not threading.current_thread():
+        t.join()

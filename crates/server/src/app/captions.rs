@@ -14,8 +14,17 @@ use crate::app::captioning::{EngineState, probe};
 use crate::app::error::{AppError, ErrorKind};
 use crate::app::live::{CaptionsRun, LiveSpace};
 use crate::app::state::AppState;
+use crate::app::store::Store;
 use crate::metrics::CAPTIONED_SPACES;
-use crate::pipeline::captions::{CaptionBoard, StageParts};
+use crate::pipeline::captions::{CaptionBoard, FirstFrame, StageParts};
+use townhall_captions::Cue;
+
+/// How often the transcripts of recordings in progress are written as far as they go.
+pub const TRANSCRIPT_SYNC: Duration = Duration::from_secs(5);
+
+/// How long the transcript of a recording cut by the end of its space waits for the last
+/// phrase's final (the stage gives its worker 5 s).
+const TRANSCRIPT_END_WAIT: Duration = Duration::from_secs(6);
 
 /// A space's captions, as the API answers.
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +107,7 @@ impl AppState {
             })?;
             metrics::gauge!(CAPTIONED_SPACES).set(slots.used() as f64);
         }
-        let board = Arc::new(CaptionBoard::default());
+        let board = live.caption_board().clone();
         let slots = self.captions.slots.clone();
         let weak = Arc::downgrade(live);
         let on_exit = Box::new(move || {
@@ -114,40 +123,65 @@ impl AppState {
             feed: live.feed().clone(),
             talking: live.talking_source(),
             board: board.clone(),
+            generation,
             command: self.captions.command.clone(),
             on_exit,
         });
-        if self.recordings.is_recording(live.id()) {
-            board.begin_transcript(None);
-        }
         live.start_captions(CaptionsRun { generation, board, active: true }, sink);
         Ok(())
     }
 
-    /// A recording of `live` began: its captions (if on) start collecting its transcript.
-    pub(crate) fn begin_transcript(&self, live: &LiveSpace) {
-        if let Some(run) = live.captions().filter(|r| r.active) {
-            run.board.begin_transcript(run.board.next_frame());
+    /// A recording of `live` began, its first frame to be noted in `first` by its tap: the
+    /// space's captions collect its transcript, from whichever runs (captions may be turned
+    /// on, off and on again while it lasts).
+    pub(crate) fn begin_transcript(&self, live: &LiveSpace, first: Arc<FirstFrame>) {
+        live.caption_board().begin_transcript(first);
+    }
+
+    /// Keeps the transcript `board` collected for `recording` (its recording stopped or the
+    /// space ended): see [`save_transcript`]. Touches the database: call it where blocking is
+    /// allowed.
+    pub fn keep_transcript(&self, board: &CaptionBoard, recording: &str) {
+        save_transcript(&self.store, board, recording);
+    }
+
+    /// Keeps `recording`'s transcript once the words said before now have their finals: waits
+    /// (at most `wait`) until the captions are settled past the frame they heard last (a
+    /// phrase in flight got its final, or was given up) or no run is left (the space ended
+    /// and its stages flushed their last phrase), then stores it off the async workers.
+    pub(crate) async fn keep_transcript_settled(
+        &self,
+        board: Arc<CaptionBoard>,
+        recording: String,
+        wait: Duration,
+    ) {
+        settle(&board, wait).await;
+        let store = self.store.clone();
+        let kept = tokio::task::spawn_blocking(move || save_transcript(&store, &board, &recording));
+        if let Err(e) = kept.await {
+            tracing::error!("keeping a transcript: {e}");
         }
     }
 
-    /// Keeps the transcript collected for `recording` of `space` (its recording stopped or the
-    /// space ended): plain text and WebVTT, in the database beside the recording's index
-    /// entry. Nothing is kept when captions were off throughout or heard no words. Touches the
-    /// database: call it where blocking is allowed.
-    pub fn keep_transcript(&self, space: &SpaceId, recording: &str) {
-        let Some(live) = self.live(space) else { return };
-        let Some((from, cues)) = live.captions().and_then(|r| r.board.take_transcript()) else {
-            return;
-        };
-        if cues.is_empty() {
-            return;
-        }
-        let text = townhall_captions::webvtt::plain_text(&cues, from);
-        let vtt = townhall_captions::webvtt::transcript(&cues, from);
-        match self.store.save_transcript(recording, &text, &vtt) {
-            Ok(()) => tracing::info!(%recording, cues = cues.len(), "transcript kept"),
-            Err(e) => tracing::error!(%recording, "cannot keep the transcript: {e}"),
+    /// The space `live` ended while `recording` was made: its captions stages flush the
+    /// phrase in flight (the end of the stream ends it) and wait for its final; the transcript
+    /// is kept once they are done, 6 s at most (a stage gives its worker 5 s), off this call.
+    pub(crate) fn keep_transcript_after_end(&self, live: &LiveSpace, recording: String) {
+        let board = live.caption_board().clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let store = self.store.clone();
+                rt.spawn(async move {
+                    settle(&board, TRANSCRIPT_END_WAIT).await;
+                    let kept = tokio::task::spawn_blocking(move || {
+                        save_transcript(&store, &board, &recording);
+                    });
+                    if let Err(e) = kept.await {
+                        tracing::error!("keeping a transcript: {e}");
+                    }
+                });
+            }
+            Err(_) => save_transcript(&self.store, &board, &recording),
         }
     }
 
@@ -184,5 +218,60 @@ impl AppState {
             }
         };
         *self.captions.engine.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+}
+
+/// Waits (at most `wait`) until `board`'s captions are settled past the latest frame they had
+/// heard when called, or no run writes it any more.
+pub(crate) async fn settle(board: &CaptionBoard, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    let (_, heard) = board.settled();
+    // (Without a run, `settled` is `u64::MAX` for both: nothing to wait for.)
+    while board.on() && board.settled().0 <= heard && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stores the transcript `board` collected for `recording`: plain text and WebVTT, timed from
+/// the recording's first frame, in the database beside the recording's index entry. Nothing is
+/// kept when captions were off throughout or heard no words. Blocks on the database.
+fn save_transcript(store: &Store, board: &CaptionBoard, recording: &str) {
+    board.finish_transcript(|from, cues| {
+        if write_transcript(store, recording, from, cues) {
+            tracing::info!(%recording, cues = cues.len(), "transcript kept");
+        }
+    });
+}
+
+/// Writes `cues` (timed from frame `from`) as `recording`'s transcript, plain text and
+/// WebVTT; nothing when there are none. Blocks on the database.
+fn write_transcript(store: &Store, recording: &str, from: u64, cues: &[Cue]) -> bool {
+    if cues.is_empty() {
+        return false;
+    }
+    let text = townhall_captions::webvtt::plain_text(cues, from);
+    let vtt = townhall_captions::webvtt::transcript(cues, from);
+    match store.save_transcript(recording, &text, &vtt) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(%recording, "cannot keep the transcript: {e}");
+            false
+        }
+    }
+}
+
+impl AppState {
+    /// Writes the transcripts of the recordings in progress as far as they go, where they
+    /// gained cues since the last time (every [`TRANSCRIPT_SYNC`]): a node that dies loses
+    /// at most that much of a transcript, as its recording loses at most its last sync
+    /// interval. Blocks on the database.
+    pub fn sync_transcripts(&self) {
+        for (space, recording) in self.recordings.active() {
+            if let Some(live) = self.live(&space) {
+                live.caption_board().save_progress(|from, cues| {
+                    write_transcript(&self.store, &recording, from, cues);
+                });
+            }
+        }
     }
 }

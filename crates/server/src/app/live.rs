@@ -191,6 +191,8 @@ pub struct LiveSpace {
     origin: Option<String>,
     /// Its captions stage, if captions were turned on in this run.
     captions: Mutex<Option<CaptionsRun>>,
+    /// What its captions said (every run's, or for a relayed space the origin's as relayed).
+    caption_board: Arc<CaptionBoard>,
 }
 
 /// A run of a space's captions stage.
@@ -198,7 +200,7 @@ pub struct LiveSpace {
 pub struct CaptionsRun {
     /// Distinguishes this run from earlier ones of the same space (its slot's key).
     pub generation: u64,
-    /// Where its cues are kept (kept after the run, for the subtitle rendition's past).
+    /// Where its cues are kept (the space's board, shared by its runs).
     pub board: Arc<CaptionBoard>,
     /// Whether the stage still runs.
     pub active: bool,
@@ -322,6 +324,7 @@ impl LiveSpace {
             last_reactions: Mutex::new(None),
             origin,
             captions: Mutex::new(None),
+            caption_board: Arc::new(CaptionBoard::default()),
         })
     }
 
@@ -640,9 +643,24 @@ impl LiveSpace {
         engine.remove(self.id.clone());
     }
 
-    /// The space's captions run (the latest, running or not).
+    /// The space's captions run (the latest, running or not); for a relayed space, the
+    /// origin's captions as relayed here, once it heard of any.
     pub fn captions(&self) -> Option<CaptionsRun> {
+        if self.origin.is_some() {
+            let board = &self.caption_board;
+            return board.captioned().then(|| CaptionsRun {
+                generation: 0,
+                board: board.clone(),
+                active: board.on(),
+            });
+        }
         self.captions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What the space's captions said (kept across runs: the subtitle rendition's past cues,
+    /// the transcript of the recording in progress).
+    pub fn caption_board(&self) -> &Arc<CaptionBoard> {
+        &self.caption_board
     }
 
     /// Who is talking, as the engine names them (for the captions stage).

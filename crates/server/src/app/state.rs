@@ -472,12 +472,13 @@ impl AppState {
         let mut directory = self.directory();
         let space = directory.end(id, now_unix())?.clone();
         self.save(&space);
-        if let Some(recording) = self.recordings.current(id) {
-            self.keep_transcript(id, &recording);
-        }
+        let recording = self.recordings.current(id);
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
+            if let Some(recording) = recording {
+                self.keep_transcript_after_end(&live, recording);
+            }
             // The origin tells the world; an edge only stops carrying it.
             if live.origin().is_none() {
                 self.webhooks.emit(WebhookEvent::SpaceEnded { space: (&space).into() });

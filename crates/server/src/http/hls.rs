@@ -295,8 +295,8 @@ fn frames_per_segment(cfg: &HlsConfig) -> u64 {
 /// [`townhall_captions::webvtt::settled_segments`]): all of them once captions are off.
 fn settled(store: &HlsStore, run: &crate::app::live::CaptionsRun) -> std::ops::Range<u64> {
     let cfg = HlsConfig::default();
-    let (settled_until, latest) =
-        if run.active { run.board.settled() } else { (u64::MAX, u64::MAX) };
+    // Settled by the board's runs (or an origin's word, relayed); everything once none runs.
+    let (settled_until, latest) = run.board.settled();
     let s = store.segmenter();
     let complete = s.first_msn()..s.next().msn;
     // A stream that ended has no segment in progress: its last segment is complete.
@@ -306,8 +306,7 @@ fn settled(store: &HlsStore, run: &crate::app::live::CaptionsRun) -> std::ops::R
         frames_per_segment(&cfg),
         settled_until,
         latest,
-        // Ten seconds: a segment is listed at the latest that long after its end.
-        500,
+        townhall_captions::webvtt::LIST_DEADLINE_FRAMES,
     )
 }
 

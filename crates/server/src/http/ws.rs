@@ -113,6 +113,9 @@ pub async fn handler(
             let hold = parts.extensions.get::<ConnContext>().and_then(|c| c.hold.clone());
             let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
             let guard = live.feed().count_listener(Protocol::Ws).holding(identity_hold);
+            // A one-frame listener starts with what is published from this moment on, also
+            // while its connection is being upgraded: a relay misses no caption event there.
+            let from = from.or_else(|| (batch == 1).then(|| live.feed().next_frame()));
             let mut first = vec![ws_frame(
                 WsOpcode::Text,
                 hello(&space, &who, Role::Listener, batch).as_bytes(),
@@ -122,6 +125,18 @@ pub async fn handler(
             if !talking.is_empty() {
                 let event = ListenerEvent::Speaking { speakers: &talking }.to_json();
                 first.push(ws_frame(WsOpcode::Text, event.as_bytes()));
+            }
+            // And whether captions are on; a one-frame listener (an edge's relay) also how
+            // far they are settled, so that it lists subtitle segments from the start.
+            if let Some(board) = live.captions().map(|run| run.board).filter(|b| b.on()) {
+                if batch == 1 {
+                    let (seq, latest) = board.settled();
+                    let event = ListenerEvent::CaptionsSettled { seq, latest }.to_json();
+                    first.push(ws_frame(WsOpcode::Text, event.as_bytes()));
+                }
+                let engine = board.engine();
+                let event = ListenerEvent::Captions { on: true, engine: engine.as_deref() };
+                first.push(ws_frame(WsOpcode::Text, event.to_json().as_bytes()));
             }
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else { return };

@@ -88,6 +88,16 @@ pub enum ListenerEvent<'a> {
         /// The engine, once it runs.
         engine: Option<&'a str>,
     },
+    /// How far the space's captions are settled: every cue that overlaps program frames
+    /// before `seq` has its final (or was given up). Sent on the one-frame stream only (where
+    /// edges' relays listen), when it crosses an LL-HLS segment boundary: an edge lists a
+    /// subtitle segment once it is settled, as the origin does.
+    CaptionsSettled {
+        /// The frontier, a program frame number.
+        seq: u64,
+        /// The latest program frame the captions heard.
+        latest: u64,
+    },
     /// Something changed in the room; the room's own event, with its own `type`.
     #[serde(untagged)]
     Room(&'a RoomEvent),
@@ -197,6 +207,10 @@ mod tests {
         assert_eq!(
             parse(ListenerEvent::Captions { on: false, engine: None }),
             json!({"type":"captions","on":false,"engine":null})
+        );
+        assert_eq!(
+            parse(ListenerEvent::CaptionsSettled { seq: 300, latest: 310 }),
+            json!({"type":"captions_settled","seq":300,"latest":310})
         );
         let room = RoomEvent::Left { who: who.clone() };
         let as_room = parse(ListenerEvent::Room(&room));

@@ -24,10 +24,17 @@ pub const MAX_WS_BATCH: usize = 5;
 /// WebSocket): 5 s, longer than an edge relay's longest reconnect pause.
 pub const RESUME_FRAMES: usize = 250;
 
-/// A one-frame WebSocket message kept for resuming listeners.
+/// Caption events kept among the frames for resuming listeners, at most (they are a few per
+/// phrase; a relay that lost its link gets those it missed with the frames).
+const RESUME_EVENTS: usize = 64;
+
+/// A one-frame WebSocket message kept for resuming listeners: a program frame, or a caption
+/// event published between two frames.
 struct Resumable {
-    /// The program frame's number.
+    /// The program frame's number (for an event: the number of the frame after it).
     frame_seq: u64,
+    /// Whether this is an event, not a frame.
+    event: bool,
     /// Its position in the one-frame channel, if it was sent there (nobody listened otherwise).
     feed_seq: Option<u64>,
     /// The complete WebSocket frame.
@@ -121,6 +128,25 @@ struct Channels {
     ogg: Channel,
     ogg_recent: VecDeque<(u64, Bytes)>,
     resume: VecDeque<Resumable>,
+    /// Events among `resume`.
+    resume_events: usize,
+    /// The number of the next program frame (the one after the last published).
+    next_frame: u64,
+}
+
+impl Channels {
+    /// Keeps a one-frame message for resuming listeners: the last [`RESUME_FRAMES`] frames and
+    /// the caption events among them (at most [`RESUME_EVENTS`]).
+    fn keep(&mut self, kept: Resumable) {
+        self.resume_events += usize::from(kept.event);
+        self.resume.push_back(kept);
+        while self.resume.len() - self.resume_events > RESUME_FRAMES
+            || self.resume_events > RESUME_EVENTS
+        {
+            let Some(old) = self.resume.pop_front() else { break };
+            self.resume_events -= usize::from(old.event);
+        }
+    }
 }
 
 /// One space's program stream, as listeners see it.
@@ -150,6 +176,8 @@ impl ProgramFeed {
             ogg: Channel::new(64),
             ogg_recent: VecDeque::with_capacity(ogg_burst_pages + 1),
             resume: VecDeque::with_capacity(RESUME_FRAMES),
+            resume_events: 0,
+            next_frame: 0,
         };
         ProgramFeed {
             metric_label: space.to_string(),
@@ -308,10 +336,48 @@ impl ProgramFeed {
         let bytes = ws_frame(WsOpcode::Binary, payload);
         if let Some(c) = self.lock().as_mut() {
             let feed_seq = in_use.then(|| c.ws[0].send(bytes.clone(), 1));
-            if c.resume.len() >= RESUME_FRAMES {
-                c.resume.pop_front();
+            c.next_frame = frame_seq + 1;
+            c.keep(Resumable { frame_seq, event: false, feed_seq, bytes });
+        }
+    }
+
+    /// The number of the next program frame (0 before the first).
+    pub fn next_frame(&self) -> u64 {
+        self.lock().as_ref().map_or(0, |c| c.next_frame)
+    }
+
+    /// Publishes a caption event to every WebSocket listener, and keeps it among the frames for
+    /// one-frame listeners that resume (an edge's relay whose link broke gets the cues it
+    /// missed, in order with the frames).
+    pub fn publish_caption_event(&self, json: &str) {
+        let frame = ws_frame(WsOpcode::Text, json.as_bytes());
+        if let Some(c) = self.lock().as_mut() {
+            let mut feed_seq = None;
+            for (i, channel) in c.ws.iter_mut().enumerate() {
+                if channel.tx.receiver_count() > 0 {
+                    let seq = channel.send(frame.clone(), 0);
+                    if i == 0 {
+                        feed_seq = Some(seq);
+                    }
+                }
             }
-            c.resume.push_back(Resumable { frame_seq, feed_seq, bytes });
+            let frame_seq = c.next_frame;
+            c.keep(Resumable { frame_seq, event: true, feed_seq, bytes: frame });
+        }
+    }
+
+    /// Publishes an event for one-frame listeners only (edges' relays listen there; players
+    /// batch frames), kept for those that resume like [`publish_caption_event`]'s.
+    ///
+    /// [`publish_caption_event`]: Self::publish_caption_event
+    pub fn publish_relay_event(&self, json: &str) {
+        let frame = ws_frame(WsOpcode::Text, json.as_bytes());
+        if let Some(c) = self.lock().as_mut() {
+            let channel = &mut c.ws[0];
+            let feed_seq =
+                (channel.tx.receiver_count() > 0).then(|| channel.send(frame.clone(), 0));
+            let frame_seq = c.next_frame;
+            c.keep(Resumable { frame_seq, event: true, feed_seq, bytes: frame });
         }
     }
 
@@ -419,6 +485,52 @@ impl Drop for ListenerGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resuming_listener_gets_the_caption_events_among_its_frames() {
+        let feed = ProgramFeed::new(
+            SpaceId::new("r").expect("id"),
+            Bytes::new(),
+            0,
+            FanoutConfig {
+                shards: 1,
+                stall: std::time::Duration::from_secs(60),
+                shutdown: tokio::sync::watch::channel(false).1,
+                drain: tokio::sync::watch::channel(None).1,
+                shield: None,
+            },
+        );
+        assert_eq!(feed.next_frame(), 0);
+        for seq in 0..1_000u64 {
+            feed.publish_single(seq, &[seq as u8], false);
+            if seq % 100 == 50 {
+                feed.publish_caption_event(&format!("{{\"n\":{seq}}}"));
+            }
+        }
+        feed.publish_relay_event("{\"n\":\"settled\"}");
+        assert_eq!(feed.next_frame(), 1_000);
+        let kept = feed.resume_from(850, u64::MAX);
+        let texts: Vec<usize> = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b[0] == 0x80 | WsOpcode::Text as u8)
+            .map(|(i, _)| i)
+            .collect();
+        // Frames 850..1000 (150), the events after frames 850 and 950, the settled one last.
+        assert_eq!(kept.len(), 153);
+        assert_eq!(texts, vec![1, 102, 152], "in order with the frames");
+        // Frames kept are bounded as before, events too.
+        {
+            let c = feed.lock();
+            let c = c.as_ref().expect("open");
+            assert_eq!(c.resume.len() - c.resume_events, RESUME_FRAMES);
+        }
+        for _ in 0..1_000 {
+            feed.publish_relay_event("{}");
+        }
+        let c = feed.lock();
+        assert!(c.as_ref().expect("open").resume_events <= RESUME_EVENTS);
+    }
 
     #[test]
     fn frames_use_the_right_length_encoding() {

@@ -20,6 +20,8 @@ pub struct RecordTap {
     pub(crate) tx: SyncSender<Frame>,
     pub(crate) id: Arc<str>,
     pub(crate) dropped: u64,
+    /// Where the recording's first frame is noted (its transcript is timed from it).
+    pub(crate) first: Option<Arc<crate::pipeline::captions::FirstFrame>>,
 }
 
 impl std::fmt::Debug for RecordTap {
@@ -32,6 +34,9 @@ impl RecordTap {
     /// Offers program frame `seq` without waiting. A full queue drops the frame (counted and
     /// logged); returns `false` once the recorder is gone, and the engine then drops the tap.
     pub fn offer(&mut self, seq: u32, payload: &Bytes) -> bool {
+        if let Some(first) = &self.first {
+            first.saw(u64::from(seq));
+        }
         match self.tx.try_send(Frame { seq, payload: payload.clone() }) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {

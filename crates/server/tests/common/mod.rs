@@ -176,6 +176,57 @@ impl ToneSpeaker {
     }
 }
 
+impl ToneSpeaker {
+    /// The next frame as a wire message, silent.
+    pub fn next_silence(&mut self) -> Bytes {
+        let payload = self.encoder.encode_vec_float(&[0.0; FRAME_SAMPLES], 1275).expect("encode");
+        let frame = SpeakerFrame {
+            seq: self.seq,
+            sent_at_us: townhall_server::clock::now_us(),
+            payload: Bytes::from(payload),
+        };
+        self.seq += 1;
+        frame.encode()
+    }
+}
+
+/// A speaker saying `phrases` phrases into `space`: each a 440 Hz tone for `on`, then silence
+/// for `off` (long enough to end a phrase for the captions), in real time. Returns when done.
+pub fn spawn_phrases(
+    addr: SocketAddr,
+    space: &str,
+    who: &str,
+    phrases: usize,
+    on: Duration,
+    off: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let path = format!("/ws/{space}?mode=speak&token={}", token(who, Role::Speaker, space));
+    tokio::spawn(async move {
+        let mut ws = ws(addr, &path).await;
+        let hello = next_json(&mut ws).await;
+        assert_eq!(hello["type"], "hello");
+        let (mut sink, mut stream) = ws.split();
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let mut bot = ToneSpeaker::new(440.0, 0.4);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        // The space may end while it speaks: it then stops.
+        'speaking: for _ in 0..phrases {
+            for loud in (0..on.as_millis() / 20)
+                .map(|_| true)
+                .chain((0..off.as_millis() / 20).map(|_| false))
+            {
+                tick.tick().await;
+                let frame = if loud { bot.next_message() } else { bot.next_silence() };
+                if sink.send(Message::Binary(frame)).await.is_err() {
+                    break 'speaking;
+                }
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        drain.abort();
+    })
+}
+
 /// Connects a tone speaker to `space`, sends for `duration` in real time (20 ms pacing) while
 /// decoding the mix-minus it gets back, then closes. Returns what the speaker heard.
 pub fn spawn_speaker(

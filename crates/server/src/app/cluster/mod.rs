@@ -445,6 +445,7 @@ async fn keep_live(
         node: record.node.clone(),
         epoch: record.epoch,
         recording: app.recordings.next_part(id),
+        captions: live.captions().is_some_and(|run| run.active),
     };
     let hold = serde_json::to_string(&hold).unwrap_or_default();
     let digest = {
@@ -518,6 +519,14 @@ async fn take_over(app: &Arc<AppState>, c: &mut ConnectionManager) -> redis::Red
         match app.adopt(hold.space, hold.room) {
             Ok(()) => {
                 tracing::warn!(space = %id, %from, epoch, "took the space over");
+                // Captioned there, captioned here (before the recording's next part begins, so
+                // its transcript has every word said here).
+                if hold.captions
+                    && let Some(live) = app.live(id)
+                    && let Err(e) = app.caption(&live)
+                {
+                    tracing::warn!(space = %id, "captions not taken over: {}", e.message);
+                }
                 if let Some(part) = hold.recording {
                     // The recording goes on here, as its next part.
                     let app = app.clone();

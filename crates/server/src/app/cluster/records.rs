@@ -130,6 +130,10 @@ pub struct Hold {
     /// The recording in progress, as the part that would continue it elsewhere.
     #[serde(default)]
     pub recording: Option<crate::app::store::RecordingPart>,
+    /// Whether it is captioned (the host's switch, or the node's `captions`): a successor
+    /// captions it too.
+    #[serde(default)]
+    pub captions: bool,
 }
 
 /// Listeners per space summed over `nodes`, leaving out `except` (this node counts its own).

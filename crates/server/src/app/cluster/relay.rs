@@ -23,13 +23,17 @@ use townhall_media::ProgramFrame;
 use crate::app::live::LiveSpace;
 use crate::app::state::AppState;
 use crate::metrics::RELAY_FRAMES;
+use crate::pipeline::captions::relayed::Relayed;
 use crate::pipeline::engine::RelayInput;
+use crate::pipeline::events::ListenerEvent;
 use townhall_shield::Backoff;
 
 /// How long a relay stays connected after this node's last listener of the space left.
 pub const LINGER: Duration = Duration::from_secs(10);
 /// How often an idle relay looks for listeners, and a connected one for their absence.
 const CHECK: Duration = Duration::from_millis(100);
+/// The one run an edge's board has: the origin's captions, as relayed.
+const RELAYED_RUN: u64 = 0;
 /// The relay's token lives this long; a new one is minted for every connection.
 const TOKEN_TTL_SECS: u64 = 3_600;
 
@@ -134,7 +138,14 @@ struct Resume {
     last_out: Option<u32>,
     /// The next frame starts a new origin's numbering.
     rebase: bool,
+    /// Caption events that came before the first frame of a new origin's numbering (their
+    /// frame numbers are renumbered with it), at most [`MAX_PENDING`].
+    pending: Vec<Relayed>,
 }
+
+/// Caption events held until a new origin's first frame, at most (the origin's greeting has
+/// two).
+const MAX_PENDING: usize = 16;
 
 impl Resume {
     /// This node's number for the origin's frame `seq`.
@@ -153,6 +164,28 @@ impl Resume {
 impl Resume {
     fn next_from(&self, origin: &str) -> Option<u64> {
         self.next.filter(|_| self.origin == origin)
+    }
+
+    /// An origin's caption event in this node's numbering, once it is known (after the first
+    /// frame of the origin's numbering); held until then.
+    fn caption(&mut self, event: Relayed) -> Option<Relayed> {
+        if self.rebase {
+            if self.pending.len() < MAX_PENDING {
+                self.pending.push(event);
+            }
+            return None;
+        }
+        let offset = self.offset;
+        Some(event.renumbered(|n| n.wrapping_add(offset)))
+    }
+
+    /// The caption events held for the first frame, renumbered (it came).
+    fn released(&mut self) -> Vec<Relayed> {
+        if self.rebase {
+            return Vec::new();
+        }
+        let offset = self.offset;
+        self.pending.drain(..).map(|e| e.renumbered(|n| n.wrapping_add(offset))).collect()
     }
 }
 
@@ -192,6 +225,10 @@ async fn session(
     let mut check = tokio::time::interval(CHECK);
     let mut last_wanted = Instant::now();
     let mut heard = false;
+    // Whether the origin said how far its captions are settled before its first frame (it
+    // does when they are on): if not, they are off there now.
+    let mut settled_said = false;
+    let mut framed = false;
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -200,8 +237,21 @@ async fn session(
                         resume.next = Some(u64::from(last) + 1);
                         heard = true;
                     }
+                    if !std::mem::replace(&mut framed, true) && !settled_said {
+                        captions_off_there(app, space);
+                    }
+                    for event in resume.released() {
+                        relay_caption(app, space, event);
+                    }
                 }
                 Some(Ok(Message::Text(text))) => {
+                    if let Some(event) = Relayed::parse(text.as_str()) {
+                        settled_said |= matches!(event, Relayed::Settled { .. });
+                        if let Some(event) = resume.caption(event) {
+                            relay_caption(app, space, event);
+                        }
+                        continue;
+                    }
                     if let Some(ended) = pass_event(app, space, text.as_str()) {
                         return match ended {
                             Outcome::SentOff { after, .. } => Outcome::SentOff { after, connected: heard },
@@ -297,6 +347,50 @@ fn forward_frames(data: &Bytes, frames: &RelayInput, resume: &mut Resume) -> Opt
     last
 }
 
+/// Puts an origin's caption event (renumbered) on this node's board and passes it on to its
+/// listeners: the same cues, subtitle segments and settled frontier as the origin's.
+fn relay_caption(app: &AppState, space: &SpaceId, event: Relayed) {
+    let Some(live) = app.live(space) else { return };
+    let (board, feed) = (live.caption_board(), live.feed());
+    match event {
+        Relayed::Cue(timed) => {
+            if !board.on() {
+                // Cues without a word of the frontier yet: nothing after them is settled.
+                board.begin_run(RELAYED_RUN, timed.cue.start);
+            }
+            let json = timed.event().to_json();
+            if board.add(timed) {
+                feed.publish_caption_event(&json);
+            }
+        }
+        Relayed::Switched { on, engine } => {
+            if on {
+                board.set_engine(engine.clone());
+            } else {
+                board.end_run(RELAYED_RUN, None);
+            }
+            let event = ListenerEvent::Captions { on, engine: engine.as_deref() };
+            feed.publish_caption_event(&event.to_json());
+        }
+        Relayed::Settled { seq, latest } => {
+            board.begin_run(RELAYED_RUN, seq);
+            board.progress(RELAYED_RUN, seq, latest);
+            feed.publish_relay_event(&ListenerEvent::CaptionsSettled { seq, latest }.to_json());
+        }
+    }
+}
+
+/// The origin's captions are off (it greeted the relay without a word of them): so are this
+/// node's copy of them, if they were on when the relay last heard.
+fn captions_off_there(app: &AppState, space: &SpaceId) {
+    let Some(live) = app.live(space) else { return };
+    if live.caption_board().runs(RELAYED_RUN) {
+        live.caption_board().end_run(RELAYED_RUN, None);
+        let event = ListenerEvent::Captions { on: false, engine: None };
+        live.feed().publish_caption_event(&event.to_json());
+    }
+}
+
 /// Passes a room event on to this node's listeners; returns how the session ends if the
 /// event ends it. The origin's greeting and its own listener count are its, not ours.
 fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
@@ -324,9 +418,9 @@ fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
             None
         }
         kind => {
-            // The room changed: what the edge kept of it is stale (reactions are only tallies,
-            // caption cues words: neither changes the room).
-            if !matches!(kind, "reactions" | "caption") {
+            // The room changed: what the edge kept of it is stale (reactions are only tallies:
+            // they do not change the room).
+            if kind != "reactions" {
                 app.cluster.rooms().invalidate(space);
             }
             if let Some(live) = app.live(space) {

@@ -105,13 +105,15 @@ pub async fn start_part(
         app.recordings.release(&space.id, &id);
         return Err(AppError::internal(format!("cannot start the recorder: {e}")));
     }
-    let tap = RecordTap { tx, id: Arc::from(id.as_str()), dropped: 0 };
+    // The tap notes the recording's first frame: its transcript's time zero.
+    let first = Arc::new(crate::pipeline::captions::FirstFrame::default());
+    app.begin_transcript(&live, first.clone());
+    let tap = RecordTap { tx, id: Arc::from(id.as_str()), dropped: 0, first: Some(first) };
     if !live.record(Some(tap)).await {
         // The space's mixer is gone (it ended meanwhile): the recorder finishes at once.
         return Err(AppError::conflict("not_live", "the space ended"));
     }
     tracing::info!(recording = %id, space = %space.id, "recording started");
-    app.begin_transcript(&live);
     announce(&live, &id, true);
     Ok(row)
 }
@@ -128,23 +130,8 @@ pub async fn stop(app: &Arc<AppState>, space: &SpaceId) -> Result<RecordingRecor
         announce(&live, &id, false);
         // The words said just before the stop are still being transcribed: wait a little
         // (3 s at most) for their final, so the transcript ends where the recording does.
-        if let Some(run) = live.captions().filter(|r| r.active) {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-            while tokio::time::Instant::now() < deadline {
-                let (settled, latest) = run.board.settled();
-                if settled > latest {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-        let (space, rec) = (space.clone(), id.clone());
-        let _ = app
-            .blocking(move |app| {
-                app.keep_transcript(&space, &rec);
-                Ok::<_, AppError>(())
-            })
-            .await;
+        let board = live.caption_board().clone();
+        app.keep_transcript_settled(board, id.clone(), std::time::Duration::from_secs(3)).await;
     }
     if tokio::time::timeout(STOP_WAIT, done.wait_for(|d| *d)).await.is_err() {
         tracing::warn!(recording = %id, "the recording is taking long to finish");
@@ -160,7 +147,7 @@ pub async fn finish_all(app: &AppState) {
     for (space, a) in &active {
         if let Some(live) = app.live(space) {
             live.record(None).await;
-            app.keep_transcript(space, &a.id);
+            app.keep_transcript(live.caption_board(), &a.id);
         }
     }
     let deadline = tokio::time::Instant::now() + STOP_WAIT;

@@ -30,6 +30,11 @@ impl Recordings {
         self.lock().contains_key(space)
     }
 
+    /// Every recording in progress: its space and its id.
+    pub fn active(&self) -> Vec<(SpaceId, String)> {
+        self.lock().iter().map(|(space, a)| (space.clone(), a.id.clone())).collect()
+    }
+
     /// The id of the recording of `space` in progress, if any.
     pub fn current(&self, space: &SpaceId) -> Option<String> {
         self.lock().get(space).map(|a| a.id.clone())

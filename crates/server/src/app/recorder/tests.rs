@@ -64,7 +64,7 @@ fn ids_are_never_paths() {
 #[test]
 fn a_full_queue_drops_frames_and_a_gone_recorder_lets_go_of_the_tap() {
     let (tx, rx) = sync_channel(2);
-    let mut tap = RecordTap { tx, id: Arc::from("r"), dropped: 0 };
+    let mut tap = RecordTap { tx, id: Arc::from("r"), dropped: 0, first: None };
     let frame = Bytes::from_static(b"opus");
     assert!((0..5).all(|seq| tap.offer(seq, &frame)), "never refuses while the recorder runs");
     assert_eq!(tap.dropped, 3);

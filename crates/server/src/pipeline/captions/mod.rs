@@ -8,12 +8,10 @@
 //! The worker speaks the captions worker protocol (`docs/protocol.md`); it is started again with
 //! backoff when it exits, and the stage gives up after a few starts that never got ready.
 
-use std::collections::VecDeque;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -31,6 +29,11 @@ use crate::pipeline::feed::ProgramFeed;
 use crate::pipeline::sinks::ProgramSink;
 use crate::pipeline::talking::Talking;
 
+pub mod board;
+pub mod relayed;
+
+pub use board::{CaptionBoard, CueView, FirstFrame, TimedCue};
+
 /// Program frames queued towards the stage: one second. Beyond, frames are dropped.
 const QUEUE_FRAMES: usize = 50;
 /// Messages queued towards the worker's stdin (100 ms of audio each): five seconds.
@@ -39,17 +42,16 @@ const WORKER_QUEUE: usize = 50;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Starts in a row that never got ready before the stage gives up.
 const MAX_FAILED_STARTS: u32 = 3;
-/// Final cues a board keeps (for subtitle segments and late readers).
-const BOARD_FINALS: usize = 500;
-/// An interim is shown for this long after its words (frames) when no final replaces it.
-const STALE_INTERIM_FRAMES: u64 = 500;
-/// Cues a transcript keeps at most (about 14 hours of continuous talk).
-const TRANSCRIPT_CUES: usize = 20_000;
+/// Captions settle in steps of an LL-HLS segment (program frames): the stage tells relays how
+/// far they are settled when the frontier crosses a segment boundary, no more often.
+const SETTLED_STEP: u64 = 100;
+/// And how far it heard, every few segments (for subtitle segments listed on a deadline).
+const LATEST_STEP: u64 = 500;
 
 /// The Whisper worker, embedded so that one binary carries it.
-const WHISPER_WORKER: &str = include_str!("../../../../captions/whisper_worker.py");
+const WHISPER_WORKER: &str = include_str!("../../../../../captions/whisper_worker.py");
 /// The PocketSphinx worker.
-const POCKETSPHINX_WORKER: &str = include_str!("../../../../captions/pocketsphinx_worker.py");
+const POCKETSPHINX_WORKER: &str = include_str!("../../../../../captions/pocketsphinx_worker.py");
 
 /// The command line of `captions_engine`: a built-in worker run by `python3`, or the operator's
 /// command split on white space.
@@ -59,193 +61,6 @@ pub fn engine_command(engine: &str) -> Vec<String> {
         "builtin:whisper" => builtin(WHISPER_WORKER),
         "builtin:pocketsphinx" => builtin(POCKETSPHINX_WORKER),
         other => other.split_whitespace().map(str::to_owned).collect(),
-    }
-}
-
-/// A cue with its times on the wall clock of the program too.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimedCue {
-    /// The cue (times in program frames).
-    pub cue: Cue,
-    /// When its first frame was mixed, µs since the epoch.
-    pub start_us: u64,
-    /// When the frame after it was mixed.
-    pub end_us: u64,
-}
-
-impl TimedCue {
-    /// The cue as listeners receive it.
-    pub fn event(&self) -> ListenerEvent<'_> {
-        ListenerEvent::Caption {
-            id: self.cue.id,
-            is_final: self.cue.is_final,
-            start_seq: self.cue.start,
-            end_seq: self.cue.end,
-            start_us: self.start_us,
-            end_us: self.end_us,
-            text: &self.cue.text,
-            speaker: self.cue.speaker.as_deref(),
-        }
-    }
-
-    /// The cue as the summary shows it.
-    pub fn view(&self) -> CueView {
-        CueView {
-            id: self.cue.id,
-            is_final: self.cue.is_final,
-            start_us: self.start_us,
-            end_us: self.end_us,
-            text: self.cue.text.clone(),
-            speaker: self.cue.speaker.clone(),
-        }
-    }
-}
-
-/// A cue in the polled summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct CueView {
-    /// The phrase's id.
-    pub id: u64,
-    /// Whether final.
-    #[serde(rename = "final")]
-    pub is_final: bool,
-    /// Program time of its start, µs since the epoch.
-    pub start_us: u64,
-    /// Program time of its end.
-    pub end_us: u64,
-    /// The words.
-    pub text: String,
-    /// Who said them, where known.
-    pub speaker: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct BoardInner {
-    on: bool,
-    engine: Option<String>,
-    error: Option<String>,
-    finals: VecDeque<TimedCue>,
-    interim: Option<TimedCue>,
-    settled_until: u64,
-    latest: u64,
-    /// Final cues since a recording began (its first frame, or `None` until the first frame
-    /// heard when captions started during the recording), while one is made.
-    transcript: Option<(Option<u64>, Vec<Cue>)>,
-}
-
-/// What a captioned space has said, shared by its stage (writer) and the HTTP side (readers:
-/// the summary, the HLS subtitle rendition, transcripts). Outlives the stage, so a space whose
-/// captions were turned off keeps its subtitle rendition's past cues.
-#[derive(Debug, Default)]
-pub struct CaptionBoard {
-    inner: Mutex<BoardInner>,
-}
-
-impl CaptionBoard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BoardInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether captions are on.
-    pub fn on(&self) -> bool {
-        self.lock().on
-    }
-
-    /// The engine's name, once it runs.
-    pub fn engine(&self) -> Option<String> {
-        self.lock().engine.clone()
-    }
-
-    /// Why captions stopped by themselves, if they did.
-    pub fn error(&self) -> Option<String> {
-        self.lock().error.clone()
-    }
-
-    /// The latest `n` final cues and the interim of a phrase going on, if any.
-    pub fn latest(&self, n: usize) -> Vec<CueView> {
-        let inner = self.lock();
-        let skip = inner.finals.len().saturating_sub(n);
-        let mut out: Vec<CueView> = inner.finals.iter().skip(skip).map(TimedCue::view).collect();
-        // An interim whose phrase was given up (no final came) goes stale: 10 s at most.
-        let fresh = |i: &&TimedCue| i.cue.end + STALE_INTERIM_FRAMES >= inner.latest;
-        out.extend(inner.interim.as_ref().filter(fresh).map(TimedCue::view));
-        out
-    }
-
-    /// Final cues overlapping program frames `from..to`.
-    pub fn finals_between(&self, from: u64, to: u64) -> Vec<Cue> {
-        let inner = self.lock();
-        inner
-            .finals
-            .iter()
-            .filter(|c| c.cue.start < to && c.cue.end > from)
-            .map(|c| c.cue.clone())
-            .collect()
-    }
-
-    /// The frame before which captions will not change any more, and the latest frame heard.
-    pub fn settled(&self) -> (u64, u64) {
-        let inner = self.lock();
-        (inner.settled_until, inner.latest)
-    }
-
-    /// Starts collecting a transcript from program frame `from` (a recording began; `None`:
-    /// from the next frame heard, for captions turned on during a recording).
-    pub fn begin_transcript(&self, from: Option<u64>) {
-        self.lock().transcript = Some((from, Vec::new()));
-    }
-
-    /// The next program frame (the one after the latest heard).
-    pub fn next_frame(&self) -> Option<u64> {
-        let inner = self.lock();
-        (inner.latest > 0).then_some(inner.latest + 1)
-    }
-
-    /// The transcript collected since [`begin_transcript`](Self::begin_transcript), and its
-    /// first frame; collecting stops.
-    pub fn take_transcript(&self) -> Option<(u64, Vec<Cue>)> {
-        let (from, cues) = self.lock().transcript.take()?;
-        Some((from.unwrap_or(0), cues))
-    }
-
-    fn set_on(&self, on: bool, engine: Option<String>, error: Option<String>) {
-        let mut inner = self.lock();
-        inner.on = on;
-        inner.engine = engine;
-        inner.error = error;
-        if !on {
-            inner.interim = None;
-        }
-    }
-
-    fn add(&self, cue: TimedCue) {
-        let mut inner = self.lock();
-        if !cue.cue.is_final {
-            inner.interim = Some(cue);
-            return;
-        }
-        if inner.interim.as_ref().is_some_and(|i| i.cue.id == cue.cue.id) {
-            inner.interim = None;
-        }
-        if let Some((from, cues)) = &mut inner.transcript
-            && from.is_none_or(|from| cue.cue.end > from)
-            && cues.len() < TRANSCRIPT_CUES
-        {
-            cues.push(cue.cue.clone());
-        }
-        inner.finals.push_back(cue);
-        while inner.finals.len() > BOARD_FINALS {
-            inner.finals.pop_front();
-        }
-    }
-
-    fn progress(&self, settled_until: u64, latest: u64) {
-        let mut inner = self.lock();
-        if let Some((from @ None, _)) = &mut inner.transcript {
-            *from = Some(latest);
-        }
-        inner.settled_until = settled_until;
-        inner.latest = latest;
     }
 }
 
@@ -278,8 +93,10 @@ pub struct StageParts {
     pub feed: Arc<ProgramFeed>,
     /// Who is talking (to attribute words).
     pub talking: Arc<Talking>,
-    /// Where cues are kept for the other readers.
+    /// Where cues are kept for the other readers (the space's, shared by its runs).
     pub board: Arc<CaptionBoard>,
+    /// This run's number (distinct from the space's other runs).
+    pub generation: u64,
     /// The worker's command line.
     pub command: Vec<String>,
     /// Called once when the stage ends, for whatever reason (the space ended, captions were
@@ -293,7 +110,8 @@ pub struct StageParts {
 pub fn start(parts: StageParts) -> Box<dyn ProgramSink> {
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
     let label = parts.feed.metric_label().to_owned();
-    parts.board.set_on(true, None, None);
+    // Nothing the mixer sends from here on is settled until the stage says so.
+    parts.board.begin_run(parts.generation, parts.feed.next_frame());
     tokio::spawn(run(parts, rx));
     Box::new(CaptionSink { tx, label })
 }
@@ -383,6 +201,8 @@ struct Stage {
     last: Option<(u64, u64)>,
     events: Vec<SegmentEvent>,
     started: tokio::time::Instant,
+    /// The segment steps of the last `captions_settled` sent (frontier, latest).
+    told: Option<(u64, u64)>,
 }
 
 impl Stage {
@@ -405,7 +225,7 @@ impl Stage {
         let timed = TimedCue { start_us: self.us_of(cue.start), end_us: self.us_of(cue.end), cue };
         let kind = if timed.cue.is_final { "final" } else { "interim" };
         metrics::counter!(CAPTION_CUES, "kind" => kind).increment(1);
-        self.parts.feed.publish_event(&timed.event().to_json());
+        self.parts.feed.publish_caption_event(&timed.event().to_json());
         self.parts.board.add(timed);
     }
 
@@ -419,6 +239,7 @@ impl Stage {
             metrics::counter!(CAPTION_FRAMES_DROPPED, "reason" => "no_worker", "space" => label.to_owned())
                 .increment(1);
             self.captioner.heard(seq, &[]);
+            self.progress(false);
             return;
         };
         let samples = self
@@ -455,7 +276,26 @@ impl Stage {
         let talking: Vec<String> =
             self.parts.talking.current().iter().map(|who| who.to_string()).collect();
         self.captioner.heard(seq, &talking);
-        self.parts.board.progress(self.captioner.settled_until(), self.captioner.latest());
+        self.progress(true);
+    }
+
+    /// Tells the board (and, on a segment boundary, relays) how far captions are settled:
+    /// before the oldest phrase still waiting for its final, and before the earliest frame a
+    /// phrase not yet begun could start at (its pre-roll reaches back), so that a subtitle
+    /// segment listed never gains a cue afterwards.
+    fn progress(&mut self, segmenting: bool) {
+        let latest = self.captioner.latest();
+        let mut frontier = self.captioner.settled_until();
+        if segmenting && let Some(earliest) = self.segmenter.earliest_new_start() {
+            frontier = frontier.min(earliest);
+        }
+        self.parts.board.progress(self.parts.generation, frontier, latest);
+        let step = (frontier / SETTLED_STEP, latest / LATEST_STEP);
+        if self.told != Some(step) {
+            self.told = Some(step);
+            let event = ListenerEvent::CaptionsSettled { seq: frontier, latest };
+            self.parts.feed.publish_relay_event(&event.to_json());
+        }
     }
 
     fn line(&mut self, line: WorkerLine, worker: &mut Worker) {
@@ -465,18 +305,18 @@ impl Stage {
                 metrics::counter!(CAPTION_WORKERS, "result" => "ready").increment(1);
                 tracing::info!(space = %self.parts.space, %engine, "captions engine ready");
                 let event = ListenerEvent::Captions { on: true, engine: Some(&engine) };
-                self.parts.feed.publish_event(&event.to_json());
-                self.parts.board.set_on(true, Some(engine), None);
+                self.parts.feed.publish_caption_event(&event.to_json());
+                self.parts.board.set_engine(Some(engine));
             }
             WorkerLine::Error { message } => {
                 tracing::warn!(space = %self.parts.space, "captions engine: {message}");
-                self.parts.board.set_on(true, None, Some(message));
+                self.parts.board.set_error(message);
             }
             other => {
                 if let Some(cue) = self.captioner.line(other) {
                     self.publish(cue);
                 }
-                self.parts.board.progress(self.captioner.settled_until(), self.captioner.latest());
+                self.progress(worker.ready);
             }
         }
     }
@@ -501,6 +341,7 @@ async fn run(parts: StageParts, mut frames: mpsc::Receiver<ProgramFrame>) {
         last: None,
         events: Vec::new(),
         started: tokio::time::Instant::now(),
+        told: None,
         parts,
     };
     let space = stage.parts.space.clone();
@@ -616,9 +457,9 @@ async fn run(parts: StageParts, mut frames: mpsc::Receiver<ProgramFrame>) {
     if let Some(e) = &error {
         tracing::warn!(%space, "captions off: {e}");
     }
-    stage.parts.board.set_on(false, None, error);
+    stage.parts.board.end_run(stage.parts.generation, error);
     let event = ListenerEvent::Captions { on: false, engine: None };
-    stage.parts.feed.publish_event(&event.to_json());
+    stage.parts.feed.publish_caption_event(&event.to_json());
     (stage.parts.on_exit)();
 }
 
@@ -633,41 +474,5 @@ mod tests {
         assert!(w[2].contains("faster_whisper"));
         assert!(engine_command(" builtin:pocketsphinx ")[2].contains("pocketsphinx"));
         assert_eq!(engine_command("/opt/stt --model x"), ["/opt/stt", "--model", "x"]);
-    }
-
-    #[test]
-    fn the_board_keeps_bounded_finals_the_interim_and_a_transcript() {
-        let board = CaptionBoard::default();
-        let cue = |id: u64, is_final: bool, start: u64| TimedCue {
-            cue: Cue {
-                id,
-                is_final,
-                start,
-                end: start + 10,
-                text: format!("c{id}"),
-                speaker: None,
-            },
-            start_us: start * 20_000,
-            end_us: (start + 10) * 20_000,
-        };
-        board.begin_transcript(Some(100));
-        board.add(cue(1, true, 50));
-        board.add(cue(2, false, 120));
-        assert_eq!(board.latest(5).len(), 2, "a final and an interim");
-        board.add(cue(2, true, 120));
-        assert_eq!(board.latest(5).iter().filter(|c| !c.is_final).count(), 0);
-        for i in 3..2_000 {
-            board.add(cue(i, true, 200 + i));
-        }
-        assert_eq!(board.lock().finals.len(), BOARD_FINALS);
-        assert_eq!(board.finals_between(2_100, 2_101).len(), 10);
-        let (from, cues) = board.take_transcript().expect("transcript");
-        assert_eq!(
-            (from, cues.first().map(|c| c.id)),
-            (100, Some(2)),
-            "what ended before it is not in it"
-        );
-        assert_eq!(cues.len(), 1_998);
-        assert!(board.take_transcript().is_none());
     }
 }
