@@ -127,3 +127,19 @@ export const listRecordings = (space, token) =>
   call('GET', `/api/v1/recordings${space ? `?space=${encodeURIComponent(space)}` : ''}`, { token }).then(
     (r) => r.recordings,
   );
+/**
+ * One recording, with who spoke when: `{..., speakers, turns: [{speaker, start_ms, end_ms}]}`
+ * (a token for private spaces).
+ */
+export const getRecording = (id, token) =>
+  call('GET', `/api/v1/recordings/${encodeURIComponent(id)}`, { token: token || undefined });
+/**
+ * Clips the last `seconds` (30 to 60) of a live space: resolves to the clip
+ * `{id, url, audio_url, duration_ms, ...}` (`url` is its page, the link to share). Anonymous
+ * listeners of public spaces may clip too.
+ */
+export const clipSpace = (token, id, seconds) =>
+  call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/clips`, { token: token || undefined, body: { seconds } });
+/** Clips `{from_ms, to_ms}` (at most a minute) of a recording: resolves to the clip. */
+export const clipRecording = (token, id, range) =>
+  call('POST', `/api/v1/recordings/${encodeURIComponent(id)}/clips`, { token: token || undefined, body: range });

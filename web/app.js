@@ -5,6 +5,7 @@ import * as api from './api.js';
 import { Captions } from './captions.js';
 import { Listener, RtcListener } from './listen.js';
 import { renderRecordingState, renderRecordings } from './recordings.js';
+import { Replay, showClipLink } from './replay.js';
 import { Room } from './room.js';
 import { RoomView } from './room-view.js';
 import { RtcError, canWebRtc, describe } from './rtc.js';
@@ -78,7 +79,11 @@ function speakRefused(err) {
 
 function route() {
   const match = location.hash.match(/^#\/space\/([a-z0-9-]+)/);
+  const replayed = location.hash.match(/^#\/recording\/([a-z0-9-]+)/);
+  if (!replayed) replay.hide();
+  $('replay-view').hidden = !replayed;
   if (match) showSpace(match[1]);
+  else if (replayed) showReplay(replayed[1]);
   else showList();
 }
 
@@ -87,6 +92,17 @@ async function showList() {
   $('space-view').hidden = true;
   $('list-view').hidden = false;
   await refreshList();
+}
+
+// ---- a recording's replay page ------------------------------------------------------------
+
+const replay = new Replay($, token);
+
+function showReplay(id) {
+  leaveSpace();
+  $('space-view').hidden = true;
+  $('list-view').hidden = true;
+  replay.show(id);
 }
 
 async function refreshList() {
@@ -180,6 +196,7 @@ function renderSpace(space) {
   $('ogg-link').href = ogg;
   $('ogg-link').textContent = ogg;
   const live = space.state === 'live';
+  $('clip-controls').hidden = !live;
   $('listen').disabled = !live || Boolean(state.listener);
   $('listen-rtc').disabled = !live || Boolean(state.listener) || !canWebRtc();
   room.open(space.id, live);
@@ -215,6 +232,24 @@ async function report(e) {
     $('report-details').value = '';
   } catch (err) {
     setStatus(status, `${err.code || 'error'}: ${err.message}`, true);
+  }
+}
+
+/** Clips the last seconds of the live space shown: a link to share. */
+async function clipLive() {
+  const space = state.space;
+  if (!space) return;
+  const status = $('clip-status');
+  $('clip').disabled = true;
+  $('clip-link').hidden = true;
+  setStatus(status, 'cutting…');
+  try {
+    const clip = await api.clipSpace(token(), space.id, Number($('clip-seconds').value) || 30);
+    showClipLink($('clip-link'), status, clip);
+  } catch (err) {
+    setStatus(status, `${err.code || 'error'}: ${err.message}`, true);
+  } finally {
+    $('clip').disabled = false;
   }
 }
 
@@ -470,6 +505,8 @@ function wire() {
   };
   $('speak').onclick = speak;
   $('unspeak').onclick = stopSpeaking;
+  $('clip').onclick = clipLive;
+  $('replay-clip').onclick = () => replay.clip();
   window.addEventListener('hashchange', route);
   // Leaving the page ends WebRTC sessions at once (DELETE) rather than when they time out.
   window.addEventListener('pagehide', leaveSpace);
@@ -522,6 +559,8 @@ window.townhall = {
   listeners: () => state.listeners,
   verdict: () => $('verdict').textContent,
   space: () => (state.space ? state.space.id : null),
+  /** The replay page's recording id, once shown. */
+  replay: () => (replay.rec ? replay.rec.id : null),
   /** WebRTC connection states (`idle` when unused) and how the page speaks. */
   rtc: () => ({ listen: state.rtc.listen, speak: state.rtc.speak, speakMode: state.speakMode }),
   /** The WHEP listener's loudest level (RMS) and loud windows since it started. */

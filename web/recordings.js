@@ -1,5 +1,5 @@
 // Recordings: the list (title, date, duration, a player and a download link, the transcript
-// where there is one) and the REC state.
+// where there is one; the title opens the replay page) and the REC state.
 
 import { transcriptPanel } from './captions.js';
 
@@ -34,8 +34,14 @@ export function renderRecordings(ul, recordings, token) {
       li.dataset.id = r.id;
       const head = document.createElement('div');
       head.className = 'row spread';
-      const title = document.createElement('strong');
-      title.textContent = r.title || r.space;
+      // The title opens the recording's replay page (timeline, speed, clips).
+      const title = document.createElement('a');
+      title.className = 'replay-link';
+      title.href = `#/recording/${r.id}`;
+      const name = document.createElement('strong');
+      name.textContent = r.title || r.space;
+      title.append(name);
+      if (r.state === 'recording') title.removeAttribute('href');
       const meta = document.createElement('span');
       meta.className = 'muted small';
       const date = new Date(r.started_at * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });

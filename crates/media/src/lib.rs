@@ -1,11 +1,12 @@
 //! Townhall's media core: Opus frames, the wire format, per-speaker jitter buffers, the mixer
-//! and Ogg/Opus muxing.
+//! and Ogg/Opus muxing, clips cut from Ogg/Opus streams and speaker turns.
 //!
 //! Sans-IO: every type here is driven by explicit inputs (frames, ticks, timestamps). The server
 //! crate owns the clock, the threads and the sockets.
 
 pub mod analysis;
 pub mod civil_time;
+pub mod clip;
 pub mod cmaf;
 pub mod frame;
 pub mod hls;
@@ -13,6 +14,7 @@ pub mod jitter;
 pub mod mixer;
 pub mod ogg;
 pub mod recording;
+pub mod turns;
 pub mod voice;
 pub mod wire;
 

@@ -86,6 +86,11 @@ fn opus_tags(vendor: &str, comments: &[String]) -> Vec<u8> {
     out
 }
 
+/// An `OpusTags` packet with Townhall's vendor string and `comments` (`KEY=value`).
+pub(crate) fn opus_tags_packet(comments: &[String]) -> Vec<u8> {
+    opus_tags(VENDOR, comments)
+}
+
 /// The comments of an `OpusTags` packet, if it is well formed (lengths within the packet).
 pub(crate) fn parse_opus_tags(packet: &[u8]) -> Option<Vec<String>> {
     let rest = packet.strip_prefix(b"OpusTags")?;

@@ -99,6 +99,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(room::routes())
         .merge(recordings::routes())
         .merge(http::captions::routes())
+        .merge(http::clips::routes())
         .merge(feeds::routes())
         .merge(embed::routes())
         .merge(oembed::routes())
@@ -324,7 +325,7 @@ async fn sync_transcripts(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
 }
 
 /// At start and every ten minutes: deletes recordings past their retention or beyond the disk
-/// budget (on the blocking pool: it touches the disk and the database).
+/// budget, and clips beyond theirs (on the blocking pool: it touches the disk and the database).
 async fn sweep_recordings(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -333,7 +334,8 @@ async fn sweep_recordings(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 let app = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let c = &app.config;
-                    recorder::sweep(&c.data_dir, &app.store, c.recordings_disk_budget, c.recording_retention_days, clock::now_unix())
+                    recorder::sweep(&c.data_dir, &app.store, c.recordings_disk_budget, c.recording_retention_days, clock::now_unix());
+                    crate::app::clips::sweep(&c.data_dir, &app.store, c.clips_max, c.clips_disk_budget)
                 })
                 .await;
             }

@@ -583,6 +583,10 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         "/feeds/recordings.rss",
         "/embed/{id}",
         "/oembed",
+        "/api/v1/spaces/{id}/clips",
+        "/api/v1/recordings/{id}/clips",
+        "/api/v1/clips/{id}",
+        "/clips/{file}",
     ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }

@@ -853,7 +853,7 @@ async fn a_host_records_the_demo_and_the_page_plays_the_recording_back() {
         .script(&format!(
             "const a = {item}.querySelector('audio'); \
              return {{preload: a.preload, controls: a.controls, src: a.src, \
-                      download: {item}.querySelector('a').getAttribute('href')}}"
+                      download: {item}.querySelector('a[download]').getAttribute('href')}}"
         ))
         .await;
     assert_eq!(
@@ -1411,4 +1411,203 @@ async fn over_https_the_page_speaks_from_the_microphone_over_whip() {
     assert!(loud >= 5, "the wss listener heard the page in only {loud} 100 ms windows");
     browser.close().await;
     server.shutdown().await;
+}
+
+/// JS: the loudest RMS an analyser on the `<audio>` element `#id` has heard since
+/// [`LISTEN_TO_AUDIO`] hooked it (what a person hears from it, not what it says it plays).
+fn heard_from(id: &str) -> String {
+    format!(
+        "const a = document.getElementById('{id}'); const b = new Float32Array(2048); \
+         a._analyser.getFloatTimeDomainData(b); \
+         const rms = Math.sqrt(b.reduce((s, x) => s + x * x, 0) / b.length); \
+         a._loudest = Math.max(a._loudest || 0, rms); return a._loudest"
+    )
+}
+
+/// JS: routes the `<audio>` element `#id` through an analyser (and on to the speakers), then
+/// plays it.
+fn listen_to_audio(id: &str) -> String {
+    format!(
+        "const a = document.getElementById('{id}'); const ctx = new AudioContext(); \
+         const an = ctx.createAnalyser(); an.fftSize = 2048; \
+         ctx.createMediaElementSource(a).connect(an); an.connect(ctx.destination); \
+         a._analyser = an; ctx.resume(); a.play(); return true"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_clips_the_demo_from_the_live_page_and_the_clip_page_plays_it() {
+    if browser_available().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("townhall-browser-clip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server =
+        demo_server(townhall_server::Config { data_dir: dir.clone(), ..Default::default() }).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    tokio::time::sleep(secs(4)).await;
+    let browser = Browser::start().await;
+    // An anonymous visitor: no token pasted.
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let shown = browser.wait_for(&displayed("clip"), secs(10), |v| v == true).await;
+    assert_eq!(shown, true, "no Clip button on the live page");
+    assert_eq!(browser.script(&displayed("clip-link")).await, false);
+    browser.click("clip").await;
+    let linked = browser.wait_for(&displayed("clip-link"), secs(15), |v| v == true).await;
+    let status = page_text(&browser, "clip-status").await;
+    assert_eq!(linked, true, "no link to the clip: {status}");
+    assert!(status.starts_with("Clip ready"), "{status}");
+    let href = browser.script("return document.getElementById('clip-link').href").await;
+    let href = href.as_str().expect("a link").to_owned();
+    assert!(href.starts_with(&format!("http://{addr}/clips/")), "{href}");
+    assert_eq!(page_text(&browser, "clip-link").await, href, "the link shows where it goes");
+    assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
+
+    // The clip's own page: its title, a player, and the demo's voice when it plays.
+    browser.goto(&href).await;
+    assert_eq!(page_text(&browser, "clip-title").await, "Townhall demo: a live space");
+    for id in ["clip-title", "clip-audio", "clip-download", "clip-space"] {
+        assert_eq!(browser.script(&displayed(id)).await, true, "#{id} is not displayed");
+    }
+    browser.script(&listen_to_audio("clip-audio")).await;
+    let time = "return document.getElementById('clip-audio').currentTime";
+    let played = browser.wait_above(time, 1.0, secs(15)).await;
+    assert!(played > 1.0, "the clip does not play ({played} s)");
+    let loudest = browser.wait_above(&heard_from("clip-audio"), 0.02, secs(10)).await;
+    assert!(loudest > 0.02, "nothing heard from the clip (RMS {loudest})");
+    let duration = browser.script("return document.getElementById('clip-audio').duration").await;
+    let duration = duration.as_f64().unwrap_or(0.0);
+    assert!((3.0..=31.0).contains(&duration), "the player says the clip is {duration} s");
+    browser.close().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_page_shows_who_spoke_when_jumps_to_a_turn_and_changes_speed() {
+    if browser_available().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("townhall-browser-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server =
+        demo_server(townhall_server::Config { data_dir: dir.clone(), ..Default::default() }).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    // Recorded: the demo's voice, and alice's tone for three seconds in the middle.
+    let http = reqwest::Client::new();
+    let record = |on: bool| {
+        http.post(format!("http://{addr}/api/v1/spaces/demo/recording"))
+            .bearer_auth(server.host_token())
+            .json(&json!({ "recording": on }))
+            .send()
+    };
+    let started: Value = record(true).await.expect("record").json().await.expect("json");
+    let id = started["id"].as_str().expect("a recording").to_owned();
+    tokio::time::sleep(secs(3)).await;
+    let alice = spawn_speaker(addr, "demo", "alice", 440.0, secs(3));
+    alice.await.expect("alice");
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(record(false).await.expect("stop").status(), 200);
+    let rec: Value = http
+        .get(format!("http://{addr}/api/v1/recordings/{id}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let turns = rec["turns"].as_array().expect("turns").clone();
+    let speakers = rec["speakers"].as_array().expect("speakers").clone();
+    assert!(speakers.contains(&json!("demo-bot")) && speakers.contains(&json!("alice")), "{rec}");
+    let (alice_at, alice_turn) = turns
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t["speaker"] == "alice")
+        .map(|(i, t)| (i, t.clone()))
+        .expect("a turn of alice's");
+    let start = alice_turn["start_ms"].as_f64().expect("start") / 1_000.0;
+    assert!(start > 2.0, "alice started about 3 s in: {alice_turn}");
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/recording/{id}")).await;
+    let drawn = browser.wait_for(&displayed("timeline"), secs(10), |v| v == true).await;
+    assert_eq!(drawn, true, "no timeline to be seen");
+    assert_eq!(page_text(&browser, "replay-title").await, "Townhall demo: a live space");
+    // A row per speaker, each name and each bar displayed (computed style and size).
+    let rows = browser
+        .script(
+            "const shown = (e) => { const r = e.getBoundingClientRect(); const s = getComputedStyle(e); \
+                 return s.display !== 'none' && s.visibility !== 'hidden' && r.width > 0 && r.height > 0; }; \
+             return [...document.querySelectorAll('#timeline .tl-row[data-speaker]')].map((row) => ({ \
+                 name: row.querySelector('.tl-name').textContent, \
+                 nameShown: shown(row.querySelector('.tl-name')), \
+                 bars: [...row.querySelectorAll('.tl-turn')].filter(shown).length }))",
+        )
+        .await;
+    let rows = rows.as_array().expect("rows").clone();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names.len(), speakers.len(), "{rows:?}");
+    for who in ["demo-bot", "alice"] {
+        let row =
+            rows.iter().find(|r| r["name"] == who).unwrap_or_else(|| panic!("no row for {who}"));
+        assert_eq!(row["nameShown"], true, "{who}'s name is not displayed");
+        assert!(row["bars"].as_u64().unwrap_or(0) >= 1, "no turn of {who}'s displayed: {row}");
+    }
+    for id in ["replay-audio", "replay-speeds", "speed-1", "speed-1_5", "replay-clip"] {
+        assert_eq!(browser.script(&displayed(id)).await, true, "#{id} is not displayed");
+    }
+    assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
+    let audio = "document.getElementById('replay-audio')";
+    assert_eq!(browser.script(&format!("return {audio}.currentTime")).await, 0);
+
+    // A click on alice's turn: the player is there, and plays.
+    browser.click(&format!("turn-{alice_at}")).await;
+    let at = browser
+        .wait_for(&format!("return {audio}.currentTime"), secs(10), |v| {
+            v.as_f64().is_some_and(|t| t >= start - 0.05)
+        })
+        .await
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        (start - 0.05..start + 2.0).contains(&at),
+        "clicked {start} s, the player is at {at} s"
+    );
+    let playing =
+        browser.wait_for(&format!("return !{audio}.paused"), secs(5), |v| v == true).await;
+    assert_eq!(playing, true, "the turn does not play");
+
+    // Speed: 1.5x, and the player runs faster than the clock.
+    assert_eq!(browser.script(&format!("return {audio}.playbackRate")).await, 1);
+    browser.click("speed-1_5").await;
+    assert_eq!(browser.script(&format!("return {audio}.playbackRate")).await, 1.5);
+    let pressed = browser
+        .script(
+            "return [...document.querySelectorAll('#replay-speeds button')] \
+             .map((b) => [b.textContent, b.getAttribute('aria-pressed')])",
+        )
+        .await;
+    assert_eq!(
+        pressed,
+        json!([["1×", "false"], ["1.25×", "false"], ["1.5×", "true"], ["2×", "false"]])
+    );
+    browser.click(&format!("turn-{alice_at}")).await;
+    let t0 = browser.script(&format!("return {audio}.currentTime")).await.as_f64().unwrap_or(0.0);
+    let wall = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let t1 = browser.script(&format!("return {audio}.currentTime")).await.as_f64().unwrap_or(0.0);
+    let ratio = (t1 - t0) / wall.elapsed().as_secs_f64();
+    assert!(
+        ratio > 1.2,
+        "at 1.5x the player moved {:.2} s in {:.2} s",
+        t1 - t0,
+        wall.elapsed().as_secs_f64()
+    );
+    // For a person to look at: the replay page as drawn.
+    browser.screenshot(&target_dir().join("screenshots").join("replay.png")).await;
+    browser.close().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -147,6 +147,10 @@ pub struct Config {
     pub recordings_disk_budget: u64,
     /// Finished recordings older than this many days are deleted (0: kept until the budget).
     pub recording_retention_days: u64,
+    /// Clips kept on disk, all together, bytes: the oldest are deleted to make room beyond.
+    pub clips_disk_budget: u64,
+    /// Clips kept at most (0: nobody may make clips on this node); the oldest go beyond.
+    pub clips_max: u64,
     /// Reports, and moderation log entries, kept in the database (each; the newest): a bound on
     /// what a crowd of fresh identities can make the disk hold.
     pub retention_rows: u64,
@@ -288,6 +292,8 @@ impl Default for Config {
             recording_max_bytes: 1 << 30,
             recordings_disk_budget: 20 << 30,
             recording_retention_days: 0,
+            clips_disk_budget: 1 << 30,
+            clips_max: 10_000,
             role: NodeRole::All,
             redis: None,
             node_id: None,

@@ -63,6 +63,17 @@ impl IdentityLimiter {
     /// Counts one action by `who` from `ip` at `now` if within every allowance; otherwise which
     /// one refused it and when to retry.
     pub fn check(&self, who: &Identity, ip: Option<IpAddr>, now: Instant) -> Result<(), Limited> {
+        self.check_client(Some(who), ip, now)
+    }
+
+    /// [`check`](Self::check) for a caller who may have no identity (an anonymous listener of a
+    /// public space): then only their address and subnet count.
+    pub fn check_client(
+        &self,
+        who: Option<&Identity>,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Limited> {
         let now_ns =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let limited = |scope: &'static str| {
@@ -72,7 +83,10 @@ impl IdentityLimiter {
             self.subnet.check(&subnet_key(ip), now_ns).map_err(limited("subnet"))?;
             self.address.check(&ip_key(ip), now_ns).map_err(limited("address"))?;
         }
-        self.identity.check(&who.as_str(), now_ns).map_err(limited("identity"))
+        match who {
+            Some(who) => self.identity.check(&who.as_str(), now_ns).map_err(limited("identity")),
+            None => Ok(()),
+        }
     }
 
     /// Bytes the limiter holds (fixed at creation).

@@ -1,11 +1,12 @@
 //! The application: spaces and their rooms, who may do what (from the room's current state),
-//! admission and the shield's policies, configuration and secrets, the database, webhooks and
-//! recordings. Errors are [`error::AppError`] kinds, with no HTTP in them; the layer above maps
+//! admission and the shield's policies, configuration and secrets, the database, webhooks,
+//! recordings and clips. Errors are [`error::AppError`] kinds, with no HTTP in them; the layer above maps
 //! them to statuses.
 
 pub mod auth;
 pub mod captioning;
 pub mod captions;
+pub mod clips;
 pub mod cluster;
 pub mod config;
 pub mod credentials;

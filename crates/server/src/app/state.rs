@@ -56,6 +56,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Recordings in progress.
     pub recordings: crate::app::recorder::Recordings,
+    /// Clips: who may make how many, and the cuts running.
+    pub clips: crate::app::clips::Clips,
     /// Captioned spaces, the node's slots and its engine.
     pub captions: crate::app::captioning::Captions,
     /// What this node knows of its cluster (nothing much on a node on its own).
@@ -185,6 +187,7 @@ impl AppState {
             store,
             limits: IdentityLimits::default(),
             recordings: crate::app::recorder::Recordings::default(),
+            clips: crate::app::clips::Clips::default(),
             captions: crate::app::captioning::Captions::new(&config),
             webhooks: crate::app::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
             unsaved: Mutex::new(HashMap::new()),

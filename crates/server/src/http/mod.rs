@@ -1,14 +1,16 @@
 //! The HTTP edge: the accept loop and its raw-socket responses, the router's routes (the JSON
 //! API, rooms, reports, recordings and their podcast feeds, HLS, the Ogg stream, WebSocket,
-//! WHIP/WHEP, the page, the embeddable player and oEmbed), the security headers, and
+//! WHIP/WHEP, the page, the embeddable player and oEmbed, clips), the security headers, and
 //! [`error::ApiError`], where application errors become statuses.
 
 pub mod api;
 pub mod captions;
+pub mod clips;
 pub mod conditional;
 pub mod embed;
 pub mod error;
 pub mod feeds;
+pub mod files;
 pub mod headers;
 pub mod hls;
 pub mod oembed;

@@ -1,30 +1,25 @@
 //! Recordings over HTTP: the toggle, the index, and the files with ranges and conditional
 //! requests.
 
-use std::io::{self};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use townhall_core::SpaceId;
-use townhall_media::recording::iso8601;
 
 use crate::app::error::AppError;
 use crate::app::state::{AppState, bearer};
-use crate::app::store::{RecordingRecord, RecordingState};
+use crate::app::store::{RecordingRecord, RecordingState, SpeakerTurn};
 use crate::http::api::space_id;
 use crate::http::error::ApiError;
 
 use crate::app::recorder::{dir, file_name, start, stop, url, valid_id};
-use crate::http::conditional::{RangeRequest, none_match, parse_range};
+use crate::http::files::StaticFile;
 
 // ---- HTTP ----------------------------------------------------------------------------------
 
@@ -279,38 +274,42 @@ pub(crate) async fn one(
     let Query(q) = query?;
     let rec = find_blocking(&app, &headers, &id, q.token.as_deref()).await?;
     let rec_id = rec.id.clone();
-    let has = app
-        .blocking(move |app| Ok::<_, AppError>(!app.store.with_transcripts(&[&rec_id])?.is_empty()))
+    let (has, turns) = app
+        .blocking(move |app| {
+            let has = !app.store.with_transcripts(&[&rec_id])?.is_empty();
+            Ok::<_, AppError>((has, app.store.turns(&rec_id)?))
+        })
         .await?;
     let view = RecordingView::for_caller(rec, &app, &headers).with_transcript(has);
-    Ok((index_cache(&headers, q.token.as_deref()), Json(view)).into_response())
+    let detail = RecordingDetail::new(view, turns);
+    Ok((index_cache(&headers, q.token.as_deref()), Json(detail)).into_response())
+}
+
+/// One recording as `GET /api/v1/recordings/{id}` shows it: its entry, with who spoke when.
+#[derive(Debug, Serialize)]
+pub struct RecordingDetail {
+    /// The entry, as the list shows it.
+    #[serde(flatten)]
+    pub view: RecordingView,
+    /// Who spoke, in the order they first did.
+    pub speakers: Vec<townhall_core::Identity>,
+    /// Speaker turns by start, ms of the recording (from the mixer's voice activity; a turn
+    /// running when the recording ended ends with it).
+    pub turns: Vec<SpeakerTurn>,
+}
+
+impl RecordingDetail {
+    fn new(view: RecordingView, turns: Vec<SpeakerTurn>) -> RecordingDetail {
+        let mut seen = std::collections::HashSet::new();
+        let speakers =
+            turns.iter().filter(|t| seen.insert(&t.speaker)).map(|t| t.speaker.clone()).collect();
+        RecordingDetail { view, speakers, turns }
+    }
 }
 
 /// `Content-Disposition` for a recording: a readable ASCII name and the UTF-8 title (RFC 6266).
 pub fn content_disposition(rec: &RecordingRecord, attachment: bool) -> String {
-    let date = iso8601(rec.started_at.0);
-    let date = date.get(..10).unwrap_or("");
-    let mut slug = String::new();
-    for c in rec.title.chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c);
-        } else if !slug.ends_with('-') && !slug.is_empty() {
-            slug.push('-');
-        }
-    }
-    let slug: String = slug.trim_end_matches('-').chars().take(60).collect();
-    let base = if slug.is_empty() { rec.id.clone() } else { format!("{slug}-{date}") };
-    let mut encoded = String::new();
-    let title: String = rec.title.chars().filter(|c| !c.is_control()).take(100).collect();
-    for b in format!("{title} {date}.opus").trim_start().bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    let kind = if attachment { "attachment" } else { "inline" };
-    format!("{kind}; filename=\"{base}.opus\"; filename*=UTF-8''{encoded}")
+    crate::http::files::content_disposition(&rec.title, rec.started_at.0, &rec.id, attachment)
 }
 
 /// `GET /recordings/{id}.vtt` and `.txt`: the recording's transcript, with the recording's
@@ -354,109 +353,16 @@ pub(crate) async fn serve_file(
         return Err(ApiError::conflict("recording", "this recording is still being made"));
     }
     let path = dir(&app.config.data_dir).join(file_name(&rec.id));
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found("the recording's file is missing"));
-        }
-        Err(e) => return Err(ApiError::internal(format!("cannot open the recording: {e}"))),
-    };
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot read the recording: {e}")))?;
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let mtime_ns = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let etag = format!("\"{len:x}-{mtime_ns:x}\"");
-    let last_modified = httpdate::fmt_http_date(modified);
     let public = app.space(&rec.space).is_ok_and(|s| s.public);
-    let mut common = HeaderMap::new();
-    let mut set = |name, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            common.insert(name, v);
-        }
-    };
-    set(header::ETAG, &etag);
-    set(header::LAST_MODIFIED, &last_modified);
-    set(header::ACCEPT_RANGES, "bytes");
-    set(
-        header::CACHE_CONTROL,
-        if public { "public, max-age=3600" } else { "private, max-age=3600" },
-    );
-    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    // Conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
-    let not_modified = match header_str(header::IF_NONE_MATCH) {
-        Some(inm) => none_match(inm, &etag),
-        None => header_str(header::IF_MODIFIED_SINCE)
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .is_some_and(|since| {
-                modified.duration_since(since).map_or(true, |d| d < Duration::from_secs(1))
-            }),
-    };
-    if not_modified {
-        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
-    }
-    // If-Range: ranges only for the representation the client already has part of.
-    let range_applies =
-        header_str(header::IF_RANGE).is_none_or(|v| v == etag || v == last_modified);
-    let range = match header_str(header::RANGE) {
-        Some(value) if range_applies => parse_range(value, len),
-        _ => RangeRequest::Full,
-    };
     let attachment = q.download.as_deref().is_some_and(|d| d == "1" || d == "true");
-    let (status, start, count) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, len),
-        RangeRequest::Partial { start, end } => {
-            set(header::CONTENT_RANGE, &format!("bytes {start}-{end}/{len}"));
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        RangeRequest::Unsatisfiable => {
-            let mut res = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
-                format!("the recording has {len} bytes"),
-            )
-            .into_response();
-            res.headers_mut().extend(common);
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(res);
-        }
+    let file = StaticFile {
+        path: &path,
+        what: "recording",
+        content_type: "audio/ogg",
+        public,
+        disposition: content_disposition(&rec, attachment),
     };
-    set(header::CONTENT_TYPE, "audio/ogg");
-    set(header::CONTENT_LENGTH, &count.to_string());
-    set(header::CONTENT_DISPOSITION, &content_disposition(&rec, attachment));
-    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    use tokio::io::AsyncSeekExt;
-    file.seek(io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot read the recording: {e}")))?;
-    let body = Body::from_stream(file_chunks(file, count));
-    Ok((status, common, body).into_response())
-}
-
-/// `count` bytes of `file` from where it stands, in chunks of up to 64 KiB.
-pub(crate) fn file_chunks(
-    file: tokio::fs::File,
-    count: u64,
-) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
-    use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold((file, count), |(mut file, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; usize::try_from(left.min(64 * 1024)).unwrap_or(64 * 1024)];
-        match file.read(&mut buf).await {
-            Ok(0) => Some((Err(io::ErrorKind::UnexpectedEof.into()), (file, 0))),
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
-            }
-            Err(e) => Some((Err(e), (file, 0))),
-        }
-    })
+    file.serve(&headers).await
 }
 
 #[cfg(test)]

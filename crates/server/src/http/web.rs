@@ -37,6 +37,7 @@ const ASSETS: &[Asset] = &[
     asset!("/room.js", "room.js", JS),
     asset!("/room-view.js", "room-view.js", JS),
     asset!("/recordings.js", "recordings.js", JS),
+    asset!("/replay.js", "replay.js", JS),
     asset!("/captions.js", "captions.js", JS),
     // The embeddable player's script and style (its page is filled in by `http::embed`).
     asset!("/embed.js", "embed.js", JS),

@@ -28,6 +28,13 @@ pub const RESUME_FRAMES: usize = 250;
 /// phrase; a relay that lost its link gets those it missed with the frames).
 const RESUME_EVENTS: usize = 64;
 
+/// Program audio kept in Ogg pages for clips of the live stream: a minute, plus the pre-roll a
+/// clip starts with and a page to cut on (see [`ProgramFeed::recent_pages`]).
+pub const CLIP_RING_MS: u64 = 60_000;
+
+/// [`CLIP_RING_MS`] in frames, with 100 ms more for the clip's pre-roll (80 ms).
+const CLIP_RING_FRAMES: u64 = (CLIP_RING_MS + 100) / 20;
+
 /// A one-frame WebSocket message kept for resuming listeners: a program frame, or a caption
 /// event published between two frames.
 struct Resumable {
@@ -132,6 +139,10 @@ struct Channels {
     resume_events: usize,
     /// The number of the next program frame (the one after the last published).
     next_frame: u64,
+    /// The last minute of Ogg pages, with their frame counts (the same shared bytes the Ogg
+    /// listeners get: keeping them costs no copy, only the memory of a minute of audio).
+    clip_ring: VecDeque<(u64, Bytes)>,
+    clip_ring_frames: u64,
 }
 
 impl Channels {
@@ -178,6 +189,8 @@ impl ProgramFeed {
             resume: VecDeque::with_capacity(RESUME_FRAMES),
             resume_events: 0,
             next_frame: 0,
+            clip_ring: VecDeque::new(),
+            clip_ring_frames: 0,
         };
         ProgramFeed {
             metric_label: space.to_string(),
@@ -395,6 +408,15 @@ impl ProgramFeed {
     pub fn publish_ogg(&self, page: Bytes, frames: u64) {
         if let Some(c) = self.lock().as_mut() {
             let seq = c.ogg.send(page.clone(), frames);
+            c.clip_ring.push_back((frames, page.clone()));
+            c.clip_ring_frames += frames;
+            // Drop the oldest page while the others still hold the whole minute.
+            while let Some((oldest, _)) = c.clip_ring.front()
+                && c.clip_ring_frames - oldest >= CLIP_RING_FRAMES
+            {
+                c.clip_ring_frames -= oldest;
+                c.clip_ring.pop_front();
+            }
             if self.ogg_burst_pages > 0 {
                 if c.ogg_recent.len() >= self.ogg_burst_pages {
                     c.ogg_recent.pop_front();
@@ -402,6 +424,14 @@ impl ProgramFeed {
                 c.ogg_recent.push_back((seq, page));
             }
         }
+    }
+
+    /// The Ogg stream's header pages and its pages of (at least) the last [`CLIP_RING_MS`],
+    /// oldest first, for cutting a clip of the live stream; `None` once the feed is closed.
+    pub fn recent_pages(&self) -> Option<(Bytes, Vec<Bytes>)> {
+        let guard = self.lock();
+        let c = guard.as_ref()?;
+        Some((self.ogg_headers.clone(), c.clip_ring.iter().map(|(_, p)| p.clone()).collect()))
     }
 
     /// Closes every channel: shards send their farewell and close their sockets.
@@ -530,6 +560,33 @@ mod tests {
         }
         let c = feed.lock();
         assert!(c.as_ref().expect("open").resume_events <= RESUME_EVENTS);
+    }
+
+    #[test]
+    fn the_clip_ring_keeps_a_minute_of_pages_and_no_more() {
+        let feed = ProgramFeed::new(
+            SpaceId::new("ring").expect("id"),
+            Bytes::from_static(b"headers"),
+            5,
+            FanoutConfig {
+                shards: 1,
+                stall: std::time::Duration::from_secs(60),
+                shutdown: tokio::sync::watch::channel(false).1,
+                drain: tokio::sync::watch::channel(None).1,
+                shield: None,
+            },
+        );
+        // Pages of 10 frames (200 ms) for five minutes.
+        for n in 0..1_500u32 {
+            feed.publish_ogg(Bytes::from(n.to_be_bytes().to_vec()), 10);
+        }
+        let (headers, pages) = feed.recent_pages().expect("open");
+        assert_eq!(&headers[..], b"headers");
+        let frames = pages.len() as u64 * 10;
+        assert!((CLIP_RING_FRAMES..CLIP_RING_FRAMES + 10).contains(&frames), "{frames}");
+        assert_eq!(&pages.last().expect("a page")[..], &1_499u32.to_be_bytes());
+        feed.close();
+        assert!(feed.recent_pages().is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use townhall_core::Identity;
 use townhall_media::wire::ProgramBatchWriter;
 use townhall_media::{OggOpusMuxer, ProgramFrame, ProgramFrameView};
 
@@ -20,6 +21,10 @@ pub trait ProgramSink: Send {
     /// Takes one program frame (`last`: the stream ends with it). Never waits. `false` when the
     /// sink is done for good: the engine drops it.
     fn offer(&mut self, frame: &ProgramFrame, last: bool) -> bool;
+
+    /// Who is talking changed after the frame last offered (the mixer's voice activity, named):
+    /// `speakers` talk now, nobody else. Most sinks have no use for it.
+    fn speaking(&mut self, _speakers: &[Identity]) {}
 
     /// The stream has ended (after the frame offered with `last`): flush and close.
     fn finish(&mut self) {}
@@ -144,5 +149,10 @@ impl ProgramSink for RecordTap {
     fn offer(&mut self, frame: &ProgramFrame, _last: bool) -> bool {
         // Never waits: a recorder whose disk is behind loses frames, the mixer does not.
         RecordTap::offer(self, frame.seq, &frame.payload)
+    }
+
+    fn speaking(&mut self, speakers: &[Identity]) {
+        // In the frames' queue: the recorder knows exactly where in its audio the change was.
+        RecordTap::speaking(self, speakers);
     }
 }

@@ -172,6 +172,9 @@ impl SpaceMix {
         let speakers = talking.update(&sources);
         let event = crate::pipeline::events::ListenerEvent::Speaking { speakers: &speakers };
         self.feed.publish_event(&event.to_json());
+        for (_, sink) in &mut self.sinks {
+            sink.speaking(&speakers);
+        }
     }
 
     fn drain_ingest(&mut self) {
@@ -219,7 +222,11 @@ impl SpaceMix {
 
     fn set_sink(&mut self, name: SinkName, sink: Option<Box<dyn ProgramSink>>) {
         self.sinks.retain(|(n, _)| *n != name);
-        if let Some(sink) = sink {
+        if let Some(mut sink) = sink {
+            // A new sink learns who is talking already (a recording started mid-sentence).
+            if let Some(talking) = &self.talking {
+                sink.speaking(&talking.current());
+            }
             self.sinks.push((name, sink));
         }
     }

@@ -98,6 +98,11 @@ pub async fn start_part(
         bytes,
         max_ms: app.config.recording_max_secs.saturating_mul(1_000),
         max_bytes: app.config.recording_max_bytes,
+        // Turn ends lose the voice activity's hangover (the engine's, the default).
+        turns: townhall_media::turns::Turns::new(townhall_media::turns::TurnConfig {
+            hangover_ms: townhall_media::VoiceConfig::default().hangover_ms,
+            ..Default::default()
+        }),
     };
     let spawned =
         std::thread::Builder::new().name("townhall-recorder".into()).spawn(move || recorder.run());
@@ -108,7 +113,7 @@ pub async fn start_part(
     // The tap notes the recording's first frame: its transcript's time zero.
     let first = Arc::new(crate::pipeline::captions::FirstFrame::default());
     app.begin_transcript(&live, first.clone());
-    let tap = RecordTap { tx, id: Arc::from(id.as_str()), dropped: 0, first: Some(first) };
+    let tap = RecordTap::new(tx, &id, Some(first));
     if !live.record(Some(tap)).await {
         // The space's mixer is gone (it ended meanwhile): the recorder finishes at once.
         return Err(AppError::conflict("not_live", "the space ended"));

@@ -1,13 +1,13 @@
 //! Unit tests of the recorder: tap, recovery, retention, ranges.
 
 use super::*;
-use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 
 use bytes::Bytes;
 use townhall_media::recording::{RecordingTags, RecordingWriter, WriterConfig, finalise};
 
 use crate::app::store::{RecordingState, Store};
+use crate::pipeline::record_tap::TapItem;
 
 #[test]
 fn the_sweep_keeps_the_newest_within_budget_and_retention() {
@@ -64,13 +64,29 @@ fn ids_are_never_paths() {
 #[test]
 fn a_full_queue_drops_frames_and_a_gone_recorder_lets_go_of_the_tap() {
     let (tx, rx) = sync_channel(2);
-    let mut tap = RecordTap { tx, id: Arc::from("r"), dropped: 0, first: None };
+    let mut tap = RecordTap::new(tx, "r", None);
     let frame = Bytes::from_static(b"opus");
     assert!((0..5).all(|seq| tap.offer(seq, &frame)), "never refuses while the recorder runs");
     assert_eq!(tap.dropped, 3);
-    assert_eq!(rx.try_iter().map(|f| f.seq).collect::<Vec<_>>(), vec![0, 1]);
+    let seqs = |rx: &std::sync::mpsc::Receiver<TapItem>| -> Vec<Option<u32>> {
+        rx.try_iter()
+            .map(|i| match i {
+                TapItem::Frame { seq, .. } => Some(seq),
+                TapItem::Speaking(_) => None,
+            })
+            .collect()
+    };
+    assert_eq!(seqs(&rx), vec![Some(0), Some(1)]);
+    // Who talks, with the queue full: told before the next frame that fits, in order.
+    let ann = townhall_core::Identity::new("ann").expect("id");
+    assert!(tap.offer(5, &frame) && tap.offer(6, &frame));
+    tap.speaking(std::slice::from_ref(&ann));
+    assert!(tap.offer(7, &frame), "full: dropped");
+    assert_eq!(seqs(&rx), vec![Some(5), Some(6)]);
+    assert!(tap.offer(8, &frame));
+    assert_eq!(seqs(&rx), vec![None, Some(8)]);
     drop(rx);
-    assert!(!tap.offer(5, &frame));
+    assert!(!tap.offer(9, &frame));
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -9,15 +9,17 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use townhall_core::Identity;
 use townhall_media::recording::{RecordingTags, RecordingWriter, WriterConfig, WriterOutput};
+use townhall_media::turns::Turns;
 
-use crate::app::store::{RecordingRecord, RecordingState, Store};
+use crate::app::store::{RecordingRecord, RecordingState, SpeakerTurn, Store};
 use crate::app::webhooks::Webhooks;
 use crate::clock::now_unix;
 
 use super::recovery::recover_row;
 use super::*;
-use crate::pipeline::record_tap::Frame;
+use crate::pipeline::record_tap::TapItem;
 
 /// A recording's thread: drains the tap's queue into the file.
 pub(super) struct Recorder {
@@ -25,7 +27,7 @@ pub(super) struct Recorder {
     pub(super) dir: PathBuf,
     pub(super) file: File,
     pub(super) writer: RecordingWriter,
-    pub(super) rx: Option<Receiver<Frame>>,
+    pub(super) rx: Option<Receiver<TapItem>>,
     pub(super) store: Arc<Store>,
     pub(super) webhooks: Webhooks,
     pub(super) registry: Recordings,
@@ -35,6 +37,8 @@ pub(super) struct Recorder {
     /// Where it stops by itself: audio length (ms) and file size (bytes).
     pub(super) max_ms: u64,
     pub(super) max_bytes: u64,
+    /// Who spoke when, on the recording's clock (its audio so far).
+    pub(super) turns: Turns<Identity>,
 }
 
 impl Recorder {
@@ -54,7 +58,13 @@ impl Recorder {
                 .min(INDEX_EVERY);
             let Some(rx) = &self.rx else { break None };
             let out = match rx.recv_timeout(wait) {
-                Ok(frame) => self.writer.push(frame.seq, frame.payload, ms_since(self.clock)),
+                Ok(TapItem::Frame { seq, payload }) => {
+                    self.writer.push(seq, payload, ms_since(self.clock))
+                }
+                Ok(TapItem::Speaking(who)) => {
+                    self.turns.observe(self.writer.duration_ms(), who);
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => self.writer.poll(ms_since(self.clock)),
                 Err(RecvTimeoutError::Disconnected) => break None,
             };
@@ -73,10 +83,13 @@ impl Recorder {
                 if let Err(e) = self.store.save_recording(&self.row) {
                     tracing::warn!(recording = %self.row.id, "cannot update the index: {e}");
                 }
+                self.save_turns();
             }
         };
         // The engine sees the queue closed at its next offer and lets go of the tap.
         self.rx = None;
+        self.turns.finish(self.writer.duration_ms());
+        self.save_turns();
         let result = match failed {
             None => self.close(),
             Some(e) => Err(e),
@@ -117,6 +130,24 @@ impl Recorder {
         self.registry.release(&self.row.space, &self.row.id);
         let _ = self.done.send(true);
         metrics::gauge!(RECORDINGS_ACTIVE).decrement(1.0);
+    }
+
+    /// Saves the turns so far (open ones up to now) beside the index row: a crash loses at
+    /// most the turns of the last [`INDEX_EVERY`].
+    fn save_turns(&self) {
+        let now = self.writer.duration_ms();
+        let turns: Vec<SpeakerTurn> = self
+            .turns
+            .snapshot(now)
+            .into_iter()
+            .map(|t| SpeakerTurn { speaker: t.speaker, start_ms: t.start_ms, end_ms: t.end_ms })
+            .collect();
+        if turns.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.save_turns(&self.row.id, &turns) {
+            tracing::warn!(recording = %self.row.id, "cannot save the speaker turns: {e}");
+        }
     }
 
     /// Appends pages, and syncs when the writer says so.

@@ -1,5 +1,6 @@
 //! Metadata that survives restarts: spaces and schedules, removals and blocks, the moderation
-//! log, reports and the recordings index, in SQLite (`rusqlite`, bundled).
+//! log, reports, the recordings index with transcripts and speaker turns, and clips, in SQLite
+//! (`rusqlite`, bundled).
 //!
 //! Nothing here is on the join or listening path: joins are verified from signed tokens alone.
 //! Writes happen when spaces are created, started or ended, on moderation actions, reports and
@@ -13,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use townhall_core::room::ModAction;
 use townhall_core::{Identity, SpaceId, SpaceState, UnixTime};
 
+mod clips;
 mod records;
 mod search;
 mod tables;
@@ -88,6 +90,26 @@ const MIGRATIONS: &[&str] = &[
         recording TEXT PRIMARY KEY,
         text TEXT NOT NULL,
         vtt TEXT NOT NULL
+    );",
+    // 5: clips (a live space's last minute, or a range of a recording, kept as Ogg/Opus files
+    // in the data directory) and each recording's speaker turns (who spoke when, a JSON array
+    // on the recording's clock).
+    "CREATE TABLE clips (
+        id TEXT PRIMARY KEY,
+        space TEXT NOT NULL,
+        title TEXT NOT NULL,
+        recording TEXT,
+        from_ms INTEGER NOT NULL,
+        to_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT
+    );
+    CREATE INDEX clips_created ON clips (created_at, id);
+    CREATE TABLE turns (
+        recording TEXT PRIMARY KEY,
+        turns TEXT NOT NULL
     );",
 ];
 

@@ -152,3 +152,40 @@ pub struct RecordingPart {
     /// This part's number (2 for the first continuation).
     pub number: u32,
 }
+
+/// A clip: a live space's last minute, or a range of one of its recordings, kept as a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClipRecord {
+    /// Unique id, used in URLs (`/clips/{id}`).
+    pub id: String,
+    /// The space it comes from.
+    pub space: SpaceId,
+    /// Its title (the space's, or the recording's).
+    pub title: String,
+    /// The recording it was cut from; `None` for a clip of the live stream.
+    pub recording: Option<String>,
+    /// Where it starts on its source's clock, ms (the recording's position, or the live
+    /// stream's time since the space went on air on this node).
+    pub from_ms: u64,
+    /// Where it ends on the same clock, ms.
+    pub to_ms: u64,
+    /// How long it plays, ms.
+    pub duration_ms: u64,
+    /// File size, bytes.
+    pub bytes: u64,
+    /// When it was made.
+    pub created_at: UnixTime,
+    /// Who made it (`None`: an anonymous listener of a public space).
+    pub created_by: Option<Identity>,
+}
+
+/// One speaker turn of a recording: who spoke from when to when, ms from its start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerTurn {
+    /// Who spoke.
+    pub speaker: Identity,
+    /// From, ms of the recording.
+    pub start_ms: u64,
+    /// To, ms of the recording.
+    pub end_ms: u64,
+}

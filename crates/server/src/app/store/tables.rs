@@ -270,11 +270,13 @@ impl Store {
         host.map(identity).transpose()
     }
 
-    /// Forgets a recording's index entry and transcript (its file is deleted by the caller).
+    /// Forgets a recording's index entry, transcript and turns (its file is deleted by the
+    /// caller).
     pub fn delete_recording(&self, id: &str) -> Result<(), StoreError> {
         let conn = self.conn();
         conn.execute("DELETE FROM recordings WHERE id = ?1", [id])?;
         conn.execute("DELETE FROM transcripts WHERE recording = ?1", [id])?;
+        conn.execute("DELETE FROM turns WHERE recording = ?1", [id])?;
         Ok(())
     }
 

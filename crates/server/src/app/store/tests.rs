@@ -193,3 +193,43 @@ fn public_recordings_leave_out_private_spaces_unfinished_ones_and_other_hosts() 
     assert_eq!(ids(Some("alice"), 1), ["pub-2"], "the private one does not take the only slot");
     assert!(ids(Some("nobody"), 10).is_empty());
 }
+
+#[test]
+fn clips_and_turns_round_trip_and_go_with_their_rows() {
+    let store = Store::in_memory().expect("store");
+    let clip = |n: u64| ClipRecord {
+        id: format!("{n:016x}"),
+        space: SpaceId::new("s").expect("id"),
+        title: "Night show".into(),
+        recording: n.is_multiple_of(2).then(|| "s-1-00".to_owned()),
+        from_ms: n * 1_000,
+        to_ms: n * 1_000 + 30_000,
+        duration_ms: 30_000,
+        bytes: 100 + n,
+        created_at: UnixTime(1_000 + n),
+        created_by: n.is_multiple_of(3).then(|| id("ann")),
+    };
+    for n in [3, 1, 2] {
+        store.save_clip(&clip(n)).expect("save");
+    }
+    assert_eq!(store.clip(&clip(2).id).expect("get"), Some(clip(2)));
+    assert_eq!(store.clip("nope").expect("get"), None);
+    assert_eq!(store.clip_totals().expect("totals"), (3, 306));
+    let oldest: Vec<String> =
+        store.oldest_clips(2).expect("oldest").into_iter().map(|c| c.id).collect();
+    assert_eq!(oldest, vec![clip(1).id, clip(2).id]);
+    store.delete_clip(&clip(1).id).expect("delete");
+    assert!(!store.has_clip(&clip(1).id).expect("has"));
+    assert_eq!(store.clip_totals().expect("totals"), (2, 205));
+
+    let turns = vec![
+        SpeakerTurn { speaker: id("ann"), start_ms: 0, end_ms: 1_200 },
+        SpeakerTurn { speaker: id("bob"), start_ms: 900, end_ms: 4_000 },
+    ];
+    assert_eq!(store.turns("r").expect("none yet"), vec![]);
+    store.save_turns("r", &turns).expect("save");
+    store.save_turns("r", &turns).expect("replace");
+    assert_eq!(store.turns("r").expect("turns"), turns);
+    store.delete_recording("r").expect("delete");
+    assert_eq!(store.turns("r").expect("gone"), vec![]);
+}
