@@ -60,6 +60,8 @@ pub struct AppState {
     pub clips: crate::app::clips::Clips,
     /// Captioned spaces, the node's slots and its engine.
     pub captions: crate::app::captioning::Captions,
+    /// How the node talks to other nodes and webhook receivers (HTTP and HTTPS).
+    pub outbound: crate::app::outbound::Outbound,
     /// What this node knows of its cluster (nothing much on a node on its own).
     pub cluster: crate::app::cluster::view::ClusterView,
     /// Space states the database refused, retried every second until stored (bounded: one
@@ -168,7 +170,8 @@ pub struct SpaceView {
 }
 
 impl AppState {
-    /// State for a node with this configuration.
+    /// State for a node with this configuration; fails only when `tls_client_ca` cannot be
+    /// read.
     pub fn new(
         config: Config,
         credentials: &crate::app::credentials::Credentials,
@@ -177,10 +180,11 @@ impl AppState {
         store: Arc<Store>,
         shutdown: watch::Receiver<bool>,
         metrics: PrometheusHandle,
-    ) -> AppState {
+    ) -> Result<AppState, crate::app::tls::TlsError> {
+        let outbound = crate::app::outbound::Outbound::new(&config)?;
         let directory = Directory::new(config.max_spaces, config.max_spaces.max(100));
         let shield = Arc::new(Shield::new(&config));
-        AppState {
+        Ok(AppState {
             shield,
             hls: HlsStores::default(),
             rtc,
@@ -189,7 +193,12 @@ impl AppState {
             recordings: crate::app::recorder::Recordings::default(),
             clips: crate::app::clips::Clips::default(),
             captions: crate::app::captioning::Captions::new(&config),
-            webhooks: crate::app::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
+            webhooks: crate::app::webhooks::Webhooks::start(
+                &config,
+                &credentials.webhook_secret,
+                outbound.http.clone(),
+            ),
+            outbound,
             unsaved: Mutex::new(HashMap::new()),
             cluster: crate::app::cluster::view::ClusterView::new(&config),
             config,
@@ -201,7 +210,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             drain: watch::Sender::new(None),
             metrics,
-        }
+        })
     }
 
     fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
