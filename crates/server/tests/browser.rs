@@ -1733,6 +1733,10 @@ async fn a_browser_in_arabic_gets_the_demo_in_arabic_right_to_left_and_can_switc
     assert_eq!(browser.script(&shown_text("stop")).await, "إيقاف");
     let lit = |v: &Value| v.as_str().is_some_and(|s| s.contains(TALKING_RING));
     browser.wait_for(&ring("demo-bot"), secs(15), lit).await;
+    let listeners = browser.wait_above("return window.townhall.listeners()", 0.5, secs(10)).await;
+    assert!(listeners >= 1.0, "the page does not count its own listener: {listeners}");
+    let count = browser.script(&shown_text("listener-count")).await;
+    assert!(arabic(&count), "the listener count is not in Arabic: {count}");
     let shot = target_dir().join("screenshots").join("page-arabic.png");
     browser.screenshot(&shot).await;
     eprintln!("Arabic screenshot: {}", shot.display());
