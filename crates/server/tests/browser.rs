@@ -1781,6 +1781,17 @@ async fn the_address_can_ask_for_a_language() {
     browser.goto(&format!("http://{addr}/?lang=ar#/")).await;
     let title = browser.wait_for(&shown_text("list-view"), Duration::from_secs(10), arabic).await;
     assert!(arabic(&title), "?lang=ar did not give the list in Arabic: {title}");
+    // Numbers written in the catalog use the digits Intl writes for Arabic, as the counts do.
+    let digits = browser
+        .script(
+            "const o = document.querySelector('#clip-seconds option[value=\"30\"]').textContent; \
+             return [o, new Intl.NumberFormat('ar').format(30)]",
+        )
+        .await;
+    assert!(
+        digits[0].as_str().zip(digits[1].as_str()).is_some_and(|(o, n)| o.starts_with(n)),
+        "the clip lengths and Intl write numbers differently: {digits}"
+    );
     assert_eq!(browser.script("return getComputedStyle(document.body).direction").await, "rtl");
     browser.goto(&format!("http://{addr}/?lang=en#/")).await;
     let heading = browser
