@@ -75,6 +75,12 @@ export async function setLanguage(code) {
   } catch (e) {
     // A browser without storage: the choice lasts this page.
   }
+  // A `?lang=` in the address would outrank the choice on the next visit: the choice wins now.
+  const url = new URL(location.href);
+  if (url.searchParams.has('lang')) {
+    url.searchParams.delete('lang');
+    history.replaceState(history.state, '', url);
+  }
   await use(next);
   for (const f of listeners) f(next);
 }

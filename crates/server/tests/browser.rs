@@ -1793,6 +1793,18 @@ async fn the_address_can_ask_for_a_language() {
         "the clip lengths and Intl write numbers differently: {digits}"
     );
     assert_eq!(browser.script("return getComputedStyle(document.body).direction").await, "rtl");
+    // The menu's choice wins over the address from then on (the address forgets its `?lang=`).
+    browser.click("lang option[value=en]").await;
+    browser.script("location.reload(); return true").await;
+    let heading = browser
+        .wait_for(
+            "return document.querySelector('#list-view h1').innerText",
+            Duration::from_secs(10),
+            |v| v == "Spaces",
+        )
+        .await;
+    assert_eq!(heading, "Spaces", "the choice of English did not outlast a reload");
+    assert_eq!(browser.script("return location.search").await, "");
     browser.goto(&format!("http://{addr}/?lang=en#/")).await;
     let heading = browser
         .wait_for(
