@@ -690,7 +690,7 @@ mod tests {
             Config { webrtc_threads: Some(0), ..Config::default() },
             Config { webrtc_threads: Some(MAX_WEBRTC_THREADS + 1), ..Config::default() },
             Config { api_secret: Some("short".into()), ..Config::default() },
-            Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
+            Config { webhook_urls: vec!["ftp://example.com/hook".into()], ..Config::default() },
             Config { webhook_queue: 0, ..Config::default() },
             Config { recording_sync_ms: 2_001, ..Config::default() },
             Config { embed_frame_ancestors: "* ; script-src *".into(), ..Config::default() },
