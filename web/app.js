@@ -10,6 +10,7 @@ import { Room } from './room.js';
 import { RoomView } from './room-view.js';
 import { RtcError, canWebRtc, describe } from './rtc.js';
 import { RtcSpeaker, Speaker } from './speak.js';
+import { StatsPanel } from './stats.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = 'townhall.token';
@@ -39,6 +40,7 @@ function setListeners(n) {
 // ---- the room -----------------------------------------------------------------------------
 
 const captions = new Captions($, token);
+const stats = new StatsPanel($, token);
 
 const room = new Room(token, {
   onChange: () => view.render(),
@@ -209,6 +211,7 @@ function renderSpace(space) {
   renderRecordingState($, space, manager);
   refreshRecordings(space.id);
   captions.open(space, manager);
+  stats.open(space, manager);
   view.render();
 }
 
@@ -270,6 +273,7 @@ function leaveSpace() {
   state.space = null;
   room.close();
   captions.open(null, false);
+  stats.open(null, false);
   state.rtc = { listen: 'idle', speak: 'idle' };
   state.speakMode = null;
   $('listen').hidden = false;

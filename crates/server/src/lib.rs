@@ -104,6 +104,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(embed::routes())
         .merge(oembed::routes())
         .merge(reports::routes())
+        .merge(http::stats::routes())
         .merge(whip::routes())
         .merge(web::routes())
         .fallback(not_found)
@@ -183,6 +184,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sync_transcripts(app.clone(), shutdown_tx.subscribe()));
+    tokio::spawn(sync_stats(app.clone(), shutdown_tx.subscribe()));
     let url = app.config.url_for(addr);
     tokio::spawn(app::cluster::run(app.clone(), url, shutdown_tx.subscribe()));
     let tls = match (certificate, app.config.tls) {
@@ -320,6 +322,32 @@ async fn sync_transcripts(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 .await;
             }
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Every [`app::stats::STATS_SYNC`]: writes each live space's audience statistics (on the
+/// blocking pool: it touches the database), so a crash loses at most that much of them.
+async fn sync_stats(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app::stats::STATS_SYNC);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = app.blocking(|app| {
+                    app.save_stats();
+                    Ok::<_, app_error::AppError>(())
+                })
+                .await;
+            }
+            _ = shutdown.changed() => {
+                // A drained node keeps its listeners' last minutes.
+                let _ = app.blocking(|app| {
+                    app.save_stats();
+                    Ok::<_, app_error::AppError>(())
+                })
+                .await;
+                return;
+            }
         }
     }
 }

@@ -613,6 +613,10 @@ impl LiveSpace {
                 RoomEvent::Removed { who, .. } | RoomEvent::Blocked { who, .. } => {
                     self.kick(who, KickReason::Removed);
                 }
+                RoomEvent::HandRaised { .. } => self.feed.audience().hand_raised(),
+                RoomEvent::Reactions { second, counts } => {
+                    self.feed.audience().reacted(*second, counts);
+                }
                 _ => {}
             }
             self.feed.publish_event(&crate::pipeline::events::ListenerEvent::Room(event).to_json());

@@ -38,6 +38,7 @@ const ASSETS: &[Asset] = &[
     asset!("/room-view.js", "room-view.js", JS),
     asset!("/recordings.js", "recordings.js", JS),
     asset!("/replay.js", "replay.js", JS),
+    asset!("/stats.js", "stats.js", JS),
     asset!("/captions.js", "captions.js", JS),
     // The embeddable player's script and style (its page is filled in by `http::embed`).
     asset!("/embed.js", "embed.js", JS),
