@@ -103,7 +103,7 @@ export function drawListeners(svg, stats) {
   // Reactions: a bar per bucket, as tall as its share of the busiest.
   const busiest = Math.max(1, ...points.map((p) => p.reactions));
   svg.append(svgEl('line', { x1: PAD.left, y1: barBottom, x2: W - PAD.right, y2: barBottom, class: 'axis' }));
-  svg.append(svgEl('text', { x: PAD.left - 6, y: barBottom, class: 'tick', 'text-anchor': 'end' }, '👏'));
+  svg.append(svgEl('text', { x: PAD.left - 6, y: barTop + 8, class: 'tick', 'text-anchor': 'end' }, String(busiest)));
   points.forEach((p, i) => {
     if (!p.reactions) return;
     const h = ((barBottom - barTop) * p.reactions) / busiest;
@@ -258,7 +258,7 @@ export class StatsPanel {
       [TEXT.numbers.peak, l.peak],
       [TEXT.numbers.average, l.average],
       [TEXT.numbers.unique, l.unique],
-      [TEXT.numbers.minutes, Math.round(stats.listen_minutes)],
+      [TEXT.numbers.minutes, Math.round(stats.listen_minutes * 10) / 10],
       [TEXT.numbers.requests, stats.requests_to_speak],
       [TEXT.numbers.reactions, stats.reactions.total],
     ];

@@ -29,6 +29,12 @@ impl Audience {
         Audience { stats: Mutex::new(SpaceStats::new(StatsConfig::default(), now_unix())) }
     }
 
+    /// Starts counting again from now with buckets of `bucket_secs` (before anyone joins).
+    pub fn configure(&self, bucket_secs: u64) {
+        let config = StatsConfig { bucket_secs, ..StatsConfig::default() };
+        *self.lock() = SpaceStats::new(config, now_unix());
+    }
+
     fn lock(&self) -> MutexGuard<'_, SpaceStats> {
         // Every update leaves the statistics whole: a panic elsewhere cannot tear them.
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
