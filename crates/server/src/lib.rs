@@ -263,6 +263,14 @@ impl Server {
         tracing::info!(?window, listeners = self.app.total_listeners(), "draining");
         recorder::finish_all(&self.app).await;
         until_listeners_left(&self.app, until).await;
+        // The audience's last minutes are kept (a restart carries on from them).
+        let _ = self
+            .app
+            .blocking(|app| {
+                app.save_stats();
+                Ok::<_, app_error::AppError>(())
+            })
+            .await;
         let _ = self.shutdown.send(true);
         let abort = self.task.abort_handle();
         if tokio::time::timeout(FINAL_GRACE, self.task).await.is_err() {
@@ -327,7 +335,8 @@ async fn sync_transcripts(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
 }
 
 /// Every [`app::stats::STATS_SYNC`]: writes each live space's audience statistics (on the
-/// blocking pool: it touches the database), so a crash loses at most that much of them.
+/// blocking pool: it touches the database), so a crash loses at most that much of them; a
+/// drain writes them once more.
 async fn sync_stats(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(app::stats::STATS_SYNC);
     loop {
@@ -339,15 +348,8 @@ async fn sync_stats(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 })
                 .await;
             }
-            _ = shutdown.changed() => {
-                // A drained node keeps its listeners' last minutes.
-                let _ = app.blocking(|app| {
-                    app.save_stats();
-                    Ok::<_, app_error::AppError>(())
-                })
-                .await;
-                return;
-            }
+            // A drain saves them one last time (`Server::shutdown`).
+            _ = shutdown.changed() => return,
         }
     }
 }
