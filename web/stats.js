@@ -157,6 +157,7 @@ export class StatsPanel {
     this.spaceId = null;
     this.live = false;
     this.expanded = false;
+    this.refused = false;
     this.timer = null;
     this.build();
   }
@@ -211,7 +212,8 @@ export class StatsPanel {
   open(space, manager) {
     const id = space && manager ? space.id : null;
     this.live = Boolean(space) && space.state === 'live';
-    this.$('stats-card').hidden = !id || (space && space.state === 'scheduled');
+    if (id !== this.spaceId) this.refused = false;
+    this.$('stats-card').hidden = !id || space.state === 'scheduled' || this.refused;
     if (id === this.spaceId) return;
     this.spaceId = id;
     this.setExpanded(false);
@@ -243,6 +245,7 @@ export class StatsPanel {
       if (id !== this.spaceId) return;
       if (err.status === 403 || err.status === 401) {
         // The room does not give this token the host's role (any more): nothing to offer.
+        this.refused = true;
         this.setExpanded(false);
         this.$('stats-card').hidden = true;
         return;
