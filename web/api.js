@@ -1,6 +1,7 @@
 // The JSON API under /api/v1. Errors come back as {"error": {"code", "message"}}.
 
 import { retryAfterMs } from './backoff.js';
+import { t } from './i18n.js';
 
 /** An API error with its HTTP status, code and the `Retry-After` it came with (ms, if any). */
 export class ApiError extends Error {
@@ -75,7 +76,7 @@ function leadingZeroBits(bytes) {
  * Returns the proof `challenge:n`. Needs WebCrypto (HTTPS or localhost).
  */
 export async function solvePow({ challenge, difficulty }) {
-  if (!globalThis.crypto || !crypto.subtle) throw new Error('this page needs HTTPS to prove it is not a bot');
+  if (!globalThis.crypto || !crypto.subtle) throw new Error(t('listen.pow_needs_https'));
   const enc = new TextEncoder();
   for (let n = 0; ; n++) {
     const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', enc.encode(`${challenge}:${n}`)));

@@ -3,6 +3,8 @@
 
 import * as api from './api.js';
 import { Captions } from './captions.js';
+import * as i18n from './i18n.js';
+import { t } from './i18n.js';
 import { Listener, RtcListener } from './listen.js';
 import { renderRecordingState, renderRecordings } from './recordings.js';
 import { Replay, showClipLink } from './replay.js';
@@ -20,7 +22,7 @@ const state = {
   listener: null,
   speaker: null,
   listeners: 0,
-  listenState: 'not listening',
+  listenState: '',
   rtc: { listen: 'idle', speak: 'idle' }, // WebRTC connection states (WHEP listener, WHIP speaker)
   speakMode: null, // 'webrtc' or 'websocket'
 };
@@ -34,8 +36,23 @@ function setStatus(el, text, error = false) {
 
 function setListeners(n) {
   state.listeners = n;
-  $('listener-count').textContent = String(n);
+  $('listener-count').textContent = t('space.listening', { count: n });
 }
+
+/** A space's state (`live`, `scheduled`, `ended`) in the page's language. */
+const stateName = (s) =>
+  ({ live: t('state.live'), scheduled: t('state.scheduled'), ended: t('state.ended') })[s] || s;
+
+/** A WebRTC session's state (`connecting`, `connected`, ...) in the page's language. */
+const rtcStateName = (s) =>
+  ({
+    idle: t('rtc.idle'),
+    connecting: t('rtc.connecting'),
+    connected: t('rtc.connected'),
+    reconnecting: t('rtc.reconnecting'),
+    failed: t('rtc.failed'),
+    closed: t('rtc.closed'),
+  })[s] || s;
 
 // ---- the room -----------------------------------------------------------------------------
 
@@ -66,7 +83,7 @@ function renderSpeak() {
   const live = Boolean(state.space) && state.space.state === 'live';
   const may = room.maySpeak();
   $('speak').disabled = !live || Boolean(state.speaker) || !may;
-  $('speak').title = may ? '' : 'Request to speak: you can speak once a host accepts';
+  $('speak').title = may ? '' : t('speak.need_stage');
 }
 
 /** The speaking session was refused or hung up by the room: say why rather than retry. */
@@ -122,10 +139,15 @@ async function refreshList() {
     a.href = `#/space/${s.id}`;
     const title = document.createElement('span');
     title.textContent = s.title;
+    title.dir = 'auto';
     const meta = document.createElement('span');
     meta.className = 'muted';
     meta.textContent =
-      s.state === 'live' ? `● live · ${s.listeners} listening` : s.state === 'scheduled' ? when(s) : s.state;
+      s.state === 'live'
+        ? t('list.live_listening', { count: s.listeners })
+        : s.state === 'scheduled'
+          ? when(s)
+          : stateName(s.state);
     a.append(title, meta);
     li.append(a);
     return li;
@@ -145,7 +167,7 @@ const shownRecordings = { key: null, at: 0, recording: null };
 
 /** The recordings of the space shown (`space`), or of every space (`null`, the list view). */
 async function refreshRecordings(space) {
-  const key = space || '*';
+  const key = `${space || '*'} ${i18n.language()}`;
   const recording = space && state.space ? Boolean(state.space.recording) : null;
   const changed = shownRecordings.key !== key || shownRecordings.recording !== recording;
   if (!changed && Date.now() - shownRecordings.at < 30_000) return;
@@ -163,9 +185,8 @@ async function refreshRecordings(space) {
 
 /** When a scheduled space is meant to start, in the reader's time zone. */
 function when(space) {
-  if (!space.scheduled_for) return 'scheduled';
-  const at = new Date(space.scheduled_for * 1000);
-  return `starts ${at.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}`;
+  if (!space.scheduled_for) return stateName('scheduled');
+  return t('space.starts', { date: i18n.date(space.scheduled_for) });
 }
 
 // ---- one space ----------------------------------------------------------------------------
@@ -177,7 +198,7 @@ async function showSpace(id) {
   try {
     renderSpace(await api.getSpace(id));
   } catch (e) {
-    $('space-title').textContent = e.status === 404 ? 'No such space' : 'Could not load the space';
+    $('space-title').textContent = e.status === 404 ? t('space.not_found') : t('space.load_failed');
     $('space-description').textContent = e.message;
   }
 }
@@ -189,11 +210,11 @@ function renderSpace(space) {
   $('space-when').hidden = space.state !== 'scheduled';
   $('space-when').textContent = space.state === 'scheduled' ? when(space) : '';
   const badge = $('space-state');
-  badge.textContent = space.state;
+  badge.textContent = stateName(space.state);
   badge.className = `badge ${space.state}`;
   // WebSocket listeners get live counts; otherwise the space view's count is the one shown.
   if (!room.feed && !room.live) state.listeners = space.listeners;
-  $('listener-count').textContent = String(state.listeners);
+  $('listener-count').textContent = t('space.listening', { count: state.listeners });
   const ogg = `${location.origin}/live/${space.id}.opus`;
   $('ogg-link').href = ogg;
   $('ogg-link').textContent = ogg;
@@ -220,7 +241,7 @@ async function report(e) {
   e.preventDefault();
   const status = $('report-status');
   if (!token()) {
-    setStatus(status, 'paste a token first (Host ▸ Token; joining as a listener gives one)', true);
+    setStatus(status, t('report.need_token'), true);
     return;
   }
   const body = { category: $('report-category').value };
@@ -230,7 +251,7 @@ async function report(e) {
   if (details) body.details = details;
   try {
     await api.report(token(), state.space.id, body);
-    setStatus(status, 'Thank you: the report was sent to the operators.');
+    setStatus(status, t('report.sent'));
     $('report-target').value = '';
     $('report-details').value = '';
   } catch (err) {
@@ -245,7 +266,7 @@ async function clipLive() {
   const status = $('clip-status');
   $('clip').disabled = true;
   $('clip-link').hidden = true;
-  setStatus(status, 'cutting…');
+  setStatus(status, t('clip.cutting'));
   try {
     const clip = await api.clipSpace(token(), space.id, Number($('clip-seconds').value) || 30);
     showClipLink($('clip-link'), status, clip);
@@ -284,20 +305,27 @@ function leaveSpace() {
   $('unspeak').hidden = true;
 }
 
-async function listen() {
-  const space = state.space;
-  if (!space) return;
+/** Shows Stop in place of the Listen buttons; a keyboard on either lands on Stop. */
+function showStop() {
+  const focused = document.activeElement === $('listen') || document.activeElement === $('listen-rtc');
   $('listen').hidden = true;
   $('listen-rtc').hidden = true;
   $('stop').hidden = false;
+  if (focused) $('stop').focus();
+}
+
+async function listen() {
+  const space = state.space;
+  if (!space) return;
+  showStop();
   state.listener = new Listener(space.id, {
     // Hosts listen with their token (private spaces need one; signed-in joiners wait less).
     token: token() || undefined,
     hlsUrl: space.urls.hls,
     scale: space.listen_mode === 'scale',
-    onState: (s) => {
-      state.listenState = s;
-      setStatus($('listen-state'), s, s.includes('failed'));
+    onState: (text, failed) => {
+      state.listenState = text;
+      setStatus($('listen-state'), text, failed);
     },
     onListeners: setListeners,
     onEnded: () => refreshSpace(),
@@ -313,25 +341,23 @@ async function listen() {
   try {
     await state.listener.start();
   } catch (e) {
-    setStatus($('listen-state'), `cannot play: ${e.message}`, true);
+    setStatus($('listen-state'), t('listen.cannot_play', { message: e.message }), true);
   }
 }
 
 /** A state line for a WebRTC session: `connected`, or `reconnecting: why; retrying in 2 s`. */
-const rtcText = (s, detail) => (detail ? `${s}: ${detail}` : s);
+const rtcText = (s, detail) => (detail ? t('rtc.state_detail', { state: rtcStateName(s), detail }) : rtcStateName(s));
 
 /** Listens over WebRTC (WHEP): the lowest latency, e.g. while waiting to speak. */
 async function listenLowLatency() {
   const space = state.space;
   if (!space) return;
-  $('listen').hidden = true;
-  $('listen-rtc').hidden = true;
-  $('stop').hidden = false;
+  showStop();
   const listener = new RtcListener(space.id, {
     token: token() || undefined,
     onState: (s, detail) => {
       state.rtc.listen = s;
-      state.listenState = `low latency: ${rtcText(s, detail)}`;
+      state.listenState = t('listen.low_latency', { state: rtcText(s, detail) });
       setStatus($('listen-state'), state.listenState, s === 'failed');
       const err = listener.session && listener.session.error;
       if (s === 'failed' && err && err.status === 403) room.kicked(err.code);
@@ -343,7 +369,7 @@ async function listenLowLatency() {
     await listener.start();
   } catch (e) {
     // The state line says what went wrong; the session retries unless that cannot help.
-    if (listener.state === 'idle') setStatus($('listen-state'), `cannot play: ${e.message}`, true);
+    if (listener.state === 'idle') setStatus($('listen-state'), t('listen.cannot_play', { message: e.message }), true);
   }
 }
 
@@ -351,10 +377,12 @@ function stopListening() {
   if (state.listener) state.listener.stop();
   state.listener = null;
   state.rtc.listen = 'idle';
+  const focused = document.activeElement === $('stop');
   $('listen').hidden = false;
   $('listen-rtc').hidden = false;
   $('stop').hidden = true;
   if (state.space) renderSpace(state.space);
+  if (focused) $('listen').focus();
 }
 
 async function refreshSpace() {
@@ -394,7 +422,7 @@ async function speak() {
   if (!space) return;
   $('speak').hidden = true;
   $('unspeak').hidden = false;
-  let why = 'this browser has no WebRTC';
+  let why = t('speak.no_webrtc');
   if (canWebRtc()) {
     const rtc = new RtcSpeaker(space.id, token(), {
       onState: (s, detail) => {
@@ -408,7 +436,7 @@ async function speak() {
       },
     });
     state.speaker = rtc;
-    setSpeakMode('webrtc', 'speaking over WebRTC (WHIP)');
+    setSpeakMode('webrtc', t('speak.over_webrtc'));
     try {
       await rtc.start();
       return;
@@ -418,19 +446,19 @@ async function speak() {
       const refused = e instanceof RtcError && [401, 403, 404, 409, 410].includes(e.status);
       if (!rtc.stream || refused) {
         // No microphone, or the server refused the speaker: the WebSocket would not do better.
-        setStatus($('speak-state'), `cannot speak: ${e instanceof RtcError ? describe(e) : e.message}`, true);
+        setStatus($('speak-state'), t('speak.cannot', { message: e instanceof RtcError ? describe(e) : e.message }), true);
         stopSpeaking();
         return;
       }
-      why = `WebRTC failed: ${e instanceof RtcError ? describe(e) : e.message}`;
+      why = t('speak.webrtc_failed', { message: e instanceof RtcError ? describe(e) : e.message });
     }
   }
-  setSpeakMode('websocket', `speaking over WebSocket, because ${why}`, true);
+  setSpeakMode('websocket', t('speak.over_websocket', { why }), true);
   state.rtc.speak = 'idle';
   state.speaker = new Speaker(space.id, token(), {
-    onState: (s) => {
-      setStatus($('speak-state'), s);
-      if (s === 'on air') room.speaking();
+    onState: (text, code) => {
+      setStatus($('speak-state'), text);
+      if (code === 'on_air') room.speaking();
     },
     onError: (s) => setStatus($('speak-state'), s, true),
     onBye: (reason) => room.kicked(reason),
@@ -438,7 +466,7 @@ async function speak() {
   try {
     await state.speaker.start();
   } catch (e) {
-    setStatus($('speak-state'), `cannot speak: ${e.message}`, true);
+    setStatus($('speak-state'), t('speak.cannot', { message: e.message }), true);
     stopSpeaking();
   }
 }
@@ -458,19 +486,34 @@ function stopSpeaking() {
 function wire() {
   $('host-toggle').onclick = () => {
     $('host-panel').hidden = !$('host-panel').hidden;
+    $('host-toggle').setAttribute('aria-expanded', String(!$('host-panel').hidden));
   };
   $('token').value = token();
   $('host-panel').hidden = !token();
+  $('host-toggle').setAttribute('aria-expanded', String(!$('host-panel').hidden));
+  // The language switcher: each language named in itself.
+  const lang = $('lang');
+  lang.replaceChildren(
+    ...Object.entries(i18n.LANGUAGES).map(([code, name]) => {
+      const o = document.createElement('option');
+      o.value = code;
+      o.lang = code;
+      o.textContent = name;
+      return o;
+    }),
+  );
+  lang.onchange = () => i18n.setLanguage(lang.value);
+  i18n.onLanguage(relabel);
   $('token-form').onsubmit = (e) => {
     e.preventDefault();
     localStorage.setItem(TOKEN_KEY, $('token').value.trim());
-    setStatus($('host-status'), 'token saved');
+    setStatus($('host-status'), t('host.token_saved'));
     refreshSpace();
   };
   $('token-clear').onclick = () => {
     localStorage.removeItem(TOKEN_KEY);
     $('token').value = '';
-    setStatus($('host-status'), 'token forgotten');
+    setStatus($('host-status'), t('host.token_forgotten'));
     refreshSpace();
   };
   $('create-form').onsubmit = async (e) => {
@@ -484,7 +527,7 @@ function wire() {
     }
     try {
       const space = await api.createSpace(token(), fields);
-      setStatus($('host-status'), `created ${space.id}`);
+      setStatus($('host-status'), t('host.created', { id: space.id }));
       $('new-title').value = '';
       $('new-description').value = '';
       location.hash = `#/space/${space.id}`;
@@ -499,13 +542,13 @@ function wire() {
   $('listen').onclick = listen;
   $('listen-rtc').onclick = listenLowLatency;
   $('stop').onclick = stopListening;
-  $('start-space').onclick = () => hostAction(() => api.startSpace(token(), state.space.id), 'live');
-  $('record').onclick = () => hostAction(() => api.setRecording(token(), state.space.id, true), 'recording');
+  $('start-space').onclick = () => hostAction(() => api.startSpace(token(), state.space.id), t('state.live'));
+  $('record').onclick = () => hostAction(() => api.setRecording(token(), state.space.id, true), t('host.recording'));
   $('stop-record').onclick = () =>
-    hostAction(() => api.setRecording(token(), state.space.id, false), 'recording saved');
+    hostAction(() => api.setRecording(token(), state.space.id, false), t('host.recording_saved'));
   $('end-space').onclick = () => {
     if (state.speaker) stopSpeaking();
-    hostAction(() => api.endSpace(token(), state.space.id), 'ended');
+    hostAction(() => api.endSpace(token(), state.space.id), t('state.ended'));
   };
   $('speak').onclick = speak;
   $('unspeak').onclick = stopSpeaking;
@@ -540,15 +583,24 @@ async function refreshShield() {
     const s = await api.shieldStatus(token());
     const e = s.evidence;
     $('shield').hidden = false;
-    $('verdict').textContent = s.verdict.replace('_', ' ');
+    $('verdict').textContent =
+      { normal: t('shield.normal'), flash_crowd: t('shield.flash_crowd'), attack: t('shield.attack') }[s.verdict] ||
+      s.verdict;
     $('verdict').className = s.verdict;
-    $('evidence').textContent =
-      `${e.requests_per_s.toFixed(0)} req/s, ${(e.junk_share * 100).toFixed(0)}% junk, ` +
-      `${(e.throttled_share * 100).toFixed(0)}% throttled, ` +
-      `${(e.stay_share * 100).toFixed(0)}% of listeners stay, top subnet ${(e.top_subnet_share * 100).toFixed(0)}%` +
-      (s.queued ? `, ${s.queued} waiting` : '') +
-      (s.overloaded ? ', overloaded' : '') +
-      (s.require_token ? ', attack mode on' : '');
+    const pct = (x) => Math.round(x * 100);
+    const parts = [
+      t('shield.evidence', {
+        rps: Math.round(e.requests_per_s),
+        junk: pct(e.junk_share),
+        throttled: pct(e.throttled_share),
+        stay: pct(e.stay_share),
+        subnet: pct(e.top_subnet_share),
+      }),
+    ];
+    if (s.queued) parts.push(t('shield.waiting', { count: s.queued }));
+    if (s.overloaded) parts.push(t('shield.overloaded'));
+    if (s.require_token) parts.push(t('shield.attack_mode'));
+    $('evidence').textContent = parts.join(t('list.comma'));
   } catch (err) {
     $('shield').hidden = true;
   }
@@ -583,7 +635,27 @@ window.townhall = {
   },
 };
 
+/** The language changed: redraw what the page wrote itself (the marked-up text is done). */
+function relabel() {
+  $('lang').value = i18n.language();
+  if (!state.listener) setStatus($('listen-state'), t('listen.not_listening'));
+  else if (state.listener.restate) state.listener.restate();
+  view.relabel();
+  if (state.space) renderSpace(state.space);
+  else if (!$('list-view').hidden) refreshList();
+  replay.relabel();
+  captions.render();
+}
+
+// The catalogs first: everything below speaks the page's language (what was drawn before they
+// came is drawn again).
 wire();
+await i18n.init();
+$('lang').value = i18n.language();
+state.listenState = t('listen.not_listening');
+setStatus($('listen-state'), state.listenState);
+view.drawReactions();
+captions.render();
 route();
 refreshShield();
 requestAnimationFrame(meters);

@@ -5,6 +5,7 @@
 // each line seeking the player to where it was said.
 
 import * as api from './api.js';
+import { date, t } from './i18n.js';
 
 const CC_KEY = 'townhall.cc';
 /** Final cues kept in the panel (the server keeps the full transcript with recordings). */
@@ -23,8 +24,8 @@ export function clock(secs) {
 
 /** The cues of a WebVTT document: `[{start, end, text, speaker}]` (seconds). */
 export function parseVtt(text) {
-  const secs = (t) => {
-    const p = t.trim().split(':').map(Number);
+  const secs = (stamp) => {
+    const p = stamp.trim().split(':').map(Number);
     return p.reduce((a, b) => a * 60 + b, 0);
   };
   const cues = [];
@@ -147,7 +148,7 @@ export class Captions {
     const li = document.createElement('li');
     const time = document.createElement('span');
     time.className = 'muted small';
-    time.textContent = new Date(cue.start_us / 1000).toLocaleTimeString(undefined, { timeStyle: 'medium' });
+    time.textContent = date(new Date(cue.start_us / 1000), { timeStyle: 'medium' });
     li.append(time, ' ');
     if (cue.speaker) {
       const who = document.createElement('strong');
@@ -166,7 +167,7 @@ export class Captions {
     try {
       const res = await api.setCaptions(this.token(), this.spaceId, on);
       this.setOn(res.captions, res.engine);
-      status.textContent = on ? 'captions starting (the engine loads its model)' : 'captions off';
+      status.textContent = on ? t('captions.starting') : t('captions.off');
       status.classList.remove('error');
     } catch (e) {
       status.textContent = `${e.code || 'error'}: ${e.message}`;
@@ -200,7 +201,11 @@ export class Captions {
     $('transcript-panel').hidden = this.finals.size === 0;
     $('cc-on').hidden = !this.manager || !this.live || this.on;
     $('cc-off').hidden = !this.manager || !this.live || !this.on;
-    $('cc-engine').textContent = this.on ? (this.engine ? `captions by ${this.engine}` : 'captions on') : 'captions off';
+    $('cc-engine').textContent = this.on
+      ? this.engine
+        ? t('captions.by', { engine: this.engine })
+        : t('captions.on')
+      : t('captions.off');
   }
 
   /** Fades the caption line once its words are old (called by the page's periodic refresh). */
@@ -218,7 +223,7 @@ export function transcriptPanel(rec, audio) {
   details.className = 'transcript-panel';
   const summary = document.createElement('summary');
   summary.className = 'muted small';
-  summary.textContent = 'Transcript';
+  summary.textContent = t('captions.transcript');
   const ol = document.createElement('ol');
   ol.className = 'transcript';
   details.append(summary, ol);
@@ -235,7 +240,8 @@ export function transcriptPanel(rec, audio) {
           at.type = 'button';
           at.className = 'link small';
           at.textContent = clock(c.start);
-          at.title = 'Play from here';
+          at.title = t('replay.play_from_here');
+          at.setAttribute('aria-label', t('replay.play_from', { time: clock(c.start) }));
           at.onclick = () => {
             audio.currentTime = c.start;
             audio.play().catch(() => {});
@@ -251,7 +257,7 @@ export function transcriptPanel(rec, audio) {
         }),
       );
     } catch (e) {
-      ol.textContent = 'cannot load the transcript';
+      ol.textContent = t('captions.transcript_failed');
     }
   };
   return details;

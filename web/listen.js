@@ -4,6 +4,7 @@
 
 import { joinSpace, powChallenge, solvePow, wsUrl } from './api.js';
 import { Backoff } from './backoff.js';
+import { t } from './i18n.js';
 import { RtcError, RtcSession } from './rtc.js';
 import { parseProgramBatch } from './wire.js';
 
@@ -73,7 +74,8 @@ const STREAM_EVENTS = new Set(['hello', 'listeners', 'state', 'bye', 'error']);
 
 /**
  * A listener of one space: joins (ticket), connects, plays, reconnects with backoff after an
- * unexpected close. Calls `onState(text)`, `onListeners(n)` and `onEnded()`; over the WebSocket
+ * unexpected close. Calls `onState(text, failed)` (a line in the page's language, and whether it
+ * says something went wrong), `onListeners(n)` and `onEnded()`; over the WebSocket
  * also `onEvent(roomEvent)`, `onFeed(open)` (room events flow or not) and `onRefused(code)`
  * (403 `removed` or `blocked`: no retry).
  */
@@ -97,9 +99,17 @@ export class Listener {
     this.state = 'idle';
   }
 
-  setState(state) {
+  /** `state` is what the listener does (`connecting`, `listening`, `waiting`, `retrying` ...),
+   * `text()` how the page says it. */
+  setState(state, text, failed = false) {
     this.state = state;
-    this.onState(state);
+    this.said = { text, failed };
+    this.onState(text(), failed);
+  }
+
+  /** Says the state again (in the page's language now). */
+  restate() {
+    if (this.said) this.onState(this.said.text(), this.said.failed);
   }
 
   /**
@@ -133,23 +143,23 @@ export class Listener {
       };
       this.hls = new Hls({ lowLatencyMode: true, xhrSetup });
       this.hls.on(Hls.Events.ERROR, (_e, data) => {
-        if (data.fatal) this.setState(`HLS error: ${data.details}`);
+        if (data.fatal) this.setState('failed', () => t('listen.hls_error', { details: data.details }), true);
       });
       this.hls.loadSource(url);
       this.hls.attachMedia(audio);
     } else if (audio.canPlayType('application/vnd.apple.mpegurl')) {
       audio.src = url;
     } else {
-      throw new Error('this browser cannot play HLS');
+      throw new Error(t('listen.no_hls'));
     }
     await ctx.resume();
     await audio.play();
-    this.setState('listening (HLS)');
+    this.setState('listening', () => t('listen.listening_hls'));
   }
 
   async connect() {
     if (this.stopped) return;
-    this.setState('connecting');
+    this.setState('connecting', () => t('listen.connecting'));
     let ticket;
     try {
       // Coming back, the listening ticket the door gave last time says we were admitted: the
@@ -159,19 +169,19 @@ export class Listener {
       if (e.status === 401 && this.heldTicket) {
         // That ticket expired: join as we first did.
         this.heldTicket = undefined;
-        return this.retry('join again', 0);
+        return this.retry(t('listen.join_again'), 0);
       }
       if (e.status === 410) return this.ended();
       if (e.code === 'pow_required' || e.code === 'bad_pow') return this.provePow();
       if (e.status === 403 && (e.code === 'removed' || e.code === 'blocked')) {
         this.stopped = true;
-        this.setState(`refused: ${e.message}`);
+        this.setState('refused', () => t('listen.refused', { message: e.message }), true);
         return this.onRefused(e.code);
       }
       // A ticket already used (or no longer valid) keeps no place: join the line afresh.
       if (e.code === 'bad_ticket') this.waitTicket = undefined;
       // Rate-limited, a door too busy or a node draining: no sooner than its Retry-After.
-      return this.retry(`join failed: ${e.message}`, e.retryAfterMs);
+      return this.retry(t('listen.join_failed', { message: e.message }), e.retryAfterMs, true);
     }
     this.pow = undefined;
     if (ticket.waiting) {
@@ -184,7 +194,7 @@ export class Listener {
         return this.startHls(w.hls);
       }
       this.waitTicket = w.ticket;
-      this.setState(`waiting room: number ${w.position} in line`);
+      this.setState('waiting', () => t('listen.waiting_room', { position: w.position }));
       setTimeout(() => this.connect(), w.retry_after_ms);
       return;
     }
@@ -199,13 +209,13 @@ export class Listener {
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onopen = () => {
       this.backoff.reset();
-      this.setState('listening');
+      this.setState('listening', () => t('listen.listening'));
       this.onFeed(true);
     };
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.onFeed(false);
-      if (!this.stopped && this.state !== 'ended') this.retry('connection lost');
+      if (!this.stopped && this.state !== 'ended') this.retry(t('listen.connection_lost'));
     };
   }
 
@@ -226,34 +236,34 @@ export class Listener {
       // names another node, after its delay plus the backoff's draw.
       this.ws = null;
       this.onFeed(false);
-      const why = event.reason === 'server_shutdown' ? 'this node is going away' : event.reason;
-      this.retry(`${why}; moving`, event.reconnect_after_ms);
+      const why = event.reason === 'server_shutdown' ? t('listen.node_going_away') : event.reason;
+      this.retry(t('listen.moving', { why }), event.reconnect_after_ms);
     }
     if (!STREAM_EVENTS.has(event.type)) this.onEvent(event);
   }
 
   /** The node asks anonymous joiners for a proof of work (it is under attack): do it, rejoin. */
   async provePow() {
-    this.setState('proving this is not a bot (a second or two)');
+    this.setState('proving', () => t('listen.proving'));
     try {
       this.pow = await solvePow(await powChallenge(this.spaceId));
     } catch (e) {
-      return this.retry(`proof of work failed: ${e.message}`);
+      return this.retry(t('listen.pow_failed', { message: e.message }), undefined, true);
     }
     return this.connect();
   }
 
   /** Goes back through the door after the backoff (no sooner than `retryAfterMs`, if given). */
-  retry(why, retryAfterMs) {
+  retry(why, retryAfterMs, failed = false) {
     if (this.stopped) return;
     const delay = this.backoff.next(retryAfterMs);
-    this.setState(`${why}; retrying in ${Math.round(delay / 1000)} s`);
+    this.setState('retrying', () => t('listen.retrying', { why, seconds: Math.round(delay / 1000) }), failed);
     setTimeout(() => this.connect(), delay);
   }
 
   ended() {
     this.stopped = true;
-    this.setState('ended');
+    this.setState('ended', () => t('listen.ended'));
     this.onEnded();
     this.close();
   }
@@ -269,7 +279,7 @@ export class Listener {
     analyser.connect(ctx.destination);
     this.audio = { element: audio, ctx, analyser, samples: new Float32Array(analyser.fftSize) };
     await audio.play();
-    this.setState('listening (Ogg stream)');
+    this.setState('listening', () => t('listen.listening_ogg'));
   }
 
   /** RMS of what is playing now (0..1). */
@@ -306,7 +316,7 @@ export class Listener {
   stop() {
     this.stopped = true;
     this.close();
-    this.setState('not listening');
+    this.setState('idle', () => t('listen.not_listening'));
   }
 }
 
@@ -363,21 +373,21 @@ export class RtcListener {
 
   /** Asks the door where to listen: `{url, token}` for the WHEP offer. */
   async throughDoor() {
-    let t;
+    let ticket;
     try {
-      t = await joinSpace(this.spaceId, this.heldTicket || this.token);
+      ticket = await joinSpace(this.spaceId, this.heldTicket || this.token);
     } catch (e) {
       // An expired ticket of ours: join again as the first time (not a reason to give up).
       const expired = e.status === 401 && this.heldTicket;
       if (expired) this.heldTicket = undefined;
       throw new RtcError(expired ? 503 : e.status || 0, e.code || 'network', e.message, e.retryAfterMs);
     }
-    if (t.waiting) {
-      throw new RtcError(503, 'waiting_room', `number ${t.waiting.position} in line`, t.waiting.retry_after_ms);
+    if (ticket.waiting) {
+      throw new RtcError(503, 'waiting_room', t('listen.in_line', { position: ticket.waiting.position }), ticket.waiting.retry_after_ms);
     }
-    this.heldTicket = t.token;
-    const base = t.node ? t.node.replace(/\/$/, '') : '';
-    return { url: `${base}/whep/${encodeURIComponent(this.spaceId)}`, token: t.token };
+    this.heldTicket = ticket.token;
+    const base = ticket.node ? ticket.node.replace(/\/$/, '') : '';
+    return { url: `${base}/whep/${encodeURIComponent(this.spaceId)}`, token: ticket.token };
   }
 
   /** Plays a (new) remote stream. */

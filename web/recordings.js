@@ -2,6 +2,7 @@
 // where there is one; the title opens the replay page) and the REC state.
 
 import { transcriptPanel } from './captions.js';
+import { date, language, t } from './i18n.js';
 
 /** `1:02:03` or `4:05` from milliseconds. */
 export function formatDuration(ms) {
@@ -12,8 +13,7 @@ export function formatDuration(ms) {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
 }
 
-const STATE_TEXT = { recording: '● recording', finished: '', recovered: 'recovered after an interruption' };
-
+const STATE_TEXT = () => ({ recording: t('recordings.recording'), finished: '', recovered: t('recordings.recovered') });
 
 /**
  * Shows `recordings` in `ul` (newest first): title, date, duration, an `<audio controls
@@ -21,7 +21,10 @@ const STATE_TEXT = { recording: '● recording', finished: '', recovered: 'recov
  * again changes nothing, so a player keeps playing through the page's periodic refreshes.
  */
 export function renderRecordings(ul, recordings, token) {
-  const key = JSON.stringify(recordings.map((r) => [r.id, r.state, r.duration_ms, Boolean(token), Boolean(r.transcript)]));
+  const key = JSON.stringify([
+    language(),
+    recordings.map((r) => [r.id, r.state, r.duration_ms, Boolean(token), Boolean(r.transcript)]),
+  ]);
   if (ul.dataset.key === key) return;
   ul.dataset.key = key;
   const playing = new Map(
@@ -40,12 +43,14 @@ export function renderRecordings(ul, recordings, token) {
       title.href = `#/recording/${r.id}`;
       const name = document.createElement('strong');
       name.textContent = r.title || r.space;
+      name.dir = 'auto';
       title.append(name);
       if (r.state === 'recording') title.removeAttribute('href');
       const meta = document.createElement('span');
       meta.className = 'muted small';
-      const date = new Date(r.started_at * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-      meta.textContent = [date, formatDuration(r.duration_ms), STATE_TEXT[r.state]].filter(Boolean).join(' · ');
+      meta.textContent = [date(r.started_at), formatDuration(r.duration_ms), STATE_TEXT()[r.state]]
+        .filter(Boolean)
+        .join(' · ');
       head.append(title, meta);
       li.append(head);
       if (r.url) {
@@ -59,7 +64,7 @@ export function renderRecordings(ul, recordings, token) {
         if (!audio.src) audio.src = r.url;
         const download = document.createElement('a');
         download.href = r.download_url;
-        download.textContent = 'Download';
+        download.textContent = t('recordings.download');
         download.className = 'small';
         download.setAttribute('download', '');
         const row = document.createElement('div');

@@ -4,6 +4,7 @@
 
 import * as api from './api.js';
 import { transcriptPanel } from './captions.js';
+import { date, t } from './i18n.js';
 import { formatDuration } from './recordings.js';
 
 /** Playback speeds offered. */
@@ -32,20 +33,22 @@ export function renderTimeline(el, turns, durationMs, audio) {
     name.title = who;
     const track = document.createElement('div');
     track.className = 'tl-track';
-    turns.forEach((t, i) => {
-      if (t.speaker !== who) return;
+    turns.forEach((turn, i) => {
+      if (turn.speaker !== who) return;
       const bar = document.createElement('button');
       bar.type = 'button';
       bar.className = 'tl-turn';
       bar.id = `turn-${i}`;
-      bar.dataset.start = String(t.start_ms);
-      const span = `${formatDuration(t.start_ms)}–${formatDuration(t.end_ms)}`;
-      bar.title = `${who}, ${span}`;
-      bar.setAttribute('aria-label', `${who} from ${span}: play from here`);
-      bar.style.left = `${pct(t.start_ms)}%`;
-      bar.style.width = `${Math.max(MIN_BAR, pct(t.end_ms) - pct(t.start_ms))}%`;
+      bar.dataset.start = String(turn.start_ms);
+      const from = formatDuration(turn.start_ms);
+      const to = formatDuration(turn.end_ms);
+      bar.title = t('replay.turn_title', { who, from, to });
+      bar.setAttribute('aria-label', t('replay.turn_label', { who, from, to }));
+      // Time runs with the text: left to right, or right to left in Arabic.
+      bar.style.insetInlineStart = `${pct(turn.start_ms)}%`;
+      bar.style.width = `${Math.max(MIN_BAR, pct(turn.end_ms) - pct(turn.start_ms))}%`;
       bar.onclick = () => {
-        audio.currentTime = t.start_ms / 1000;
+        audio.currentTime = turn.start_ms / 1000;
         audio.play().catch(() => {});
       };
       track.append(bar);
@@ -70,7 +73,7 @@ export function renderTimeline(el, turns, durationMs, audio) {
   head.append(spacer, axis);
   el.replaceChildren(...rows, head);
   const follow = () => {
-    playhead.style.left = `${pct(audio.currentTime * 1000)}%`;
+    playhead.style.insetInlineStart = `${pct(audio.currentTime * 1000)}%`;
   };
   audio.ontimeupdate = follow;
   follow();
@@ -94,7 +97,7 @@ export function renderSpeeds(group, audio) {
   });
   const label = document.createElement('span');
   label.className = 'muted small';
-  label.textContent = 'Speed';
+  label.textContent = t('replay.speed_label');
   group.replaceChildren(label, ...buttons);
 }
 
@@ -111,7 +114,7 @@ export class Replay {
     if (this.id === id) return;
     this.id = id;
     this.rec = null;
-    $('replay-title').textContent = 'Loading…';
+    $('replay-title').textContent = t('replay.loading');
     $('replay-meta').textContent = '';
     $('replay-card').hidden = true;
     setStatus($('replay-clip-status'), '');
@@ -120,15 +123,14 @@ export class Replay {
     try {
       rec = await api.getRecording(id, this.token());
     } catch (e) {
-      $('replay-title').textContent = e.status === 404 ? 'No such recording' : 'Could not load the recording';
+      $('replay-title').textContent = e.status === 404 ? t('replay.not_found') : t('replay.load_failed');
       $('replay-meta').textContent = e.message;
       return;
     }
     if (this.id !== id) return;
     this.rec = rec;
     $('replay-title').textContent = rec.title || rec.space;
-    const date = new Date(rec.started_at * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-    $('replay-meta').textContent = [date, formatDuration(rec.duration_ms)].join(' · ');
+    $('replay-meta').textContent = [date(rec.started_at), formatDuration(rec.duration_ms)].join(' · ');
     $('replay-space').href = `#/space/${rec.space}`;
     const audio = $('replay-audio');
     audio.pause();
@@ -142,6 +144,18 @@ export class Replay {
     const panel = $('replay-transcript');
     panel.replaceChildren(...(rec.transcript ? [transcriptPanel(rec, audio)] : []));
     $('replay-card').hidden = !rec.url;
+  }
+
+  /** The language changed: the page is drawn again in it. */
+  relabel() {
+    const rec = this.rec;
+    if (!rec) return;
+    const $ = this.$;
+    const audio = $('replay-audio');
+    $('replay-meta').textContent = [date(rec.started_at), formatDuration(rec.duration_ms)].join(' · ');
+    renderSpeeds($('replay-speeds'), audio);
+    renderTimeline($('timeline'), rec.turns || [], rec.duration_ms, audio);
+    $('replay-transcript').replaceChildren(...(rec.transcript ? [transcriptPanel(rec, audio)] : []));
   }
 
   hide() {
@@ -158,7 +172,7 @@ export class Replay {
     const seconds = Number($('replay-clip-length').value) || 30;
     const to = Math.min(rec.duration_ms, from + seconds * 1000);
     $('replay-clip').disabled = true;
-    setStatus($('replay-clip-status'), 'cutting…');
+    setStatus($('replay-clip-status'), t('clip.cutting'));
     try {
       const clip = await api.clipRecording(this.token(), rec.id, { from_ms: Math.max(0, Math.min(from, to - 1000)), to_ms: to });
       showClipLink($('replay-clip-link'), $('replay-clip-status'), clip);
@@ -180,5 +194,5 @@ export function showClipLink(a, status, clip) {
   a.href = clip.url;
   a.textContent = `${location.origin}${clip.url}`;
   a.hidden = false;
-  setStatus(status, `Clip ready (${formatDuration(clip.duration_ms)}):`);
+  setStatus(status, t('clip.ready', { duration: formatDuration(clip.duration_ms) }));
 }

@@ -5,6 +5,7 @@
 // and people taking part (hand raised, invited, on stage). Actions go to POST .../actions.
 
 import * as api from './api.js';
+import { t } from './i18n.js';
 
 /** The fixed set of reactions, in display order: [name, emoji] (crates/core/src/room/action.rs). */
 export const REACTIONS = [
@@ -19,9 +20,9 @@ export const REACTIONS = [
 
 /** What the page says when the room ends someone's part in the space. */
 export const KICKS = {
-  removed: 'A host removed you from this space.',
-  blocked: 'You are blocked from this space.',
-  moved_to_audience: 'A host moved you to the audience. Request to speak to come back on stage.',
+  removed: () => t('kick.removed'),
+  blocked: () => t('kick.blocked'),
+  moved_to_audience: () => t('kick.moved_to_audience'),
 };
 
 const RANK = { host: 0, cohost: 1, speaker: 2, listener: 3 };
@@ -472,7 +473,7 @@ export class Room {
     const token = this.token();
     const me = this.me();
     if (!token || !me) {
-      this.error = { status: 401, code: 'unauthorized', message: 'paste a token for this space first', action };
+      this.error = { status: 401, code: 'unauthorized', message: t('room.need_token'), action };
       this.changed();
       return false;
     }

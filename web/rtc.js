@@ -5,6 +5,7 @@
 // (DELETE, then POST a fresh offer) with exponential backoff and jitter.
 
 import { Backoff, retryAfterMs } from './backoff.js';
+import { t } from './i18n.js';
 
 /** True when this browser can make WebRTC sessions. */
 export const canWebRtc = () => typeof RTCPeerConnection === 'function';
@@ -33,22 +34,22 @@ export class RtcError extends Error {
 
 /** What a failed request means to a person. */
 export function describe(err) {
-  const wait = err.retryAfterMs ? ` (retry in ${Math.ceil(err.retryAfterMs / 1000)} s)` : '';
+  const wait = err.retryAfterMs ? t('rtc.retry_in', { seconds: Math.ceil(err.retryAfterMs / 1000) }) : '';
   switch (err.status) {
     case 0:
-      return `cannot reach the server: ${err.message}`;
+      return t('rtc.unreachable', { message: err.message });
     case 401:
-      return `this needs a valid token: ${err.message}`;
+      return t('rtc.needs_token', { message: err.message });
     case 403:
-      return `not allowed: ${err.message}`;
+      return t('rtc.not_allowed', { message: err.message });
     case 404:
-      return 'no such space (or session)';
+      return t('rtc.not_found');
     case 410:
-      return 'the space has ended';
+      return t('speak.space_ended');
     case 429:
-      return `too many sessions or requests${wait}`;
+      return t('rtc.too_many', { wait });
     case 503:
-      return `the server is busy or restarting${wait}`;
+      return t('rtc.busy', { wait });
     default:
       return err.status ? `${err.status}: ${err.message}` : err.message;
   }
@@ -199,7 +200,7 @@ export class RtcSession {
       }
       this.location = location;
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      this.later('connect', CONNECT_MS, () => this.fail(pc, new Error('no connection within 10 s')));
+      this.later('connect', CONNECT_MS, () => this.fail(pc, new Error(t('rtc.no_connection', { seconds: 10 }))));
     } catch (e) {
       if (this.pc === pc) this.fail(pc, e);
     }
@@ -218,11 +219,11 @@ export class RtcSession {
         this.first = null;
         break;
       case 'disconnected':
-        this.setState('reconnecting', 'connection interrupted');
-        this.later('disconnected', DISCONNECTED_MS, () => this.fail(pc, new Error('connection lost')));
+        this.setState('reconnecting', t('rtc.interrupted'));
+        this.later('disconnected', DISCONNECTED_MS, () => this.fail(pc, new Error(t('listen.connection_lost'))));
         break;
       case 'failed':
-        this.fail(pc, new Error('connection failed'));
+        this.fail(pc, new Error(t('rtc.connection_failed')));
         break;
       default:
         break;
@@ -247,7 +248,7 @@ export class RtcSession {
     b.failures = this.attempts;
     const delay = b.next(err.retryAfterMs);
     this.attempts += 1;
-    this.setState('reconnecting', `${why}; retrying in ${Math.max(1, Math.round(delay / 1000))} s`);
+    this.setState('reconnecting', t('listen.retrying', { why, seconds: Math.max(1, Math.round(delay / 1000)) }));
     this.later('retry', delay, () => this.attempt());
   }
 

@@ -4,6 +4,7 @@
 
 import { getSpace, wsUrl } from './api.js';
 import { Backoff } from './backoff.js';
+import { t } from './i18n.js';
 import { Player } from './listen.js';
 import { RtcSession, canWebRtc } from './rtc.js';
 import { encodeSpeakerFrame, nowUs, parseProgramBatch } from './wire.js';
@@ -25,7 +26,8 @@ const MIC_CONSTRAINTS = {
 export const canEncode = () => typeof AudioEncoder === 'function' && typeof AudioWorkletNode === 'function';
 
 /**
- * A speaker session in one space. Calls `onState(text)`, `onError(text)` and `onBye(reason)`
+ * A speaker session in one space. Calls `onState(text, code)` (a line in the page's language and
+ * `opening`, `on_air`, `reconnecting`, `ended` or `off_air`), `onError(text)` and `onBye(reason)`
  * when the server ends the session for good (`moved_to_audience`, `removed`,
  * `replaced_by_new_session`); a lost connection, `server_shutdown` or `space_moved` reconnects
  * (to the space's origin now) with the clients' backoff.
@@ -44,10 +46,10 @@ export class Speaker {
 
   /** Opens the microphone and starts sending (call from a user gesture). */
   async start() {
-    if (!canEncode()) throw new Error('this browser cannot encode Opus (WebCodecs AudioEncoder missing)');
+    if (!canEncode()) throw new Error(t('speak.no_encoder'));
     const support = await AudioEncoder.isConfigSupported(ENCODER_CONFIG);
-    if (!support.supported) throw new Error('this browser cannot encode 20 ms Opus frames');
-    this.onState('opening microphone');
+    if (!support.supported) throw new Error(t('speak.no_opus_20ms'));
+    this.onState(t('speak.opening_mic'), 'opening');
     this.stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
     this.ctx = new AudioContext({ sampleRate: 48000, latencyHint: 'interactive' });
     await this.ctx.audioWorklet.addModule('/capture-worklet.js');
@@ -63,7 +65,7 @@ export class Speaker {
 
     this.encoder = new AudioEncoder({
       output: (chunk) => this.send(chunk),
-      error: (e) => this.onError(`encoder: ${e.message}`),
+      error: (e) => this.onError(t('speak.encoder_error', { message: e.message })),
     });
     this.encoder.configure(ENCODER_CONFIG);
 
@@ -89,7 +91,7 @@ export class Speaker {
     this.ws = ws;
     ws.onopen = () => {
       this.backoff.reset();
-      this.onState('on air');
+      this.onState(t('speak.on_air'), 'on_air');
     };
     ws.onclose = (e) => {
       if (this.ws !== ws || this.stopped) return;
@@ -97,7 +99,7 @@ export class Speaker {
         this.stop();
         return;
       }
-      this.onState(`reconnecting${e.reason ? ` (${e.reason})` : ''}`);
+      this.onState(e.reason ? t('speak.reconnecting_why', { why: e.reason }) : t('rtc.reconnecting'), 'reconnecting');
       setTimeout(() => this.reconnect(), this.backoff.next(this.comeBackAfterMs));
       this.comeBackAfterMs = 0;
     };
@@ -111,7 +113,7 @@ export class Speaker {
     try {
       const space = await getSpace(this.spaceId);
       if (space.state === 'ended') {
-        this.onState('the space has ended');
+        this.onState(t('speak.space_ended'), 'ended');
         return this.stop();
       }
       origin = space.origin || null;
@@ -157,16 +159,16 @@ export class Speaker {
       // else (moved to the audience, removed, replaced) ends this session.
       if (event.reason === 'server_shutdown' || event.reason === 'space_moved') {
         this.comeBackAfterMs = event.reconnect_after_ms || 0;
-        this.onState(`server: ${event.reason}; reconnecting`);
+        this.onState(t('speak.server_reconnecting', { reason: event.reason }), 'reconnecting');
       } else {
         this.final = true;
-        this.onError(`server: ${event.reason}`);
+        this.onError(t('speak.server_said', { reason: event.reason }));
         this.onBye(event.reason);
       }
     }
     if (event.type === 'state' && event.state === 'ended') {
       this.final = true;
-      this.onState('the space has ended');
+      this.onState(t('speak.space_ended'), 'ended');
     }
   }
 
@@ -185,7 +187,7 @@ export class Speaker {
     if (this.ctx) this.ctx.close();
     if (this.player) this.player.close();
     this.peak = 0;
-    this.onState('off air');
+    this.onState(t('speak.off_air'), 'off_air');
   }
 }
 
@@ -207,8 +209,8 @@ export class RtcSpeaker {
    * rejects when the first try fails (an RtcError when the server said no): fall back then.
    */
   async start() {
-    if (!canWebRtc()) throw new Error('this browser has no WebRTC');
-    this.onState('connecting', 'opening microphone');
+    if (!canWebRtc()) throw new Error(t('speak.no_webrtc'));
+    this.onState('connecting', t('speak.opening_mic'));
     this.stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
     this.ctx = new AudioContext({ latencyHint: 'interactive' });
     this.analyser = this.ctx.createAnalyser();

@@ -4,21 +4,26 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpSocket;
 
+pub use crate::conn::{Conn, TlsClient};
 use crate::target::Target;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Connects to the target from `source` (a loopback address), with `TCP_NODELAY`.
-pub async fn connect(target: &Target, source: IpAddr) -> io::Result<TcpStream> {
+/// Connects to the target from `source` (a loopback address), with `TCP_NODELAY`, and does the
+/// TLS handshake when the target speaks TLS.
+pub async fn connect(target: &Target, source: IpAddr) -> io::Result<Conn> {
     let socket = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
-    Ok(stream)
+    match target.tls {
+        None => Ok(Conn::Plain(stream)),
+        Some(tls) => tls.handshake(target.addr.ip(), stream).await,
+    }
 }
 
 /// A connection's read buffer: bytes `start..end` are unread.
@@ -50,15 +55,12 @@ impl ReadBuf {
     }
 
     /// Reads more from `stream`; returns the number of bytes read (0 at end of stream).
-    pub async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> io::Result<usize> {
         self.fill_from(stream).await
     }
 
     /// Reads more from any reader; returns the number of bytes read (0 at end of stream).
-    pub async fn fill_from<R: tokio::io::AsyncRead + Unpin>(
-        &mut self,
-        stream: &mut R,
-    ) -> io::Result<usize> {
+    pub async fn fill_from<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
         if self.start > 0 && self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -133,7 +135,10 @@ pub fn header_value(data: &[u8], name: &str) -> Option<String> {
 }
 
 /// Reads a response head into `buf` (consuming it).
-pub async fn read_head(stream: &mut TcpStream, buf: &mut ReadBuf) -> io::Result<Head> {
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut ReadBuf,
+) -> io::Result<Head> {
     loop {
         if let Some((head, len)) = parse_head(buf.data())? {
             buf.consume(len);
@@ -149,8 +154,8 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut ReadBuf) -> io::Result<
 }
 
 /// Sends a GET request.
-pub async fn get(
-    stream: &mut TcpStream,
+pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     target: &Target,
     path: &str,
     extra: &str,
@@ -163,8 +168,8 @@ pub async fn get(
 }
 
 /// Sends a POST request with a JSON body.
-pub async fn post(
-    stream: &mut TcpStream,
+pub async fn post<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     target: &Target,
     path: &str,
     auth: Option<&str>,
@@ -180,8 +185,8 @@ pub async fn post(
 }
 
 /// Reads a whole (small) response body after its head.
-pub async fn read_body(
-    stream: &mut TcpStream,
+pub async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut ReadBuf,
     head: Head,
 ) -> io::Result<Vec<u8>> {
@@ -268,8 +273,8 @@ impl Dechunker {
 }
 
 /// Opens a WebSocket: sends the upgrade request and reads the `101` head.
-pub async fn ws_handshake(
-    stream: &mut TcpStream,
+pub async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     target: &Target,
     path: &str,
     buf: &mut ReadBuf,
@@ -279,8 +284,8 @@ pub async fn ws_handshake(
 
 /// Like [`ws_handshake`], with a bearer token in the `Authorization` header (speaking tokens
 /// never go into URLs).
-pub async fn ws_handshake_with(
-    stream: &mut TcpStream,
+pub async fn ws_handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     target: &Target,
     path: &str,
     bearer: Option<&str>,

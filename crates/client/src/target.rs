@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
+use crate::conn::TlsClient;
+
 /// A refused or malformed target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -30,6 +32,8 @@ pub enum TargetError {
 pub struct Target {
     /// Its socket address (always loopback).
     pub addr: SocketAddr,
+    /// How its TLS is checked, if it speaks TLS (see [`Target::with_tls`]).
+    pub tls: Option<TlsClient>,
 }
 
 impl Target {
@@ -38,7 +42,12 @@ impl Target {
         if !addr.ip().is_loopback() {
             return Err(TargetError::NotLoopback(addr.to_string()));
         }
-        Ok(Target { addr })
+        Ok(Target { addr, tls: None })
+    }
+
+    /// The same target, spoken to over TLS checked by `tls`.
+    pub fn with_tls(self, tls: TlsClient) -> Target {
+        Target { tls: Some(tls), ..self }
     }
 
     /// Source addresses to spread an audience over, so ephemeral ports never run out and, as a
@@ -83,7 +92,9 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let text = raw.strip_prefix("http://").unwrap_or(raw).trim_end_matches('/');
+        // `https://` names the same address: TLS comes with the CA to trust (`with_tls`).
+        let text = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://"));
+        let text = text.unwrap_or(raw).trim_end_matches('/');
         let text = match text.strip_prefix("localhost:") {
             Some(port) => format!("127.0.0.1:{port}"),
             None => text.to_owned(),
@@ -95,7 +106,8 @@ impl FromStr for Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.addr)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use tokio::net::TcpStream;
+use crate::http::Conn;
 
 use crate::http::{self, ReadBuf};
 use crate::target::Target;
@@ -101,7 +101,7 @@ pub fn parse_playlist(text: &str) -> Playlist {
 pub struct HlsClient {
     target: Target,
     source: std::net::IpAddr,
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     buf: ReadBuf,
 }
 

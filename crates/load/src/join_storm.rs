@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::http::Conn;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use crate::histogram::Histogram;
@@ -143,7 +143,7 @@ impl StormStats {
 /// How a joiner's attempt to get audio ended.
 enum Outcome {
     /// Listening, on this connection; `waited` if it went through the waiting room.
-    Audio { stream: TcpStream, buf: ReadBuf, waited: bool },
+    Audio { stream: Conn, buf: ReadBuf, waited: bool },
     /// Still holding a waiting-room ticket at the deadline.
     Queued,
     /// Refused for good with this status.
@@ -238,7 +238,7 @@ async fn post_join(
     n: usize,
     wait_ticket: Option<&str>,
     pow: Option<&str>,
-) -> Option<(u16, serde_json::Value, Option<u64>, TcpStream, ReadBuf)> {
+) -> Option<(u16, serde_json::Value, Option<u64>, Conn, ReadBuf)> {
     let mut stream =
         http::connect(&cfg.target, cfg.target.source_ip_in(n, cfg.subnets)).await.ok()?;
     let mut buf = ReadBuf::new(4_096);
@@ -387,7 +387,7 @@ async fn reconnect(
     cfg: &StormConfig,
     n: usize,
     deadline: Instant,
-) -> Result<(TcpStream, ReadBuf), Outcome> {
+) -> Result<(Conn, ReadBuf), Outcome> {
     let source = target.source_ip_in(n, cfg.subnets);
     match timeout_at(deadline, http::connect(target, source)).await {
         Ok(Ok(stream)) => Ok((stream, ReadBuf::new(4_096))),
@@ -418,7 +418,7 @@ async fn prove(cfg: &StormConfig, n: usize) -> Option<String> {
 }
 
 /// Keeps reading until `until`; false if the connection was lost first.
-async fn listen_until(mut stream: TcpStream, mut buf: ReadBuf, until: Instant) -> bool {
+async fn listen_until(mut stream: Conn, mut buf: ReadBuf, until: Instant) -> bool {
     loop {
         let all = buf.data().len();
         buf.consume(all);

@@ -8,8 +8,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::Conn;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use townhall_media::wire::parse_program_batch;
 use townhall_shield::Backoff;
@@ -143,7 +143,7 @@ async fn open(
     at: &Place,
     n: usize,
     buf: &mut ReadBuf,
-) -> Option<(TcpStream, http::Head)> {
+) -> Option<(Conn, http::Head)> {
     Stats::add(&stats.attempted, 1);
     let (target, path) = (&at.target, at.path.as_str());
     let opened = timeout(CONNECT_TIMEOUT, async {
@@ -186,12 +186,7 @@ enum Read {
 }
 
 /// Reads more, counting the bytes.
-async fn read_more(
-    stream: &mut TcpStream,
-    buf: &mut ReadBuf,
-    stats: &Stats,
-    deadline: Instant,
-) -> Read {
+async fn read_more(stream: &mut Conn, buf: &mut ReadBuf, stats: &Stats, deadline: Instant) -> Read {
     match timeout_at(deadline, buf.fill(stream)).await {
         Err(_) => Read::Deadline,
         Ok(Ok(0)) | Ok(Err(_)) => Read::Lost,
@@ -316,7 +311,7 @@ fn note(stats: &Stats, ear: &mut Ear, audio: bool, gaps: u64) {
 async fn ws_session(
     cfg: &ListenConfig,
     stats: &Stats,
-    mut stream: TcpStream,
+    mut stream: Conn,
     mut buf: ReadBuf,
     deadline: Instant,
     ear: &mut Ear,
@@ -517,7 +512,7 @@ impl OggTiming {
 async fn ogg_session(
     cfg: &ListenConfig,
     stats: &Stats,
-    mut stream: TcpStream,
+    mut stream: Conn,
     mut buf: ReadBuf,
     chunked: bool,
     deadline: Instant,

@@ -53,6 +53,17 @@ enum Command {
     /// A crowd at internet scale against a fleet of edges, in virtual time (no server): the
     /// cluster's real waiting line and door, in a discrete-event simulation.
     Simulate(SimulateArgs),
+    /// Writes a throwaway CA and a server certificate for loopback (`127.0.0.1`, `::1`,
+    /// `localhost`) into a directory: `ca.pem` for `--tls-ca`, `cert.pem` and `key.pem` for
+    /// `townhall serve --tls files` (benchmarks of TLS on loopback).
+    TlsCert(TlsCertArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TlsCertArgs {
+    /// Directory to write `ca.pem`, `cert.pem` and `key.pem` into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Defaults: the 8-million crowd of issue #13 against the fleet docs/capacity.md sizes (43
@@ -222,6 +233,23 @@ struct Common {
     /// Worker threads of the load generator (1 leaves the other core to the server).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Speak TLS to the target (and doors), trusting only the CA certificates in this PEM file;
+    /// certificates are checked against the target's IP address.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl Common {
+    /// Applies `--tls-ca` to the target and to `more` targets.
+    fn secure(&mut self, more: &mut [Target]) -> anyhow::Result<()> {
+        let Some(ca) = &self.tls_ca else { return Ok(()) };
+        let tls = townhall_load::http::TlsClient::trusting(ca)?;
+        self.target = self.target.with_tls(tls);
+        for t in more {
+            *t = t.with_tls(tls);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -347,10 +375,21 @@ struct StormArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    match &mut cli.command {
+        Command::Listen(a) => a.common.secure(&mut a.door)?,
+        Command::Speak(a) => a.common.secure(a.follow.as_mut_slice())?,
+        Command::JoinStorm(a) => a.common.secure(&mut [])?,
+        Command::Flood(a) => a.common.secure(&mut [])?,
+        Command::Slowloris(a) => a.common.secure(&mut [])?,
+        Command::Slowread(a) => a.common.secure(&mut [])?,
+        Command::LaunchDay(a) => a.common.secure(&mut [])?,
+        Command::Simulate(_) | Command::TlsCert(_) => {}
+    }
     let threads = match &cli.command {
         // Virtual time: no runtime, no sockets.
         Command::Simulate(a) => return simulate_cmd(a),
+        Command::TlsCert(a) => return tls_cert_cmd(a),
         Command::Listen(a) => a.common.threads,
         Command::Speak(a) => a.common.threads,
         Command::JoinStorm(a) => a.common.threads,
@@ -373,7 +412,7 @@ fn main() -> anyhow::Result<()> {
             Command::Slowloris(a) => slowloris_cmd(a).await,
             Command::Slowread(a) => slowread_cmd(a).await,
             Command::LaunchDay(a) => launch_day_cmd(a).await,
-            Command::Simulate(_) => Ok(Vec::new()),
+            Command::Simulate(_) | Command::TlsCert(_) => Ok(Vec::new()),
         }
     })?;
     if !failures.is_empty() {
@@ -382,6 +421,26 @@ fn main() -> anyhow::Result<()> {
         }
         std::process::exit(1);
     }
+    Ok(())
+}
+
+fn tls_cert_cmd(a: &TlsCertArgs) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "townhall-load throwaway CA");
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(names)?.signed_by(&key, &issuer)?;
+    for (name, pem) in
+        [("ca.pem", issuer.pem()), ("cert.pem", cert.pem()), ("key.pem", key.serialize_pem())]
+    {
+        let path = a.out.join(name);
+        std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!("tls-cert: ca.pem, cert.pem, key.pem in {}", a.out.display());
     Ok(())
 }
 

@@ -226,7 +226,7 @@ async fn ws_session(
     if head.status != 101 {
         return Err(SpeakError::Refused(head.status));
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let reader = tokio::spawn(async move {
         let mut heard = Heard::default();
         let mut buf = buf;

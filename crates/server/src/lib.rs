@@ -151,7 +151,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     });
     store.set_retention(config.retention_rows);
     let app =
-        Arc::new(AppState::new(config, &credentials, engine, rtc, store, shutdown_rx, metrics));
+        Arc::new(AppState::new(config, &credentials, engine, rtc, store, shutdown_rx, metrics)?);
     if app.config.captions {
         tokio::spawn(app.clone().check_captions_engine());
     }

@@ -200,6 +200,9 @@ fn check_config(args: CheckArgs) -> anyhow::Result<()> {
     {
         townhall_server::app::tls::load_pair(cert, key).context("tls_cert/tls_key")?;
     }
+    if let Some(ca) = &config.tls_client_ca {
+        townhall_server::app::outbound::client_config(Some(ca)).context("tls_client_ca")?;
+    }
     println!("{}: ok", args.config.display());
     println!("  listen:      {}", config.listen);
     println!("  role:        {:?}", config.role);

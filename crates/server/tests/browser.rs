@@ -154,6 +154,21 @@ impl Browser {
         self.cmd(reqwest::Method::POST, "/execute/sync", json!({ "script": js, "args": [] })).await
     }
 
+    /// Runs an asynchronous script: it ends by calling its last argument with the result.
+    async fn script_async(&self, js: &str) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/async", json!({ "script": js, "args": [] })).await
+    }
+
+    /// Presses and releases one key (a WebDriver key: `TAB`, `ENTER`), as a person at the
+    /// keyboard does: the page gets real key events, and focus moves as it would.
+    async fn press(&self, key: &str) {
+        let actions = json!({ "actions": [{
+            "type": "key", "id": "keyboard",
+            "actions": [{ "type": "keyDown", "value": key }, { "type": "keyUp", "value": key }]
+        }]});
+        self.cmd(reqwest::Method::POST, "/actions", actions).await;
+    }
+
     /// Clicks the element matching `#selector` (a real WebDriver click: a user gesture).
     async fn click(&self, selector: &str) {
         let css = format!("#{selector}");
@@ -929,6 +944,16 @@ fn target_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
 }
 
+/// With `TOWNHALL_SCREENSHOTS_TO_DOCS=1`, copies a screenshot into `docs/` as `name` (the
+/// README shows them; run the test with it set to refresh them).
+fn keep_for_docs(shot: &std::path::Path, name: &str) {
+    if std::env::var("TOWNHALL_SCREENSHOTS_TO_DOCS").is_ok_and(|v| v == "1") {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(name);
+        std::fs::copy(shot, &docs).expect("copy the screenshot into docs/");
+        eprintln!("screenshot for the docs: {}", docs.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_visitor_of_the_demo_sees_the_voice_on_stage_and_no_controls_it_cannot_use() {
     if browser_available().is_none() {
@@ -1031,6 +1056,7 @@ async fn on_a_phone_the_demo_shows_the_stage_and_listen_without_horizontal_scrol
     let shot = target_dir().join("phone-demo.png");
     browser.screenshot(&shot).await;
     eprintln!("phone screenshot: {}", shot.display());
+    keep_for_docs(&shot, "page-phone.png");
 
     // A thumb presses Listen (a real click: it would fail on a covered button) and it plays,
     // still without horizontal scroll.
@@ -1805,6 +1831,357 @@ async fn a_host_opens_the_stats_panel_and_sees_the_audience_drawn_and_others_do_
         assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
     }
     drop(audience);
+    browser.close().await;
+    server.shutdown().await;
+}
+
+/// JS: the text `#id` shows (`innerText`: what is rendered, not what the markup holds).
+fn shown_text(id: &str) -> String {
+    format!("const e = document.getElementById('{id}'); return e ? e.innerText.trim() : null")
+}
+
+/// JS: the horizontal middle of `selector`'s box, as a share of its container `within`'s width
+/// (0 at its left edge, 1 at its right).
+fn across(selector: &str, within: &str) -> String {
+    format!(
+        "const e = document.querySelector('{selector}').getBoundingClientRect(); \
+         const c = document.querySelector('{within}').getBoundingClientRect(); \
+         return ((e.left + e.right) / 2 - c.left) / c.width"
+    )
+}
+
+/// Whether a string is written in Arabic letters.
+fn arabic(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_in_arabic_gets_the_demo_in_arabic_right_to_left_and_can_switch_to_english() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    // Chromium set to Arabic, as an Arabic-speaking visitor's browser is: nothing in the address
+    // asks for it.
+    let browser =
+        Browser::start_with(&["--lang=ar".to_owned(), "--accept-lang=ar".to_owned()]).await;
+    browser.set_viewport(1000, 900).await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let languages = browser.script("return navigator.languages").await;
+    assert_eq!(languages[0].as_str().map(|l| l.starts_with("ar")), Some(true), "{languages}");
+
+    // What the visitor reads: Arabic, the Listen button first.
+    let listen = browser.wait_for(&shown_text("listen"), secs(10), |v| v == "استمع").await;
+    assert_eq!(listen, "استمع", "the Listen button does not read in Arabic");
+    let on_stage = |v: &Value| v.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-bot"));
+    let stage = browser.wait_for(STAGE, secs(10), on_stage).await;
+    let bot = stage.as_array().and_then(|s| s.iter().find(|m| m[0] == "demo-bot")).cloned();
+    assert_eq!(bot.map(|m| m[1].clone()), Some(json!("متحدث")), "the role badge: {stage}");
+    for id in ["listen-rtc", "listener-count", "stage-count", "room-hint", "listen-state"] {
+        let text = browser.script(&shown_text(id)).await;
+        assert!(arabic(&text), "#{id} is not in Arabic: {text}");
+    }
+    assert_eq!(browser.script(&shown_text("space-state")).await, "مباشر");
+    let heading = browser.script("return document.querySelector('#room h2').innerText").await;
+    assert!(arabic(&heading), "the stage's heading: {heading}");
+
+    // Right to left, as drawn: text runs from the right, and the layout is mirrored (the brand
+    // at the right of the header, Listen at the right of its card, the first seat's name to the
+    // right of its avatar).
+    let direction = browser.script("return getComputedStyle(document.body).direction").await;
+    assert_eq!(direction, "rtl");
+    let brand = browser.script(&across(".brand", "header")).await.as_f64().unwrap_or(0.0);
+    assert!(brand > 0.75, "the brand is not at the right of the header ({brand})");
+    let listen_at = browser.script(&across("#listen", "#space-view .card")).await;
+    assert!(
+        listen_at.as_f64().is_some_and(|x| x > 0.6),
+        "Listen is not on the right ({listen_at})"
+    );
+    let seat = "#stage [data-identity=\"demo-bot\"]";
+    let name_vs_avatar = browser
+        .script(&format!(
+            "const s = document.querySelector('{seat}'); \
+             return s.querySelector('.who').getBoundingClientRect().right \
+                 <= s.querySelector('.avatar').getBoundingClientRect().left + 1"
+        ))
+        .await;
+    assert_eq!(name_vs_avatar, true, "the name is not left of the avatar, as Arabic reads");
+    assert_eq!(browser.script(TOO_WIDE).await, json!([]), "horizontal scroll in Arabic");
+    assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
+
+    // Screen readers hear who is talking, in Arabic (the stage's polite live region).
+    let said = browser
+        .wait_for(&shown_text("stage-live"), secs(15), |v| {
+            v.as_str().is_some_and(|s| s.contains("يتحدث الآن") && s.contains("demo-bot"))
+        })
+        .await;
+    assert!(
+        said.as_str().is_some_and(|s| s.contains("يتحدث الآن") && s.contains("demo-bot")),
+        "the live region never said who talks: {said}"
+    );
+
+    // Listen plays, and says so in Arabic.
+    browser.click("listen").await;
+    let level = browser.wait_above("return window.townhall.level()", 0.01, secs(20)).await;
+    assert!(level > 0.01, "no sound in the Arabic page (best RMS {level})");
+    assert_eq!(browser.script(&shown_text("listen-state")).await, "تستمع الآن");
+    assert_eq!(browser.script(&shown_text("stop")).await, "إيقاف");
+    let lit = |v: &Value| v.as_str().is_some_and(|s| s.contains(TALKING_RING));
+    browser.wait_for(&ring("demo-bot"), secs(15), lit).await;
+    let listeners = browser.wait_above("return window.townhall.listeners()", 0.5, secs(10)).await;
+    assert!(listeners >= 1.0, "the page does not count its own listener: {listeners}");
+    let count = browser.script(&shown_text("listener-count")).await;
+    assert!(arabic(&count), "the listener count is not in Arabic: {count}");
+    let shot = target_dir().join("screenshots").join("page-arabic.png");
+    browser.screenshot(&shot).await;
+    eprintln!("Arabic screenshot: {}", shot.display());
+    keep_for_docs(&shot, "page-arabic.png");
+
+    // The switcher, with a click: English, left to right, while the sound goes on.
+    browser.click("lang option[value=en]").await;
+    let stop = browser.wait_for(&shown_text("stop"), secs(5), |v| v == "Stop").await;
+    assert_eq!(stop, "Stop");
+    assert_eq!(browser.script(&shown_text("listen-state")).await, "listening");
+    assert_eq!(browser.script("return getComputedStyle(document.body).direction").await, "ltr");
+    let stop_at = browser.script(&across("#stop", "#space-view .card")).await;
+    assert!(stop_at.as_f64().is_some_and(|x| x < 0.4), "Stop is not on the left ({stop_at})");
+    let english_badge = |v: &Value| {
+        v.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-bot" && m[1] == "Speaker"))
+    };
+    let stage = browser.wait_for(STAGE, secs(5), english_badge).await;
+    assert!(english_badge(&stage), "the stage stays in Arabic: {stage}");
+    let level = browser.wait_above("return window.townhall.level()", 0.01, secs(10)).await;
+    assert!(level > 0.01, "switching the language stopped the sound");
+    // The choice is kept: a new visit is in English although the browser says Arabic.
+    browser.script("location.reload(); return true").await;
+    let listen = browser.wait_for(&shown_text("listen"), secs(10), |v| v == "Listen").await;
+    assert_eq!(listen, "Listen", "the choice of English was not kept");
+    // And back to Arabic.
+    browser.click("lang option[value=ar]").await;
+    let listen = browser.wait_for(&shown_text("listen"), secs(5), |v| v == "استمع").await;
+    assert_eq!(listen, "استمع");
+    assert_eq!(browser.script("return getComputedStyle(document.body).direction").await, "rtl");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_can_ask_for_a_language() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/?lang=ar#/")).await;
+    let title = browser.wait_for(&shown_text("list-view"), Duration::from_secs(10), arabic).await;
+    assert!(arabic(&title), "?lang=ar did not give the list in Arabic: {title}");
+    // Numbers written in the catalog use the digits Intl writes for Arabic, as the counts do.
+    let digits = browser
+        .script(
+            "const o = document.querySelector('#clip-seconds option[value=\"30\"]').textContent; \
+             return [o, new Intl.NumberFormat('ar').format(30)]",
+        )
+        .await;
+    assert!(
+        digits[0].as_str().zip(digits[1].as_str()).is_some_and(|(o, n)| o.starts_with(n)),
+        "the clip lengths and Intl write numbers differently: {digits}"
+    );
+    assert_eq!(browser.script("return getComputedStyle(document.body).direction").await, "rtl");
+    // The menu's choice wins over the address from then on (the address forgets its `?lang=`).
+    browser.click("lang option[value=en]").await;
+    browser.script("location.reload(); return true").await;
+    let heading = browser
+        .wait_for(
+            "return document.querySelector('#list-view h1').innerText",
+            Duration::from_secs(10),
+            |v| v == "Spaces",
+        )
+        .await;
+    assert_eq!(heading, "Spaces", "the choice of English did not outlast a reload");
+    assert_eq!(browser.script("return location.search").await, "");
+    browser.goto(&format!("http://{addr}/?lang=en#/")).await;
+    let heading = browser
+        .wait_for(
+            "return document.querySelector('#list-view h1').innerText",
+            Duration::from_secs(10),
+            |v| v == "Spaces",
+        )
+        .await;
+    assert_eq!(heading, "Spaces");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+/// JS: the element that has the focus now, and whether a person can see where it is: its
+/// description, and the outline or shadow drawn around it.
+const FOCUSED: &str = "const e = document.activeElement; \
+     if (!e || e === document.body) return null; \
+     e.dataset.tabbed = '1'; const s = getComputedStyle(e); \
+     const ring = (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== 'none'; \
+     const r = e.getBoundingClientRect(); \
+     return { id: e.id || e.tagName.toLowerCase() + ':' + (e.innerText || e.getAttribute('aria-label') || '').trim(), \
+              ring, outline: `${s.outlineStyle} ${s.outlineWidth} ${s.outlineColor}`, \
+              seen: r.width > 0 && r.height > 0 }";
+
+/// JS: the controls a person can see and use that the keyboard never reached (those folded
+/// in a closed `<details>` are reached once its summary opens it).
+const NOT_TABBED: &str = "return [...document.querySelectorAll( \
+         'a[href], button, select, input, textarea, summary, [tabindex]')] \
+     .filter((e) => e.getClientRects().length > 0 && !e.disabled && e.tabIndex >= 0 \
+         && getComputedStyle(e).visibility !== 'hidden' && !e.dataset.tabbed \
+         && !(e.closest('details:not([open])') && e.tagName !== 'SUMMARY')) \
+     .map((e) => e.id || e.outerHTML.slice(0, 80))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_of_the_demo_is_reached_by_keyboard_with_a_visible_focus_and_listen_plays() {
+    if browser_available().is_none() {
+        return;
+    }
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    let on_stage = |v: &Value| v.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-bot"));
+    let stage = browser.wait_for(STAGE, secs(10), on_stage).await;
+    assert!(on_stage(&stage), "no stage: {stage}");
+
+    // Tab through the whole page, once around.
+    let mut order: Vec<String> = Vec::new();
+    for _ in 0..80 {
+        browser.press("\u{E004}").await;
+        let focused = browser.script(FOCUSED).await;
+        if focused.is_null() {
+            if order.is_empty() {
+                continue;
+            }
+            break; // past the last control
+        }
+        let id = focused["id"].as_str().unwrap_or("").to_owned();
+        if order.first() == Some(&id) {
+            break; // around again
+        }
+        assert_eq!(focused["ring"], true, "{id} has the focus and shows no ring: {focused}");
+        assert_eq!(focused["seen"], true, "{id} has the focus but is not on the page: {focused}");
+        order.push(id);
+    }
+    eprintln!("tab order: {order:?}");
+    for id in ["lang", "host-toggle", "listen", "listen-rtc", "clip"] {
+        assert!(order.iter().any(|o| o == id), "Tab never reaches #{id}: {order:?}");
+    }
+    let missed = browser.script(NOT_TABBED).await;
+    assert_eq!(missed, json!([]), "controls the keyboard cannot reach (tab order {order:?})");
+
+    // To Listen by keyboard, Enter: it plays, and the focus lands on Stop.
+    let mut on_listen = false;
+    for _ in 0..80 {
+        browser.press("\u{E004}").await;
+        if browser.script("return document.activeElement.id").await == "listen" {
+            on_listen = true;
+            break;
+        }
+    }
+    assert!(on_listen, "Tab never came back to Listen");
+    browser.press("\u{E007}").await;
+    let level = browser.wait_above("return window.townhall.level()", 0.01, secs(20)).await;
+    let state = browser.script("return window.townhall.state()").await;
+    assert!(level > 0.01, "Enter on Listen played nothing (best RMS {level}, {state})");
+    assert_eq!(state, "listening");
+    let focused = browser.script(FOCUSED).await;
+    assert_eq!(focused["id"], "stop", "the focus did not follow to Stop: {focused}");
+    assert_eq!(focused["ring"], true, "{focused}");
+    // Enter on Stop: silence, and the focus is back on Listen.
+    browser.press("\u{E007}").await;
+    let state =
+        browser.wait_for("return window.townhall.state()", secs(5), |v| v == "not listening").await;
+    assert_eq!(state, "not listening");
+    assert_eq!(browser.script("return document.activeElement.id").await, "listen");
+
+    // Screen readers get names for the controls that show only a symbol, and hear the stage.
+    let label = |id: &str| {
+        format!(
+            "const e = document.getElementById('{id}'); \
+             return e.getAttribute('aria-label') || e.innerText.trim()"
+        )
+    };
+    assert_eq!(browser.script(&label("lang")).await, "Language");
+    browser.close().await;
+    server.shutdown().await;
+}
+
+/// The axe-core checker (`web/vendor/axe-core`, test only: the server does not serve it).
+fn axe_source() -> Option<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../web/vendor/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).ok()
+}
+
+/// Runs axe-core in the page; returns its serious and critical violations, each as
+/// `{id, impact, help, nodes: [selector and why]}`.
+async fn serious_violations(browser: &Browser, axe: &str) -> Value {
+    let loaded = browser.script(&format!("{axe}\n;return typeof window.axe")).await;
+    assert_eq!(loaded, "object", "axe-core did not load in the page");
+    let report = browser
+        .script_async(
+            "const done = arguments[arguments.length - 1]; \
+             const worst = (v) => v.impact === 'serious' || v.impact === 'critical'; \
+             axe.run(document).then((r) => done({ \
+                 passed: r.passes.length, \
+                 minor: r.violations.filter((v) => !worst(v)).map((v) => `${v.id} (${v.impact})`), \
+                 serious: r.violations.filter(worst).map((v) => ({ id: v.id, impact: v.impact, \
+                     help: v.help, \
+                     nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`) })) \
+             }), (e) => done({ passed: 0, serious: [{ id: 'axe-error', help: String(e) }] }))",
+        )
+        .await;
+    // axe really looked: rules passed (a page it could not read would pass none).
+    let passed = report["passed"].as_u64().unwrap_or(0);
+    assert!(passed >= 10, "axe-core passed only {passed} rules: {report}");
+    eprintln!("axe-core: {passed} rules passed; moderate and minor: {}", report["minor"]);
+    report["serious"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axe_finds_no_serious_accessibility_violations_on_the_home_demo_and_arabic_pages() {
+    if browser_available().is_none() {
+        return;
+    }
+    let Some(axe) = axe_source() else {
+        eprintln!("web/vendor/axe-core/axe.min.js is missing: skipping (see its README)");
+        return;
+    };
+    let server = demo_server(townhall_server::Config::default()).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    let browser = Browser::start().await;
+    let on_stage = |v: &Value| v.as_array().is_some_and(|s| s.iter().any(|m| m[0] == "demo-bot"));
+
+    // The home page: the list of spaces.
+    browser.goto(&format!("http://{addr}/#/")).await;
+    let listed = "return document.querySelectorAll('#spaces li').length";
+    browser.wait_for(listed, secs(10), |v| v.as_u64() > Some(0)).await;
+    let home = serious_violations(&browser, &axe).await;
+    assert_eq!(home, json!([]), "the home page");
+
+    // The live demo, before and while listening.
+    browser.goto(&format!("http://{addr}/#/space/demo")).await;
+    browser.wait_for(STAGE, secs(10), on_stage).await;
+    let demo = serious_violations(&browser, &axe).await;
+    assert_eq!(demo, json!([]), "the demo space");
+    browser.click("listen").await;
+    browser.wait_for("return window.townhall.state()", secs(20), |v| v == "listening").await;
+    let listening = serious_violations(&browser, &axe).await;
+    assert_eq!(listening, json!([]), "the demo space, listening");
+
+    // The same in Arabic, right to left.
+    browser.goto(&format!("http://{addr}/?lang=ar#/space/demo")).await;
+    browser.wait_for(&shown_text("listen"), secs(10), |v| v == "استمع").await;
+    browser.wait_for(STAGE, secs(10), on_stage).await;
+    let arabic_page = serious_violations(&browser, &axe).await;
+    assert_eq!(arabic_page, json!([]), "the Arabic demo space");
     browser.close().await;
     server.shutdown().await;
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
+use townhall_core::Role;
 use townhall_media::analysis::tone_amplitude;
 use townhall_server::Config;
 use townhall_server::config::NodeRole;
@@ -1454,4 +1455,76 @@ async fn an_edge_carries_the_origins_captions_on_every_path() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(!worded.is_empty(), "an edge WebVTT segment with the words ({compared} compared)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_relays_from_an_origin_that_speaks_only_tls_and_checks_its_certificate() {
+    use futures_util::SinkExt;
+    let redis = Redis::start();
+    redis.ready().await;
+    let ca = common::tls::TestCa::new("cluster");
+    let ca_file = ca.cert.with_file_name("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).expect("write the CA");
+    // The origin speaks TLS only (speakers' pages need HTTPS for the microphone); its
+    // public_url, which the door and the relays use, is https.
+    let origin = server_with(Config {
+        role: NodeRole::Origin,
+        redis: Some(redis.url()),
+        tls: townhall_server::config::TlsMode::Files,
+        tls_cert: Some(ca.cert.clone()),
+        tls_key: Some(ca.key.clone()),
+        ..Config::default()
+    })
+    .await;
+    let trusting = server_with(Config {
+        role: NodeRole::Edge,
+        redis: Some(redis.url()),
+        tls_client_ca: Some(ca_file.clone()),
+        ..Config::default()
+    })
+    .await;
+    let doubting = node(NodeRole::Edge, &redis).await;
+    let res = ca
+        .http()
+        .post(format!("https://127.0.0.1:{}/api/v1/spaces", origin.addr().port()))
+        .bearer_auth(host())
+        .json(&serde_json::json!({ "id": "secure", "title": "Secure", "live": true }))
+        .send()
+        .await
+        .expect("create over TLS");
+    assert_eq!(res.status(), 201);
+    for edge in [&trusting, &doubting] {
+        until_space(edge.addr(), "secure", |s| s["state"] == "live").await;
+    }
+    let listener = ws(trusting.addr(), "/ws/secure?batch=5").await;
+    let listening = tokio::spawn(listen_ws(listener, Duration::from_secs(6)));
+    let path = format!("/ws/secure?mode=speak&token={}", token("alice", Role::Speaker, "secure"));
+    let mut speaker = ca.wss(origin.addr(), &path).await;
+    let mut tone = ToneSpeaker::new(440.0, 0.4);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..300 {
+        tick.tick().await;
+        speaker
+            .send(tokio_tungstenite::tungstenite::Message::Binary(tone.next_message()))
+            .await
+            .expect("send over wss");
+    }
+    let heard = listening.await.expect("listener");
+    let toned = heard.pcm.chunks(4_800).filter(|w| tone_amplitude(w, 440.0) > 0.1).count();
+    assert!(toned >= 10, "the edge relayed the tone in only {toned} 100 ms windows");
+    // Room reads go to the origin over HTTPS too; an edge that does not trust the origin's CA
+    // refuses its certificate and says the origin cannot be reached.
+    let room = http()
+        .get(format!("http://{}/api/v1/spaces/secure/room", trusting.addr()))
+        .send()
+        .await
+        .expect("room via the trusting edge");
+    assert_eq!(room.status(), 200);
+    let room = http()
+        .get(format!("http://{}/api/v1/spaces/secure/room", doubting.addr()))
+        .send()
+        .await
+        .expect("room via the doubting edge");
+    assert_error(room, 502, "origin_unreachable").await;
+    let _ = std::fs::remove_file(&ca_file);
 }

@@ -1,6 +1,7 @@
 //! Webhooks on a real server: a receiver on loopback that refuses the first delivery gets it
 //! again (same event id) after the retry; every request is signed with the API secret; a
-//! speaker taking and leaving a seat, and the space ending, are reported.
+//! speaker taking and leaving a seat, and the space ending, are reported; an `https://`
+//! receiver whose CA the node trusts (`tls_client_ca`) gets them too.
 
 mod common;
 
@@ -163,15 +164,60 @@ async fn events_are_signed_retried_and_cover_a_space_from_start_to_end() {
     server.shutdown().await;
 }
 
+/// The same receiver over TLS, with the certificate `ca` signed.
+async fn tls_receiver(ca: &common::tls::TestCa) -> (SocketAddr, mpsc::UnboundedReceiver<Hook>) {
+    use rustls_pki_types::pem::PemObject;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route("/hooks", post(receive))
+        .with_state(Receiver { seen: Arc::new(AtomicUsize::new(1)), tx });
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&ca.cert)
+        .expect("chain")
+        .collect::<Result<_, _>>()
+        .expect("chain");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&ca.key).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
 #[tokio::test]
-async fn https_receivers_are_refused_at_start() {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        demo: false,
-        webhook_urls: vec!["https://hooks.example.com/townhall".into()],
+async fn an_https_receiver_gets_signed_events_when_its_ca_is_trusted() {
+    let ca = common::tls::TestCa::new("webhooks");
+    let ca_file = ca.cert.with_file_name("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).expect("write the CA");
+    let (hooks, mut rx) = tls_receiver(&ca).await;
+    let server = server_with(Config {
+        webhook_urls: vec![format!("https://127.0.0.1:{}/hooks", hooks.port())],
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        tls_client_ca: Some(ca_file.clone()),
         ..Config::default()
-    };
-    let err = townhall_server::start(config).await.expect_err("https refused");
-    let message = err.to_string();
-    assert!(message.contains("https") && message.contains("http://"), "{message}");
+    })
+    .await;
+    live_space(server.addr(), "secure-hooks").await;
+    let hook = next_hook(&mut rx).await;
+    assert_eq!(hook.json["event"], "space_started", "{}", hook.json);
+    assert_eq!(hook.json["space"]["id"], "secure-hooks", "{}", hook.json);
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&ca_file);
 }

@@ -202,6 +202,9 @@ pub struct Config {
     /// A PEM file of extra roots trusted when talking to the ACME directory (a private or test
     /// CA such as pebble); unset: the public Web PKI roots.
     pub acme_ca: Option<PathBuf>,
+    /// A PEM file of extra CA certificates trusted for the node's outgoing HTTPS and WSS (other
+    /// nodes of its cluster, webhook receivers), beside the public Web PKI's roots.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Whether and how the listen address speaks TLS.
@@ -314,6 +317,7 @@ impl Default for Config {
             acme_contact: None,
             acme_directory: LETS_ENCRYPT_DIRECTORY.to_owned(),
             acme_ca: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -334,21 +338,14 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// however many identities file them).
 pub const DEFAULT_RETENTION_ROWS: u64 = 100_000;
 
-/// Checks a receiver URL: `http://host[:port]/path`. `https://` is refused: the node has no
-/// TLS client.
+/// Checks a receiver URL: `http://host[:port]/path` or `https://...` (checked against the Web
+/// PKI and `tls_client_ca`).
 pub fn parse_webhook_url(url: &str) -> Result<axum::http::Uri, String> {
     let uri: axum::http::Uri =
         url.parse().map_err(|e| format!("webhook URL {url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "webhook URL {url:?}: https is not supported (townhall has no TLS client); use \
-                 an http:// receiver, or a local TLS-terminating proxy that forwards to the \
-                 https one"
-            ));
-        }
-        _ => return Err(format!("webhook URL {url:?} must start with http://")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("webhook URL {url:?} must start with http:// or https://")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("webhook URL {url:?} has no host"));
@@ -700,7 +697,7 @@ mod tests {
             Config { webrtc_threads: Some(0), ..Config::default() },
             Config { webrtc_threads: Some(MAX_WEBRTC_THREADS + 1), ..Config::default() },
             Config { api_secret: Some("short".into()), ..Config::default() },
-            Config { webhook_urls: vec!["https://example.com/hook".into()], ..Config::default() },
+            Config { webhook_urls: vec!["ftp://example.com/hook".into()], ..Config::default() },
             Config { webhook_queue: 0, ..Config::default() },
             Config { recording_sync_ms: 2_001, ..Config::default() },
             Config { embed_frame_ancestors: "* ; script-src *".into(), ..Config::default() },

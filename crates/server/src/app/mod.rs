@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod identity_limit;
 pub mod live;
+pub mod outbound;
 pub mod recorder;
 pub mod shield;
 pub mod state;

@@ -60,6 +60,8 @@ pub struct AppState {
     pub clips: crate::app::clips::Clips,
     /// Captioned spaces, the node's slots and its engine.
     pub captions: crate::app::captioning::Captions,
+    /// How the node talks to other nodes and webhook receivers (HTTP and HTTPS).
+    pub outbound: crate::app::outbound::Outbound,
     /// What this node knows of its cluster (nothing much on a node on its own).
     pub cluster: crate::app::cluster::view::ClusterView,
     /// Space states the database refused, retried every second until stored (bounded: one
@@ -171,7 +173,8 @@ pub struct SpaceView {
 }
 
 impl AppState {
-    /// State for a node with this configuration.
+    /// State for a node with this configuration; fails only when `tls_client_ca` cannot be
+    /// read.
     pub fn new(
         config: Config,
         credentials: &crate::app::credentials::Credentials,
@@ -180,7 +183,8 @@ impl AppState {
         store: Arc<Store>,
         shutdown: watch::Receiver<bool>,
         metrics: PrometheusHandle,
-    ) -> AppState {
+    ) -> Result<AppState, crate::app::tls::TlsError> {
+        let outbound = crate::app::outbound::Outbound::new(&config)?;
         let directory = Directory::new(config.max_spaces, config.max_spaces.max(100));
         let shield = Arc::new(Shield::new(&config));
         let stats_salt =
@@ -190,7 +194,7 @@ impl AppState {
                 );
                 (0..32).map(|_| rand::random::<u8>()).collect()
             });
-        AppState {
+        Ok(AppState {
             stats_salt,
             shield,
             hls: HlsStores::default(),
@@ -200,7 +204,12 @@ impl AppState {
             recordings: crate::app::recorder::Recordings::default(),
             clips: crate::app::clips::Clips::default(),
             captions: crate::app::captioning::Captions::new(&config),
-            webhooks: crate::app::webhooks::Webhooks::start(&config, &credentials.webhook_secret),
+            webhooks: crate::app::webhooks::Webhooks::start(
+                &config,
+                &credentials.webhook_secret,
+                outbound.http.clone(),
+            ),
+            outbound,
             unsaved: Mutex::new(HashMap::new()),
             cluster: crate::app::cluster::view::ClusterView::new(&config),
             config,
@@ -212,7 +221,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             drain: watch::Sender::new(None),
             metrics,
-        }
+        })
     }
 
     fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {

@@ -125,6 +125,7 @@ async fn on_origin(
     })?;
     let path = format!("/api/v1/spaces/{id}/{what}");
     let answer = crate::app::cluster::forward::to_origin(
+        &app.outbound.http,
         &origin,
         axum::http::Method::POST,
         &path,

@@ -55,6 +55,7 @@ async fn switch(
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let path = format!("/api/v1/spaces/{id}/captions");
         let answer = crate::app::cluster::forward::to_origin(
+            &app.outbound.http,
             &origin,
             Method::POST,
             &path,

@@ -99,7 +99,8 @@ async fn view(
     let live = app.on_air(&space)?;
     if let Some(origin) = live.origin() {
         // Relayed here: the room is the origin's.
-        let answer = app.cluster.rooms().get(origin, &id, "room", &headers).await?;
+        let answer =
+            app.cluster.rooms().get(&app.outbound.http, origin, &id, "room", &headers).await?;
         return Ok(answered(answer));
     }
     Ok(Json(json!({ "room": live.room_view(), "talking": live.talking() })).into_response())
@@ -121,7 +122,11 @@ async fn summary(
     let body = match live.origin() {
         Some(origin) => {
             // Relayed here: the origin's summary, with the count as this node knows it.
-            let answer = app.cluster.rooms().get(origin, &id, "summary", &headers).await?;
+            let answer = app
+                .cluster
+                .rooms()
+                .get(&app.outbound.http, origin, &id, "summary", &headers)
+                .await?;
             if !answer.status.is_success() {
                 return Ok(answered(answer));
             }
@@ -195,8 +200,16 @@ async fn act(
         let action = parse_action(req)?;
         limit_action(&app, &claims.sub, client, &action)?;
         let path = format!("/api/v1/spaces/{id}/actions");
-        let answer =
-            forward::to_origin(origin, Method::POST, &path, &headers, client, raw.into()).await?;
+        let answer = forward::to_origin(
+            &app.outbound.http,
+            origin,
+            Method::POST,
+            &path,
+            &headers,
+            client,
+            raw.into(),
+        )
+        .await?;
         app.cluster.rooms().invalidate(&id);
         return Ok(answered(answer));
     }

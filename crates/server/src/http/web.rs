@@ -23,6 +23,7 @@ macro_rules! asset {
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
+const JSON: &str = "application/json; charset=utf-8";
 
 const ASSETS: &[Asset] = &[
     asset!("/", "index.html", "text/html; charset=utf-8"),
@@ -40,6 +41,10 @@ const ASSETS: &[Asset] = &[
     asset!("/replay.js", "replay.js", JS),
     asset!("/stats.js", "stats.js", JS),
     asset!("/captions.js", "captions.js", JS),
+    // The page's words: the catalog module and one catalog per language (docs: README, "Languages").
+    asset!("/i18n.js", "i18n.js", JS),
+    asset!("/locales/en.json", "locales/en.json", JSON),
+    asset!("/locales/ar.json", "locales/ar.json", JSON),
     // The embeddable player's script and style (its page is filled in by `http::embed`).
     asset!("/embed.js", "embed.js", JS),
     asset!("/embed.css", "embed.css", "text/css; charset=utf-8"),

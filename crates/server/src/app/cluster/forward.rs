@@ -6,15 +6,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::app::outbound::HttpClient;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use townhall_core::SpaceId;
 
 use crate::app::error::{AppError, ErrorKind};
@@ -39,15 +37,11 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
-}
-
 /// Sends `method path` to `origin` with the caller's bearer token and content type, and names
 /// the caller in `X-Forwarded-For` (an origin that lists its edges in `trusted_proxies` limits
 /// the person, not the edge). `502`/`504` when the origin cannot be reached or does not answer.
 pub async fn to_origin(
+    client: &HttpClient,
     origin: &str,
     method: Method,
     path: &str,
@@ -68,7 +62,7 @@ pub async fn to_origin(
         req = req.header("x-forwarded-for", ip.to_string());
     }
     let req = req.body(Full::new(body)).map_err(|e| AppError::internal(format!("request: {e}")))?;
-    let res = match tokio::time::timeout(TIMEOUT, client().request(req)).await {
+    let res = match tokio::time::timeout(TIMEOUT, client.request(req)).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => return Err(unreachable_origin(format!("the space's origin: {e}"))),
         Err(_) => {
@@ -113,6 +107,7 @@ impl RoomCache {
     /// The answer to `GET path` from `origin`, at most [`FRESH`] old.
     pub async fn get(
         &self,
+        client: &HttpClient,
         origin: &str,
         space: &SpaceId,
         path: &'static str,
@@ -126,7 +121,8 @@ impl RoomCache {
             return Ok(answer.clone());
         }
         let full = format!("/api/v1/spaces/{space}/{path}");
-        let answer = to_origin(origin, Method::GET, &full, headers, None, Bytes::new()).await?;
+        let answer =
+            to_origin(client, origin, Method::GET, &full, headers, None, Bytes::new()).await?;
         // Only what every caller may see is kept: a refusal is the caller's own.
         if answer.status.is_success() {
             slot.answer = Some((Instant::now(), answer.clone()));
@@ -187,9 +183,12 @@ mod tests {
             .map(|a| a.port())
             .expect("port");
         let origin = format!("http://127.0.0.1:{port}");
-        let err = to_origin(&origin, Method::GET, "/x", &HeaderMap::new(), None, Bytes::new())
-            .await
-            .expect_err("nobody there");
+        let client =
+            crate::app::outbound::Outbound::new(&crate::Config::default()).expect("client").http;
+        let err =
+            to_origin(&client, &origin, Method::GET, "/x", &HeaderMap::new(), None, Bytes::new())
+                .await
+                .expect_err("nobody there");
         assert_eq!(err.kind, ErrorKind::Upstream);
         assert_eq!(err.code, "origin_unreachable");
     }

@@ -217,7 +217,10 @@ async fn session(
         resume.next = None;
         resume.rebase = true;
     }
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
+    let tls = tokio_tungstenite::Connector::Rustls(app.outbound.tls.clone());
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls));
+    let Ok((mut ws, _)) = connecting.await else {
         return Outcome::Broken { connected: false };
     };
     connected.store(true, Ordering::Relaxed);
