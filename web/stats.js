@@ -5,29 +5,10 @@
 // server says no.
 
 import * as api from './api.js';
+import { num, onLanguage, t } from './i18n.js';
 
-/** Every string the panel shows, in one place (to move into a locale file). */
-export const TEXT = {
-  title: 'Audience',
-  show: 'Show stats',
-  hide: 'Hide stats',
-  loading: 'loading…',
-  refused: 'Statistics are for the hosts of this space.',
-  numbers: {
-    peak: 'peak listeners',
-    average: 'average listeners',
-    unique: 'unique listeners',
-    minutes: 'listen-minutes',
-    requests: 'requests to speak',
-    reactions: 'reactions',
-  },
-  joins: 'Joins',
-  protocols: { ws: 'WebSocket', ogg: 'Ogg', webrtc: 'WebRTC', hls: 'HLS' },
-  listenersChart: 'Listeners over time',
-  listenersLegend: 'line: most at once · area: average · bars: reactions',
-  retentionChart: 'Retention: share of listening sessions that lasted at least…',
-  now: 'now',
-};
+/** The protocols' names (not translated: they are names). */
+const PROTOCOLS = { ws: 'WebSocket', ogg: 'Ogg', webrtc: 'WebRTC', hls: 'HLS' };
 
 const SVG = 'http://www.w3.org/2000/svg';
 /** While the panel is open on a live space, it is read again this often. */
@@ -85,7 +66,7 @@ export function drawListeners(svg, stats) {
     svg.append(
       svgEl('text', { x: PAD.left, y: H - 4, class: 'tick' }, timeOfDay(points[0].at)),
       svgEl('text', { x: W - PAD.right, y: H - 4, class: 'tick', 'text-anchor': 'end' },
-        stats.live ? TEXT.now : timeOfDay(stats.updated_at)),
+        stats.live ? t('stats.now') : timeOfDay(stats.updated_at)),
     );
   }
   // The average: an area, each bucket a flat step.
@@ -109,7 +90,7 @@ export function drawListeners(svg, stats) {
     const h = ((barBottom - barTop) * p.reactions) / busiest;
     const w = Math.max(1, x(i + 1) - x(i) - 1);
     const bar = svgEl('rect', { x: x(i), y: barBottom - h, width: w, height: h, class: 'stats-bar' });
-    bar.append(svgEl('title', {}, `${p.reactions} ${TEXT.numbers.reactions}`));
+    bar.append(svgEl('title', {}, t('stats.reactions_in_bucket', { count: p.reactions })));
     svg.append(bar);
   });
 }
@@ -159,7 +140,13 @@ export class StatsPanel {
     this.expanded = false;
     this.refused = false;
     this.timer = null;
+    this.stats = null;
     this.build();
+    // A language switch redraws what was written here (labels marked data-i18n redraw alone).
+    onLanguage(() => {
+      this.renderToggle();
+      if (this.stats) this.render(this.stats);
+    });
   }
 
   build() {
@@ -167,7 +154,8 @@ export class StatsPanel {
     const head = document.createElement('div');
     head.className = 'row spread';
     const h2 = document.createElement('h2');
-    h2.textContent = TEXT.title;
+    h2.textContent = t('stats.title');
+    h2.dataset.i18n = 'stats.title';
     const toggle = document.createElement('button');
     toggle.type = 'button';
     toggle.id = 'stats-toggle';
@@ -181,17 +169,20 @@ export class StatsPanel {
     numbers.id = 'stats-numbers';
     numbers.className = 'stats-numbers';
     const chartTitle = document.createElement('h3');
-    chartTitle.textContent = TEXT.listenersChart;
+    chartTitle.textContent = t('stats.listeners_chart');
+    chartTitle.dataset.i18n = 'stats.listeners_chart';
     const legend = document.createElement('p');
     legend.className = 'muted small';
-    legend.textContent = TEXT.listenersLegend;
-    const chart = svgEl('svg', { id: 'stats-chart', class: 'stats-chart', role: 'img', 'aria-label': TEXT.listenersChart });
+    legend.textContent = t('stats.listeners_legend');
+    legend.dataset.i18n = 'stats.listeners_legend';
+    const chart = svgEl('svg', { id: 'stats-chart', class: 'stats-chart', role: 'img', 'aria-label': t('stats.listeners_chart') });
     const joins = document.createElement('p');
     joins.id = 'stats-joins';
     joins.className = 'muted small';
     const retentionTitle = document.createElement('h3');
-    retentionTitle.textContent = TEXT.retentionChart;
-    const retention = svgEl('svg', { id: 'stats-retention', class: 'stats-chart', role: 'img', 'aria-label': TEXT.retentionChart });
+    retentionTitle.textContent = t('stats.retention_chart');
+    retentionTitle.dataset.i18n = 'stats.retention_chart';
+    const retention = svgEl('svg', { id: 'stats-retention', class: 'stats-chart', role: 'img', 'aria-label': t('stats.retention_chart') });
     const status = document.createElement('span');
     status.id = 'stats-status';
     status.className = 'status';
@@ -203,7 +194,7 @@ export class StatsPanel {
 
   renderToggle() {
     const toggle = this.$('stats-toggle');
-    toggle.textContent = this.expanded ? TEXT.hide : TEXT.show;
+    toggle.textContent = this.expanded ? t('stats.hide') : t('stats.show');
     toggle.setAttribute('aria-expanded', String(this.expanded));
     this.$('stats-body').hidden = !this.expanded;
   }
@@ -234,7 +225,7 @@ export class StatsPanel {
   async refresh() {
     const id = this.spaceId;
     const status = this.$('stats-status');
-    if (!this.$('stats-numbers').childElementCount) status.textContent = TEXT.loading;
+    if (!this.$('stats-numbers').childElementCount) status.textContent = t('stats.loading');
     try {
       const stats = await api.spaceStats(this.token(), id);
       if (id !== this.spaceId || !this.expanded) return;
@@ -256,14 +247,15 @@ export class StatsPanel {
   }
 
   render(stats) {
+    this.stats = stats;
     const l = stats.listeners;
     const rows = [
-      [TEXT.numbers.peak, l.peak],
-      [TEXT.numbers.average, l.average],
-      [TEXT.numbers.unique, l.unique],
-      [TEXT.numbers.minutes, Math.round(stats.listen_minutes * 10) / 10],
-      [TEXT.numbers.requests, stats.requests_to_speak],
-      [TEXT.numbers.reactions, stats.reactions.total],
+      [t('stats.peak'), l.peak],
+      [t('stats.average'), l.average],
+      [t('stats.unique'), l.unique],
+      [t('stats.minutes'), Math.round(stats.listen_minutes * 10) / 10],
+      [t('stats.requests'), stats.requests_to_speak],
+      [t('stats.reactions'), stats.reactions.total],
     ];
     const numbers = this.$('stats-numbers');
     numbers.replaceChildren(...rows.map(([label, value]) => {
@@ -271,12 +263,12 @@ export class StatsPanel {
       const dt = document.createElement('dt');
       dt.textContent = label;
       const dd = document.createElement('dd');
-      dd.textContent = String(value);
+      dd.textContent = num(value);
       div.append(dd, dt);
       return div;
     }));
-    const joins = Object.entries(TEXT.protocols).map(([k, name]) => `${name} ${stats.joins[k] || 0}`);
-    this.$('stats-joins').textContent = `${TEXT.joins}: ${joins.join(' · ')}`;
+    const joins = Object.entries(PROTOCOLS).map(([k, name]) => `${name} ${num(stats.joins[k] || 0)}`);
+    this.$('stats-joins').textContent = t('stats.joins', { list: joins.join(' · ') });
     drawListeners(this.$('stats-chart'), stats);
     drawRetention(this.$('stats-retention'), stats);
   }
