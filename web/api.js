@@ -144,3 +144,6 @@ export const clipSpace = (token, id, seconds) =>
 /** Clips `{from_ms, to_ms}` (at most a minute) of a recording: resolves to the clip. */
 export const clipRecording = (token, id, range) =>
   call('POST', `/api/v1/recordings/${encodeURIComponent(id)}/clips`, { token: token || undefined, body: range });
+/** A space's audience statistics (host or co-host token, or an operator's). */
+export const spaceStats = (token, id) =>
+  call('GET', `/api/v1/spaces/${encodeURIComponent(id)}/stats`, { token });

@@ -12,6 +12,7 @@ import { Room } from './room.js';
 import { RoomView } from './room-view.js';
 import { RtcError, canWebRtc, describe } from './rtc.js';
 import { RtcSpeaker, Speaker } from './speak.js';
+import { StatsPanel } from './stats.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = 'townhall.token';
@@ -56,6 +57,7 @@ const rtcStateName = (s) =>
 // ---- the room -----------------------------------------------------------------------------
 
 const captions = new Captions($, token);
+const stats = new StatsPanel($, token);
 
 const room = new Room(token, {
   onChange: () => view.render(),
@@ -230,6 +232,7 @@ function renderSpace(space) {
   renderRecordingState($, space, manager);
   refreshRecordings(space.id);
   captions.open(space, manager);
+  stats.open(space, manager);
   view.render();
 }
 
@@ -291,6 +294,7 @@ function leaveSpace() {
   state.space = null;
   room.close();
   captions.open(null, false);
+  stats.open(null, false);
   state.rtc = { listen: 'idle', speak: 'idle' };
   state.speakMode = null;
   $('listen').hidden = false;

@@ -1,4 +1,4 @@
-//! Townhall's domain core: spaces, roles, membership and access tokens.
+//! Townhall's domain core: spaces, roles, membership, access tokens and audience statistics.
 //!
 //! Everything here is plain data and state machines driven by explicit inputs, with time passed
 //! in as [`UnixTime`]. No sockets, no tasks, no clocks: the server crate owns those.
@@ -11,6 +11,7 @@ pub mod role;
 pub mod room;
 pub mod space;
 pub mod stage;
+pub mod stats;
 pub mod time;
 pub mod token;
 pub mod webhook;

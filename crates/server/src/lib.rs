@@ -104,6 +104,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(embed::routes())
         .merge(oembed::routes())
         .merge(reports::routes())
+        .merge(http::stats::routes())
         .merge(whip::routes())
         .merge(web::routes())
         .fallback(not_found)
@@ -183,6 +184,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(measure_lag(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sweep_recordings(app.clone(), shutdown_tx.subscribe()));
     tokio::spawn(sync_transcripts(app.clone(), shutdown_tx.subscribe()));
+    tokio::spawn(sync_stats(app.clone(), shutdown_tx.subscribe()));
     let url = app.config.url_for(addr);
     tokio::spawn(app::cluster::run(app.clone(), url, shutdown_tx.subscribe()));
     let tls = match (certificate, app.config.tls) {
@@ -261,6 +263,14 @@ impl Server {
         tracing::info!(?window, listeners = self.app.total_listeners(), "draining");
         recorder::finish_all(&self.app).await;
         until_listeners_left(&self.app, until).await;
+        // The audience's last minutes are kept (a restart carries on from them).
+        let _ = self
+            .app
+            .blocking(|app| {
+                app.save_stats();
+                Ok::<_, app_error::AppError>(())
+            })
+            .await;
         let _ = self.shutdown.send(true);
         let abort = self.task.abort_handle();
         if tokio::time::timeout(FINAL_GRACE, self.task).await.is_err() {
@@ -319,6 +329,26 @@ async fn sync_transcripts(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 })
                 .await;
             }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Every [`app::stats::STATS_SYNC`]: writes each live space's audience statistics (on the
+/// blocking pool: it touches the database), so a crash loses at most that much of them; a
+/// drain writes them once more.
+async fn sync_stats(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app::stats::STATS_SYNC);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = app.blocking(|app| {
+                    app.save_stats();
+                    Ok::<_, app_error::AppError>(())
+                })
+                .await;
+            }
+            // A drain saves them one last time (`Server::shutdown`).
             _ = shutdown.changed() => return,
         }
     }

@@ -587,6 +587,8 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         "/api/v1/recordings/{id}/clips",
         "/api/v1/clips/{id}",
         "/clips/{file}",
+        "/api/v1/spaces/{id}/stats",
+        "/api/v1/admin/stats",
     ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
+use townhall_core::Role;
 use townhall_media::analysis::rms;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -1636,6 +1637,202 @@ async fn the_replay_page_shows_who_spoke_when_jumps_to_a_turn_and_changes_speed(
     browser.close().await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// JS: starts painting the SVG `#id`, with the styles the page computed for each of its parts,
+/// into a canvas; `window.painted[id]` becomes the count of its pixels that are not transparent
+/// and of those in the accent (peak line), amber (reaction bars) and green (retention) colours.
+fn paint_svg(id: &str) -> String {
+    format!(
+        "const svg = document.getElementById('{id}'); const clone = svg.cloneNode(true); \
+         const src = [svg, ...svg.querySelectorAll('*')]; const dst = [clone, ...clone.querySelectorAll('*')]; \
+         src.forEach((e, i) => {{ const s = getComputedStyle(e); \
+             for (const p of ['fill', 'stroke', 'stroke-width', 'font-size', 'opacity', 'display']) \
+                 dst[i].style.setProperty(p, s.getPropertyValue(p)); }}); \
+         const r = svg.getBoundingClientRect(); \
+         clone.setAttribute('xmlns', 'http://www.w3.org/2000/svg'); \
+         clone.setAttribute('width', r.width); clone.setAttribute('height', r.height); \
+         window.painted = window.painted || {{}}; window.painted['{id}'] = null; \
+         const img = new Image(); \
+         img.onload = () => {{ const c = document.createElement('canvas'); \
+             c.width = Math.ceil(r.width); c.height = Math.ceil(r.height); \
+             const g = c.getContext('2d'); g.drawImage(img, 0, 0); \
+             const d = g.getImageData(0, 0, c.width, c.height).data; \
+             const near = (i, rgb) => Math.abs(d[i] - rgb[0]) < 40 && Math.abs(d[i + 1] - rgb[1]) < 40 \
+                 && Math.abs(d[i + 2] - rgb[2]) < 40 && d[i + 3] > 200; \
+             const n = {{ any: 0, accent: 0, amber: 0, green: 0 }}; \
+             for (let i = 0; i < d.length; i += 4) {{ if (d[i + 3] > 0) n.any++; \
+                 if (near(i, [79, 70, 229])) n.accent++; if (near(i, [245, 158, 11])) n.amber++; \
+                 if (near(i, [21, 128, 61])) n.green++; }} \
+             window.painted['{id}'] = n; }}; \
+         img.onerror = () => {{ window.painted['{id}'] = {{ error: true }}; }}; \
+         img.src = 'data:image/svg+xml;charset=utf-8,' + encodeURIComponent(new XMLSerializer().serializeToString(clone)); \
+         return true"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_opens_the_stats_panel_and_sees_the_audience_drawn_and_others_do_not_see_it() {
+    if browser_available().is_none() {
+        return;
+    }
+    // One-second buckets, so that a few seconds of audience make a picture with a shape.
+    let config = townhall_server::Config { stats_bucket_secs: 1, ..Default::default() };
+    let server = server_with(config).await;
+    let addr = server.addr();
+    let secs = Duration::from_secs;
+    let http = reqwest::Client::new();
+    let hana = token("hana", Role::Host, "panel");
+    let res = http
+        .post(format!("http://{addr}/api/v1/spaces"))
+        .bearer_auth(&hana)
+        .json(&json!({ "id": "panel", "title": "Stats on the page", "live": true }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    // An audience arriving one by one (a second apart: the shape of the picture, not a check):
+    // three WebSocket listeners and an Ogg one, reactions and a raised hand.
+    let ticket = |who: &str| token(who, Role::Listener, "panel");
+    let mut audience = Vec::new();
+    for who in ["ann", "bob", "cy"] {
+        audience.push(ws(addr, &format!("/ws/panel?token={}", ticket(who))).await);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    let mut ogg = http
+        .get(format!("http://{addr}/live/panel.opus?token={}", ticket("dee")))
+        .send()
+        .await
+        .expect("ogg");
+    assert!(ogg.chunk().await.expect("ogg bytes").is_some());
+    let act = |who: &str, body: Value| {
+        http.post(format!("http://{addr}/api/v1/spaces/panel/actions"))
+            .bearer_auth(ticket(who))
+            .json(&body)
+            .send()
+    };
+    for who in ["ann", "ann", "bob"] {
+        let res = act(who, json!({"action": "react", "reaction": "👏"})).await.expect("react");
+        assert_eq!(res.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let res = act("cy", json!({"action": "react", "reaction": "🔥"})).await.expect("react");
+    assert_eq!(res.status(), 200);
+    let res = act("cy", json!({"action": "request_to_speak"})).await.expect("hand");
+    assert_eq!(res.status(), 200);
+    // ann leaves; the line steps down.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    drop(audience.remove(0));
+    // The reactions are tallied each second: wait until the API counts them.
+    let deadline = tokio::time::Instant::now() + secs(10);
+    loop {
+        let s: Value = http
+            .get(format!("http://{addr}/api/v1/spaces/panel/stats"))
+            .bearer_auth(&hana)
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        let done = s["reactions"]["total"] == 4 && s["listeners"]["now"] == 3;
+        if done || tokio::time::Instant::now() > deadline {
+            assert_eq!(s["reactions"]["total"], 4, "{s}");
+            assert_eq!(s["listeners"]["now"], 3, "{s}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The host's page: the panel is offered, closed; opened, it draws.
+    let browser = Browser::start().await;
+    browser.set_viewport(900, 1000).await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let host_token = json!(hana);
+    browser
+        .script(&format!("localStorage.setItem('townhall.token', {host_token}); return true"))
+        .await;
+    browser.goto(&format!("http://{addr}/#/space/panel")).await;
+    let offered = browser.wait_for(&displayed("stats-card"), secs(10), |v| v == true).await;
+    assert_eq!(offered, true, "the host is not offered the stats panel");
+    assert_eq!(browser.script(&displayed("stats-chart")).await, false, "open before asked");
+    browser.click("stats-toggle").await;
+    let drawn = "const p = document.getElementById('stats-peak-line'); \
+                 return p ? p.getTotalLength() : 0";
+    let length = browser.wait_for(drawn, secs(10), |v| v.as_f64().unwrap_or(0.0) > 0.0).await;
+    assert!(length.as_f64().unwrap_or(0.0) > 0.0, "no listeners line drawn: {length}");
+    for id in ["stats-body", "stats-chart", "stats-retention", "stats-numbers", "stats-joins"] {
+        assert_eq!(browser.script(&displayed(id)).await, true, "#{id} is not displayed");
+    }
+    // What the SVG holds, as rendered: sizes on the page, not attributes.
+    let shapes = browser
+        .script(
+            "const box = (id) => { const e = document.getElementById(id); \
+                 if (!e) return null; const b = e.getBBox(); const r = e.getBoundingClientRect(); \
+                 return { w: b.width, h: b.height, pw: r.width, ph: r.height, d: e.getAttribute('d') || '' }; }; \
+             const bars = [...document.querySelectorAll('#stats-chart .stats-bar')] \
+                 .map((b) => b.getBoundingClientRect()).filter((r) => r.width > 0 && r.height > 0).length; \
+             const chart = document.getElementById('stats-chart').getBoundingClientRect(); \
+             return { peak: box('stats-peak-line'), average: box('stats-average-area'), \
+                 retention: box('stats-retention-line'), bars, chart: [chart.width, chart.height], \
+                 numbers: [...document.querySelectorAll('#stats-numbers div')] \
+                     .map((d) => [d.querySelector('dt').textContent, d.querySelector('dd').textContent]), \
+                 joins: document.getElementById('stats-joins').textContent }",
+        )
+        .await;
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    assert!(f(&shapes["chart"][0]) > 300.0 && f(&shapes["chart"][1]) > 80.0, "{shapes}");
+    assert!(f(&shapes["peak"]["pw"]) > 200.0, "the peak line spans the chart: {shapes}");
+    assert!(f(&shapes["peak"]["ph"]) > 20.0, "the line rises with the audience: {shapes}");
+    assert!(f(&shapes["average"]["h"]) > 10.0, "the average area has height: {shapes}");
+    assert!(f(&shapes["bars"]) >= 2.0, "reaction bars in two seconds: {shapes}");
+    assert!(f(&shapes["retention"]["pw"]) > 200.0, "the retention curve is drawn: {shapes}");
+    let numbers = shapes["numbers"].as_array().expect("numbers").clone();
+    let number = |label: &str| {
+        numbers.iter().find(|n| n[0] == label).map(|n| n[1].clone()).unwrap_or(Value::Null)
+    };
+    assert_eq!(number("peak listeners"), "4", "{shapes}");
+    assert_eq!(number("unique listeners"), "4");
+    assert_eq!(number("reactions"), "4");
+    assert_eq!(number("requests to speak"), "1");
+    let joins = shapes["joins"].as_str().unwrap_or("");
+    assert!(joins.contains("WebSocket 3") && joins.contains("Ogg 1"), "{joins}");
+    // Pixels: the pictures, painted with the page's styles, put colour where the data is.
+    for id in ["stats-chart", "stats-retention"] {
+        browser.script(&paint_svg(id)).await;
+    }
+    let painted = browser
+        .wait_for("return window.painted", secs(10), |v| {
+            !v["stats-chart"].is_null() && !v["stats-retention"].is_null()
+        })
+        .await;
+    assert!(f(&painted["stats-chart"]["accent"]) > 100.0, "peak line pixels: {painted}");
+    assert!(f(&painted["stats-chart"]["amber"]) > 10.0, "reaction bar pixels: {painted}");
+    assert!(f(&painted["stats-retention"]["green"]) > 100.0, "retention pixels: {painted}");
+    assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
+    browser.script("document.getElementById('stats-card').scrollIntoView(); return true").await;
+    let shot = target_dir().join("screenshots").join("stats.png");
+    browser.screenshot(&shot).await;
+    eprintln!("stats screenshot: {}", shot.display());
+
+    // A listener's page and an anonymous visitor's: no panel.
+    let listener = json!(ticket("bob"));
+    for setup in [
+        format!("localStorage.setItem('townhall.token', {listener}); return true"),
+        "localStorage.removeItem('townhall.token'); return true".to_owned(),
+    ] {
+        browser.goto(&format!("http://{addr}/")).await;
+        browser.script(&setup).await;
+        browser.goto(&format!("http://{addr}/#/space/panel")).await;
+        let room = browser.wait_for(&displayed("room"), secs(10), |v| v == true).await;
+        assert_eq!(room, true, "the space page did not open");
+        assert_eq!(browser.script(&displayed("stats-card")).await, false, "{setup}");
+        assert_eq!(browser.script(&displayed("stats-toggle")).await, false, "{setup}");
+        assert_eq!(browser.script(HIDDEN_BUT_SHOWN).await, json!([]));
+    }
+    drop(audience);
+    browser.close().await;
+    server.shutdown().await;
 }
 
 /// JS: the text `#id` shows (`innerText`: what is rendered, not what the markup holds).

@@ -21,6 +21,8 @@ pub enum Manage {
     ReadModeration,
     /// Turn captions on or off (host or co-host).
     Caption,
+    /// Read the space's audience statistics (host or co-host).
+    ReadStats,
 }
 
 impl Manage {
@@ -31,6 +33,7 @@ impl Manage {
             Manage::Record => "record",
             Manage::ReadModeration => "read the moderation log of",
             Manage::Caption => "caption",
+            Manage::ReadStats => "read the statistics of",
         }
     }
 }
@@ -141,9 +144,11 @@ impl AppState {
         };
         let allowed = match what {
             Manage::End => role == Role::Host,
-            Manage::Start | Manage::Record | Manage::ReadModeration | Manage::Caption => {
-                role.can_manage()
-            }
+            Manage::Start
+            | Manage::Record
+            | Manage::ReadModeration
+            | Manage::Caption
+            | Manage::ReadStats => role.can_manage(),
         };
         if !allowed {
             return Err(AppError::forbidden(format!(

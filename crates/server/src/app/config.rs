@@ -21,6 +21,9 @@ pub struct Config {
     /// A live space with neither its host nor a co-host present for this long ends itself
     /// (seconds; 0 = never).
     pub host_absent_end_secs: u64,
+    /// The width, in seconds, of the first buckets of each space's audience statistics (they
+    /// double each time a space has 360 of them).
+    pub stats_bucket_secs: u64,
     /// Start the demo space with its speaker bot.
     pub demo: bool,
     /// The URL users reach this node at (`http(s)://host[:port]`, no path), for printed links
@@ -240,6 +243,7 @@ impl Default for Config {
             data_dir: PathBuf::from("townhall-data"),
             database: false,
             host_absent_end_secs: 600,
+            stats_bucket_secs: 10,
             demo: true,
             public_url: None,
             api_key: None,
@@ -416,6 +420,9 @@ impl Config {
         }
         if !(6_000..=256_000).contains(&self.bitrate) {
             return bad("bitrate must be 6000 to 256000");
+        }
+        if !(1..=3_600).contains(&self.stats_bucket_secs) {
+            return bad("stats_bucket_secs must be 1 to 3600");
         }
         if self.stage_seats == 0 || self.max_spaces == 0 {
             return bad("stage_seats and max_spaces must be at least 1");

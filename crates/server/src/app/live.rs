@@ -57,6 +57,7 @@ impl Parts {
             ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
                 .with_metric_label(label),
         );
+        feed.audience().configure(config.stats_bucket_secs);
         let hls =
             HlsStore::new(mixer.pre_skip(), format!("{serial:08x}")).map_err(OpenError::Hls)?;
         Ok((mixer, Parts { feed, ogg, hls }))
@@ -612,6 +613,10 @@ impl LiveSpace {
                 }
                 RoomEvent::Removed { who, .. } | RoomEvent::Blocked { who, .. } => {
                     self.kick(who, KickReason::Removed);
+                }
+                RoomEvent::HandRaised { .. } => self.feed.audience().hand_raised(),
+                RoomEvent::Reactions { second, counts } => {
+                    self.feed.audience().reacted(*second, counts);
                 }
                 _ => {}
             }

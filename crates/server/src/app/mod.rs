@@ -1,6 +1,6 @@
 //! The application: spaces and their rooms, who may do what (from the room's current state),
 //! admission and the shield's policies, configuration and secrets, the database, webhooks,
-//! recordings and clips. Errors are [`error::AppError`] kinds, with no HTTP in them; the layer above maps
+//! recordings, clips and audience statistics. Errors are [`error::AppError`] kinds, with no HTTP in them; the layer above maps
 //! them to statuses.
 
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod recorder;
 pub mod shield;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod webhooks;

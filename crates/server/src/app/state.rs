@@ -67,6 +67,9 @@ pub struct AppState {
     /// Space states the database refused, retried every second until stored (bounded: one
     /// entry per space the directory holds).
     unsaved: Mutex<HashMap<SpaceId, Space>>,
+    /// The node's secret salt of listener keys (see `listener_key`): kept in the database, so that a
+    /// listener counts once across restarts; random per process without one.
+    pub(crate) stats_salt: Vec<u8>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -184,7 +187,15 @@ impl AppState {
         let outbound = crate::app::outbound::Outbound::new(&config)?;
         let directory = Directory::new(config.max_spaces, config.max_spaces.max(100));
         let shield = Arc::new(Shield::new(&config));
+        let stats_salt =
+            store.node_secret(crate::app::store::LISTENER_KEY_SALT, 32).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "cannot keep the listener key salt (statistics restart with it): {e}"
+                );
+                (0..32).map(|_| rand::random::<u8>()).collect()
+            });
         Ok(AppState {
+            stats_salt,
             shield,
             hls: HlsStores::default(),
             rtc,
@@ -488,6 +499,7 @@ impl AppState {
         let live = self.live.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.end(&self.engine);
+            self.save_final_stats(&live);
             if let Some(recording) = recording {
                 self.keep_transcript_after_end(&live, recording);
             }
@@ -675,6 +687,7 @@ impl AppState {
         )
         .map_err(|e| AppError::internal(format!("cannot open space: {e}")))?;
         self.hls.insert(space.id.clone(), live.hls().clone());
+        self.resume_stats(&live);
         self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live.clone());
         Ok(Some((live, frames)))
     }
@@ -704,6 +717,7 @@ impl AppState {
         self.hls.insert(space.id.clone(), live.hls().clone());
         // HLS of spaces the directory has forgotten is dropped.
         self.hls.retain(|id| directory.get(id).is_ok());
+        self.resume_stats(&live);
         self.live.write().unwrap_or_else(|p| p.into_inner()).insert(space.id.clone(), live.clone());
         self.caption_by_default(&live);
         Ok(())

@@ -110,6 +110,7 @@ fn last_modified(mut res: Response, at_us: Option<u64>) -> Response {
 pub async fn handler(
     State(app): State<Arc<AppState>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::pipeline::net::PeerAddr>>>,
+    client: Option<axum::Extension<crate::pipeline::net::ClientAddr>>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: RawQuery,
     headers: HeaderMap,
@@ -140,6 +141,14 @@ pub async fn handler(
         _ => "segment",
     };
     metrics::counter!(crate::metrics::HLS_REQUESTS, "kind" => kind).increment(1);
+    // A player's first media playlist load (later ones block on `_HLS_msn`) is an HLS start
+    // for the space's statistics; a cache in front is counted as one listener.
+    if kind == "playlist"
+        && let Some(live) = app.live(&id)
+    {
+        let key = app.listener_key(None, client.map(|c| c.0.0));
+        live.feed().audience().joined(townhall_core::stats::Protocol::Hls, key);
+    }
     // Attack mode covers HLS at its entry point: a player straight at this node needs a token
     // for the space to get a playlist. Caches in `trusted_proxies` are served as always (their
     // origin cost does not grow with listeners: the CDN is HLS's shield). Media objects are

@@ -1,6 +1,6 @@
 //! The HTTP edge: the accept loop and its raw-socket responses, the router's routes (the JSON
 //! API, rooms, reports, recordings and their podcast feeds, HLS, the Ogg stream, WebSocket,
-//! WHIP/WHEP, the page, the embeddable player and oEmbed, clips), the security headers, and
+//! WHIP/WHEP, the page, the embeddable player and oEmbed, clips, statistics), the security headers, and
 //! [`error::ApiError`], where application errors become statuses.
 
 pub mod api;
@@ -22,6 +22,7 @@ pub mod redirect;
 pub mod reports;
 pub mod room;
 pub mod serve;
+pub mod stats;
 pub mod web;
 pub mod whip;
 pub mod ws;

@@ -39,6 +39,8 @@ struct Admitted {
     space: Space,
     live: Arc<LiveSpace>,
     hold: Option<crate::app::shield::IdentityHold>,
+    /// Who listens, as the statistics know them.
+    key: townhall_core::stats::ListenerKey,
 }
 
 /// Checks a stream request: the file name, the token, the space's state, and the room (whoever
@@ -48,6 +50,7 @@ fn check(
     file: &str,
     query: &str,
     authorization: Option<&str>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Admitted, ApiError> {
     let raw = file
         .strip_suffix(".opus")
@@ -66,7 +69,8 @@ fn check(
     app.listener_identity(&space, claims.as_ref())?;
     let live = app.on_air(&space)?;
     let hold = app.admit_listener(&live, claims.as_ref())?;
-    Ok(Admitted { space, live, hold })
+    let key = app.listener_key(claims.as_ref(), client);
+    Ok(Admitted { space, live, hold, key })
 }
 
 fn icy_name(space: &Space) -> String {
@@ -79,6 +83,7 @@ pub async fn serve_raw(
     head: Bytes,
     app: &AppState,
     hold: Option<Arc<dyn Send + Sync>>,
+    client: std::net::IpAddr,
 ) {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
@@ -104,8 +109,8 @@ pub async fn serve_raw(
         .map(|(_, token)| token.trim().to_owned());
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let file = path.strip_prefix("/live/").unwrap_or("");
-    let checked = check(app, file, query, authorization.as_deref());
-    let Admitted { space, live, hold: identity_hold } = match checked {
+    let checked = check(app, file, query, authorization.as_deref(), Some(client));
+    let Admitted { space, live, hold: identity_hold, key } = match checked {
         Ok(ok) => ok,
         Err(e) => {
             write_error(&mut stream, &e).await;
@@ -119,7 +124,7 @@ pub async fn serve_raw(
             return;
         }
     };
-    let guard = live.feed().count_listener(Protocol::Ogg).holding(identity_hold);
+    let guard = live.feed().count_listener(Protocol::Ogg, key).holding(identity_hold);
     let response_head = streaming_head("audio/ogg", &[("icy-name", icy_name(&space))]);
     let first = vec![response_head, live.feed().ogg_headers()];
     // A refused join means the feed just ended: dropping the socket closes it.
@@ -137,11 +142,13 @@ pub async fn routed(
     Path(file): Path<String>,
     query: axum::extract::RawQuery,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::pipeline::net::ClientAddr>>,
 ) -> Result<Response, ApiError> {
     let query = query.0.unwrap_or_default();
-    let Admitted { space, live, hold } = check(&app, &file, &query, bearer(&headers))?;
+    let client = client.map(|c| c.0.0);
+    let Admitted { space, live, hold, key } = check(&app, &file, &query, bearer(&headers), client)?;
     let (recent, rx) = live.feed().subscribe_ogg().map_err(|_| ApiError::ended())?;
-    let guard = live.feed().count_listener(Protocol::Ogg).holding(hold);
+    let guard = live.feed().count_listener(Protocol::Ogg, key).holding(hold);
     let mut prelude = vec![live.feed().ogg_headers()];
     prelude.extend(recent);
     let body =

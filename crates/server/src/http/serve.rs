@@ -220,7 +220,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, conn: Conn) {
         return;
     }
     if head.starts_with(b"GET /live/") {
-        crate::http::ogg_http::serve_raw(io, head, app, hold).await;
+        crate::http::ogg_http::serve_raw(io, head, app, hold, client).await;
         return;
     }
     let io = Rewind::new(head, io);

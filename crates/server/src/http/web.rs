@@ -39,6 +39,7 @@ const ASSETS: &[Asset] = &[
     asset!("/room-view.js", "room-view.js", JS),
     asset!("/recordings.js", "recordings.js", JS),
     asset!("/replay.js", "replay.js", JS),
+    asset!("/stats.js", "stats.js", JS),
     asset!("/captions.js", "captions.js", JS),
     // The page's words: the catalog module and one catalog per language (docs: README, "Languages").
     asset!("/i18n.js", "i18n.js", JS),

@@ -249,11 +249,13 @@ async fn whep(
     drop(app.admit_listener(&live, claims.as_ref())?);
     let body = body.map_err(body_error)?;
     let offer = check_offer(&body, Intent::Subscribe).map_err(offer_error)?;
-    let client = match (has_token, client_addr) {
+    let ip = client_addr.map(|Extension(crate::pipeline::net::ClientAddr(ip))| ip);
+    let client = match (has_token, ip) {
         (true, _) => format!("id:{who}"),
-        (false, Some(Extension(crate::pipeline::net::ClientAddr(ip)))) => format!("ip:{ip}"),
+        (false, Some(ip)) => format!("ip:{ip}"),
         (false, None) => "ip:unknown".to_owned(),
     };
+    let listener = app.listener_key(claims.as_ref(), ip);
     let rtc = &app.rtc;
     // On the RTC thread with the fewest sessions; the answer gives that thread's port.
     let Reserved { key, shard } = rtc.reserve(client, &id, SessionKind::Whep)?;
@@ -264,7 +266,7 @@ async fn whep(
             return Err(peer_error(e));
         }
     };
-    let guard = live.feed().count_listener(Protocol::Webrtc);
+    let guard = live.feed().count_listener(Protocol::Webrtc, listener);
     rtc.add(key.clone(), id.clone(), peer, SessionRole::Listener { guard });
     Ok(created(format!("/whep/{id}/{key}"), answer))
 }

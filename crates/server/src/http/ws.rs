@@ -35,7 +35,7 @@ use crate::metrics::SPEAKER_FRAMES;
 use crate::pipeline::events::{Codec, ListenerEvent};
 use crate::pipeline::fanout::Joiner;
 use crate::pipeline::feed::{MAX_WS_BATCH, Protocol, WsOpcode, ws_frame};
-use crate::pipeline::net::ConnContext;
+use crate::pipeline::net::{ClientAddr, ConnContext};
 use crate::pipeline::secure::ConnIo;
 
 /// Largest WebSocket message accepted from a client.
@@ -112,7 +112,9 @@ pub async fn handler(
             let identity_hold = app.admit_listener(&live, claims.as_ref())?;
             let hold = parts.extensions.get::<ConnContext>().and_then(|c| c.hold.clone());
             let fanout = live.feed().ws_fanout(batch).map_err(|_| ApiError::ended())?;
-            let guard = live.feed().count_listener(Protocol::Ws).holding(identity_hold);
+            let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+            let key = app.listener_key(claims.as_ref(), client);
+            let guard = live.feed().count_listener(Protocol::Ws, key).holding(identity_hold);
             // A one-frame listener starts with what is published from this moment on, also
             // while its connection is being upgraded: a relay misses no caption event there.
             let from = from.or_else(|| (batch == 1).then(|| live.feed().next_frame()));

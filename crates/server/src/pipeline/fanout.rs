@@ -599,7 +599,10 @@ mod tests {
             offset: 0,
             queued_bytes: 0,
             blocked_since: None,
-            _guard: Box::new(feed.count_listener(crate::pipeline::feed::Protocol::Ws)),
+            _guard: Box::new(feed.count_listener(
+                crate::pipeline::feed::Protocol::Ws,
+                townhall_core::stats::ListenerKey(1),
+            )),
             _hold: None,
         };
         let now = Instant::now();

@@ -13,7 +13,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::broadcast;
 use townhall_core::SpaceId;
 
+use townhall_core::stats::ListenerKey;
+
 use crate::metrics::LISTENERS;
+use crate::pipeline::audience::Audience;
 use crate::pipeline::events::ListenerEvent;
 use crate::pipeline::fanout::{Catchup, Fanout, FanoutConfig, Farewell, WireMessage};
 
@@ -66,6 +69,15 @@ impl Protocol {
             Protocol::Ws => "ws",
             Protocol::Ogg => "ogg",
             Protocol::Webrtc => "webrtc",
+        }
+    }
+
+    /// The protocol as the statistics name it.
+    pub fn stats(self) -> townhall_core::stats::Protocol {
+        match self {
+            Protocol::Ws => townhall_core::stats::Protocol::Ws,
+            Protocol::Ogg => townhall_core::stats::Protocol::Ogg,
+            Protocol::Webrtc => townhall_core::stats::Protocol::Webrtc,
         }
     }
 }
@@ -171,6 +183,8 @@ pub struct ProgramFeed {
     ws_listeners: AtomicUsize,
     ogg_listeners: AtomicUsize,
     webrtc_listeners: AtomicUsize,
+    /// Who listened, how long, and what they did (the hosts' statistics).
+    audience: Arc<Audience>,
 }
 
 impl ProgramFeed {
@@ -202,7 +216,13 @@ impl ProgramFeed {
             ws_listeners: AtomicUsize::new(0),
             ogg_listeners: AtomicUsize::new(0),
             webrtc_listeners: AtomicUsize::new(0),
+            audience: Arc::new(Audience::new()),
         }
+    }
+
+    /// The space's audience statistics.
+    pub fn audience(&self) -> &Arc<Audience> {
+        &self.audience
     }
 
     /// Names the space in `/metrics` by `label` instead of its id (private spaces: their ids
@@ -462,15 +482,23 @@ impl ProgramFeed {
         self.counter(protocol).load(Ordering::Relaxed)
     }
 
-    /// Counts a listener in until the returned guard drops.
-    pub fn count_listener(self: &Arc<Self>, protocol: Protocol) -> ListenerGuard {
+    /// Counts a listener (`key`: who, as the statistics know them) in until the returned guard
+    /// drops.
+    pub fn count_listener(self: &Arc<Self>, protocol: Protocol, key: ListenerKey) -> ListenerGuard {
+        let joined_at = self.audience.joined(protocol.stats(), key);
         let n = self.counter(protocol).fetch_add(1, Ordering::Relaxed) + 1;
         self.report(protocol, n);
         metrics::counter!(crate::metrics::JOINS, "protocol" => protocol.label()).increment(1);
         if let Some(watch) = &self.fanout.shield {
             watch.listener_joined();
         }
-        ListenerGuard { feed: self.clone(), protocol, since: std::time::Instant::now(), hold: None }
+        ListenerGuard {
+            feed: self.clone(),
+            protocol,
+            since: std::time::Instant::now(),
+            joined_at,
+            hold: None,
+        }
     }
 
     fn report(&self, protocol: Protocol, n: usize) {
@@ -490,6 +518,8 @@ pub struct ListenerGuard {
     feed: Arc<ProgramFeed>,
     protocol: Protocol,
     since: std::time::Instant,
+    /// When they joined, for the statistics.
+    joined_at: townhall_core::UnixTime,
     /// The listener's place in its identity's connection count, if it came with a token.
     hold: Option<Box<dyn Send + Sync>>,
 }
@@ -506,6 +536,7 @@ impl Drop for ListenerGuard {
     fn drop(&mut self) {
         let n = self.feed.counter(self.protocol).fetch_sub(1, Ordering::Relaxed) - 1;
         self.feed.report(self.protocol, n);
+        self.feed.audience.left(self.joined_at);
         if let Some(watch) = &self.feed.fanout.shield {
             watch.listener_left(self.since.elapsed());
         }

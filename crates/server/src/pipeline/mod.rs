@@ -6,6 +6,7 @@
 //!
 //! Arrows run one way: `http` → `app` → `pipeline` → the libraries.
 
+pub mod audience;
 pub mod captions;
 pub mod engine;
 pub mod events;

@@ -1,5 +1,6 @@
 //! Metadata that survives restarts: spaces and schedules, removals and blocks, the moderation
-//! log, reports, the recordings index with transcripts and speaker turns, and clips, in SQLite
+//! log, reports, the recordings index with transcripts and speaker turns, clips, and each
+//! space's audience statistics, in SQLite
 //! (`rusqlite`, bundled).
 //!
 //! Nothing here is on the join or listening path: joins are verified from signed tokens alone.
@@ -17,10 +18,12 @@ use townhall_core::{Identity, SpaceId, SpaceState, UnixTime};
 mod clips;
 mod records;
 mod search;
+mod stats;
 mod tables;
 
 pub use records::*;
 pub use search::{MAX_QUERY_CHARS, SearchError, SearchQuery};
+pub use stats::LISTENER_KEY_SALT;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Append new ones; never edit a released one.
@@ -110,6 +113,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE turns (
         recording TEXT PRIMARY KEY,
         turns TEXT NOT NULL
+    );",
+    // 6: each space's audience statistics (`townhall_core::stats::SpaceStats` as JSON, bounded:
+    // a 4 KiB sketch and at most 360 buckets), written every few seconds while it is live and
+    // when it ends; and the node's own secrets (the salt of listener keys).
+    "CREATE TABLE space_stats (
+        space TEXT PRIMARY KEY,
+        updated_at INTEGER NOT NULL,
+        stats TEXT NOT NULL
+    );
+    CREATE INDEX space_stats_updated ON space_stats (updated_at);
+    CREATE TABLE node_secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
     );",
 ];
 

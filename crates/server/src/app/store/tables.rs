@@ -29,11 +29,12 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a space (and its bans).
+    /// Forgets a space (and its bans and statistics).
     pub fn delete_space(&self, id: &SpaceId) -> Result<(), StoreError> {
         let conn = self.conn();
         conn.execute("DELETE FROM spaces WHERE id = ?1", [id.as_str()])?;
         conn.execute("DELETE FROM bans WHERE space = ?1", [id.as_str()])?;
+        conn.execute("DELETE FROM space_stats WHERE space = ?1", [id.as_str()])?;
         Ok(())
     }
 

@@ -233,3 +233,36 @@ fn clips_and_turns_round_trip_and_go_with_their_rows() {
     store.delete_recording("r").expect("delete");
     assert_eq!(store.turns("r").expect("gone"), vec![]);
 }
+
+#[test]
+fn space_stats_round_trip_list_newest_first_and_go_with_their_space() {
+    use townhall_core::stats::{ListenerKey, Protocol, SpaceStats, StatsConfig};
+    let store = Store::in_memory().expect("store");
+    let (a, b) = (space("a"), space("b"));
+    let mut stats = SpaceStats::new(StatsConfig::default(), UnixTime(100));
+    stats.joined(Protocol::Ogg, ListenerKey::derive(b"s", "ip:1"), UnixTime(110));
+    store.save_space_stats(&a.id, UnixTime(120), &stats).expect("save a");
+    store.save_space_stats(&b.id, UnixTime(130), &stats).expect("save b");
+    assert_eq!(store.space_stats(&a.id).expect("read"), Some(stats.clone()));
+    let recent = store.recent_space_stats(10).expect("list");
+    let ids: Vec<&str> = recent.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    assert_eq!(store.recent_space_stats(1).expect("list").len(), 1);
+    store.delete_space(&a.id).expect("delete");
+    assert_eq!(store.space_stats(&a.id).expect("read"), None);
+    store
+        .with_connection(|c| {
+            c.execute("UPDATE space_stats SET stats = 'nonsense' WHERE space = 'b'", [])
+        })
+        .expect("corrupt");
+    assert!(matches!(store.space_stats(&b.id), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn node_secrets_are_made_once_and_kept() {
+    let store = Store::in_memory().expect("store");
+    let salt = store.node_secret("listener_salt", 32).expect("made");
+    assert_eq!(salt.len(), 32);
+    assert_eq!(store.node_secret("listener_salt", 32).expect("kept"), salt);
+    assert_ne!(store.node_secret("other", 32).expect("made"), salt);
+}
