@@ -68,9 +68,10 @@ impl Store {
         Ok((u64::try_from(n).unwrap_or(0), u64::try_from(bytes.unwrap_or(0)).unwrap_or(0)))
     }
 
-    /// The oldest `limit` clips, oldest first (the first to go when the budget is full).
+    /// The oldest `limit` clips, oldest first (the first to go when the budget is full); clips
+    /// of the same second in the order they were saved (not by their random ids).
     pub fn oldest_clips(&self, limit: usize) -> Result<Vec<ClipRecord>, StoreError> {
-        let sql = format!("SELECT {CLIP_COLUMNS} ORDER BY created_at, id LIMIT ?1");
+        let sql = format!("SELECT {CLIP_COLUMNS} ORDER BY created_at, rowid LIMIT ?1");
         self.select(&sql, [limit_sql(limit)], clip_row)
     }
 

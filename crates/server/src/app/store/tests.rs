@@ -232,6 +232,15 @@ fn clips_and_turns_round_trip_and_go_with_their_rows() {
     assert_eq!(store.turns("r").expect("turns"), turns);
     store.delete_recording("r").expect("delete");
     assert_eq!(store.turns("r").expect("gone"), vec![]);
+    // Clips cut in the same second go in the order they were saved, whatever their ids.
+    let same_second =
+        |n: u64, id: &str| ClipRecord { id: id.to_owned(), created_at: UnixTime(5_000), ..clip(n) };
+    for (n, id) in [(7, "cl_zzzz"), (8, "cl_aaaa"), (9, "cl_mmmm")] {
+        store.save_clip(&same_second(n, id)).expect("save");
+    }
+    let later: Vec<String> =
+        store.oldest_clips(10).expect("oldest").into_iter().map(|c| c.id).collect();
+    assert_eq!(&later[later.len() - 3..], ["cl_zzzz", "cl_aaaa", "cl_mmmm"]);
 }
 
 #[test]
