@@ -1159,7 +1159,9 @@ async fn the_page_shows_captions_under_the_stage_and_a_transcript() {
     live_space(addr, "cc-page").await;
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/#/space/cc-page")).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let secs = Duration::from_secs;
+    browser.wait_for("return window.townhall.space()", secs(15), |v| v == "cc-page").await;
+    browser.wait_for(&displayed("listen"), secs(15), |v| v == true).await;
     browser.click("listen").await;
     // Wait until the engine is ready (the captions card says so), then speak.
     let ready = "return document.getElementById('cc-engine').textContent.includes('fake') ? 1 : 0";
@@ -1204,7 +1206,11 @@ async fn hls_js_shows_the_webvtt_caption_track() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/#/space/demo")).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The page has its words and the space before Listen is pressed (a click on a page still
+    // loading is lost on a busy machine).
+    let secs = Duration::from_secs;
+    browser.wait_for("return window.townhall.space()", secs(15), |v| v == "demo").await;
+    browser.wait_for(&displayed("listen"), secs(15), |v| v == true).await;
     browser.click("listen").await;
     // hls.js reads the multivariant playlist's subtitle rendition and puts its WebVTT cues on
     // the media element's text track; the demo bot talks, the fake engine names each phrase.
