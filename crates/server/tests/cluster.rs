@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
-use townhall_core::Role;
 use townhall_media::analysis::tone_amplitude;
 use townhall_server::Config;
 use townhall_server::config::NodeRole;
@@ -1459,7 +1458,6 @@ async fn an_edge_carries_the_origins_captions_on_every_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_edge_relays_from_an_origin_that_speaks_only_tls_and_checks_its_certificate() {
-    use futures_util::SinkExt;
     let redis = Redis::start();
     redis.ready().await;
     let ca = common::tls::TestCa::new("cluster");
@@ -1498,17 +1496,7 @@ async fn an_edge_relays_from_an_origin_that_speaks_only_tls_and_checks_its_certi
     }
     let listener = ws(trusting.addr(), "/ws/secure?batch=5").await;
     let listening = tokio::spawn(listen_ws(listener, Duration::from_secs(6)));
-    let path = format!("/ws/secure?mode=speak&token={}", token("alice", Role::Speaker, "secure"));
-    let mut speaker = ca.wss(origin.addr(), &path).await;
-    let mut tone = ToneSpeaker::new(440.0, 0.4);
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    for _ in 0..300 {
-        tick.tick().await;
-        speaker
-            .send(tokio_tungstenite::tungstenite::Message::Binary(tone.next_message()))
-            .await
-            .expect("send over wss");
-    }
+    ca.speak_tone(origin.addr(), "secure", "alice", 440.0, 300).await;
     let heard = listening.await.expect("listener");
     let toned = heard.pcm.chunks(4_800).filter(|w| tone_amplitude(w, 440.0) > 0.1).count();
     assert!(toned >= 10, "the edge relayed the tone in only {toned} 100 ms windows");

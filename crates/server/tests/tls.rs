@@ -162,18 +162,7 @@ async fn a_websocket_speaker_over_tls_is_heard() {
     assert_eq!(res.status(), 201);
     let listener = ca.wss(addr, "/ws/wss?batch=5").await;
     let listening = tokio::spawn(listen_ws(listener, Duration::from_secs(5)));
-    let path = format!("/ws/wss?mode=speak&token={}", token("bob", Role::Speaker, "wss"));
-    let mut speaker = ca.wss(addr, &path).await;
-    use futures_util::SinkExt;
-    let mut tone = ToneSpeaker::new(660.0, 0.4);
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    for _ in 0..200 {
-        tick.tick().await;
-        speaker
-            .send(tokio_tungstenite::tungstenite::Message::Binary(tone.next_message()))
-            .await
-            .expect("send over wss");
-    }
+    ca.speak_tone(addr, "wss", "bob", 660.0, 200).await;
     let heard = listening.await.expect("listener");
     let toned = heard
         .pcm

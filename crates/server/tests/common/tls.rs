@@ -127,4 +127,28 @@ impl TestCa {
         let (ws, _) = tokio_tungstenite::client_async(req, tls).await.expect("wss handshake");
         ws
     }
+
+    /// Speaks a `freq` Hz tone as `who` into `space` over wss for `frames` 20 ms frames.
+    pub async fn speak_tone(
+        &self,
+        addr: std::net::SocketAddr,
+        space: &str,
+        who: &str,
+        freq: f32,
+        frames: usize,
+    ) {
+        use futures_util::SinkExt;
+        let role = townhall_core::Role::Speaker;
+        let path = format!("/ws/{space}?mode=speak&token={}", super::token(who, role, space));
+        let mut speaker = self.wss(addr, &path).await;
+        let mut tone = super::ToneSpeaker::new(freq, 0.4);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+        for _ in 0..frames {
+            tick.tick().await;
+            speaker
+                .send(tokio_tungstenite::tungstenite::Message::Binary(tone.next_message()))
+                .await
+                .expect("send over wss");
+        }
+    }
 }
