@@ -736,6 +736,81 @@ async fn an_edge_lists_the_clusters_spaces_and_passes_room_actions_to_the_origin
     assert_eq!(summary["state"], "live", "{summary}");
 }
 
+/// `method path` on `addr` with `token` and an optional JSON body: status and JSON answer.
+async fn call(
+    addr: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = http().request(method, format!("http://{addr}{path}")).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_the_recording_switch_and_the_moderation_log_on_an_edge_are_the_origins() {
+    use reqwest::Method;
+    let redis = Redis::start();
+    redis.ready().await;
+    let origin = node(NodeRole::Origin, &redis).await;
+    let edge = node(NodeRole::Edge, &redis).await;
+    live_space(origin.addr(), "onair").await;
+    until_space(edge.addr(), "onair", |s| s["state"] == "live").await;
+
+    // A report filed on the edge is kept by the origin, where the moderators are.
+    let kim = token("kim", townhall_core::Role::Listener, "onair");
+    let report = serde_json::json!({ "category": "spam", "details": "on the edge" });
+    let (status, body) =
+        call(edge.addr(), Method::POST, "/api/v1/spaces/onair/reports", &kim, Some(report)).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, kept) = call(origin.addr(), Method::GET, "/api/v1/admin/reports", &host(), None).await;
+    assert_eq!(kept["reports"][0]["details"], "on the edge", "{kept}");
+    assert_eq!(kept["reports"][0]["reporter"], "kim", "{kept}");
+    // Bad input is refused on the edge, before anything reaches the origin.
+    let bad = serde_json::json!({ "category": "rude" });
+    let (status, _) =
+        call(edge.addr(), Method::POST, "/api/v1/spaces/onair/reports", &kim, Some(bad)).await;
+    assert_eq!(status, 422);
+
+    // The host switches recording on through the edge: the origin, which mixes, records.
+    let on = serde_json::json!({ "recording": true });
+    let (status, body) =
+        call(edge.addr(), Method::POST, "/api/v1/spaces/onair/recording", &host(), Some(on)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "recording", "{body}");
+    let (_, list) =
+        call(origin.addr(), Method::GET, "/api/v1/recordings?space=onair", &host(), None).await;
+    assert_eq!(list["recordings"][0]["state"], "recording", "{list}");
+    // A listener may not switch it, on the edge as on the origin.
+    let off = serde_json::json!({ "recording": false });
+    let (status, body) =
+        call(edge.addr(), Method::POST, "/api/v1/spaces/onair/recording", &kim, Some(off)).await;
+    assert_eq!(status, 403, "{body}");
+
+    // A block made on the edge is in the moderation log read on the edge (the origin's).
+    let res = act_at(
+        edge.addr(),
+        "onair",
+        &host(),
+        serde_json::json!({ "action": "block", "target": "kim" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    let path = "/api/v1/spaces/onair/moderation?limit=10";
+    let (status, log) = call(edge.addr(), Method::GET, path, &host(), None).await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["entries"][0]["action"], "block", "{log}");
+    let listener = token("lee", townhall_core::Role::Listener, "onair");
+    let (status, _) = call(edge.addr(), Method::GET, path, &listener, None).await;
+    assert_eq!(status, 403, "a listener reads no moderation log");
+}
+
 /// A Redis Sentinel watching `master` as service `th`, on a free port, with its config file
 /// (Sentinels rewrite theirs) in a directory of its own; killed on drop.
 struct Sentinel {

@@ -124,17 +124,7 @@ async fn on_origin(
         )
     })?;
     let path = format!("/api/v1/spaces/{id}/{what}");
-    let answer = crate::app::cluster::forward::to_origin(
-        &app.outbound.http,
-        &origin,
-        axum::http::Method::POST,
-        &path,
-        headers,
-        None,
-        bytes::Bytes::new(),
-    )
-    .await?;
-    Ok(Some(answered(answer)))
+    pass_on(app, &origin, &path, headers, None, bytes::Bytes::new()).await.map(Some)
 }
 
 async fn end_space(
@@ -521,6 +511,42 @@ fn check_pow(app: &AppState, space: &SpaceId, proof: Option<&str>) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// On an edge: `POST path` (with `body`) goes to the space's `origin`, which decides, and its
+/// answer comes back as it was (`502`/`504` when it cannot be asked).
+pub(crate) async fn pass_on(
+    app: &AppState,
+    origin: &str,
+    path: &str,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    ask_origin(app, origin, axum::http::Method::POST, path, headers, client, body).await
+}
+
+/// `method path` to the space's `origin`, its answer passed back as it was.
+pub(crate) async fn ask_origin(
+    app: &AppState,
+    origin: &str,
+    method: axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let answer = crate::app::cluster::forward::to_origin(
+        &app.outbound.http,
+        origin,
+        method,
+        path,
+        headers,
+        client,
+        body,
+    )
+    .await?;
+    Ok(answered(answer))
 }
 
 /// An origin's answer, passed back as it came (an edge forwarding to a space's origin).

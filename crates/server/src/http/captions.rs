@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -54,17 +54,15 @@ async fn switch(
         let raw = serde_json::to_vec(&json!({ "captions": toggle.captions }))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let path = format!("/api/v1/spaces/{id}/captions");
-        let answer = crate::app::cluster::forward::to_origin(
-            &app.outbound.http,
+        return crate::http::api::pass_on(
+            &app,
             &origin,
-            Method::POST,
             &path,
             &headers,
             client.map(|c| c.0.0),
             raw.into(),
         )
-        .await?;
-        return Ok(crate::http::api::answered(answer));
+        .await;
     }
     app.authorize_space(&headers, &id, crate::app::auth::Manage::Caption)?;
     let Json(toggle) = body?;

@@ -114,20 +114,33 @@ pub struct RecordingToggle {
     pub recording: bool,
 }
 
-/// `POST /api/v1/spaces/{id}/recording` (host or co-host): starts or stops recording.
+/// `POST /api/v1/spaces/{id}/recording` (host or co-host): starts or stops recording. On an
+/// edge the switch goes to the space's origin, which records what it mixes.
 pub(crate) async fn set_recording(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<RecordingToggle>, JsonRejection>,
-) -> Result<Json<RecordingView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
+    if let Some(origin) = app.live(&id).and_then(|live| live.origin().map(str::to_owned)) {
+        // Relayed here. The token is checked here (forged switches stay on the edge); the
+        // origin's room decides.
+        let token = bearer(&headers)
+            .ok_or_else(|| ApiError::unauthorized("switching recording needs a bearer token"))?;
+        app.verify(token, &id)?;
+        let Json(toggle) = body?;
+        let raw = serde_json::to_vec(&serde_json::json!({ "recording": toggle.recording }))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let path = format!("/api/v1/spaces/{id}/recording");
+        return crate::http::api::pass_on(&app, &origin, &path, &headers, None, raw.into()).await;
+    }
     app.authorize_space(&headers, &id, crate::app::auth::Manage::Record)?;
     let Json(toggle) = body?;
     let space = app.space(&id)?;
     let record =
         if toggle.recording { start(&app, &space).await? } else { stop(&app, &id).await? };
-    Ok(Json(record.into()))
+    Ok(Json(RecordingView::from(record)).into_response())
 }
 
 /// Query of the recordings list.

@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::Uri;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use townhall_core::{Identity, SpaceId};
 
@@ -43,7 +44,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// A report as the API takes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewReport {
     /// What is wrong.
@@ -92,6 +93,8 @@ async fn file_report(
     let claims = app.verify(token, &id)?;
     app.space(&id)?;
     let Json(report) = body?;
+    let client = client.map(|c| c.0.0);
+    let relayed_from = app.live(&id).and_then(|live| live.origin().map(str::to_owned));
     let details = report.details.as_deref().map(str::trim).filter(|d| !d.is_empty());
     if details.is_some_and(|d| d.chars().count() > MAX_DETAILS_CHARS) {
         return Err(ApiError::unprocessable(format!(
@@ -100,8 +103,15 @@ async fn file_report(
     }
     app.limits
         .reports
-        .check(&claims.sub, client.map(|c| c.0.0), Instant::now())
+        .check(&claims.sub, client, Instant::now())
         .map_err(|l| ApiError::rate_limited(&format!("{} (reports)", l.scope), l.retry_after))?;
+    if let Some(origin) = relayed_from {
+        // Relayed here: reports are kept where the space's room and moderators are. Checked
+        // and limited here too, so a flood of reports on an edge stays on the edge.
+        let raw = serde_json::to_vec(&report).map_err(|e| ApiError::internal(e.to_string()))?;
+        let path = format!("/api/v1/spaces/{id}/reports");
+        return crate::http::api::pass_on(&app, &origin, &path, &headers, client, raw.into()).await;
+    }
     // SQLite off the async workers: a slow disk delays this report, not every listener.
     let store = app.store.clone();
     let (space, reporter, target) = (id.clone(), claims.sub.clone(), report.target.clone());
@@ -127,15 +137,35 @@ async fn space_moderation(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ListQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let id = space_id(path)?;
+    if let Some(origin) = app.live(&id).and_then(|live| live.origin().map(str::to_owned)) {
+        // Relayed here: the log is kept where the room acts. The token is checked here; the
+        // origin's room decides who may read it.
+        let token = bearer(&headers)
+            .ok_or_else(|| ApiError::unauthorized("the moderation log needs a bearer token"))?;
+        app.verify(token, &id)?;
+        query?;
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        return crate::http::api::ask_origin(
+            &app,
+            &origin,
+            axum::http::Method::GET,
+            path,
+            &headers,
+            None,
+            bytes::Bytes::new(),
+        )
+        .await;
+    }
     app.authorize_space(&headers, &id, crate::app::auth::Manage::ReadModeration)?;
     let Query(q) = query?;
     let limit = q.limit()?;
     let entries = app
         .blocking(move |app| Ok::<_, AppError>(app.store.moderation(Some(&id), q.before, limit)?))
         .await?;
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(json!({ "entries": entries })).into_response())
 }
 
 async fn all_reports(

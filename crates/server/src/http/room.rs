@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,11 +16,10 @@ use serde_json::{Value, json};
 use townhall_core::room::{Action, Reaction};
 use townhall_core::{Identity, SpaceId};
 
-use crate::app::cluster::forward;
 use crate::app::error::AppError;
 use crate::app::state::{AppState, bearer};
 use crate::clock::now_unix;
-use crate::http::api::{answered, space_id};
+use crate::http::api::{answered, pass_on, space_id};
 use crate::http::error::ApiError;
 
 /// The room's routes.
@@ -200,18 +199,9 @@ async fn act(
         let action = parse_action(req)?;
         limit_action(&app, &claims.sub, client, &action)?;
         let path = format!("/api/v1/spaces/{id}/actions");
-        let answer = forward::to_origin(
-            &app.outbound.http,
-            origin,
-            Method::POST,
-            &path,
-            &headers,
-            client,
-            raw.into(),
-        )
-        .await?;
+        let answer = pass_on(&app, origin, &path, &headers, client, raw.into()).await;
         app.cluster.rooms().invalidate(&id);
-        return Ok(answered(answer));
+        return answer;
     }
     let action = parse_action(req)?;
     limit_action(&app, &claims.sub, client, &action)?;
