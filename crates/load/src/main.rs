@@ -123,6 +123,13 @@ struct SimulateArgs {
     /// Also bisect for the largest crowd of this profile absorbed with nobody timing out.
     #[arg(long)]
     search: bool,
+    /// How the doors ask Redis: `blocks` (the server's door: numbers in blocks, the line's
+    /// mark read at most every 250 ms) or `per-arrival` (the door before blocks, a baseline).
+    #[arg(long, default_value = "blocks")]
+    door_model: String,
+    /// Doors the crowd is spread over (0: one per edge).
+    #[arg(long, default_value_t = 0)]
+    doors: usize,
     /// Write the report (figures, time series, TTFA CDF) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -1065,7 +1072,14 @@ fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<()> {
         bail!("at most {} joiners", u32::MAX);
     }
     let join_rate = a.join_rate_per_edge / scale as f64;
+    let door_model = match a.door_model.as_str() {
+        "blocks" => simulate::DoorModel::Blocks,
+        "per-arrival" => simulate::DoorModel::PerArrival,
+        other => bail!("--door-model is blocks or per-arrival, not {other:?}"),
+    };
     let config = Config {
+        door_model,
+        doors: a.doors,
         joiners: a.joiners / scale,
         profile: Profile {
             window_secs: a.window_secs,

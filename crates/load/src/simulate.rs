@@ -6,8 +6,16 @@
 //! (`townhall_shield::two_choices` over heartbeat counts one round old).
 //!
 //! What is modelled around them, and how (docs/capacity.md, "Internet scale, simulated"):
-//! - a joiner asks the door (one Redis operation: `INCR` the lane's numbers, or `GET` the
-//!   called mark when coming back with a number; one more, `SET NX`, when a number admits);
+//! - a joiner asks one of the doors at random (a DNS or load balancer in front of them). With
+//!   [`DoorModel::Blocks`] (the server's: `townhall_shield::cluster_door`), the door hands out
+//!   numbers from blocks it takes with one `INCRBY`, decides from the line's mark as it read it
+//!   (read again, one Redis script, when older than 250 ms), and a returning ticket that admits
+//!   costs one `SET NX`. With [`DoorModel::PerArrival`] (the door before blocks: the baseline),
+//!   every arrival runs the number script, every return reads the mark, and every admission
+//!   costs one more operation;
+//! - the origin calls from the free places less those held for joiners admitted and not yet
+//!   counted (`cluster_line::Pending`), and publishes its pace, by which the doors time
+//!   returns;
 //! - admitted: the door's answer (`door_us`), the connection to the chosen edge (`connect_us`),
 //!   the edge setting joins up one after another at its join rate, its own capacity check, and
 //!   the first frame (`first_frame_us`); a full edge refuses and the client tries again from
@@ -26,8 +34,9 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use townhall_shield::cluster_line::{self, LineState};
-use townhall_shield::{Backoff, Decision, jitter, two_choices};
+use townhall_shield::cluster_door::{DoorLine, Mark, Take, lane_index};
+use townhall_shield::cluster_line::{self, LineState, Pending};
+use townhall_shield::{Backoff, Decision, Lane, jitter, two_choices};
 
 use crate::histogram::Histogram;
 use arrivals::{Arrivals, Profile};
@@ -58,9 +67,26 @@ pub struct Costs {
     pub first_frame_us: u64,
 }
 
+/// How the doors ask Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum DoorModel {
+    /// One number script per arrival, one read per return, one more per admission (the door
+    /// before blocks).
+    PerArrival,
+    /// Numbers in blocks per door, the mark read at most every 250 ms (the server's door).
+    Blocks,
+}
+
+/// Rounds the origin holds places for (the server's `PENDING_LAG_ROUNDS`).
+const PENDING_LAG_ROUNDS: usize = 3;
+
 /// A simulated crowd and fleet.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Config {
+    /// How the doors ask Redis.
+    pub door_model: DoorModel,
+    /// Doors the crowd is spread over (0: one per edge).
+    pub doors: usize,
     /// Joiners in the crowd.
     pub joiners: u64,
     /// When they arrive.
@@ -169,6 +195,14 @@ struct Sim<'a> {
     fleet: Fleet,
     /// Signed-in line, anonymous line.
     lines: [LineState; 2],
+    /// Each door's share of the line (blocks, the mark it read).
+    doors: Vec<DoorLine>,
+    /// Places the origin holds for joiners admitted and not yet counted.
+    held: Pending,
+    /// How many the origin called in its last round (the pace it publishes).
+    pace: i64,
+    /// Door visits.
+    visits: u64,
     /// Marks as the origin moved them, per lane: (called, when), for traces.
     calls: [Vec<(u64, u64)>; 2],
     used: [Bits; 2],
@@ -191,6 +225,13 @@ pub fn run(config: &Config) -> Outcome {
         queue: Calendar::default(),
         fleet: Fleet::new(config.edges, config.edge_capacity, config.join_rate_per_edge),
         lines: [LineState::default(); 2],
+        doors: vec![
+            DoorLine::new();
+            if config.doors == 0 { config.edges } else { config.doors }.max(1)
+        ],
+        held: Pending::new(PENDING_LAG_ROUNDS),
+        pace: -1,
+        visits: 0,
         calls: [Vec::new(), Vec::new()],
         used: [Bits::default(), Bits::default()],
         placed: Bits::default(),
@@ -248,11 +289,15 @@ impl Sim<'_> {
     /// The nodes' second: heartbeats, then the origin calls from what they say.
     fn round(&mut self, now: u64) {
         self.fleet.heartbeat();
+        // Every door reports its admissions by the round (the server's `report_admissions`).
+        let held = self.held.observe(self.report.door_admissions, self.fleet.heard());
+        self.report.places_held_peak = self.report.places_held_peak.max(held);
         let allowance = cluster_line::allowance(
             self.fleet.capacity(),
-            self.fleet.heard(),
+            self.fleet.heard().saturating_add(held),
             self.config.call_rate,
         );
+        self.pace = i64::try_from(allowance).unwrap_or(i64::MAX);
         let (s, a) = cluster_line::advance_lines(self.lines[0], self.lines[1], allowance);
         let mut marks = 0;
         for (lane, value) in [(0, s), (1, a)] {
@@ -294,24 +339,24 @@ impl Sim<'_> {
 
     /// A visit to the door at `now`: a number (or a look at the line), then in or wait.
     fn door(&mut self, now: u64, mut j: Joiner) {
-        let lane = usize::from(!j.signed_in);
-        let row = self.series.at(now);
-        row.door_ops += 1;
-        if j.number == 0 {
-            row.takes += 1;
-            let line = &mut self.lines[lane];
-            line.issued += 1;
-            j.number = line.issued;
-            j.issued_at = now;
-        }
-        let called = self.lines[lane].called;
+        self.visits += 1;
+        let lane = if j.signed_in { Lane::SignedIn } else { Lane::Anonymous };
+        let arriving = j.number == 0;
+        let decision = match self.config.door_model {
+            DoorModel::PerArrival => self.ask_per_arrival(now, &mut j, lane),
+            DoorModel::Blocks => self.ask_in_blocks(now, &mut j, lane),
+        };
         let costs = self.config.costs;
-        match cluster_line::decide(j.number, called, self.config.call_rate) {
+        match decision {
             Decision::Admit => {
-                self.series.at(now).door_ops += 1;
                 self.report.door_admissions += 1;
-                if !self.used[lane].insert(j.number) {
+                if !self.used[lane_index(lane)].insert(j.number) {
                     self.report.violations.number_reused += 1;
+                }
+                // A returning ticket's one use (`SET NX`); a number admitted on arrival holds
+                // no ticket, and the per-arrival door's script marked it already.
+                if !arriving || self.config.door_model == DoorModel::PerArrival {
+                    self.series.at(now).door_ops += 1;
                 }
                 if j.in_line {
                     j.in_line = false;
@@ -334,6 +379,53 @@ impl Sim<'_> {
                 self.come_back(now + costs.door_us + micros(pause), j);
             }
         }
+    }
+
+    /// The door before blocks: a number script per arrival, a read per return.
+    fn ask_per_arrival(&mut self, now: u64, j: &mut Joiner, lane: Lane) -> Decision {
+        let row = self.series.at(now);
+        row.door_ops += 1;
+        let line = &mut self.lines[lane_index(lane)];
+        if j.number == 0 {
+            row.takes += 1;
+            line.issued += 1;
+            j.number = line.issued;
+            j.issued_at = now;
+        }
+        let pace = u64::try_from(self.pace)
+            .map_or(self.config.call_rate, |p| p.max(townhall_shield::cluster_door::PACE_FLOOR));
+        cluster_line::decide(j.number, line.called, pace)
+    }
+
+    /// The server's door: numbers from the door's block, the mark as the door last read it.
+    fn ask_in_blocks(&mut self, now: u64, j: &mut Joiner, lane: Lane) -> Decision {
+        let d = self.rng.random_range(0..self.doors.len());
+        let at = Duration::from_micros(now);
+        let i = lane_index(lane);
+        let arriving = j.number == 0;
+        if arriving {
+            j.issued_at = now;
+            j.number = match self.doors[d].numbers[i].take(at) {
+                Take::Number(n) => n,
+                Take::Refill(len) => {
+                    let row = self.series.at(now);
+                    row.door_ops += 1;
+                    row.takes += 1;
+                    self.lines[i].issued += len;
+                    self.doors[d].numbers[i].refilled(self.lines[i].issued, len, at)
+                }
+            };
+        }
+        let door = &mut self.doors[d];
+        if !door.mark.fresh(at) {
+            // One script: the door's admissions added, both marks and the pace read.
+            self.series.at(now).door_ops += 1;
+            let (_, void) = door.report(at);
+            self.report.void_numbers += void[0] + void[1];
+            let called = [self.lines[0].called, self.lines[1].called];
+            door.mark = Mark { called, pace: self.pace, read_at: Some(at) };
+        }
+        door.decide(lane, j.number, arriving, self.config.call_rate)
     }
 
     /// The edge for an admitted joiner: the door's pick of two by their last heartbeats, or,
@@ -451,9 +543,7 @@ impl Sim<'_> {
         r.redis_ops_per_s_peak = rows.iter().map(|s| s.door_ops + s.round_ops).max().unwrap_or(0);
         r.redis_takes_per_s_peak = rows.iter().map(|s| s.takes).max().unwrap_or(0);
         r.redis_ops_per_s_mean = r.redis_ops as f64 / rows.len().max(1) as f64;
-        // Door visits: each is one operation, plus one for each admission.
-        let visits = r.redis_door_ops - r.door_admissions;
-        r.visits_per_joiner = visits as f64 / r.joiners.max(1) as f64;
+        r.visits_per_joiner = self.visits as f64 / r.joiners.max(1) as f64;
         let live = self.fleet.edges.iter().map(|e| e.live);
         r.edge_listeners_max_min = (live.clone().max().unwrap_or(0), live.min().unwrap_or(0));
         r.series = rows;

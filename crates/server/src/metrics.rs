@@ -84,6 +84,8 @@ pub const CLUSTER_DOOR_SECONDS: &str = "townhall_cluster_door_seconds";
 /// Gauge (origins): places the door holds for joiners admitted but not yet in the listener
 /// counts (`townhall_shield::cluster_line::Pending`).
 pub const CLUSTER_PLACES_HELD: &str = "townhall_cluster_places_held";
+/// Numbers a door took in a block and never handed out (the block expired first).
+pub const CLUSTER_VOID_NUMBERS: &str = "townhall_cluster_void_numbers_total";
 
 /// Gauge: spaces being captioned on this node.
 pub const CAPTIONED_SPACES: &str = "townhall_captioned_spaces";
@@ -165,5 +167,9 @@ fn describe() {
     describe_histogram!(WEBRTC_EGRESS_LAG, "Seconds from mixing to the WebRTC loop's writes.");
     describe_histogram!(CLUSTER_DOOR_SECONDS, "Seconds a door waited for the cluster's line.");
     describe_gauge!(CLUSTER_PLACES_HELD, "Places held for joiners admitted, not yet counted.");
+    describe_counter!(
+        CLUSTER_VOID_NUMBERS,
+        "Waiting-line numbers a door took in a block and never handed out."
+    );
     describe_gauge!(OVERLOADED, "1 while the node admits nobody new because it is overloaded.");
 }

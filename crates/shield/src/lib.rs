@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod classifier;
 pub mod client;
 pub mod client_addr;
+pub mod cluster_door;
 pub mod cluster_line;
 pub mod gcra;
 pub mod pressure;

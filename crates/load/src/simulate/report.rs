@@ -120,6 +120,10 @@ pub struct Report {
     pub admitted_per_s_mean: f64,
     /// Redis operations, all kinds.
     pub redis_ops: u64,
+    /// Numbers doors took in blocks and never handed out (expired).
+    pub void_numbers: u64,
+    /// Most places the origin held for joiners admitted and not yet counted.
+    pub places_held_peak: u64,
     /// Of those, the doors'.
     pub redis_door_ops: u64,
     /// Most Redis operations in one second.
@@ -170,12 +174,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "Redis: {} operations ({} at the doors), peak {}/s (numbers taken: {}/s), mean {:.0}/s",
+            "Redis: {} operations ({} at the doors), peak {}/s (numbers taken: {}/s), mean {:.0}/s; {} numbers void, at most {} places held",
             self.redis_ops,
             self.redis_door_ops,
             self.redis_ops_per_s_peak,
             self.redis_takes_per_s_peak,
-            self.redis_ops_per_s_mean
+            self.redis_ops_per_s_mean,
+            self.void_numbers,
+            self.places_held_peak
         )?;
         let v = &self.violations;
         write!(

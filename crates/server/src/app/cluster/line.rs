@@ -4,18 +4,24 @@
 //! number admits once across the cluster. While Redis is away (the cluster's rounds fail), the
 //! door says so (`None`) and the node admits on its own, as a node alone does; when only this
 //! door's request is late, the joiner is told to come back.
+//!
+//! A door asks Redis little per joiner (`townhall_shield::cluster_door`): it takes numbers in
+//! blocks sized to its arrivals (`INCRBY`), decides from the line's mark read at most 250 ms
+//! ago (one read for every joiner meanwhile, which also adds the arrivals it admitted to the
+//! space's admission count), and marks a waiting ticket used only when it admits.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use townhall_core::SpaceId;
+use townhall_shield::cluster_door::{DoorLine, Mark, Take, lane_index};
 use townhall_shield::cluster_line::{self, LineState};
 use townhall_shield::{Decision, Lane};
 
 use crate::app::error::AppError;
 use crate::app::state::AppState;
-use crate::metrics::{ADMISSIONS, CLUSTER_DOOR_SECONDS};
+use crate::metrics::{ADMISSIONS, CLUSTER_DOOR_SECONDS, CLUSTER_VOID_NUMBERS};
 
 /// How long a door waits for the cluster's line before telling the joiner to come back
 /// (`503 door_busy`, `Retry-After: 1`). A Redis that is away is known within a round and not
@@ -27,28 +33,13 @@ pub const DOOR_LIMIT: Duration = Duration::from_secs(2);
 /// How long a number's "used" mark is kept: a waiting ticket's lifetime.
 const USED_TTL_SECS: u64 = 600;
 
-/// Takes a number: returns it and the line's mark. A number already called is admitted in the
-/// same step (marked used, counted: as [`ADMIT`]), so walking in costs one round trip.
-/// `KEYS[3]` is the prefix of the used marks. Also returns the line's pace (-1: unknown).
-const TAKE: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-local called = tonumber(redis.call('GET', KEYS[2]) or '0')
-if n <= called then
-  redis.call('SET', KEYS[3] .. n, 1, 'EX', ARGV[1])
-  redis.call('INCR', KEYS[4])
-end
-return {n, called, tonumber(redis.call('GET', KEYS[5]) or '-1')}
-"#;
-
-/// Admits a called number once across the cluster (marks it used) and counts the space's
-/// admissions (what its origin holds places for until the counts show them). 1: admitted
-/// now; 0: the number was used before.
-const ADMIT: &str = r#"
-if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
-  redis.call('INCR', KEYS[2])
-  return 1
-end
-return 0
+/// Adds the door's admissions to the space's count (`ARGV[1]`, may be 0) and reads the line:
+/// both lanes' called marks and the pace (-1: unknown).
+const READ: &str = r#"
+local n = tonumber(ARGV[1])
+if n > 0 then redis.call('INCRBY', KEYS[1], n) end
+return {tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', KEYS[3]) or '0'),
+  tonumber(redis.call('GET', KEYS[4]) or '-1')}
 "#;
 
 /// Sets a line's mark; a number already handed out and called stays called (the mark never
@@ -63,8 +54,7 @@ return mark
 "#;
 
 /// The scripts, hashed once (a `Script` computes its SHA-1 when made; joins run them often).
-static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE));
-static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
+static READ_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(READ));
 static MARK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(MARK));
 
 fn lane_name(lane: Lane) -> &'static str {
@@ -91,10 +81,6 @@ fn pace_key(space: &SpaceId) -> String {
 /// How long a published pace holds without a new one.
 const PACE_TTL_SECS: u64 = 5;
 
-/// A waiting joiner's return is timed as if the line moved at least this fast: a full cluster
-/// calls nobody for a while, yet the first in line should look again soon.
-const PACE_FLOOR: u64 = 10;
-
 /// The door could not ask the cluster's line in time: come back in a second.
 fn door_busy() -> AppError {
     metrics::counter!(ADMISSIONS, "result" => "door_busy").increment(1);
@@ -106,17 +92,8 @@ fn door_busy() -> AppError {
     .retry_after(Duration::from_secs(1))
 }
 
-/// The pace to time returns by: the origin's last, or (unknown) this node's join rate.
-fn pace(published: i64, configured: u64) -> u64 {
-    u64::try_from(published).map_or(configured, |p| p.max(PACE_FLOOR))
-}
-
-fn used_prefix(space: &SpaceId, lane: Lane) -> String {
-    format!("th:line:{space}:{}:used:", lane_name(lane))
-}
-
 fn used_key(space: &SpaceId, lane: Lane, number: u64) -> String {
-    format!("{}{number}", used_prefix(space, lane))
+    format!("th:line:{space}:{}:used:{number}", lane_name(lane))
 }
 
 /// Admissions at every door of `space` so far (both lanes).
@@ -136,7 +113,11 @@ pub async fn arrive(
     let mut c = app.cluster.connection()?;
     let per_second = u64::from(app.config.joins_per_second.max(1));
     let started = std::time::Instant::now();
-    let asked = tokio::time::timeout(DOOR_LIMIT, ask(&mut c, space, lane, number, per_second));
+    let door = app.cluster.doors().line(space);
+    let asked = tokio::time::timeout(
+        DOOR_LIMIT,
+        ask(&mut c, &door, app.cluster.doors().now(), space, lane, number, per_second),
+    );
     let decision = match asked.await {
         Ok(Ok(decision)) => decision,
         // Redis answers the cluster's rounds but not this door in time: most likely this node
@@ -154,22 +135,26 @@ pub async fn arrive(
     // A called ticket admits once, whichever door it comes back to. Not cut short by the
     // door's deadline: a mark made but not heard of would refuse its own holder on return
     // (the connection's own response timeout bounds it).
+    // A plain `SET NX` (no script: the cheapest write Redis has); the admission is counted
+    // with the door's next read, as an arrival's is.
     if let (Some(n), Decision::Admit) = (number, decision) {
-        let first: Result<i64, _> = ADMIT_SCRIPT
-            .key(used_key(space, lane, n))
-            .key(admitted_key(space))
+        let first: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(used_key(space, lane, n))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
             .arg(USED_TTL_SECS)
-            .invoke_async(&mut c)
+            .query_async(&mut c)
             .await;
         match first {
-            Ok(0) => {
+            Ok(Some(_)) => door.lock().await.admitted += 1,
+            Ok(None) => {
                 return Some(Err(AppError::new(
                     crate::app::error::ErrorKind::BadRequest,
                     "bad_ticket",
                     "this waiting-room ticket was already used: join again for a new place",
                 )));
             }
-            Ok(_) => {}
             Err(_) => return Some(Err(door_busy())),
         }
     }
@@ -179,37 +164,90 @@ pub async fn arrive(
     Some(Ok(decision))
 }
 
-/// Asks the line: a new arrival takes a number (admitted at once, and marked, if already
-/// called); a ticket's holder learns whether theirs is called.
+/// Asks the line: a new arrival takes a number from the door's block (a new block when it is
+/// used up); a ticket's holder brings its own. Either is decided from the line's mark as the
+/// door read it, read again when older than `MARK_FRESH` (one read for every joiner meanwhile:
+/// they wait on the door's lock).
 async fn ask(
     c: &mut ConnectionManager,
+    door: &tokio::sync::Mutex<DoorLine>,
+    now: Duration,
     space: &SpaceId,
     lane: Lane,
     number: Option<u64>,
     per_second: u64,
 ) -> redis::RedisResult<Decision> {
-    Ok(match number {
-        None => {
-            let (n, called, published): (u64, u64, i64) = TAKE_SCRIPT
-                .key(issued_key(space, lane))
-                .key(called_key(space, lane))
-                .key(used_prefix(space, lane))
-                .key(admitted_key(space))
-                .key(pace_key(space))
-                .arg(USED_TTL_SECS)
-                .invoke_async(c)
-                .await?;
-            cluster_line::decide(n, called, pace(published, per_second))
+    let mut line = door.lock().await;
+    let (number, arriving) = match number {
+        Some(n) => (n, false),
+        None => match line.numbers[lane_index(lane)].take(now) {
+            Take::Number(n) => (n, true),
+            Take::Refill(len) => {
+                let last: u64 = redis::cmd("INCRBY")
+                    .arg(issued_key(space, lane))
+                    .arg(len)
+                    .query_async(c)
+                    .await?;
+                (line.numbers[lane_index(lane)].refilled(last, len, now), true)
+            }
+        },
+    };
+    if !line.mark.fresh(now) {
+        read(c, space, &mut line, now).await?;
+    }
+    Ok(line.decide(lane, number, arriving, per_second))
+}
+
+/// Reads the line's marks for `line`, adding the arrivals it admitted since to the space's
+/// admission count in the same step (kept for the next read if that fails).
+async fn read(
+    c: &mut ConnectionManager,
+    space: &SpaceId,
+    line: &mut DoorLine,
+    now: Duration,
+) -> redis::RedisResult<()> {
+    let (admitted, void) = line.report(now);
+    metrics::counter!(CLUSTER_VOID_NUMBERS).increment(void[0] + void[1]);
+    let read: redis::RedisResult<(u64, u64, i64)> = READ_SCRIPT
+        .key(admitted_key(space))
+        .key(called_key(space, Lane::SignedIn))
+        .key(called_key(space, Lane::Anonymous))
+        .key(pace_key(space))
+        .arg(admitted)
+        .invoke_async(c)
+        .await;
+    match read {
+        Ok((signed_in, anonymous, pace)) => {
+            line.mark = Mark { called: [signed_in, anonymous], pace, read_at: Some(now) };
+            Ok(())
         }
-        Some(n) => {
-            let (called, published): (Option<u64>, Option<i64>) = redis::cmd("MGET")
-                .arg(called_key(space, lane))
-                .arg(pace_key(space))
-                .query_async(c)
-                .await?;
-            cluster_line::decide(n, called.unwrap_or(0), pace(published.unwrap_or(-1), per_second))
+        Err(e) => {
+            line.admitted += admitted;
+            Err(e)
         }
-    })
+    }
+}
+
+/// Adds what every door line of this node admitted and has not reported yet to the spaces'
+/// admission counts (each round, so the origin sees a quiet door's last admissions too).
+pub async fn report_admissions(
+    doors: &super::doors::Doors,
+    c: &mut ConnectionManager,
+) -> redis::RedisResult<()> {
+    for (space, door) in doors.all() {
+        let Ok(mut line) = door.try_lock() else { continue };
+        if line.admitted == 0 {
+            continue;
+        }
+        let admitted = std::mem::take(&mut line.admitted);
+        let added: redis::RedisResult<()> =
+            redis::cmd("INCRBY").arg(admitted_key(&space)).arg(admitted).query_async(c).await;
+        if let Err(e) = added {
+            line.admitted += admitted;
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// The origin's second: calls as many numbers of `space`'s lines as `allowance` allows.

@@ -8,6 +8,7 @@
 //! When Redis is away nothing audible changes: relays keep pulling from their origins, and the
 //! next round that reaches Redis reconciles.
 
+pub mod doors;
 pub mod forward;
 pub mod line;
 pub mod records;
@@ -226,6 +227,7 @@ async fn round(
     if app.config.role == NodeRole::Origin {
         call_lines(app, c, &nodes, published, pending).await?;
     }
+    line::report_admissions(app.cluster.doors(), c).await?;
     let sums = summed_counts(&nodes, app.cluster.node_id());
     app.cluster.set_others(sums);
     let directory = read_directory(c).await?;

@@ -45,6 +45,8 @@ pub struct ClusterView {
     connection: Mutex<Option<ConnectionManager>>,
     /// An edge's kept reads of its origins' rooms.
     rooms: RoomCache,
+    /// The door's share of each space's waiting line.
+    doors: super::doors::Doors,
     /// Where this node is reached (once it joined a cluster).
     url: std::sync::OnceLock<String>,
 }
@@ -71,8 +73,14 @@ impl ClusterView {
             directory: RwLock::new(Arc::new(BTreeMap::new())),
             connection: Mutex::new(None),
             rooms: RoomCache::default(),
+            doors: super::doors::Doors::default(),
             url: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The door's share of each space's waiting line.
+    pub fn doors(&self) -> &super::doors::Doors {
+        &self.doors
     }
 
     /// Where this node is reached, once it joined a cluster.
