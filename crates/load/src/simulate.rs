@@ -9,8 +9,8 @@
 //! - a joiner asks one of the doors at random (a DNS or load balancer in front of them). With
 //!   [`DoorModel::Blocks`] (the server's: `townhall_shield::cluster_door`), the door hands out
 //!   numbers from blocks it takes with one `INCRBY`, decides from the line's mark as it read it
-//!   (read again, one Redis script, when older than 250 ms), and a returning ticket that admits
-//!   costs one `SET NX`. With [`DoorModel::PerArrival`] (the door before blocks: the baseline),
+//!   (read again, one Redis script, when older than 250 ms), and marks the called tickets that
+//!   come back within 2 ms used with one script. With [`DoorModel::PerArrival`] (the door before blocks: the baseline),
 //!   every arrival runs the number script, every return reads the mark, and every admission
 //!   costs one more operation;
 //! - the origin calls from the free places less those held for joiners admitted and not yet
@@ -76,6 +76,10 @@ pub enum DoorModel {
     /// Numbers in blocks per door, the mark read at most every 250 ms (the server's door).
     Blocks,
 }
+
+/// A door's batch of single-use marks: its window and most tickets (the server's `used.rs`).
+const USED_BATCH_US: u64 = 2_000;
+const USED_BATCH_MAX: usize = 512;
 
 /// Rounds the origin holds places for (the server's `PENDING_LAG_ROUNDS`).
 const PENDING_LAG_ROUNDS: usize = 3;
@@ -197,6 +201,8 @@ struct Sim<'a> {
     lines: [LineState; 2],
     /// Each door's share of the line (blocks, the mark it read).
     doors: Vec<DoorLine>,
+    /// Each door's batch of single-use marks: until when it gathers, and how many so far.
+    batches: Vec<(u64, usize)>,
     /// Places the origin holds for joiners admitted and not yet counted.
     held: Pending,
     /// How many the origin called in its last round (the pace it publishes).
@@ -225,10 +231,8 @@ pub fn run(config: &Config) -> Outcome {
         queue: Calendar::default(),
         fleet: Fleet::new(config.edges, config.edge_capacity, config.join_rate_per_edge),
         lines: [LineState::default(); 2],
-        doors: vec![
-            DoorLine::new();
-            if config.doors == 0 { config.edges } else { config.doors }.max(1)
-        ],
+        doors: vec![DoorLine::new(); door_count(config)],
+        batches: vec![(0, 0); door_count(config)],
         held: Pending::new(PENDING_LAG_ROUNDS),
         pace: -1,
         visits: 0,
@@ -342,9 +346,10 @@ impl Sim<'_> {
         self.visits += 1;
         let lane = if j.signed_in { Lane::SignedIn } else { Lane::Anonymous };
         let arriving = j.number == 0;
+        let door = self.rng.random_range(0..self.doors.len());
         let decision = match self.config.door_model {
             DoorModel::PerArrival => self.ask_per_arrival(now, &mut j, lane),
-            DoorModel::Blocks => self.ask_in_blocks(now, &mut j, lane),
+            DoorModel::Blocks => self.ask_in_blocks(now, &mut j, lane, door),
         };
         let costs = self.config.costs;
         match decision {
@@ -353,10 +358,13 @@ impl Sim<'_> {
                 if !self.used[lane_index(lane)].insert(j.number) {
                     self.report.violations.number_reused += 1;
                 }
-                // A returning ticket's one use (`SET NX`); a number admitted on arrival holds
-                // no ticket, and the per-arrival door's script marked it already.
-                if !arriving || self.config.door_model == DoorModel::PerArrival {
-                    self.series.at(now).door_ops += 1;
+                // A returning ticket's one use: its own operation at the door before blocks
+                // (whose number script also marked arrivals); the server's door marks the
+                // called tickets of 2 ms in one script (`used.rs`), and an arrival holds none.
+                match self.config.door_model {
+                    DoorModel::PerArrival => self.series.at(now).door_ops += 1,
+                    DoorModel::Blocks if !arriving => self.mark_used(now, door),
+                    DoorModel::Blocks => {}
                 }
                 if j.in_line {
                     j.in_line = false;
@@ -381,6 +389,19 @@ impl Sim<'_> {
         }
     }
 
+    /// A called ticket's single use at door `d`: one script per batch (the server's `used.rs`:
+    /// the tickets of 2 ms, at most 512).
+    fn mark_used(&mut self, now: u64, d: usize) {
+        self.series.at(now).marks += 1;
+        let (until, marks) = &mut self.batches[d];
+        if now < *until && *marks < USED_BATCH_MAX {
+            *marks += 1;
+            return;
+        }
+        (*until, *marks) = (now + USED_BATCH_US, 1);
+        self.series.at(now).door_ops += 1;
+    }
+
     /// The door before blocks: a number script per arrival, a read per return.
     fn ask_per_arrival(&mut self, now: u64, j: &mut Joiner, lane: Lane) -> Decision {
         let row = self.series.at(now);
@@ -398,8 +419,7 @@ impl Sim<'_> {
     }
 
     /// The server's door: numbers from the door's block, the mark as the door last read it.
-    fn ask_in_blocks(&mut self, now: u64, j: &mut Joiner, lane: Lane) -> Decision {
-        let d = self.rng.random_range(0..self.doors.len());
+    fn ask_in_blocks(&mut self, now: u64, j: &mut Joiner, lane: Lane, d: usize) -> Decision {
         let at = Duration::from_micros(now);
         let i = lane_index(lane);
         let arriving = j.number == 0;
@@ -542,6 +562,7 @@ impl Sim<'_> {
         r.redis_ops = r.redis_door_ops + rows.iter().map(|s| s.round_ops).sum::<u64>();
         r.redis_ops_per_s_peak = rows.iter().map(|s| s.door_ops + s.round_ops).max().unwrap_or(0);
         r.redis_takes_per_s_peak = rows.iter().map(|s| s.takes).max().unwrap_or(0);
+        r.marks_per_s_peak = rows.iter().map(|s| s.marks).max().unwrap_or(0);
         r.redis_ops_per_s_mean = r.redis_ops as f64 / rows.len().max(1) as f64;
         r.visits_per_joiner = self.visits as f64 / r.joiners.max(1) as f64;
         let live = self.fleet.edges.iter().map(|e| e.live);
@@ -549,6 +570,11 @@ impl Sim<'_> {
         r.series = rows;
         Outcome { report: r, traces: self.traces }
     }
+}
+
+/// Doors the crowd is spread over.
+fn door_count(config: &Config) -> usize {
+    if config.doors == 0 { config.edges } else { config.doors }.max(1)
 }
 
 fn micros(d: Duration) -> u64 {

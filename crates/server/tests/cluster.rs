@@ -736,6 +736,48 @@ async fn an_edge_lists_the_clusters_spaces_and_passes_room_actions_to_the_origin
     assert_eq!(summary["state"], "live", "{summary}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_number_is_used_once_however_many_come_back_with_it_at_once() {
+    use townhall_server::app::cluster::used::{BATCH_MAX, UsedMarks};
+    let redis = Redis::start();
+    redis.ready().await;
+    let client = redis::Client::open(redis.url()).expect("client");
+    let conn = client.get_connection_manager().await.expect("connection");
+    let marks = std::sync::Arc::new(UsedMarks::default());
+    // 2,000 distinct numbers of two lines and 300 copies of one ticket, all at once: more than
+    // a batch holds, so several batches run.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2_000u64 {
+        let (marks, conn) = (marks.clone(), conn.clone());
+        let key = format!("th:line:t:{}:used", if i % 2 == 0 { "signed-in" } else { "anonymous" });
+        tasks.spawn(async move { ("distinct", marks.first_use(conn, key, i + 1).await) });
+    }
+    for _ in 0..300 {
+        let (marks, conn) = (marks.clone(), conn.clone());
+        let key = "th:line:t:anonymous:used".to_owned();
+        tasks.spawn(async move { ("copy", marks.first_use(conn, key, 7_777).await) });
+    }
+    let (mut distinct, mut copies) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("task") {
+            ("distinct", first) => distinct += usize::from(first.expect("marked")),
+            (_, first) => copies += usize::from(first.expect("marked")),
+        }
+    }
+    assert_eq!(distinct, 2_000, "each distinct number admits");
+    assert_eq!(copies, 1, "one of the 300 copies admits");
+    const { assert!(2_300 > BATCH_MAX) };
+    // Used stays used, on the next batch too; the bitmap expires in its own time.
+    let again = marks.first_use(conn.clone(), "th:line:t:signed-in:used".into(), 1).await;
+    assert!(!again.expect("marked"), "a used number stays used");
+    let mut c = conn.clone();
+    let ttl: i64 =
+        redis::cmd("TTL").arg("th:line:t:signed-in:used").query_async(&mut c).await.expect("ttl");
+    assert!(ttl > 0, "{ttl}");
+    // A number past a bitmap's reach is refused, not marked.
+    assert!(marks.first_use(conn, "th:line:t:x:used".into(), 1 << 40).await.is_err());
+}
+
 /// `method path` on `addr` with `token` and an optional JSON body: status and JSON answer.
 async fn call(
     addr: SocketAddr,

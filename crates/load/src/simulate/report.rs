@@ -25,6 +25,8 @@ pub struct Second {
     pub door_ops: u64,
     /// Of those, numbers taken (the `INCR` script, the heaviest and all on one line's keys).
     pub takes: u64,
+    /// Waiting tickets marked used (each a `SETBIT` in a batch, or its own operation).
+    pub marks: u64,
     /// Redis operations of the nodes' rounds (heartbeats, directory, the origin's call).
     pub round_ops: u64,
     /// Joiners an edge refused (full: the cluster's count lagged), who try again.
@@ -120,6 +122,8 @@ pub struct Report {
     pub admitted_per_s_mean: f64,
     /// Redis operations, all kinds.
     pub redis_ops: u64,
+    /// Most waiting tickets marked used in one second.
+    pub marks_per_s_peak: u64,
     /// Numbers doors took in blocks and never handed out (expired).
     pub void_numbers: u64,
     /// Most places the origin held for joiners admitted and not yet counted.

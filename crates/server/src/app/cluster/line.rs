@@ -30,8 +30,6 @@ use crate::metrics::{ADMISSIONS, CLUSTER_DOOR_SECONDS, CLUSTER_VOID_NUMBERS};
 /// whose event loop lagged 0.36 s, Redis itself answering in under 4 ms); admitting on the
 /// node's own line then would let joiners pass the line.
 pub const DOOR_LIMIT: Duration = Duration::from_secs(2);
-/// How long a number's "used" mark is kept: a waiting ticket's lifetime.
-const USED_TTL_SECS: u64 = 600;
 
 /// Adds the door's admissions to the space's count (`ARGV[1]`, may be 0) and reads the line:
 /// both lanes' called marks and the pace (-1: unknown).
@@ -92,8 +90,9 @@ fn door_busy() -> AppError {
     .retry_after(Duration::from_secs(1))
 }
 
-fn used_key(space: &SpaceId, lane: Lane, number: u64) -> String {
-    format!("th:line:{space}:{}:used:{number}", lane_name(lane))
+/// The bitmap of a line's numbers used (bit `n`: number `n` admitted).
+fn used_key(space: &SpaceId, lane: Lane) -> String {
+    format!("th:line:{space}:{}:used", lane_name(lane))
 }
 
 /// Admissions at every door of `space` so far (both lanes).
@@ -135,20 +134,13 @@ pub async fn arrive(
     // A called ticket admits once, whichever door it comes back to. Not cut short by the
     // door's deadline: a mark made but not heard of would refuse its own holder on return
     // (the connection's own response timeout bounds it).
-    // A plain `SET NX` (no script: the cheapest write Redis has); the admission is counted
-    // with the door's next read, as an arrival's is.
+    // Marked with the door's other called tickets of the same 2 ms (`used.rs`); the admission
+    // is counted with the door's next read, as an arrival's is.
     if let (Some(n), Decision::Admit) = (number, decision) {
-        let first: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(used_key(space, lane, n))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(USED_TTL_SECS)
-            .query_async(&mut c)
-            .await;
+        let first = app.cluster.used().first_use(c.clone(), used_key(space, lane), n).await;
         match first {
-            Ok(Some(_)) => door.lock().await.admitted += 1,
-            Ok(None) => {
+            Ok(true) => door.lock().await.admitted += 1,
+            Ok(false) => {
                 return Some(Err(AppError::new(
                     crate::app::error::ErrorKind::BadRequest,
                     "bad_ticket",

@@ -14,6 +14,7 @@ pub mod line;
 pub mod records;
 pub mod relay;
 pub mod target;
+pub mod used;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -47,6 +47,8 @@ pub struct ClusterView {
     rooms: RoomCache,
     /// The door's share of each space's waiting line.
     doors: super::doors::Doors,
+    /// Waiting tickets' single use, marked in batches.
+    used: super::used::UsedMarks,
     /// Where this node is reached (once it joined a cluster).
     url: std::sync::OnceLock<String>,
 }
@@ -74,6 +76,7 @@ impl ClusterView {
             connection: Mutex::new(None),
             rooms: RoomCache::default(),
             doors: super::doors::Doors::default(),
+            used: super::used::UsedMarks::default(),
             url: std::sync::OnceLock::new(),
         }
     }
@@ -81,6 +84,11 @@ impl ClusterView {
     /// The door's share of each space's waiting line.
     pub fn doors(&self) -> &super::doors::Doors {
         &self.doors
+    }
+
+    /// Waiting tickets' single use across the cluster.
+    pub fn used(&self) -> &super::used::UsedMarks {
+        &self.used
     }
 
     /// Where this node is reached, once it joined a cluster.
