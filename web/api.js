@@ -45,12 +45,15 @@ export const endSpace = (token, id) => call('POST', `/api/v1/spaces/${encodeURIC
 /**
  * Joins as a listener (anonymous for public spaces): resolves to a listener ticket
  * `{token, urls, ...}`, or, when the node is at capacity, to `{waiting: {ticket, position,
- * retry_after_ms}}`; come back with `waitTicket` to keep the place in line.
+ * retry_after_ms}}`; come back with `waitTicket` to keep the place in line. In a cluster,
+ * `avoid` names the node (as `node` named it) this page lost or could not reach: the door names
+ * another.
  */
-export const joinSpace = (id, token, waitTicket, pow) => {
+export const joinSpace = (id, token, waitTicket, pow, avoid) => {
   const params = new URLSearchParams();
   if (waitTicket) params.set('ticket', waitTicket);
   if (pow) params.set('pow', pow);
+  if (avoid) params.set('avoid', avoid);
   const q = params.toString() ? `?${params}` : '';
   return call('POST', `/api/v1/spaces/${encodeURIComponent(id)}/join${q}`, { token });
 };

@@ -164,7 +164,7 @@ export class Listener {
     try {
       // Coming back, the listening ticket the door gave last time says we were admitted: the
       // door tells us where to go without queueing us behind newcomers.
-      ticket = await joinSpace(this.spaceId, this.heldTicket || this.token, this.waitTicket, this.pow);
+      ticket = await joinSpace(this.spaceId, this.heldTicket || this.token, this.waitTicket, this.pow, this.lostNode);
     } catch (e) {
       if (e.status === 401 && this.heldTicket) {
         // That ticket expired: join as we first did.
@@ -203,6 +203,7 @@ export class Listener {
     // In a cluster the door names the node to listen on (an edge); else this one.
     const path = `${ticket.urls.ws}?token=${encodeURIComponent(ticket.token)}&batch=5`;
     const node = ticket.node ? ticket.node.replace(/\/$/, '').replace(/^http/, 'ws') : null;
+    this.lostNode = undefined;
     const ws = new WebSocket(node ? node + path : wsUrl(path));
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
@@ -215,6 +216,9 @@ export class Listener {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.onFeed(false);
+      // Lost or never reached: the door is told, and names another node (one killed a moment
+      // ago is still in its list for a round or two).
+      if (ticket.node) this.lostNode = ticket.node;
       if (!this.stopped && this.state !== 'ended') this.retry(t('listen.connection_lost'));
     };
   }

@@ -102,19 +102,20 @@ pub fn read_answer(
     }
 }
 
-/// One visit: `POST join` on a fresh connection from `source`.
+/// One visit: `POST join` on a fresh connection from `source`, naming the node it could not
+/// reach or lost (`avoid`), so the door names another.
 pub async fn visit(
     door: &Door,
     source: IpAddr,
     ticket: Option<&str>,
     pick: usize,
     bearer: Option<&str>,
+    avoid: Option<Target>,
 ) -> io::Result<Visit> {
     let at = door.pick(pick);
     let mut stream = http::connect(&at, source).await?;
     let mut buf = ReadBuf::new(4_096);
-    let q = ticket.map(|t| format!("?ticket={t}")).unwrap_or_default();
-    let path = format!("/api/v1/spaces/{}/join{q}", door.space);
+    let path = join_path(&door.space, ticket, avoid);
     http::post(&mut stream, &at, &path, bearer, "").await?;
     let head = http::read_head(&mut stream, &mut buf).await?;
     let (status, retry_after) = (head.status, head.retry_after);
@@ -123,10 +124,25 @@ pub async fn visit(
     Ok(read_answer(at, status, &json, retry_after))
 }
 
+/// `join`'s path and query: the waiting ticket to come back with, the node to avoid.
+pub fn join_path(space: &str, ticket: Option<&str>, avoid: Option<Target>) -> String {
+    let mut query: Vec<String> = Vec::new();
+    if let Some(t) = ticket {
+        query.push(format!("ticket={t}"));
+    }
+    if let Some(node) = avoid {
+        query.push(format!("avoid={node}"));
+    }
+    let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    format!("/api/v1/spaces/{space}/join{q}")
+}
+
 /// Goes back through `door` until admitted, waiting by `backoff` before each visit (the first
 /// no sooner than `first_wait`, e.g. a `bye`'s delay); `None` if refused for good or not in
 /// before `deadline`. With the listening ticket it last had (`held`), the door does not queue
-/// it as a newcomer; a ticket no longer good is dropped and the listener joins anew.
+/// it as a newcomer; a ticket no longer good is dropped and the listener joins anew. A node it
+/// lost or could not reach (`avoid`) is named to the door, which sends it elsewhere (a node
+/// killed a moment ago is still in the door's list for a round or two).
 pub async fn rejoin(
     door: &Door,
     source: IpAddr,
@@ -134,6 +150,7 @@ pub async fn rejoin(
     backoff: &mut Backoff,
     deadline: Instant,
     held: Option<&str>,
+    avoid: Option<Target>,
 ) -> Option<(Target, String)> {
     let mut bearer = held;
     let mut floor = first_wait;
@@ -149,7 +166,8 @@ pub async fn rejoin(
             return None;
         }
         tokio::time::sleep(pause).await;
-        match timeout_at(deadline, visit(door, source, ticket.as_deref(), pick, bearer)).await {
+        let visited = visit(door, source, ticket.as_deref(), pick, bearer, avoid);
+        match timeout_at(deadline, visited).await {
             Err(_) => return None,
             Ok(Err(_)) => {
                 pick = pick.wrapping_add(1);
@@ -194,6 +212,21 @@ mod tests {
             space: "s".into(),
             batch: 5,
         }
+    }
+
+    #[test]
+    fn the_join_path_carries_the_ticket_and_the_node_to_avoid() {
+        let edge: Target = "http://127.0.0.1:9001".parse().expect("target");
+        assert_eq!(join_path("s", None, None), "/api/v1/spaces/s/join");
+        assert_eq!(join_path("s", Some("w"), None), "/api/v1/spaces/s/join?ticket=w");
+        assert_eq!(
+            join_path("s", Some("w"), Some(edge)),
+            "/api/v1/spaces/s/join?ticket=w&avoid=http://127.0.0.1:9001"
+        );
+        assert_eq!(
+            join_path("s", None, Some(edge)),
+            "/api/v1/spaces/s/join?avoid=http://127.0.0.1:9001"
+        );
     }
 
     #[test]

@@ -243,7 +243,7 @@ async fn stream_sessions(
     {
         let source = cfg.target.source_ip(n);
         let Some((node, token)) =
-            door::rejoin(door, source, None, &mut backoff, deadline, None).await
+            door::rejoin(door, source, None, &mut backoff, deadline, None, None).await
         else {
             Stats::add(&stats.failed, 1);
             return;
@@ -256,6 +256,8 @@ async fn stream_sessions(
     }
     loop {
         let mut buf = ReadBuf::new(cfg.read_buffer);
+        // The node this session lost or could not reach, named at the door.
+        let mut lost = None;
         let floor = match open(cfg, stats, &at, n, &mut buf).await {
             Some((stream, head)) => {
                 let _connected = Connected::new(stats);
@@ -272,19 +274,31 @@ async fn stream_sessions(
                         Stats::add(&stats.sent_off, 1);
                         Some(after)
                     }
-                    Ended::Lost => None,
+                    Ended::Lost => {
+                        if cfg.timeline {
+                            let listener = u32::try_from(n).unwrap_or(u32::MAX);
+                            let at_ms = timeline::now_ms();
+                            stats.timeline.drop_of(timeline::Drop { listener, at_ms });
+                        }
+                        lost = Some(at.target);
+                        None
+                    }
                 }
             }
             // After a handover, a refusal (the node named is still draining, or full) sends
             // the listener back to the door; the first connection failing ends it (counted).
-            None if rejoined => Some(Duration::from_secs(1)),
+            // The door hears which node failed, and names another: no need to wait long.
+            None if rejoined => {
+                lost = Some(at.target);
+                Some(Duration::from_millis(100))
+            }
             None => return,
         };
         let Some(door) = &cfg.door else { return };
         Stats::add(&stats.rejoins, 1);
         let source = cfg.target.source_ip(n);
         let Some((node, token)) =
-            door::rejoin(door, source, floor, &mut backoff, deadline, held.as_deref()).await
+            door::rejoin(door, source, floor, &mut backoff, deadline, held.as_deref(), lost).await
         else {
             return;
         };

@@ -40,6 +40,16 @@ pub struct Loss {
     pub frames: u64,
 }
 
+/// A listener's connection lost (closed or failed, not ended by the run or a `bye`), at
+/// `at_ms`: who was on a node that died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Drop {
+    /// Which listener (its number in the run).
+    pub listener: u32,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
 /// One listener's ear, across its connections (sans-IO: fed the time).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ear {
@@ -87,6 +97,7 @@ impl Ear {
 pub struct Timeline {
     outages: Mutex<Vec<Outage>>,
     losses: Mutex<Vec<Loss>>,
+    drops: Mutex<Vec<Drop>>,
 }
 
 impl Timeline {
@@ -106,11 +117,20 @@ impl Timeline {
         }
     }
 
+    /// Keeps a lost connection (dropped beyond [`MAX_ENTRIES`]).
+    pub fn drop_of(&self, d: Drop) {
+        let mut v = self.drops.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < MAX_ENTRIES {
+            v.push(d);
+        }
+    }
+
     /// What was kept, for the report.
     pub fn report(&self) -> serde_json::Value {
         let outages = self.outages.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let losses = self.losses.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        serde_json::json!({ "outages": outages, "losses": losses })
+        let drops = self.drops.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        serde_json::json!({ "outages": outages, "losses": losses, "drops": drops })
     }
 }
 
@@ -147,5 +167,7 @@ mod tests {
             t.loss(Loss { listener: 0, at_ms: n, frames: 1 });
         }
         assert_eq!(t.report()["losses"].as_array().map(Vec::len), Some(MAX_ENTRIES));
+        t.drop_of(Drop { listener: 4, at_ms: 9 });
+        assert_eq!(t.report()["drops"][0]["listener"], 4);
     }
 }

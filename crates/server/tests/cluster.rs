@@ -396,6 +396,23 @@ async fn the_door_on_any_node_sends_listeners_to_the_edges() {
         "only edges: {chosen:?} of {edge_urls:?}"
     );
     assert_eq!(chosen.len(), 2, "both idle edges get listeners: {chosen:?}");
+    // A joiner that lost an edge (or could not reach it) names it, and is sent to the other:
+    // a new joiner and one coming back with its listening ticket alike.
+    let avoid = format!("{}/", edge_urls[0]);
+    let held = first_token(&join().await);
+    for bearer in [None, Some(held)] {
+        // A few each: joins are limited per address (this test's joins all come from one).
+        for _ in 0..3 {
+            let mut req = http()
+                .post(format!("http://{}/api/v1/spaces/door/join?avoid={avoid}", origin.addr()));
+            if let Some(token) = &bearer {
+                req = req.bearer_auth(token);
+            }
+            let answer: serde_json::Value =
+                req.send().await.expect("join").json().await.expect("json");
+            assert_eq!(answer["node"], edge_urls[1].as_str(), "{answer}");
+        }
+    }
     // The page may connect to the cluster's nodes (CSP), and the ticket works on the edge named.
     let page = http().get(format!("http://{}/", origin.addr())).send().await.expect("page");
     let csp = page.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
@@ -415,6 +432,11 @@ async fn the_door_on_any_node_sends_listeners_to_the_edges() {
         tone_amplitude(heard.tail(1.0), 440.0) > 0.25,
         "the edge named by the door plays the tone"
     );
+}
+
+/// The listening ticket of a join's answer.
+fn first_token(answer: &serde_json::Value) -> String {
+    answer["token"].as_str().expect("token").to_owned()
 }
 
 /// Joins at `addr` until admitted (keeping the place it is given), within 10 s; the token.

@@ -10,6 +10,15 @@ pub trait Load {
     fn capacity(&self) -> usize;
 }
 
+impl<T: Load + ?Sized> Load for &T {
+    fn listeners(&self) -> usize {
+        (**self).listeners()
+    }
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+}
+
 /// The less loaded of the nodes at `i` and `j` (taken modulo the length; ties go to `i`);
 /// `None` when the chosen one is full or there are none.
 pub fn two_choices<T: Load>(nodes: &[T], i: usize, j: usize) -> Option<&T> {

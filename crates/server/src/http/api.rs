@@ -174,6 +174,9 @@ pub struct JoinQuery {
     ticket: Option<String>,
     /// A solved proof of work, `challenge:counter` (when anonymous joiners must show one).
     pow: Option<String>,
+    /// In a cluster: the node the joiner could not reach or lost (its URL, as `node` named
+    /// it); the door names another.
+    avoid: Option<String>,
 }
 
 /// A place in the waiting room, as `join` returns it with `202 Accepted`.
@@ -248,7 +251,7 @@ async fn join_space(
             app.config.ticket_ttl_secs,
         )?;
         let urls = app.view(space).urls;
-        let node = app.cluster.pick_edge_for_returning();
+        let node = app.cluster.pick_edge_for_returning(q.avoid.as_deref());
         let ticket = JoinTicket { token, identity, role: Role::Listener, expires_at, urls, node };
         return Ok(Json(ticket).into_response());
     }
@@ -307,7 +310,7 @@ async fn join_space(
             // A ticket never outlives the token it was joined with, and only listens.
             let (token, expires_at) =
                 app.mint_ticket(identity.clone(), anonymous, &id, not_after, ttl)?;
-            let node = app.cluster.pick_edge();
+            let node = app.cluster.pick_edge(q.avoid.as_deref());
             let ticket =
                 JoinTicket { token, identity, role: Role::Listener, expires_at, urls, node };
             Ok(Json(ticket).into_response())

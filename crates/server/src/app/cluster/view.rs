@@ -171,20 +171,21 @@ impl ClusterView {
 
     /// Where the door sends a listener: the URL of the less loaded of two random live edges
     /// with room, or `None` (this node serves them: no edges, or all full).
-    pub fn pick_edge(&self) -> Option<String> {
+    pub fn pick_edge(&self, avoid: Option<&str>) -> Option<String> {
         let edges = self.edges.read().unwrap_or_else(|p| p.into_inner());
         let (i, j) = (rand::random::<u32>() as usize, rand::random::<u32>() as usize);
-        townhall_shield::two_choices(&edges, i, j).map(|n| n.url.clone())
+        let rest = without(&edges, avoid);
+        townhall_shield::two_choices(&rest, i, j).map(|n| n.url.clone())
     }
 
     /// Where the door sends a listener coming back (its place was counted already): as
     /// [`pick_edge`](Self::pick_edge), or, when every edge looks full, the least loaded one.
-    pub fn pick_edge_for_returning(&self) -> Option<String> {
-        self.pick_edge().or_else(|| {
+    pub fn pick_edge_for_returning(&self, avoid: Option<&str>) -> Option<String> {
+        self.pick_edge(avoid).or_else(|| {
             let edges = self.edges.read().unwrap_or_else(|p| p.into_inner());
             let load =
                 |n: &&NodeRecord| (n.listeners as u128 * 1_000) / (n.capacity.max(1) as u128);
-            edges.iter().min_by_key(load).map(|n| n.url.clone())
+            without(&edges, avoid).into_iter().min_by_key(load).map(|n| n.url.clone())
         })
     }
 
@@ -230,4 +231,10 @@ impl ClusterView {
             .map(|(id, _)| id.clone())
             .collect()
     }
+}
+
+/// The edges but the one a joiner could not reach (`avoid`, a node's URL as the door named it).
+fn without<'a>(edges: &'a [NodeRecord], avoid: Option<&str>) -> Vec<&'a NodeRecord> {
+    let avoid = avoid.map(|a| a.trim_end_matches('/'));
+    edges.iter().filter(|n| Some(n.url.trim_end_matches('/')) != avoid).collect()
 }
