@@ -13,6 +13,7 @@ pub mod hls;
 pub mod jitter;
 pub mod mixer;
 pub mod ogg;
+pub mod program_clock;
 pub mod recording;
 pub mod turns;
 pub mod voice;
@@ -22,5 +23,6 @@ pub use frame::{CHANNELS, FRAME_MS, FRAME_SAMPLES, FrameError, SAMPLE_RATE, chec
 pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 pub use mixer::{Mixer, MixerConfig, MixerError, MixerWork, ProgramFrame, Return, SourceId, Tick};
 pub use ogg::{OggOpusMuxer, OggOpusReader, OpusHead};
+pub use program_clock::ProgramClock;
 pub use voice::{VoiceActivity, VoiceConfig};
 pub use wire::{ProgramBatchWriter, ProgramFrameView, SpeakerFrame, WireError};

@@ -253,6 +253,13 @@ impl Mixer {
         })
     }
 
+    /// Numbers the next program frame `seq` (+1 per tick from there): a space taken over from
+    /// another origin goes on with its program clock ([`crate::ProgramClock`]) instead of
+    /// starting at 0.
+    pub fn start_at(&mut self, seq: u32) {
+        self.program.seq = seq;
+    }
+
     /// Samples a decoder must discard at the start of the program stream (Ogg pre-skip).
     pub fn pre_skip(&self) -> u16 {
         self.pre_skip
@@ -514,6 +521,21 @@ mod tests {
                 mixer.tick(now)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_mixer_started_at_a_number_goes_on_from_it() {
+        let mut mixer = Mixer::new(MixerConfig::default()).expect("mixer");
+        mixer.start_at(u32::MAX - 1);
+        mixer.add_source(1, true).expect("add");
+        let ticks = run(&mut mixer, &mut [(1, Bot::new(440.0, 0.5))], 3);
+        let seqs: Vec<u32> = ticks.iter().map(|t| t.program.seq).collect();
+        assert_eq!(seqs, [u32::MAX - 1, u32::MAX, 0], "+1 a tick from there, wrapping");
+        for t in &ticks {
+            for (_, frame) in t.return_frames() {
+                assert_eq!(frame.seq, t.program.seq, "returns keep the program's numbers");
+            }
+        }
     }
 
     #[test]

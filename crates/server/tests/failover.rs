@@ -404,3 +404,171 @@ async fn a_captioned_recording_goes_on_with_its_transcript_at_the_standby() {
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// One program frame as a WebSocket listener got it.
+struct Got {
+    seq: u32,
+    mixed_at_us: u64,
+    payload: Vec<u8>,
+}
+
+/// Listens on `addr` to space `fn` until `stop`, keeping every frame as it came.
+fn spawn_frames(
+    addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<Got>> {
+    tokio::spawn(async move {
+        let mut stream = ws(addr, "/ws/fn").await.split().1;
+        let mut got = Vec::new();
+        loop {
+            let msg = tokio::select! {
+                _ = stop.changed() => break,
+                msg = stream.next() => msg,
+            };
+            match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    townhall_media::wire::parse_program_batch(&b, |f| {
+                        got.push(Got {
+                            seq: f.seq,
+                            mixed_at_us: f.mixed_at_us,
+                            payload: f.payload.to_vec(),
+                        });
+                    })
+                    .expect("a valid batch");
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+        got
+    })
+}
+
+/// The LL-HLS parts `addr`'s playlist of space `fn` names.
+async fn parts_named(addr: SocketAddr) -> Vec<String> {
+    let res = http().get(format!("http://{addr}/hls/fn/index.m3u8")).send().await.expect("get");
+    assert_eq!(res.status(), 200, "{addr}'s playlist");
+    let playlist = res.text().await.expect("text");
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| Some(l.split("URI=\"").nth(1)?.split('"').next()?.to_owned()))
+        .collect()
+}
+
+/// The bytes of `addr`'s LL-HLS object `name` of space `fn`.
+async fn hls_object(addr: SocketAddr, name: &str) -> Vec<u8> {
+    let res = http().get(format!("http://{addr}/hls/fn/{name}")).send().await.expect("get");
+    assert_eq!(res.status(), 200, "{name} at {addr}");
+    res.bytes().await.expect("body").to_vec()
+}
+
+/// Microseconds since the epoch on this machine's wall clock (the nodes' clock on loopback).
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// An origin killed under two edges: the standby numbers the program by the clock the origin
+/// left in its hold, so its frame numbers jump forward over the outage, and both edges pass
+/// them on as they are. Every node then serves the same audio under the same numbers: the same
+/// `seq` for the same frame on both edges' WebSocket streams and on the new origin's own, and
+/// the same LL-HLS parts, byte for byte, under the same names (what a cache in front of the
+/// edges needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_edges_number_the_new_origins_frames_alike() {
+    let redis = RedisServer::start().await;
+    let origin = NodeProcess::start("origin", &redis.url(), "origin-n");
+    let standby = node(NodeRole::Origin, &redis).await;
+    let edges = [node(NodeRole::Edge, &redis).await, node(NodeRole::Edge, &redis).await];
+    live_space(origin.addr, "fn").await;
+    for edge in &edges {
+        assert!(
+            until_status(edge.addr(), "/api/v1/spaces/fn/room", 200, 10).await,
+            "the edge carries it"
+        );
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listeners = edges.each_ref().map(|e| spawn_frames(e.addr(), stopped.clone()));
+    let before = spawn_speaker(origin.addr, "fn", "alice", 440.0, Duration::from_secs(2));
+    let _ = before.await;
+    // The hold is written every second: the last one has the clock as mixed lately.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let killed_us = wall_us();
+    origin.signal("KILL");
+    assert!(
+        until_status(standby.addr(), "/api/v1/spaces/fn/room", 200, 15).await,
+        "the standby took the space over"
+    );
+    let at_origin = spawn_frames(standby.addr(), stopped.clone());
+    let speaker = spawn_speaker(standby.addr(), "fn", "alice", 660.0, Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // LL-HLS: the parts both edges (and the new origin) name now are the same objects.
+    let [a, b] = edges.each_ref().map(|e| e.addr());
+    let named = [parts_named(a).await, parts_named(b).await, parts_named(standby.addr()).await];
+    let common: Vec<&String> =
+        named[0].iter().filter(|p| named[1].contains(p) && named[2].contains(p)).collect();
+    assert!(common.len() >= 3, "the same parts named everywhere: {named:?}");
+    for name in common {
+        let bytes = hls_object(a, name).await;
+        assert_eq!(bytes, hls_object(b, name).await, "both edges made the same {name}");
+        assert_eq!(bytes, hls_object(standby.addr(), name).await, "as the origin made {name}");
+    }
+    speaker.await.expect("speaker");
+    stop.send_replace(true);
+    let [got_a, got_b] = {
+        let mut got = Vec::new();
+        for l in listeners {
+            got.push(l.await.expect("listener"));
+        }
+        <[Vec<Got>; 2]>::try_from(got).ok().expect("two")
+    };
+    let got_origin = at_origin.await.expect("listener at the new origin");
+
+    for got in [&got_a, &got_b] {
+        // Numbers never went back, and the new origin's first number continues the clock:
+        // as far past the old origin's last as the time between them (within a second).
+        assert!(got.windows(2).all(|w| w[1].seq > w[0].seq), "frame numbers went back");
+        let old = got.iter().rev().find(|f| f.mixed_at_us <= killed_us).expect("old frames");
+        let new = got.iter().find(|f| f.mixed_at_us > killed_us).expect("the new origin's");
+        let by_numbers = i64::from(new.seq - old.seq) * 20_000;
+        let by_clock = (new.mixed_at_us - old.mixed_at_us) as i64;
+        assert!(
+            (by_numbers - by_clock).abs() < 1_000_000,
+            "frames {} then {} ({} ms of numbers) mixed {} ms apart",
+            old.seq,
+            new.seq,
+            by_numbers / 1_000,
+            by_clock / 1_000
+        );
+    }
+    // The same audio under the same number, at both edges and at the new origin itself.
+    let new_frames = |got: &[Got]| -> std::collections::HashMap<u32, Vec<u8>> {
+        got.iter()
+            .filter(|f| f.mixed_at_us > killed_us)
+            .map(|f| (f.seq, f.payload.clone()))
+            .collect()
+    };
+    let at_a = new_frames(&got_a);
+    for (other, what) in [(&got_b, "the other edge"), (&got_origin, "the new origin")] {
+        let theirs = new_frames(other);
+        let same_number: Vec<u32> =
+            theirs.keys().filter(|s| at_a.contains_key(s)).copied().collect();
+        assert!(same_number.len() >= 250, "{what}: {} frames numbered alike", same_number.len());
+        let differ = same_number.iter().filter(|s| at_a[*s] != theirs[*s]).count();
+        assert_eq!(differ, 0, "{what}: {differ} frames with the same number differ");
+        // And each frame of the tone (those alike to no other) under the same number everywhere.
+        let mut by_payload: std::collections::HashMap<&[u8], Option<u32>> = Default::default();
+        for (s, p) in at_a.iter().filter(|(_, p)| p.len() > 20) {
+            by_payload.entry(p.as_slice()).and_modify(|seen| *seen = None).or_insert(Some(*s));
+        }
+        let tone: Vec<(u32, u32)> = theirs
+            .iter()
+            .filter_map(|(s, p)| by_payload.get(p.as_slice()).copied().flatten().map(|m| (m, *s)))
+            .collect();
+        assert!(tone.len() >= 200, "{what}: {} frames of the tone heard on both", tone.len());
+        assert!(tone.iter().all(|(mine, theirs)| mine == theirs), "{what}: renumbered");
+    }
+}

@@ -10,7 +10,7 @@ use townhall_core::room::{Action, Room, RoomConfig, RoomEvent, RoomView};
 use townhall_core::{
     AbsenceTimer, Identity, Role, Seated, Space, SpaceId, Stage, StageError, UnixTime,
 };
-use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, SourceId, SpeakerFrame};
+use townhall_media::{Mixer, MixerConfig, OggOpusMuxer, ProgramClock, SourceId, SpeakerFrame};
 
 use crate::app::config::Config;
 use crate::app::store::{BanKind, Store};
@@ -40,13 +40,17 @@ struct Parts {
 }
 
 impl Parts {
-    /// A mixer for `space` as `config` says, and what carries its program.
+    /// A mixer for `space` as `config` says, numbering its frames from `first`, and what
+    /// carries its program.
     fn new(
         space: &Space,
         config: &Config,
         fanout: FanoutConfig,
+        first: u32,
     ) -> Result<(Mixer, Parts), OpenError> {
-        let mixer = Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
+        let mut mixer =
+            Mixer::new(MixerConfig { bitrate: config.bitrate, ..MixerConfig::default() })?;
+        mixer.start_at(first);
         let serial: u32 = rand::random();
         let ogg =
             OggOpusMuxer::new(serial, mixer.pre_skip(), config.ogg_page_frames(), &space.title)?;
@@ -55,7 +59,8 @@ impl Parts {
             if space.public { space.id.to_string() } else { format!("private-{serial:08x}") };
         let feed = Arc::new(
             ProgramFeed::new(space.id.clone(), ogg.headers(), config.ogg_burst_pages(), fanout)
-                .with_metric_label(label),
+                .with_metric_label(label)
+                .starting_at(first),
         );
         feed.audience().configure(config.stats_bucket_secs);
         let hls =
@@ -194,6 +199,9 @@ pub struct LiveSpace {
     captions: Mutex<Option<CaptionsRun>>,
     /// What its captions said (every run's, or for a relayed space the origin's as relayed).
     caption_board: Arc<CaptionBoard>,
+    /// Its program clock (mixed here: what a successor origin goes on with), moved to the
+    /// frames actually mixed when they drift from it.
+    clock: Mutex<ProgramClock>,
 }
 
 /// A run of a space's captions stage.
@@ -215,6 +223,9 @@ impl std::fmt::Debug for LiveSpace {
 
 impl LiveSpace {
     /// Builds the mixer and muxer for `space` and hands them to the engine.
+    /// Its first frame is numbered by `clock` (the frame due now: 0 for a space starting, more
+    /// for one taken over from another origin).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         space: &Space,
         config: &Config,
@@ -223,17 +234,20 @@ impl LiveSpace {
         rtc: ProgramShards,
         store: Arc<Store>,
         webhooks: crate::app::webhooks::Webhooks,
+        clock: ProgramClock,
     ) -> Result<Arc<LiveSpace>, OpenError> {
-        let (mixer, parts) = Parts::new(space, config, fanout)?;
+        let (mixer, parts) = Parts::new(space, config, fanout, clock.frame)?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         let talking = Arc::new(Talking::default());
         engine.add(
             SpaceMix::new(parts.feed.clone(), mixer, parts.ogg, parts.hls.clone(), rx, rtc)
                 .with_talking(talking.clone()),
         );
-        Ok(LiveSpace::assemble(
+        let live = LiveSpace::assemble(
             space, config, parts.feed, parts.hls, tx, talking, store, webhooks, None,
-        ))
+        );
+        *live.clock.lock().unwrap_or_else(|p| p.into_inner()) = clock;
+        Ok(live)
     }
 
     /// A space mixed on `origin` and relayed to this node (an edge): its program arrives on the
@@ -251,7 +265,7 @@ impl LiveSpace {
         webhooks: crate::app::webhooks::Webhooks,
     ) -> Result<(Arc<LiveSpace>, RelayInput), OpenError> {
         // The origin's encoder has the same settings: its pre-skip is this one's.
-        let (_, parts) = Parts::new(space, config, fanout)?;
+        let (_, parts) = Parts::new(space, config, fanout, 0)?;
         let (tx, rx) = mpsc::channel(INGEST_CAPACITY);
         let (frames_tx, frames_rx) = mpsc::channel(RELAY_CAPACITY);
         engine.add(SpaceMix::relayed(
@@ -326,7 +340,19 @@ impl LiveSpace {
             origin,
             captions: Mutex::new(None),
             caption_board: Arc::new(CaptionBoard::default()),
+            clock: Mutex::new(ProgramClock::new(0, crate::clock::now_us() / 1_000)),
         })
+    }
+
+    /// The space's program clock as mixed here: which frame number belongs to which moment
+    /// (what a successor origin goes on with), following the frames actually mixed when they
+    /// drift from it ([`ProgramClock::follow`]).
+    pub fn program_clock(&self) -> ProgramClock {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seq, mixed_at_us)) = self.feed.last_frame() {
+            *clock = clock.follow(seq, mixed_at_us / 1_000);
+        }
+        *clock
     }
 
     /// Who talks now, as the origin of a relayed space says.

@@ -25,6 +25,7 @@ use crate::pipeline::feed::Protocol;
 use crate::pipeline::hls_store::HlsStores;
 use crate::pipeline::rtc::RtcNode;
 use townhall_core::WebhookEvent;
+use townhall_media::ProgramClock;
 
 /// Everything request handlers share.
 pub struct AppState {
@@ -474,7 +475,7 @@ impl AppState {
             return Err(AppError::internal(format!("cannot store the space: {e}")));
         }
         if space.state == SpaceState::Live {
-            self.open_live(&space, &directory)?;
+            self.open_live(&space, &directory, fresh_clock())?;
             self.webhooks.emit(WebhookEvent::SpaceStarted { space: (&space).into() });
         }
         Ok(space)
@@ -485,7 +486,7 @@ impl AppState {
         let mut directory = self.directory();
         let space = directory.start(id, now_unix())?.clone();
         self.save(&space);
-        self.open_live(&space, &directory)?;
+        self.open_live(&space, &directory, fresh_clock())?;
         self.webhooks.emit(WebhookEvent::SpaceStarted { space: (&space).into() });
         Ok(space)
     }
@@ -561,7 +562,7 @@ impl AppState {
                 }
             };
             if space.state == SpaceState::Live {
-                self.open_live(&space, &directory)?;
+                self.open_live(&space, &directory, fresh_clock())?;
             }
             restored += 1;
         }
@@ -572,12 +573,16 @@ impl AppState {
     }
 
     /// Takes over a live space another origin held (its lease lapsed and this node took it):
-    /// on air here from now, its room brought back from `room`. Speakers reconnect here; the
-    /// edges follow the directory. Nothing happens if the space is already on air here.
+    /// on air here from now, its room brought back from `room`, its frames numbered by the
+    /// program clock the other origin left (`clock`: the frame due now, so the numbers every
+    /// node reads jump forward over the outage, never back; without one, an older origin's
+    /// hold, from 0 as a new space). Speakers reconnect here; the edges follow the directory.
+    /// Nothing happens if the space is already on air here.
     pub fn adopt(
         &self,
         space: Space,
         room: townhall_core::room::RoomSnapshot,
+        clock: Option<ProgramClock>,
     ) -> Result<(), AppError> {
         if self.config.role != NodeRole::Origin || space.state != SpaceState::Live {
             return Err(AppError::conflict("not_origin", "only an origin takes live spaces over"));
@@ -589,7 +594,8 @@ impl AppState {
         directory.forget(&space.id);
         let space = directory.restore(space)?.clone();
         self.save(&space);
-        self.open_live(&space, &directory)?;
+        let clock = clock.map_or_else(fresh_clock, |c| c.at(crate::clock::now_ms()));
+        self.open_live(&space, &directory, clock)?;
         drop(directory);
         if let Some(live) = self.live(&space.id) {
             live.restore_room(room, &self.config);
@@ -702,7 +708,13 @@ impl AppState {
         }
     }
 
-    fn open_live(&self, space: &Space, directory: &Directory) -> Result<(), AppError> {
+    /// Puts `space` on air here, its first frame numbered by `clock`.
+    fn open_live(
+        &self,
+        space: &Space,
+        directory: &Directory,
+        clock: ProgramClock,
+    ) -> Result<(), AppError> {
         let fanout = self.fanout();
         let live = LiveSpace::open(
             space,
@@ -712,6 +724,7 @@ impl AppState {
             self.rtc.program_sender(),
             self.store.clone(),
             self.webhooks.clone(),
+            clock,
         )
         .map_err(|e| AppError::internal(format!("cannot open space: {e}")))?;
         self.hls.insert(space.id.clone(), live.hls().clone());
@@ -774,6 +787,11 @@ pub fn attack_mode() -> AppError {
     AppError::unauthorized(
         "this node only admits signed-in listeners right now (attack mode); retry with a token",
     )
+}
+
+/// The clock of a program starting now: frame 0 is mixed now.
+fn fresh_clock() -> ProgramClock {
+    ProgramClock::new(0, crate::clock::now_ms())
 }
 
 /// The token of an `Authorization: Bearer` header.

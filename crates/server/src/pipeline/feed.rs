@@ -151,6 +151,9 @@ struct Channels {
     resume_events: usize,
     /// The number of the next program frame (the one after the last published).
     next_frame: u64,
+    /// The last program frame published: its number and when it was mixed (µs since the
+    /// epoch), where the space's program clock reads its numbers.
+    last_frame: Option<(u32, u64)>,
     /// The last minute of Ogg pages, with their frame counts (the same shared bytes the Ogg
     /// listeners get: keeping them costs no copy, only the memory of a minute of audio).
     clip_ring: VecDeque<(u64, Bytes)>,
@@ -203,6 +206,7 @@ impl ProgramFeed {
             resume: VecDeque::with_capacity(RESUME_FRAMES),
             resume_events: 0,
             next_frame: 0,
+            last_frame: None,
             clip_ring: VecDeque::new(),
             clip_ring_frames: 0,
         };
@@ -362,21 +366,40 @@ impl ProgramFeed {
         }
     }
 
-    /// Publishes program frame `frame_seq` as a one-frame message (`payload`): sent to one-frame
-    /// listeners if there are any, and kept for those who resume (every frame is kept, listened
-    /// to or not, so a relay that lost its link finds what it missed).
-    pub fn publish_single(&self, frame_seq: u64, payload: &[u8], in_use: bool) {
+    /// Publishes program frame `frame_seq`, mixed at `mixed_at_us`, as a one-frame message
+    /// (`payload`): sent to one-frame listeners if there are any, and kept for those who resume
+    /// (every frame is kept, listened to or not, so a relay that lost its link finds what it
+    /// missed).
+    pub fn publish_single(&self, frame_seq: u32, mixed_at_us: u64, payload: &[u8], in_use: bool) {
         let bytes = ws_frame(WsOpcode::Binary, payload);
         if let Some(c) = self.lock().as_mut() {
             let feed_seq = in_use.then(|| c.ws[0].send(bytes.clone(), 1));
+            c.last_frame = Some((frame_seq, mixed_at_us));
+            let frame_seq = u64::from(frame_seq);
             c.next_frame = frame_seq + 1;
             c.keep(Resumable { frame_seq, event: false, feed_seq, bytes });
         }
     }
 
-    /// The number of the next program frame (0 before the first).
+    /// The number of the next program frame (before the first: the number it will have, as
+    /// [`ProgramFeed::starting_at`] set it, or 0).
     pub fn next_frame(&self) -> u64 {
         self.lock().as_ref().map_or(0, |c| c.next_frame)
+    }
+
+    /// The feed of a program whose first frame is numbered `first` (a space taken over from
+    /// another origin goes on with its program clock).
+    pub fn starting_at(self, first: u32) -> ProgramFeed {
+        if let Some(c) = self.lock().as_mut() {
+            c.next_frame = u64::from(first);
+        }
+        self
+    }
+
+    /// The last program frame published: its number and when it was mixed (µs since the
+    /// epoch); `None` before the first.
+    pub fn last_frame(&self) -> Option<(u32, u64)> {
+        self.lock().as_ref().and_then(|c| c.last_frame)
     }
 
     /// Publishes a caption event to every WebSocket listener, and keeps it among the frames for
@@ -562,14 +585,15 @@ mod tests {
             },
         );
         assert_eq!(feed.next_frame(), 0);
-        for seq in 0..1_000u64 {
-            feed.publish_single(seq, &[seq as u8], false);
+        for seq in 0..1_000u32 {
+            feed.publish_single(seq, u64::from(seq) * 20_000, &[seq as u8], false);
             if seq % 100 == 50 {
                 feed.publish_caption_event(&format!("{{\"n\":{seq}}}"));
             }
         }
         feed.publish_relay_event("{\"n\":\"settled\"}");
         assert_eq!(feed.next_frame(), 1_000);
+        assert_eq!(feed.last_frame(), Some((999, 999 * 20_000)));
         let kept = feed.resume_from(850, u64::MAX);
         let texts: Vec<usize> = kept
             .iter()

@@ -72,7 +72,7 @@ impl ProgramSink for FeedSink {
         let in_use = self.feed.ws_batches_in_use();
         // One-frame messages are built for every frame: resuming listeners find them kept.
         if let Some(single) = self.ws[0].push(&view) {
-            self.feed.publish_single(u64::from(frame.seq), &single, in_use[0]);
+            self.feed.publish_single(frame.seq, frame.mixed_at_us, &single, in_use[0]);
         }
         for (i, writer) in self.ws.iter_mut().enumerate().skip(1) {
             if in_use[i] {

@@ -11,6 +11,7 @@
 pub mod doors;
 pub mod forward;
 pub mod line;
+pub(crate) mod numbering;
 pub mod records;
 pub mod relay;
 pub mod target;
@@ -418,7 +419,8 @@ async fn publish_spaces(
 }
 
 /// Writes what edges and a successor origin need of a live space mixed here, where it changed
-/// since `sent`: who its room refuses, and its hold (space and room).
+/// since `sent`: who its room refuses, and its hold (space, room and program clock; the clock
+/// changes only when the frames mixed drift from it, so the hold is not rewritten every round).
 async fn keep_live(
     app: &AppState,
     c: &mut ConnectionManager,
@@ -449,6 +451,7 @@ async fn keep_live(
         epoch: record.epoch,
         recording: app.recordings.next_part(id),
         captions: live.captions().is_some_and(|run| run.active),
+        clock: Some(live.program_clock().into()),
     };
     let hold = serde_json::to_string(&hold).unwrap_or_default();
     let digest = {
@@ -519,9 +522,15 @@ async fn take_over(app: &Arc<AppState>, c: &mut ConnectionManager) -> redis::Red
         }
         let from = hold.node.clone();
         let space = hold.space.clone();
-        match app.adopt(hold.space, hold.room) {
+        let clock = hold.clock.map(townhall_media::ProgramClock::from);
+        if clock.is_none() {
+            // An older origin's hold: frames are numbered from 0 here, and edges renumber them.
+            tracing::warn!(space = %id, %from, "the hold has no program clock: numbering afresh");
+        }
+        match app.adopt(hold.space, hold.room, clock) {
             Ok(()) => {
-                tracing::warn!(space = %id, %from, epoch, "took the space over");
+                let first = app.live(id).map(|l| l.feed().next_frame());
+                tracing::warn!(space = %id, %from, epoch, ?first, "took the space over");
                 // Captioned there, captioned here (before the recording's next part begins, so
                 // its transcript has every word said here).
                 if hold.captions

@@ -134,6 +134,45 @@ pub struct Hold {
     /// captions it too.
     #[serde(default)]
     pub captions: bool,
+    /// Its program clock: a successor numbers its first frame by it (the frame due when it
+    /// takes over), so every edge passes the new numbers on as they are. Absent from an older
+    /// origin's hold, and read as absent when unreadable (never a reason to leave a space
+    /// untaken): the successor then numbers from 0 and each edge renumbers (the fallback).
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    pub clock: Option<HoldClock>,
+}
+
+/// A space's program clock as a hold carries it ([`townhall_media::ProgramClock`]): frame
+/// `frame` was mixed at `at_ms`, and each next one 20 ms later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldClock {
+    /// A frame number.
+    pub frame: u32,
+    /// When it was mixed, Unix ms (the origin's wall clock; nodes are NTP-synced).
+    pub at_ms: u64,
+}
+
+impl From<townhall_media::ProgramClock> for HoldClock {
+    fn from(c: townhall_media::ProgramClock) -> HoldClock {
+        HoldClock { frame: c.frame, at_ms: c.at_ms }
+    }
+}
+
+impl From<HoldClock> for townhall_media::ProgramClock {
+    fn from(c: HoldClock) -> townhall_media::ProgramClock {
+        townhall_media::ProgramClock::new(c.frame, c.at_ms)
+    }
+}
+
+/// Reads an optional field that is `None` when it does not parse, rather than failing the
+/// whole record: what another node wrote may be older, newer or damaged.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// Listeners per space summed over `nodes`, leaving out `except` (this node counts its own).
@@ -209,6 +248,7 @@ pub fn connect_sources<'a>(nodes: impl IntoIterator<Item = &'a NodeRecord>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn node(id: &str, counts: &[(&str, usize)]) -> NodeRecord {
         NodeRecord {
@@ -305,6 +345,85 @@ mod tests {
         let names = |now| offered(&both, now).map(|n| n.id.clone()).collect::<Vec<_>>();
         assert_eq!(names(12_500), ["quiet", "fresh"]);
         assert_eq!(names(12_501), ["fresh"], "2.5 s without a word");
+    }
+
+    fn hold(clock: Option<HoldClock>) -> Hold {
+        let host = townhall_core::Identity::new("host").expect("identity");
+        let req = townhall_core::NewSpace { title: "Held".into(), ..Default::default() };
+        let id = SpaceId::new("held").expect("id");
+        let space =
+            Space::create(id, req, host.clone(), townhall_core::UnixTime(100)).expect("space");
+        let room = townhall_core::room::Room::with_config(
+            host,
+            townhall_core::room::RoomConfig::default(),
+            townhall_core::UnixTime(100),
+        );
+        Hold {
+            space,
+            room: room.snapshot(),
+            node: "origin-a".into(),
+            epoch: 3,
+            recording: None,
+            captions: false,
+            clock,
+        }
+    }
+
+    #[test]
+    fn a_hold_carries_the_program_clock_and_an_older_one_reads_without_it() {
+        let clock = HoldClock { frame: 1_234, at_ms: 1_800_000_000_000 };
+        let with = hold(Some(clock));
+        let text = serde_json::to_string(&with).expect("json");
+        assert!(text.contains(r#""clock":{"frame":1234,"at_ms":1800000000000}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Hold>(&text).expect("parse"), with);
+        // An older origin's hold has no clock: it still parses (the successor numbers afresh).
+        let older = serde_json::to_string(&hold(None)).expect("json");
+        assert!(!older.contains("clock"), "{older}");
+        assert_eq!(serde_json::from_str::<Hold>(&older).expect("parse").clock, None);
+        // A damaged clock is no clock; the hold, and the space, still stand.
+        for bad in [r#""x""#, "null", "-1", r#"{"frame":-1,"at_ms":5}"#, r#"{"frame":1}"#] {
+            let text = text.replace(r#"{"frame":1234,"at_ms":1800000000000}"#, bad);
+            let parsed = serde_json::from_str::<Hold>(&text).expect("a hold with a bad clock");
+            assert_eq!(parsed.clock, None, "{bad}");
+        }
+    }
+
+    proptest! {
+        /// A hold comes from Redis, written by any node: whatever its clock field holds, the
+        /// hold parses, and the clock is there exactly when it is two numbers in range.
+        #[test]
+        fn any_clock_field_leaves_the_hold_readable(
+            frame in prop_oneof![
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
+                ".{0,8}".prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+            ],
+            at_ms in prop_oneof![
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Bool(true)),
+            ],
+            garbage in ".{0,40}",
+        ) {
+            let mut value = serde_json::to_value(hold(None)).expect("json");
+            value["clock"] = serde_json::json!({ "frame": frame, "at_ms": at_ms });
+            let parsed: Hold = serde_json::from_value(value).expect("the hold parses");
+            let in_range = frame.as_u64().is_some_and(|f| f <= u64::from(u32::MAX))
+                && at_ms.as_u64().is_some();
+            prop_assert_eq!(parsed.clock.is_some(), in_range);
+            if let Some(clock) = parsed.clock {
+                // Reading a successor's first number from it never panics.
+                let _ = townhall_media::ProgramClock::from(clock).at(u64::MAX);
+                let _ = townhall_media::ProgramClock::from(clock).at(0);
+            }
+            let mut value = serde_json::to_value(hold(None)).expect("json");
+            value["clock"] = serde_json::Value::from(garbage.clone());
+            prop_assert!(serde_json::from_value::<Hold>(value).expect("parses").clock.is_none());
+            // Anything at all where a hold should be: an error, never a panic.
+            let _ = serde_json::from_str::<Hold>(&garbage);
+        }
     }
 
     #[test]

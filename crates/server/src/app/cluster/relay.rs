@@ -6,7 +6,8 @@
 //! [`LINGER`] after the last one leaves, and reconnects after a broken link with full-jitter
 //! exponential backoff ([`Backoff::RELAY`], the clients' rule), following the origin named by the directory. After a broken link it asks
 //! the same origin for the frames it missed (`from=`, the next frame number), which the origin
-//! keeps for 5 s: a short break is heard as a late burst, not as a gap.
+//! keeps for 5 s: a short break is heard as a late burst, not as a gap. Frames keep the
+//! origin's numbers (see [`Numbering`]): every edge serves the same frame under the same number.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use townhall_core::{Claims, Identity, Role, SpaceId, SpaceScope};
 use townhall_media::ProgramFrame;
 
+use crate::app::cluster::numbering::{Numbering, Start};
 use crate::app::live::LiveSpace;
 use crate::app::state::AppState;
 use crate::metrics::RELAY_FRAMES;
@@ -123,23 +125,16 @@ pub async fn run(
 }
 
 /// Where a relay picks up after a broken link: the next frame number of the origin it last
-/// pulled from (another origin numbers its frames afresh), and how this node renumbers them.
-///
-/// Frames keep the numbers their origin gave them, shifted by `offset`: when the space moves
-/// to another origin (a failover), the new origin's first frame is numbered right after the
-/// last one passed on here, so every listener here (WebSocket, Ogg, WHEP's RTP, LL-HLS) sees
-/// its stream go on, after a silence, never back.
+/// pulled from, and how this node numbers that origin's frames.
 #[derive(Debug, Default)]
 struct Resume {
     origin: String,
     next: Option<u64>,
-    offset: u32,
-    /// The last number passed on here.
-    last_out: Option<u32>,
-    /// The next frame starts a new origin's numbering.
-    rebase: bool,
-    /// Caption events that came before the first frame of a new origin's numbering (their
-    /// frame numbers are renumbered with it), at most [`MAX_PENDING`].
+    /// The origin's numbers, passed on as they are (origins number by the program clock, so a
+    /// new origin's after a failover are ahead), or renumbered when they would go back.
+    numbering: Numbering,
+    /// Caption events that came before the first frame of a new origin (their frame numbers
+    /// are numbered with its frames, known at the first), at most [`MAX_PENDING`].
     pending: Vec<Relayed>,
 }
 
@@ -148,44 +143,49 @@ struct Resume {
 const MAX_PENDING: usize = 16;
 
 impl Resume {
-    /// This node's number for the origin's frame `seq`.
-    fn renumber(&mut self, seq: u32) -> u32 {
-        if std::mem::take(&mut self.rebase)
-            && let Some(last) = self.last_out
-        {
-            self.offset = last.wrapping_add(1).wrapping_sub(seq);
-        }
-        let out = seq.wrapping_add(self.offset);
-        self.last_out = Some(out);
-        out
-    }
-}
-
-impl Resume {
     fn next_from(&self, origin: &str) -> Option<u64> {
         self.next.filter(|_| self.origin == origin)
     }
 
+    /// This node's number for the origin's frame `seq`; a connection's first frame decides
+    /// how the connection's frames are numbered (said in the log when they follow a jump, or
+    /// had to be renumbered).
+    fn renumber(&mut self, space: &SpaceId, seq: u32) -> u32 {
+        let (out, start) = self.numbering.renumber(seq);
+        match start {
+            Some(Start::Renumbered { given, after }) => tracing::warn!(
+                %space, origin = %self.origin, given, after,
+                "the origin's frame numbers would go back (its clock is off, or it numbers afresh): renumbering them here"
+            ),
+            Some(Start::Followed { jump }) if jump > 1 => tracing::info!(
+                %space, origin = %self.origin, first = out, jump,
+                "the origin's frame numbers go on after a gap"
+            ),
+            _ => {}
+        }
+        out
+    }
+
     /// An origin's caption event in this node's numbering, once it is known (after the first
-    /// frame of the origin's numbering); held until then.
+    /// frame of a new origin); held until then.
     fn caption(&mut self, event: Relayed) -> Option<Relayed> {
-        if self.rebase {
+        if !self.numbering.settled() {
             if self.pending.len() < MAX_PENDING {
                 self.pending.push(event);
             }
             return None;
         }
-        let offset = self.offset;
-        Some(event.renumbered(|n| n.wrapping_add(offset)))
+        let numbering = &self.numbering;
+        Some(event.renumbered(|n| numbering.number_of(n)))
     }
 
     /// The caption events held for the first frame, renumbered (it came).
     fn released(&mut self) -> Vec<Relayed> {
-        if self.rebase {
+        if !self.numbering.settled() {
             return Vec::new();
         }
-        let offset = self.offset;
-        self.pending.drain(..).map(|e| e.renumbered(|n| n.wrapping_add(offset))).collect()
+        let numbering = &self.numbering;
+        self.pending.drain(..).map(|e| e.renumbered(|n| numbering.number_of(n))).collect()
     }
 }
 
@@ -212,11 +212,13 @@ async fn session(
     let Some(request) = request(app, space, origin, from) else {
         return Outcome::Broken { connected: false };
     };
-    if resume.origin != origin {
+    let new_origin = resume.origin != origin;
+    if new_origin {
         resume.origin = origin.to_owned();
         resume.next = None;
-        resume.rebase = true;
     }
+    // (A new origin stays new to the numbering until its first frame, whatever links fail.)
+    resume.numbering.connected(new_origin);
     let tls = tokio_tungstenite::Connector::Rustls(app.outbound.tls.clone());
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls));
@@ -236,7 +238,7 @@ async fn session(
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Binary(data))) => {
-                    if let Some(last) = forward_frames(&data, frames, resume) {
+                    if let Some(last) = forward_frames(space, &data, frames, resume) {
                         resume.next = Some(u64::from(last) + 1);
                         heard = true;
                     }
@@ -329,12 +331,17 @@ fn request(
 
 /// Hands each program frame of a batch to the engine; a full queue drops the frame (listeners
 /// see a gap in `seq`), never waits. Returns the number of the batch's last frame.
-fn forward_frames(data: &Bytes, frames: &RelayInput, resume: &mut Resume) -> Option<u32> {
+fn forward_frames(
+    space: &SpaceId,
+    data: &Bytes,
+    frames: &RelayInput,
+    resume: &mut Resume,
+) -> Option<u32> {
     let mut last = None;
     let parsed = townhall_media::wire::parse_program_batch(data, |f| {
         last = Some(f.seq);
         let frame = ProgramFrame {
-            seq: resume.renumber(f.seq),
+            seq: resume.renumber(space, f.seq),
             mixed_at_us: f.mixed_at_us,
             capture_age_us: f.capture_age_us,
             payload: data.slice_ref(f.payload),
@@ -431,21 +438,5 @@ fn pass_event(app: &AppState, space: &SpaceId, text: &str) -> Option<Outcome> {
             }
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_new_origins_frames_follow_the_last_ones_passed_on() {
-        let mut r = Resume::default();
-        assert_eq!((r.renumber(7), r.renumber(8)), (7, 8), "the first origin's own numbers");
-        r.rebase = true;
-        assert_eq!((r.renumber(0), r.renumber(1)), (9, 10), "a new origin goes on from 9");
-        r.rebase = true;
-        assert_eq!(r.renumber(u32::MAX), 11, "wrapping numbers too");
-        assert_eq!(r.renumber(0), 12);
     }
 }
