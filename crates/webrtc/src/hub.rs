@@ -333,8 +333,7 @@ mod tests {
             all.extend(events);
             for c in clients.iter_mut() {
                 let mut out_events = Vec::new();
-                let mut send =
-                    |t: Transmit| wire.push((c.addr, t.destination, t.contents.into()));
+                let mut send = |t: Transmit| wire.push((c.addr, t.destination, t.contents.into()));
                 for (src, dst, bytes) in to_clients.iter().filter(|(_, d, _)| *d == c.addr) {
                     if let Some(r) = crate::peer::receive(*src, *dst, bytes) {
                         c.peer.receive(now, r);

@@ -260,6 +260,8 @@ mod tests {
     #[tokio::test]
     async fn datagrams_reach_several_receivers_intact_and_in_order() {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        // Sending goes by the runtime's readiness, as in the RTC loop (which has awaited it).
+        socket.writable().await.expect("writable");
         let mut receivers = Vec::new();
         for _ in 0..4 {
             let r = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind receiver");
@@ -275,7 +277,8 @@ mod tests {
         let mut total = Flushed::default();
         for i in 0..per_receiver {
             for port in &ports {
-                if outbox.push(SocketAddr::from(([127, 0, 0, 1], *port)), datagram(*port, i).contents)
+                if outbox
+                    .push(SocketAddr::from(([127, 0, 0, 1], *port)), datagram(*port, i).contents)
                 {
                     let f = outbox.flush(&socket);
                     total.sent += f.sent;
