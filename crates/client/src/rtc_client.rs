@@ -242,7 +242,7 @@ impl Driver {
             let now = Instant::now();
             let wake = {
                 let socket = &self.socket;
-                let mut send = |t: &Transmit| {
+                let mut send = |t: Transmit| {
                     let _ = socket.try_send_to(&t.contents, t.destination);
                 };
                 self.peer.drain(now, &mut send, &mut events)
@@ -277,7 +277,7 @@ impl Driver {
                             capture_us: Some(capture_us),
                         };
                         let socket = &self.socket;
-                        let mut send = |t: &Transmit| {
+                        let mut send = |t: Transmit| {
                             let _ = socket.try_send_to(&t.contents, t.destination);
                         };
                         self.peer.write_audio(Instant::now(), frame, &mut send, &mut events);

@@ -69,6 +69,9 @@ pub const WEBRTC_THREAD_FRAMES: &str = "townhall_webrtc_thread_frames_total";
 /// Counter: WebRTC datagrams, by `result` (`sent`, `dropped` when the socket buffer was full,
 /// `received`).
 pub const WEBRTC_DATAGRAMS: &str = "townhall_webrtc_datagrams_total";
+/// Counter: system calls that sent WebRTC datagrams (one `sendmmsg` carries up to 64): sent
+/// datagrams over this is the batch size the RTC threads reach.
+pub const WEBRTC_SEND_CALLS: &str = "townhall_webrtc_send_calls_total";
 /// Histogram (summary): seconds from mixing a program frame to the WebRTC loop writing it to
 /// its WHEP listeners (whether the loop keeps up).
 pub const WEBRTC_EGRESS_LAG: &str = "townhall_webrtc_egress_lag_seconds";
@@ -164,6 +167,7 @@ fn describe() {
         "Program frames written to WHEP listeners per RTC thread."
     );
     describe_counter!(WEBRTC_DATAGRAMS, "WebRTC datagrams sent, dropped or received.");
+    describe_counter!(WEBRTC_SEND_CALLS, "System calls that sent WebRTC datagrams (batches).");
     describe_histogram!(WEBRTC_EGRESS_LAG, "Seconds from mixing to the WebRTC loop's writes.");
     describe_histogram!(CLUSTER_DOOR_SECONDS, "Seconds a door waited for the cluster's line.");
     describe_gauge!(CLUSTER_PLACES_HELD, "Places held for joiners admitted, not yet counted.");

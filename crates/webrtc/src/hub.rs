@@ -61,8 +61,9 @@ impl std::fmt::Debug for Hub {
 
 /// Where a hub's outputs go: datagrams to send, and events per peer.
 pub struct Outputs<'a> {
-    /// Sends one datagram (on the hub's socket).
-    pub send: &'a mut dyn FnMut(&Transmit),
+    /// Sends one datagram (on the hub's socket). The datagram is handed over by value: the
+    /// caller may keep its buffer (to send it with others in one system call) without a copy.
+    pub send: &'a mut dyn FnMut(Transmit),
     /// Events, in order, tagged with their peer.
     pub events: &'a mut Vec<(PeerId, PeerEvent)>,
 }
@@ -115,7 +116,7 @@ impl Hub {
     }
 
     /// Ends a peer and tells its remote side (see [`Peer::hang_up`]); not reported as an event.
-    pub fn hang_up(&mut self, id: PeerId, now: Instant, send: &mut dyn FnMut(&Transmit)) {
+    pub fn hang_up(&mut self, id: PeerId, now: Instant, send: &mut dyn FnMut(Transmit)) {
         if let Some(slot) = self.peers.get_mut(&id) {
             slot.peer.hang_up(now, send);
         }
@@ -197,10 +198,11 @@ impl Hub {
             return;
         }
         let mut events = std::mem::take(&mut self.scratch);
-        slot.peer.write_audio(now, frame, out.send, &mut events);
+        // The peer drains itself after a write: no second pass over it here.
+        let due = slot.peer.write_audio(now, frame, out.send, &mut events);
         out.events.extend(events.drain(..).map(|e| (id, e)));
         self.scratch = events;
-        self.settle(id, now, out);
+        self.rearm(id, due, out);
     }
 
     /// Closes peers that did not connect in time or went silent; reports them.
@@ -230,6 +232,12 @@ impl Hub {
         let due = slot.peer.drain(now, out.send, &mut events);
         out.events.extend(events.drain(..).map(|e| (id, e)));
         self.scratch = events;
+        self.rearm(id, due, out);
+    }
+
+    /// After a peer was drained: its next wake-up, or its removal if it ended.
+    fn rearm(&mut self, id: PeerId, due: Instant, out: &mut Outputs<'_>) {
+        let Some(slot) = self.peers.get_mut(&id) else { return };
         if slot.peer.is_closed() {
             self.remove(id);
             out.events.push((id, PeerEvent::Closed));
@@ -304,7 +312,7 @@ mod tests {
             let mut to_clients: Wire = Vec::new();
             {
                 let mut send =
-                    |t: &Transmit| to_clients.push((t.source, t.destination, t.contents.to_vec()));
+                    |t: Transmit| to_clients.push((t.source, t.destination, t.contents.into()));
                 let mut out = Outputs { send: &mut send, events: &mut events };
                 for (src, dst, bytes) in wire.drain(..) {
                     assert_eq!(dst, server);
@@ -325,8 +333,7 @@ mod tests {
             all.extend(events);
             for c in clients.iter_mut() {
                 let mut out_events = Vec::new();
-                let mut send =
-                    |t: &Transmit| wire.push((c.addr, t.destination, t.contents.to_vec()));
+                let mut send = |t: Transmit| wire.push((c.addr, t.destination, t.contents.into()));
                 for (src, dst, bytes) in to_clients.iter().filter(|(_, d, _)| *d == c.addr) {
                     if let Some(r) = crate::peer::receive(*src, *dst, bytes) {
                         c.peer.receive(now, r);
@@ -400,7 +407,7 @@ mod tests {
         let mut hub = Hub::new(SERVER.parse().expect("addr"), HubConfig::default());
         let (_never, id) = client(&mut hub, "10.0.0.2:6000", Direction::RecvOnly, now);
         let mut events = Vec::new();
-        let mut send = |_: &Transmit| {};
+        let mut send = |_: Transmit| {};
         let mut out = Outputs { send: &mut send, events: &mut events };
         hub.sweep(now + Duration::from_secs(5), &mut out);
         assert_eq!(hub.len(), 1, "still within its time to connect");
@@ -415,7 +422,7 @@ mod tests {
         let mut hub = Hub::new(SERVER.parse().expect("addr"), HubConfig::default());
         let (_c, _) = client(&mut hub, "10.0.0.2:6000", Direction::RecvOnly, now);
         let mut events = Vec::new();
-        let mut send = |_: &Transmit| panic!("nothing is sent for junk");
+        let mut send = |_: Transmit| panic!("nothing is sent for junk");
         let mut out = Outputs { send: &mut send, events: &mut events };
         let src: SocketAddr = "10.9.9.9:1".parse().expect("addr");
         for junk in [

@@ -127,7 +127,14 @@ impl std::fmt::Debug for Peer {
 }
 
 fn rtc_config(cfg: &PeerConfig) -> RtcConfig {
-    let mut exts = ExtensionMap::standard();
+    let mut exts = ExtensionMap::empty();
+    // str0m's standard map without transport-wide congestion control (and the video-only
+    // ones): Townhall sends one fixed-rate Opus stream and estimates no bandwidth, so TWCC
+    // would only cost a sequence record per packet sent and a feedback packet per listener to
+    // decrypt and apply, many times a second. Receiver reports still come (loss, RTT).
+    exts.set(1, Extension::AudioLevel);
+    exts.set(2, Extension::AbsoluteSendTime);
+    exts.set(4, Extension::RtpMid);
     exts.set(ABS_CAPTURE_TIME_ID, Extension::AbsoluteCaptureTime);
     let mut builder = Rtc::builder()
         .set_ice_lite(cfg.ice_lite)
@@ -191,7 +198,7 @@ impl Peer {
             return Err(PeerError::Rtc("nothing to offer".into()));
         };
         peer.audio = Some(mid);
-        let mut sink = |_: &Transmit| {};
+        let mut sink = |_: Transmit| {};
         peer.drain(now, &mut sink, &mut Vec::new());
         Ok((peer, offer.to_sdp_string(), pending))
     }
@@ -222,7 +229,7 @@ impl Peer {
         self.audio = Some(mid);
         self.pt = Some(Pt::from(pt));
         self.tick(now);
-        let mut sink = |_: &Transmit| {};
+        let mut sink = |_: Transmit| {};
         self.drain(now, &mut sink, &mut Vec::new());
         Ok(())
     }
@@ -255,7 +262,7 @@ impl Peer {
         &mut self,
         now: Instant,
         frame: OutgoingFrame,
-        send: &mut dyn FnMut(&Transmit),
+        send: &mut dyn FnMut(Transmit),
         events: &mut Vec<PeerEvent>,
     ) -> Instant {
         let (Some(mid), Some(pt), true) = (self.audio, self.pt, self.connected) else {
@@ -283,7 +290,7 @@ impl Peer {
     pub fn drain(
         &mut self,
         now: Instant,
-        send: &mut dyn FnMut(&Transmit),
+        send: &mut dyn FnMut(Transmit),
         events: &mut Vec<PeerEvent>,
     ) -> Instant {
         loop {
@@ -295,7 +302,7 @@ impl Peer {
                     self.timeout = t;
                     return t;
                 }
-                Ok(Output::Transmit(t)) => send(&t),
+                Ok(Output::Transmit(t)) => send(t),
                 Ok(Output::Event(e)) => self.on_event(e, events),
                 Err(e) => {
                     tracing::debug!("webrtc poll failed, closing the peer: {e}");
@@ -333,7 +340,7 @@ impl Peer {
 
     /// Ends the session and tells the remote side (RTCP BYE, DTLS close_notify), so a browser
     /// learns at once rather than by timeout.
-    pub fn hang_up(&mut self, now: Instant, send: &mut dyn FnMut(&Transmit)) {
+    pub fn hang_up(&mut self, now: Instant, send: &mut dyn FnMut(Transmit)) {
         if self.is_closed() {
             return;
         }
@@ -378,4 +385,45 @@ pub fn receive<'a>(
     bytes: &'a [u8],
 ) -> Option<Receive<'a>> {
     Receive::new(Protocol::Udp, source, destination, bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offer::{Intent, check_offer};
+
+    const TWCC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+    /// A listener's offer with the TWCC extension added, as browsers offer it.
+    fn browser_like_offer(now: Instant) -> String {
+        let addr: SocketAddr = "10.0.0.3:6000".parse().expect("addr");
+        let cfg = PeerConfig { candidates: vec![addr], cert: None, ice_lite: false };
+        let (_, offer, _) = Peer::offer(Direction::RecvOnly, &cfg, now).expect("offer");
+        assert!(!offer.contains(TWCC), "Townhall's own clients do not offer TWCC");
+        let mut out = String::new();
+        for line in offer.split_inclusive('\n') {
+            out.push_str(line);
+            if line.starts_with("a=mid:") {
+                out.push_str(&format!("a=extmap:3 {TWCC}\r\n"));
+            }
+        }
+        assert!(out.contains(TWCC));
+        out
+    }
+
+    #[test]
+    fn the_answer_declines_twcc_and_keeps_capture_time() {
+        let now = Instant::now();
+        let offer = browser_like_offer(now);
+        let checked = check_offer(offer.as_bytes(), Intent::Subscribe).expect("offer passes");
+        let cfg = PeerConfig {
+            candidates: vec!["10.0.0.1:5000".parse().expect("addr")],
+            cert: shared_certificate(),
+            ice_lite: true,
+        };
+        let (_, answer) = Peer::answer(checked, &cfg, now).expect("answer");
+        assert!(!answer.contains("transport-wide-cc"), "no TWCC feedback asked for:\n{answer}");
+        assert!(answer.contains("abs-capture-time"), "capture time kept:\n{answer}");
+        assert!(answer.contains("sdes:mid"), "mid kept:\n{answer}");
+    }
 }

@@ -22,3 +22,4 @@ pub mod secure;
 pub mod sinks;
 pub mod space_mix;
 pub mod talking;
+pub(crate) mod udp_out;

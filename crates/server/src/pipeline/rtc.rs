@@ -15,8 +15,10 @@
 //!   listeners of the space (the `Bytes` shared, never copied per thread); its payload is made
 //!   shareable once per thread and written to each of its listeners: per listener, only the RTP
 //!   header and SRTP (each peer has its own keys) are done by str0m;
-//! - datagrams that cannot be sent at once are dropped (UDP: a slow listener loses packets,
-//!   nobody waits for it), and peers that never connect or go silent are closed.
+//! - datagrams are queued as the hub hands them over and leave in batches, one `sendmmsg` per
+//!   up to 64 (`pipeline/udp_out.rs`), at the latest at the end of each turn of
+//!   the loop; those that cannot be sent at once are dropped (UDP: a slow listener loses
+//!   packets, nobody waits for it), and peers that never connect or go silent are closed.
 //!
 //! (About 800 lines with its tests, over the crate's usual size: one event loop and its session
 //! table, a single state machine whose parts only make sense together.)
@@ -40,12 +42,13 @@ use townhall_webrtc::{
 
 use crate::clock;
 use crate::metrics::{
-    FRAMES_SENT, SPEAKER_FRAMES, WEBRTC_DATAGRAMS, WEBRTC_EGRESS_LAG, WEBRTC_SESSIONS,
-    WEBRTC_THREAD_FRAMES, WEBRTC_THREAD_SESSIONS,
+    FRAMES_SENT, SPEAKER_FRAMES, WEBRTC_DATAGRAMS, WEBRTC_EGRESS_LAG, WEBRTC_SEND_CALLS,
+    WEBRTC_SESSIONS, WEBRTC_THREAD_FRAMES, WEBRTC_THREAD_SESSIONS,
 };
 use crate::pipeline::feed::ListenerGuard;
 pub use crate::pipeline::program::ProgramPacket;
 use crate::pipeline::program::{ProgramShard, ProgramShards};
+use crate::pipeline::udp_out::Outbox;
 
 /// Program frames queued towards each WebRTC loop before new ones are dropped (the mixer never
 /// waits for WebRTC listeners).
@@ -473,6 +476,8 @@ struct Session {
 
 struct Counters {
     sent: Counter,
+    /// System calls that sent them (batches).
+    send_calls: Counter,
     dropped: Counter,
     received: Counter,
     frames_sent: Counter,
@@ -486,6 +491,7 @@ impl Counters {
         Counters {
             thread_frames: metrics::counter!(WEBRTC_THREAD_FRAMES, "thread" => shard.to_string()),
             sent: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "sent"),
+            send_calls: metrics::counter!(WEBRTC_SEND_CALLS),
             dropped: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "dropped"),
             received: metrics::counter!(WEBRTC_DATAGRAMS, "result" => "received"),
             frames_sent: metrics::counter!(FRAMES_SENT, "protocol" => "webrtc"),
@@ -494,12 +500,22 @@ impl Counters {
     }
 }
 
-/// Sends a datagram now or never (a full socket buffer drops it).
-fn send_now(socket: &UdpSocket, counters: &Counters, t: &Transmit) {
-    match socket.try_send_to(&t.contents, t.destination) {
-        Ok(_) => counters.sent.increment(1),
-        Err(_) => counters.dropped.increment(1),
+/// Queues a datagram (its buffer taken as it is), sending the queue once it holds a batch.
+fn send_later(socket: &UdpSocket, outbox: &mut Outbox, counters: &Counters, t: Transmit) {
+    if outbox.push(t.destination, t.contents.into()) {
+        flush(socket, outbox, counters);
     }
+}
+
+/// Sends what is queued now or never (a full socket buffer drops it).
+fn flush(socket: &UdpSocket, outbox: &mut Outbox, counters: &Counters) {
+    if outbox.len() == 0 {
+        return;
+    }
+    let done = outbox.flush(socket);
+    counters.sent.increment(done.sent as u64);
+    counters.dropped.increment(done.dropped as u64);
+    counters.send_calls.increment(done.calls as u64);
 }
 
 struct EventLoop {
@@ -513,6 +529,8 @@ struct EventLoop {
     spaces: Arc<RwLock<HashSet<SpaceId>>>,
     registry: Arc<Mutex<Registry>>,
     events: Vec<(PeerId, PeerEvent)>,
+    /// Datagrams waiting to be sent in one system call.
+    outbox: Outbox,
     counters: Counters,
 }
 
@@ -531,6 +549,7 @@ impl EventLoop {
             spaces,
             registry,
             events: Vec::new(),
+            outbox: Outbox::new(),
             counters: Counters::new(shard),
         }
     }
@@ -574,17 +593,20 @@ impl EventLoop {
             }
             self.tick(&socket);
             self.handle_events();
+            // Whatever this turn produced leaves now, in as few system calls as it fits.
+            flush(&socket, &mut self.outbox, &self.counters);
         }
         let ids: Vec<PeerId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.hang_up(&socket, id);
         }
+        flush(&socket, &mut self.outbox, &self.counters);
     }
 
     /// Ends a session the server decided to end, telling the peer.
     fn hang_up(&mut self, socket: &UdpSocket, id: PeerId) {
-        let EventLoop { hub, counters, .. } = self;
-        let mut send = |t: &Transmit| send_now(socket, counters, t);
+        let EventLoop { hub, outbox, counters, .. } = self;
+        let mut send = |t: Transmit| send_later(socket, outbox, counters, t);
         hub.hang_up(id, Instant::now(), &mut send);
         self.forget(id);
     }
@@ -592,22 +614,22 @@ impl EventLoop {
     fn on_datagram(&mut self, socket: &UdpSocket, from: SocketAddr, bytes: &[u8]) {
         self.counters.received.increment(1);
         let now = Instant::now();
-        let EventLoop { hub, events, counters, .. } = self;
-        let mut send = |t: &Transmit| send_now(socket, counters, t);
+        let EventLoop { hub, events, outbox, counters, .. } = self;
+        let mut send = |t: Transmit| send_later(socket, outbox, counters, t);
         hub.receive(now, from, bytes, &mut Outputs { send: &mut send, events });
     }
 
     fn tick(&mut self, socket: &UdpSocket) {
         let now = Instant::now();
-        let EventLoop { hub, events, counters, .. } = self;
-        let mut send = |t: &Transmit| send_now(socket, counters, t);
+        let EventLoop { hub, events, outbox, counters, .. } = self;
+        let mut send = |t: Transmit| send_later(socket, outbox, counters, t);
         hub.tick(now, &mut Outputs { send: &mut send, events });
     }
 
     fn sweep(&mut self, socket: &UdpSocket) {
         let now = Instant::now();
-        let EventLoop { hub, events, counters, .. } = self;
-        let mut send = |t: &Transmit| send_now(socket, counters, t);
+        let EventLoop { hub, events, outbox, counters, .. } = self;
+        let mut send = |t: Transmit| send_later(socket, outbox, counters, t);
         hub.sweep(now, &mut Outputs { send: &mut send, events });
     }
 
@@ -619,8 +641,8 @@ impl EventLoop {
         // One shared copy of the payload for every listener of the space.
         let payload: Arc<[u8]> = Arc::from(&packet.payload[..]);
         let rtp_time = u64::from(packet.seq) * townhall_webrtc::OPUS_FRAME_TICKS;
-        let EventLoop { hub, events, counters, .. } = self;
-        let mut send = |t: &Transmit| send_now(socket, counters, t);
+        let EventLoop { hub, events, outbox, counters, .. } = self;
+        let mut send = |t: Transmit| send_later(socket, outbox, counters, t);
         let mut out = Outputs { send: &mut send, events };
         for id in ids {
             let frame =
@@ -669,8 +691,8 @@ impl EventLoop {
                 let now = Instant::now();
                 let payload: Arc<[u8]> = Arc::from(&payload[..]);
                 let rtp_time = u64::from(seq) * townhall_webrtc::OPUS_FRAME_TICKS;
-                let EventLoop { hub, events, counters, .. } = self;
-                let mut send = |t: &Transmit| send_now(socket, counters, t);
+                let EventLoop { hub, events, outbox, counters, .. } = self;
+                let mut send = |t: Transmit| send_later(socket, outbox, counters, t);
                 let mut out = Outputs { send: &mut send, events };
                 hub.write_audio(id, now, OutgoingFrame { rtp_time, payload, capture_us }, &mut out);
             }
