@@ -292,7 +292,7 @@ async fn until_listeners_left(app: &AppState, until: tokio::time::Instant) {
 
 /// Every second: re-evaluates the crowd-or-attack verdict (it logs and reports changes),
 /// broadcasts each space's reaction tallies of the past seconds, ends spaces left without a
-/// host for the grace period, and folds the histograms' samples into their summaries (else a
+/// host for the grace period, keeps each mixed space's program clock when it moved, and folds the histograms' samples into their summaries (else a
 /// node nobody scrapes would keep every mixer tick's lag).
 async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -307,6 +307,7 @@ async fn evaluate_traffic(app: Arc<AppState>, mut shutdown: watch::Receiver<bool
                 let _ = app.blocking(move |app| {
                     app.end_abandoned(now);
                     app.retry_unsaved();
+                    app.keep_clocks();
                     Ok::<_, app_error::AppError>(())
                 })
                 .await;

@@ -1,7 +1,7 @@
 //! Metadata survives a restart: spaces (scheduled, live, ended), removals and blocks, the
 //! moderation log and reports come back when a server starts again on the same data directory.
 //! Reports are filed and listed with clear errors for bad input; a live space left without its
-//! host ends itself.
+//! host ends itself; a live space brought back numbers its frames on from its program clock.
 
 mod common;
 
@@ -254,4 +254,28 @@ async fn hands_going_up_and_down_are_rate_limited_per_identity() {
     let res = post(addr, path, &bob, json!({"action": "request_to_speak"})).await;
     assert_eq!(res.status(), 200, "others are not affected");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_live_space_brought_back_after_a_restart_numbers_its_frames_on_from_its_clock() {
+    let dir = data_dir("clock");
+    let server = server_with(persistent(&dir)).await;
+    let addr = server.addr();
+    create(addr, json!({"id": "onward", "title": "Onward", "live": true})).await;
+    // On air for a while (the clock is kept within a second of going live).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = listen_ws(ws(addr, "/ws/onward").await, Duration::from_millis(500)).await;
+    let last = *before.seqs.last().expect("the space streams before the restart");
+    assert!(last >= 50, "on air for over a second: frame {last}");
+    server.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Same data directory: the numbers go on forward (over the time off air), not from 0, so a
+    // cache in front never takes new audio for objects it holds under the same names.
+    let server = server_with(persistent(&dir)).await;
+    let after = listen_ws(ws(server.addr(), "/ws/onward").await, Duration::from_millis(500)).await;
+    let first = *after.seqs.first().expect("the space streams after the restart");
+    assert!(first > last, "after the restart frame {first}, before it {last}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -202,6 +202,8 @@ pub struct LiveSpace {
     /// Its program clock (mixed here: what a successor origin goes on with), moved to the
     /// frames actually mixed when they drift from it.
     clock: Mutex<ProgramClock>,
+    /// The program clock last written to the database (what a restart goes on with).
+    kept_clock: Mutex<Option<ProgramClock>>,
 }
 
 /// A run of a space's captions stage.
@@ -341,6 +343,7 @@ impl LiveSpace {
             captions: Mutex::new(None),
             caption_board: Arc::new(CaptionBoard::default()),
             clock: Mutex::new(ProgramClock::new(0, crate::clock::now_us() / 1_000)),
+            kept_clock: Mutex::new(None),
         })
     }
 
@@ -353,6 +356,22 @@ impl LiveSpace {
             *clock = clock.follow(seq, mixed_at_us / 1_000);
         }
         *clock
+    }
+
+    /// The program clock to write to the database, when it changed since the last one written
+    /// (a new space, or an anchor that moved): `None` for a space relayed here (its origin keeps
+    /// the clock) or one whose clock is kept already.
+    pub fn clock_to_keep(&self) -> Option<ProgramClock> {
+        if self.origin.is_some() {
+            return None;
+        }
+        let clock = self.program_clock();
+        let mut kept = self.kept_clock.lock().unwrap_or_else(|p| p.into_inner());
+        if *kept == Some(clock) {
+            return None;
+        }
+        *kept = Some(clock);
+        Some(clock)
     }
 
     /// Who talks now, as the origin of a relayed space says.

@@ -562,7 +562,8 @@ impl AppState {
                 }
             };
             if space.state == SpaceState::Live {
-                self.open_live(&space, &directory, fresh_clock())?;
+                let clock = self.kept_clock(&space.id);
+                self.open_live(&space, &directory, clock)?;
             }
             restored += 1;
         }
@@ -570,6 +571,31 @@ impl AppState {
             tracing::info!(restored, "spaces restored from the database");
         }
         Ok(restored)
+    }
+
+    /// The clock a space brought back after a restart numbers its frames by: the one kept
+    /// before the stop, at the frame due now (a jump forward over the time it was off air), or,
+    /// with none kept, from 0 as a new space.
+    fn kept_clock(&self, id: &SpaceId) -> ProgramClock {
+        match self.store.program_clock(id) {
+            Ok(Some(clock)) => clock.at(crate::clock::now_ms()),
+            Ok(None) => fresh_clock(),
+            Err(e) => {
+                tracing::warn!(space = %id, "cannot read the program clock, numbering from 0: {e}");
+                fresh_clock()
+            }
+        }
+    }
+
+    /// Writes the program clock of every space mixed here whose clock changed since it was last
+    /// written (blocking: the database), so a restart numbers its frames on from there.
+    pub fn keep_clocks(&self) {
+        for live in self.live_spaces() {
+            let Some(clock) = live.clock_to_keep() else { continue };
+            if let Err(e) = self.store.save_program_clock(live.id(), clock) {
+                tracing::warn!(space = %live.id(), "cannot keep the program clock: {e}");
+            }
+        }
     }
 
     /// Takes over a live space another origin held (its lease lapsed and this node took it):

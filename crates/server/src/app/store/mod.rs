@@ -127,6 +127,14 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value BLOB NOT NULL
     );",
+    // 7: the program clock of each space mixed here (`townhall_media::ProgramClock`: a frame
+    // and the Unix ms it was mixed at), so a space brought back after a restart numbers its
+    // frames on from where they were, never from 0 again (caches keep objects by those numbers).
+    "CREATE TABLE program_clocks (
+        space TEXT PRIMARY KEY,
+        frame INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Why the store failed.

@@ -1,8 +1,10 @@
-//! The queries of each table: spaces, bans and the moderation log, reports, recordings.
+//! The queries of each table: spaces (and their program clocks), bans and the moderation log,
+//! reports, recordings.
 
 use rusqlite::{OptionalExtension, params};
 use townhall_core::room::{ModAction, ModerationEntry};
 use townhall_core::{Identity, Space, SpaceId, UnixTime};
+use townhall_media::ProgramClock;
 
 use super::*;
 
@@ -35,7 +37,30 @@ impl Store {
         conn.execute("DELETE FROM spaces WHERE id = ?1", [id.as_str()])?;
         conn.execute("DELETE FROM bans WHERE space = ?1", [id.as_str()])?;
         conn.execute("DELETE FROM space_stats WHERE space = ?1", [id.as_str()])?;
+        conn.execute("DELETE FROM program_clocks WHERE space = ?1", [id.as_str()])?;
         Ok(())
+    }
+
+    /// Keeps the program clock of a space mixed here (replacing the one kept before).
+    pub fn save_program_clock(&self, id: &SpaceId, clock: ProgramClock) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO program_clocks (space, frame, at_ms) VALUES (?1, ?2, ?3)",
+            params![id.as_str(), clock.frame, i64::try_from(clock.at_ms).unwrap_or(i64::MAX)],
+        )?;
+        Ok(())
+    }
+
+    /// The program clock last kept for a space, if any.
+    pub fn program_clock(&self, id: &SpaceId) -> Result<Option<ProgramClock>, StoreError> {
+        let found = self
+            .conn()
+            .query_row(
+                "SELECT frame, at_ms FROM program_clocks WHERE space = ?1",
+                [id.as_str()],
+                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        Ok(found.map(|(frame, at_ms)| ProgramClock::new(frame, u64::try_from(at_ms).unwrap_or(0))))
     }
 
     /// Every stored space.

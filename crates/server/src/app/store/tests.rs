@@ -275,3 +275,20 @@ fn node_secrets_are_made_once_and_kept() {
     assert_eq!(store.node_secret("listener_salt", 32).expect("kept"), salt);
     assert_ne!(store.node_secret("other", 32).expect("made"), salt);
 }
+
+#[test]
+fn a_program_clock_is_kept_replaced_and_forgotten_with_its_space() {
+    let store = Store::in_memory().expect("store");
+    let s = space("clocked");
+    store.save_space(&s).expect("save");
+    assert_eq!(store.program_clock(&s.id).expect("read"), None, "none kept yet");
+    let first = townhall_media::ProgramClock::new(0, 1_700_000_000_000);
+    store.save_program_clock(&s.id, first).expect("keep");
+    assert_eq!(store.program_clock(&s.id).expect("read"), Some(first));
+    // An anchor that moved replaces the old one; numbers near the top of u32 round-trip.
+    let moved = townhall_media::ProgramClock::new(u32::MAX - 3, 1_700_000_090_000);
+    store.save_program_clock(&s.id, moved).expect("keep again");
+    assert_eq!(store.program_clock(&s.id).expect("read"), Some(moved));
+    store.delete_space(&s.id).expect("delete");
+    assert_eq!(store.program_clock(&s.id).expect("read"), None, "forgotten with the space");
+}
