@@ -375,21 +375,33 @@ export class RtcListener {
     return this.session.start();
   }
 
-  /** Asks the door where to listen: `{url, token}` for the WHEP offer. */
+  /**
+   * Asks the door where to listen: `{url, token}` for the WHEP offer. Every attempt after the
+   * first follows a failure, so the node the last one was sent to is named as lost (`avoid`:
+   * the door names another; one killed a moment ago is still in its list for a round or two),
+   * and a place in the waiting line is kept by coming back with its ticket.
+   */
   async throughDoor() {
+    const avoid = this.lastNode;
+    this.lastNode = undefined;
     let ticket;
     try {
-      ticket = await joinSpace(this.spaceId, this.heldTicket || this.token);
+      ticket = await joinSpace(this.spaceId, this.heldTicket || this.token, this.waitTicket, undefined, avoid);
     } catch (e) {
       // An expired ticket of ours: join again as the first time (not a reason to give up).
       const expired = e.status === 401 && this.heldTicket;
       if (expired) this.heldTicket = undefined;
+      // A waiting ticket already used (or no longer valid) keeps no place: join the line afresh.
+      if (e.code === 'bad_ticket') this.waitTicket = undefined;
       throw new RtcError(expired ? 503 : e.status || 0, e.code || 'network', e.message, e.retryAfterMs);
     }
     if (ticket.waiting) {
+      this.waitTicket = ticket.waiting.ticket;
       throw new RtcError(503, 'waiting_room', t('listen.in_line', { position: ticket.waiting.position }), ticket.waiting.retry_after_ms);
     }
+    this.waitTicket = undefined;
     this.heldTicket = ticket.token;
+    this.lastNode = ticket.node || undefined;
     const base = ticket.node ? ticket.node.replace(/\/$/, '') : '';
     return { url: `${base}/whep/${encodeURIComponent(this.spaceId)}`, token: ticket.token };
   }

@@ -1359,6 +1359,15 @@ async fn in_a_cluster_a_whep_page_whose_edge_dies_listens_on_the_other() {
     page.goto(&format!("http://{}/#/space/doorway", origin.addr())).await;
     let shown = page.wait_for("return window.townhall.space()", secs(5), |v| v == "doorway").await;
     assert_eq!(shown, "doorway");
+    // Every join the page makes, with the node it names as lost (`avoid`).
+    page.script(
+        "window.avoided = []; const f = window.fetch; \
+         window.fetch = (u, o) => { \
+           const url = new URL(String(u), location.href); \
+           if (url.pathname.endsWith('/join')) window.avoided.push(url.searchParams.get('avoid')); \
+           return f(u, o); };",
+    )
+    .await;
     page.click("listen-rtc").await;
     let on_edge = "const l = window.townhall.rtcLocation('listen') || ''; \
                    return window.townhall.rtc().listen === 'connected' ? l : ''";
@@ -1371,6 +1380,8 @@ async fn in_a_cluster_a_whep_page_whose_edge_dies_listens_on_the_other() {
     let heard = page.wait_for(loud, secs(10), |v| v.as_u64() >= Some(5)).await;
     assert!(heard.as_u64() >= Some(5), "the page heard nothing on the edge: {heard}");
 
+    let avoided = "return window.avoided";
+    let joins_before = page.script(avoided).await.as_array().map_or(0, Vec::len);
     edges[doomed].signal("KILL");
     let other = edges[1 - doomed].addr;
     let moved = page
@@ -1382,6 +1393,18 @@ async fn in_a_cluster_a_whep_page_whose_edge_dies_listens_on_the_other() {
     assert!(
         moved.as_str().is_some_and(|l| l.starts_with(&format!("http://{other}/whep/"))),
         "the page did not come back on the other edge: {moved} ({why})"
+    );
+    // Its first join after the kill named the edge it lost, so the door could not send it back
+    // there (a dead edge stays in the door's list for a round or two).
+    let avoided = page.script(avoided).await;
+    let dead = edges[doomed].addr;
+    let first_after = avoided.as_array().and_then(|a| a.get(joins_before)).cloned();
+    assert!(
+        first_after
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with(&format!("http://{dead}"))),
+        "the first join after the kill did not name the lost edge {dead}: {avoided} (from {joins_before})"
     );
     let before = page.script(loud).await.as_u64().unwrap_or(0);
     let after = page.wait_for(loud, secs(10), |v| v.as_u64() >= Some(before + 5)).await;
