@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use crate::admission::{Decision, Lane};
 use crate::cluster_line;
+pub use crate::cluster_line::PACE_FLOOR;
 
 /// How long a door keeps a block of numbers, and the window its block size is measured over.
 pub const BLOCK_LIFE: Duration = Duration::from_millis(100);
@@ -198,10 +199,6 @@ impl DoorLine {
         (std::mem::take(&mut self.admitted), void)
     }
 }
-
-/// A waiting joiner's return is timed as if the line moved at least this fast: a full cluster
-/// calls nobody for a while, yet the first in line should look again soon.
-pub const PACE_FLOOR: u64 = 10;
 
 #[cfg(test)]
 mod tests {

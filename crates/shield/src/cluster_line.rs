@@ -107,14 +107,32 @@ impl Pending {
     }
 }
 
+/// A waiting joiner's return is timed as if the line moved at least this fast: a full cluster
+/// calls nobody for a while, yet the first in line should look again soon.
+pub const PACE_FLOOR: u64 = 10;
+
+/// The longest a waiting joiner is told to stay away while the line moves (seconds).
+pub const MAX_RETURN_SECS: u64 = 60;
+
+/// The longest a waiting joiner is told to stay away while the line stands still (a pace at
+/// [`PACE_FLOOR`] or below: the cluster is full and calls nobody). There is no pace to estimate
+/// from, and places can free up all at once (a crowd that came together leaves together), so
+/// those waiting look again this often rather than after a minute: about the refresh of the
+/// common web waiting rooms (Cloudflare's refreshes every 20 s by default).
+pub const STALLED_RETURN_SECS: u64 = 20;
+
 /// What the door tells the holder of `number` when the line has called up to `called` and
-/// calls about `per_second` a second.
+/// calls about `per_second` a second: the position is honest; the return is
+/// `position / per_second` (at least [`PACE_FLOOR`] a second), 1 to [`MAX_RETURN_SECS`] s (to
+/// [`STALLED_RETURN_SECS`] while the line stands still).
 pub fn decide(number: u64, called: u64, per_second: u64) -> Decision {
     if number <= called {
         return Decision::Admit;
     }
     let position = number - called;
-    let secs = position.div_ceil(per_second.max(1)).clamp(1, 60);
+    let pace = per_second.max(PACE_FLOOR);
+    let cap = if pace == PACE_FLOOR { STALLED_RETURN_SECS } else { MAX_RETURN_SECS };
+    let secs = position.div_ceil(pace).clamp(1, cap);
     Decision::Wait { number, position, retry_after: Duration::from_secs(secs) }
 }
 
@@ -137,6 +155,37 @@ mod tests {
         let again = LineState { issued: 10, called };
         assert_eq!(advance_lines(again, EMPTY, 10).0, 15);
         assert_eq!(advance_lines(again, EMPTY, 0).0, 10);
+    }
+
+    #[test]
+    fn a_line_that_stands_still_is_looked_at_again_within_20_s_and_a_moving_one_within_60() {
+        // A full cluster calls nobody: no pace to go by, so even the far end looks again soon.
+        let stalled = decide(8_010, 10, PACE_FLOOR);
+        assert!(
+            matches!(stalled, Decision::Wait { position: 8_000, retry_after, .. }
+                if retry_after == Duration::from_secs(STALLED_RETURN_SECS)),
+            "{stalled:?}"
+        );
+        // The front of a standing line comes back sooner than that, by the floor's pace.
+        let front = decide(30, 10, 0);
+        assert!(
+            matches!(front, Decision::Wait { position: 20, retry_after, .. }
+            if retry_after == Duration::from_secs(2)),
+            "{front:?}"
+        );
+        // A moving line times returns by its pace, up to a minute.
+        let moving = decide(8_010, 10, 50);
+        assert!(
+            matches!(moving, Decision::Wait { position: 8_000, retry_after, .. }
+            if retry_after == Duration::from_secs(MAX_RETURN_SECS)),
+            "{moving:?}"
+        );
+        let soon = decide(1_010, 10, 100);
+        assert!(
+            matches!(soon, Decision::Wait { retry_after, .. }
+            if retry_after == Duration::from_secs(10)),
+            "{soon:?}"
+        );
     }
 
     #[test]
