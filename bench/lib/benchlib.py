@@ -133,6 +133,21 @@ def last_json(path):
     return json.loads(lines[-1])
 
 
+def thread_ticks(pid, prefix):
+    """{thread name: user + system CPU ticks so far} of a process's threads named `prefix`..."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if name.startswith(prefix):
+            fields = stat.rsplit(")", 1)[1].split()
+            out[name] = int(fields[11]) + int(fields[12])
+    return out
+
+
 def cpu_ticks(pid):
     """User + system CPU of a process so far, in clock ticks (1/100 s)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
