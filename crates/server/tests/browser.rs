@@ -1134,6 +1134,29 @@ async fn the_embedded_player_plays_the_demo_with_one_click() {
         .await;
     assert_eq!(paused, true);
     assert_eq!(page_text(&browser, "play-label").await, "Play");
+
+    // In Arabic (a page that embeds it asks with `?lang=`): its words, right to left.
+    browser.goto(&format!("http://{addr}/embed/demo?lang=ar")).await;
+    let state = browser
+        .wait_for(
+            "return document.getElementById('state').textContent",
+            Duration::from_secs(5),
+            |v| v == "مباشر",
+        )
+        .await;
+    assert_eq!(state, "مباشر", "the state is not said in Arabic");
+    assert_eq!(page_text(&browser, "play-label").await, "تشغيل");
+    assert_eq!(browser.script("return document.documentElement.dir").await, "rtl");
+    assert_eq!(browser.script(&displayed("play")).await, true, "no play button to be seen");
+    browser.click("play").await;
+    let label = browser
+        .wait_for(
+            "return document.getElementById('play-label').textContent",
+            Duration::from_secs(20),
+            |v| v == "إيقاف مؤقت",
+        )
+        .await;
+    assert_eq!(label, "إيقاف مؤقت", "playing, the button does not say pause in Arabic");
     browser.close().await;
     server.shutdown().await;
 }
@@ -1535,6 +1558,22 @@ async fn a_listener_clips_the_demo_from_the_live_page_and_the_clip_page_plays_it
     let duration = browser.script("return document.getElementById('clip-audio').duration").await;
     let duration = duration.as_f64().unwrap_or(0.0);
     assert!((3.0..=31.0).contains(&duration), "the player says the clip is {duration} s");
+    assert_eq!(page_text(&browser, "clip-source").await, "live");
+
+    // The same page in Arabic: its words and where the clip comes from, right to left.
+    let sep = if href.contains('?') { '&' } else { '?' };
+    browser.goto(&format!("{href}{sep}lang=ar")).await;
+    let download = browser
+        .wait_for("return document.getElementById('clip-download').textContent", secs(5), |v| {
+            v == "تنزيل (Ogg/Opus)"
+        })
+        .await;
+    assert_eq!(download, "تنزيل (Ogg/Opus)", "the download link is not in Arabic");
+    assert_eq!(page_text(&browser, "clip-source").await, "مباشر");
+    assert_eq!(browser.script("return document.documentElement.dir").await, "rtl");
+    for id in ["clip-title", "clip-audio", "clip-download"] {
+        assert_eq!(browser.script(&displayed(id)).await, true, "#{id} is not displayed in Arabic");
+    }
     browser.close().await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

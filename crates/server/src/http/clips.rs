@@ -200,6 +200,9 @@ pub struct ClipQuery {
     token: Option<String>,
     /// `1`: `Content-Disposition: attachment` (save rather than play).
     download: Option<String>,
+    /// The page's language (`en`, `ar`): read by the page's script, not by the server.
+    #[allow(dead_code)]
+    lang: Option<String>,
 }
 
 /// A clip the caller may hear: anyone a public space's, a token for the space (not removed or
@@ -286,9 +289,10 @@ fn page(app: &AppState, clip: ClipRecord, ticket: Option<String>, public: bool) 
     let view = ClipView::new(clip, ticket);
     let clip = &view.record;
     let space_title = app.space(&clip.space).map_or_else(|_| clip.title.clone(), |s| s.title);
-    let source = match &clip.recording {
-        Some(_) => format!("recording, at {}", clock(clip.from_ms)),
-        None => "live".to_owned(),
+    // In English; the page's script says it in the reader's language (`web/clip.js`).
+    let (source, source_at) = match &clip.recording {
+        Some(_) => (format!("recording, at {}", clock(clip.from_ms)), clock(clip.from_ms)),
+        None => ("live".to_owned(), String::new()),
     };
     let date = iso8601(clip.created_at.0);
     let values = [
@@ -296,6 +300,7 @@ fn page(app: &AppState, clip: ClipRecord, ticket: Option<String>, public: bool) 
         ("space_title", escape(&space_title)),
         ("space_page", escape(&format!("/#/space/{}", clip.space))),
         ("source", escape(&source)),
+        ("source_at", source_at),
         ("duration", clock(clip.duration_ms)),
         ("date", escape(date.get(..10).unwrap_or(&date))),
         ("audio", escape(&view.audio_url)),
@@ -325,6 +330,7 @@ mod tests {
             "space_title",
             "space_page",
             "source",
+            "source_at",
             "duration",
             "date",
             "audio",

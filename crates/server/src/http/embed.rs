@@ -59,11 +59,17 @@ async fn page(
         }
         SpaceState::Scheduled | SpaceState::Live => None,
     };
-    let (audio, state, label, note) = match (space.state, &replay) {
-        (SpaceState::Live, _) => (format!("/live/{id}.opus"), "live", "Live", ""),
-        (SpaceState::Ended, Some(rec)) => (url(&rec.id), "ended", "Ended", "replay"),
-        (SpaceState::Ended, None) => (String::new(), "ended", "Ended", "no recording"),
-        (SpaceState::Scheduled, _) => (String::new(), "scheduled", "Scheduled", "not live yet"),
+    // The words in English; the page's script puts them in the reader's language by the
+    // names `state` and `note_id` (`web/embed.js`).
+    let (audio, state, label, note, note_id) = match (space.state, &replay) {
+        (SpaceState::Live, _) => (format!("/live/{id}.opus"), "live", "Live", "", ""),
+        (SpaceState::Ended, Some(rec)) => (url(&rec.id), "ended", "Ended", "replay", "replay"),
+        (SpaceState::Ended, None) => {
+            (String::new(), "ended", "Ended", "no recording", "no_recording")
+        }
+        (SpaceState::Scheduled, _) => {
+            (String::new(), "scheduled", "Scheduled", "not live yet", "not_live")
+        }
     };
     let query = serde_urlencoded::to_string([
         ("url", format!("{base}/embed/{id}").as_str()),
@@ -78,6 +84,7 @@ async fn page(
         "state" => Some(state),
         "state_label" => Some(label),
         "note" => Some(note),
+        "note_id" => Some(note_id),
         "audio" => Some(audio.as_str()),
         "disabled" => Some(if audio.is_empty() { "disabled" } else { "" }),
         "oembed" => Some(oembed.as_str()),
@@ -157,8 +164,17 @@ mod tests {
 
     #[test]
     fn the_template_has_every_slot() {
-        for slot in ["title", "state", "state_label", "note", "audio", "disabled", "oembed", "page"]
-        {
+        for slot in [
+            "title",
+            "state",
+            "state_label",
+            "note",
+            "note_id",
+            "audio",
+            "disabled",
+            "oembed",
+            "page",
+        ] {
             assert!(TEMPLATE.contains(&format!("{{{{{slot}}}}}")), "{slot}");
         }
     }

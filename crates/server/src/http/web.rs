@@ -48,6 +48,8 @@ const ASSETS: &[Asset] = &[
     // The embeddable player's script and style (its page is filled in by `http::embed`).
     asset!("/embed.js", "embed.js", JS),
     asset!("/embed.css", "embed.css", "text/css; charset=utf-8"),
+    // The clip page's script (its page is filled in by `http::clips`).
+    asset!("/clip.js", "clip.js", JS),
     asset!("/playback-worklet.js", "playback-worklet.js", JS),
     asset!("/capture-worklet.js", "capture-worklet.js", JS),
     // hls.js 1.7.4 (Apache-2.0), the light build, for LL-HLS playback where the browser has none.
