@@ -28,5 +28,5 @@ pub use room::{
 pub use space::{NewSpace, Space, SpaceError, SpaceState};
 pub use stage::{Seated, Stage, StageError};
 pub use time::UnixTime;
-pub use token::{Claims, SpaceScope, TokenError, TokenKeys, WaitTicket};
+pub use token::{Claims, SpaceScope, TokenError, TokenKeys, WaitPlace, WaitTicket};
 pub use webhook::{Outbox, OutboxConfig, WebhookEnvelope, WebhookEvent};

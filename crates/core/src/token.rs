@@ -259,31 +259,50 @@ pub struct WaitTicket {
     /// same number in two numberings is two places.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The line's called mark its position was told against (the cluster's line): a door whose
+    /// own read of the mark is older decides from this one, so the holder is never told a
+    /// later place than before. Absent on tickets of a node's own line and older tickets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<u64>,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
     /// Expires at, seconds since the epoch.
     pub exp: u64,
 }
 
+/// The place a waiting-room ticket holds (see [`WaitTicket`] for each field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitPlace {
+    /// The space it queues for.
+    pub space: SpaceId,
+    /// The ticket number.
+    pub n: u64,
+    /// The line: 0 signed-in, 1 anonymous.
+    pub lane: u8,
+    /// The node whose own line numbered it (`None`: the one line, or a node alone).
+    pub node: Option<String>,
+    /// The line's called mark its position was told against, if the cluster's line.
+    pub seen: Option<u64>,
+}
+
 impl TokenKeys {
-    /// Signs a waiting-room ticket for place `n` of line `lane` in `space`'s queue (numbered by
-    /// `node`'s own line, or by the one line when `None`), valid `ttl_secs`.
+    /// Signs a waiting-room ticket for `place` (number `n` of line `lane` in `space`'s queue,
+    /// numbered by `node`'s own line or by the one line when `None`), valid `ttl_secs`.
     pub fn mint_wait(
         &self,
-        space: SpaceId,
-        n: u64,
-        lane: u8,
-        node: Option<&str>,
+        place: WaitPlace,
         now: UnixTime,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
+        let WaitPlace { space, n, lane, node, seen } = place;
         let ticket = WaitTicket {
             typ: "wait".into(),
             iss: self.api_key.clone(),
             space,
             n,
             lane,
-            node: node.map(str::to_owned),
+            node,
+            seen,
             iat: now.0,
             exp: now.0.saturating_add(ttl_secs),
         };
@@ -392,12 +411,19 @@ mod tests {
     #[test]
     fn wait_tickets_and_access_tokens_cannot_pass_for_each_other() {
         let k = keys();
-        let wait = k.mint_wait(space("a"), 7, 1, None, UnixTime(0), 60).expect("mint");
+        let place = |node: Option<&str>, seen| WaitPlace {
+            space: space("a"),
+            n: 7,
+            lane: 1,
+            node: node.map(str::to_owned),
+            seen,
+        };
+        let wait = k.mint_wait(place(None, Some(5)), UnixTime(0), 60).expect("mint");
         let t = k.verify_wait(&wait, &space("a"), UnixTime(1)).expect("valid");
-        assert_eq!((t.n, t.lane, t.node), (7, 1, None));
-        let own = k.mint_wait(space("a"), 7, 1, Some("edge-1"), UnixTime(0), 60).expect("mint");
+        assert_eq!((t.n, t.lane, t.node, t.seen), (7, 1, None, Some(5)));
+        let own = k.mint_wait(place(Some("edge-1"), None), UnixTime(0), 60).expect("mint");
         let t = k.verify_wait(&own, &space("a"), UnixTime(1)).expect("valid");
-        assert_eq!(t.node.as_deref(), Some("edge-1"));
+        assert_eq!((t.node.as_deref(), t.seen), (Some("edge-1"), None));
         assert_eq!(
             k.verify_wait(&wait, &space("b"), UnixTime(1)),
             Err(TokenError::WrongSpace(space("b")))

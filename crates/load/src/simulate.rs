@@ -160,6 +160,9 @@ struct Joiner {
     issued_at: u64,
     /// Holds a number it was told to wait with.
     in_line: bool,
+    /// The line's called mark its place was last told against (its ticket carries it: a door
+    /// with an older read never tells a later place).
+    seen: u64,
     waited: bool,
     refusals: u8,
 }
@@ -335,6 +338,7 @@ impl Sim<'_> {
             number: 0,
             issued_at: at,
             in_line: false,
+            seen: 0,
             waited: false,
             refusals: 0,
         };
@@ -378,7 +382,8 @@ impl Sim<'_> {
                 let done = self.fleet.set_up(edge, reach);
                 self.schedule(done, Step::SetUp(j, edge as u32));
             }
-            Decision::Wait { retry_after, .. } => {
+            Decision::Wait { number, position, retry_after } => {
+                j.seen = number.saturating_sub(position);
                 if !j.in_line {
                     j.in_line = true;
                     self.in_line += 1;
@@ -445,7 +450,7 @@ impl Sim<'_> {
             let called = [self.lines[0].called, self.lines[1].called];
             door.mark = Mark { called, pace: self.pace, read_at: Some(at) };
         }
-        door.decide(lane, j.number, arriving, self.config.call_rate)
+        door.decide(lane, j.number, j.seen, arriving, self.config.call_rate)
     }
 
     /// The edge for an admitted joiner: the door's pick of two by their last heartbeats, or,
@@ -488,6 +493,7 @@ impl Sim<'_> {
             let pause = micros(backoff.next_delay(self.rng.random(), None));
             j.refusals = j.refusals.saturating_add(1);
             j.number = 0;
+            j.seen = 0;
             self.come_back(now + pause, j);
             return;
         }

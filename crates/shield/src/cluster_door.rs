@@ -180,10 +180,19 @@ impl DoorLine {
     }
 
     /// The decision for `number` in `lane` from the mark in hand (which the caller keeps
-    /// fresh); returns are timed by `pace` (the origin's published one, else `per_second`).
-    /// A new arrival admitted here is counted for the next report.
-    pub fn decide(&mut self, lane: Lane, number: u64, arriving: bool, per_second: u64) -> Decision {
-        let called = self.mark.called[lane_index(lane)];
+    /// fresh), or from `seen`, the mark the holder's ticket was last told against, when that
+    /// is later (another door read the line since this one did: a place told there is never
+    /// made later here). Returns are timed by `pace` (the origin's published one, else
+    /// `per_second`). A new arrival admitted here is counted for the next report.
+    pub fn decide(
+        &mut self,
+        lane: Lane,
+        number: u64,
+        seen: u64,
+        arriving: bool,
+        per_second: u64,
+    ) -> Decision {
+        let called = self.mark.called[lane_index(lane)].max(seen);
         let pace = u64::try_from(self.mark.pace).map_or(per_second, |p| p.max(PACE_FLOOR));
         let decision = cluster_line::decide(number, called, pace);
         if arriving && decision == Decision::Admit {
@@ -282,14 +291,66 @@ mod tests {
         line.mark = Mark { called: [10, 0], pace: 100, read_at: Some(ms(1_000)) };
         assert!(line.mark.fresh(ms(1_200)));
         assert!(!line.mark.fresh(ms(1_250)));
-        assert_eq!(line.decide(Lane::SignedIn, 10, true, 5), Decision::Admit);
-        assert_eq!(line.decide(Lane::SignedIn, 9, false, 5), Decision::Admit);
+        assert_eq!(line.decide(Lane::SignedIn, 10, 0, true, 5), Decision::Admit);
+        assert_eq!(line.decide(Lane::SignedIn, 9, 0, false, 5), Decision::Admit);
         assert!(matches!(
-            line.decide(Lane::Anonymous, 300, true, 5),
+            line.decide(Lane::Anonymous, 300, 0, true, 5),
             Decision::Wait { position: 300, retry_after, .. } if retry_after == Duration::from_secs(3)
         ));
         assert_eq!(line.report(ms(1_300)), (1, [0, 0]), "one arrival admitted, counted once");
         assert_eq!(line.report(ms(1_300)).0, 0);
+    }
+
+    #[test]
+    fn a_door_with_an_older_mark_never_tells_a_later_place_than_the_ticket_was_told() {
+        // Door A read the line at called 900 and told number 1,000 it was 100th; door B's read
+        // is older (called 700). Deciding from B's mark alone would say 300th.
+        let mut a = DoorLine::new();
+        a.mark = Mark { called: [0, 900], pace: 100, read_at: Some(ms(1_000)) };
+        let Decision::Wait { position, .. } = a.decide(Lane::Anonymous, 1_000, 0, false, 5) else {
+            panic!("number 1,000 is not called yet");
+        };
+        assert_eq!(position, 100);
+        let seen = 1_000 - position;
+        let mut b = DoorLine::new();
+        b.mark = Mark { called: [0, 700], pace: 100, read_at: Some(ms(1_100)) };
+        assert!(
+            matches!(
+                b.decide(Lane::Anonymous, 1_000, 0, false, 5),
+                Decision::Wait { position: 300, .. }
+            ),
+            "without the ticket's mark, the older read tells a later place"
+        );
+        assert!(matches!(
+            b.decide(Lane::Anonymous, 1_000, seen, false, 5),
+            Decision::Wait { position: 100, .. }
+        ));
+        // A mark the ticket saw never admits by itself (its holder was told to wait against it);
+        // a later read of the door does.
+        b.mark.called[1] = 1_000;
+        assert_eq!(b.decide(Lane::Anonymous, 1_000, seen, false, 5), Decision::Admit);
+    }
+
+    proptest! {
+        /// However old a door's read, a holder is never told a later place than the one its
+        /// ticket was told, and a number is admitted only when some read of the line called it.
+        #[test]
+        fn a_told_place_never_gets_later(
+            number in 1u64..1_000_000,
+            told_called in 0u64..1_000_000,
+            door_called in 0u64..1_000_000,
+        ) {
+            prop_assume!(told_called < number);
+            let mut line = DoorLine::new();
+            line.mark = Mark { called: [door_called, 0], pace: 50, read_at: Some(ms(0)) };
+            match line.decide(Lane::SignedIn, number, told_called, false, 5) {
+                Decision::Admit => prop_assert!(door_called >= number),
+                Decision::Wait { position, .. } => {
+                    prop_assert!(position <= number - told_called);
+                    prop_assert_eq!(position, number - told_called.max(door_called));
+                }
+            }
+        }
     }
 
     proptest! {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError};
+use townhall_core::{Identity, NewSpace, Role, SpaceId, SpaceScope, TokenError, WaitPlace};
 use townhall_shield::{Decision, Lane, Signal, jitter};
 
 use crate::app::auth::Manage;
@@ -279,11 +279,14 @@ async fn join_space(
         // Another node's own line: a new place here.
         Some(_) => (None, None),
     };
+    // The one line's mark the held place was told against (a door with an older read never
+    // tells a later place than that).
+    let seen = place.as_ref().filter(|t| t.node.is_none()).and_then(|t| t.seen).unwrap_or(0);
     let mut counted_once = false;
     let decision = match own_line {
         Some(true) => app.shield.arrive(app.total_listeners(), lane, held),
         // Redis out of reach with a number of the one line: a new place in this node's.
-        _ => match crate::app::cluster::line::arrive(&app, &id, lane, held).await {
+        _ => match crate::app::cluster::line::arrive(&app, &id, lane, held, seen).await {
             Some(answer) => {
                 // The one line admits each number once across the cluster by itself.
                 counted_once = true;
@@ -317,14 +320,15 @@ async fn join_space(
         }
         Decision::Wait { number, position, retry_after } => {
             let retry = jitter(retry_after, 0.2, rand::random());
-            let ticket = app.keys.mint_wait(
-                id,
-                number,
-                lane_code(lane),
-                from_node_line.then_some(me),
-                now,
-                WAIT_TICKET_TTL_SECS,
-            )?;
+            let place = WaitPlace {
+                space: id,
+                n: number,
+                lane: lane_code(lane),
+                node: from_node_line.then(|| me.to_owned()),
+                // The cluster's line: the mark this place is told against.
+                seen: counted_once.then(|| number.saturating_sub(position)),
+            };
+            let ticket = app.keys.mint_wait(place, now, WAIT_TICKET_TTL_SECS)?;
             let hls = public.then(|| urls.hls.clone());
             let waiting =
                 Waiting { ticket, position, retry_after_ms: retry.as_millis() as u64, hls };

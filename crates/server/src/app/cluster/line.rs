@@ -100,14 +100,16 @@ pub fn admitted_key(space: &SpaceId) -> String {
     format!("th:line:{space}:admitted")
 }
 
-/// The cluster's answer to a joiner in `lane` holding `number` (or none yet): `None` when this
-/// node is on its own or Redis is away; an error for a number already admitted, or when the
-/// line did not answer in time (come back).
+/// The cluster's answer to a joiner in `lane` holding `number` (or none yet) whose ticket was
+/// told its place against the line's called mark `seen` (0: none): `None` when this node is on
+/// its own or Redis is away; an error for a number already admitted, or when the line did not
+/// answer in time (come back).
 pub async fn arrive(
     app: &AppState,
     space: &SpaceId,
     lane: Lane,
     number: Option<u64>,
+    seen: u64,
 ) -> Option<Result<Decision, AppError>> {
     let mut c = app.cluster.connection()?;
     let per_second = u64::from(app.config.joins_per_second.max(1));
@@ -115,7 +117,7 @@ pub async fn arrive(
     let door = app.cluster.doors().line(space);
     let asked = tokio::time::timeout(
         DOOR_LIMIT,
-        ask(&mut c, &door, app.cluster.doors().now(), space, lane, number, per_second),
+        ask(&mut c, &door, app.cluster.doors().now(), space, (lane, number, seen), per_second),
     );
     let decision = match asked.await {
         Ok(Ok(decision)) => decision,
@@ -156,17 +158,17 @@ pub async fn arrive(
     Some(Ok(decision))
 }
 
-/// Asks the line: a new arrival takes a number from the door's block (a new block when it is
-/// used up); a ticket's holder brings its own. Either is decided from the line's mark as the
-/// door read it, read again when older than `MARK_FRESH` (one read for every joiner meanwhile:
-/// they wait on the door's lock).
+/// Asks the line for a joiner `(lane, number, seen)`: a new arrival takes a number from the
+/// door's block (a new block when it is used up); a ticket's holder brings its own, and the
+/// mark its place was told against. Either is decided from the line's mark as the door read
+/// it, read again when older than `MARK_FRESH` (one read for every joiner meanwhile: they wait
+/// on the door's lock), or from the ticket's, when later.
 async fn ask(
     c: &mut ConnectionManager,
     door: &tokio::sync::Mutex<DoorLine>,
     now: Duration,
     space: &SpaceId,
-    lane: Lane,
-    number: Option<u64>,
+    (lane, number, seen): (Lane, Option<u64>, u64),
     per_second: u64,
 ) -> redis::RedisResult<Decision> {
     let mut line = door.lock().await;
@@ -187,7 +189,7 @@ async fn ask(
     if !line.mark.fresh(now) {
         read(c, space, &mut line, now).await?;
     }
-    Ok(line.decide(lane, number, arriving, per_second))
+    Ok(line.decide(lane, number, seen, arriving, per_second))
 }
 
 /// Reads the line's marks for `line`, adding the arrivals it admitted since to the space's
