@@ -418,8 +418,7 @@ impl Sim<'_> {
             j.number = line.issued;
             j.issued_at = now;
         }
-        let pace = u64::try_from(self.pace)
-            .map_or(self.config.call_rate, |p| p.max(townhall_shield::cluster_door::PACE_FLOOR));
+        let pace = u64::try_from(self.pace).unwrap_or(self.config.call_rate);
         cluster_line::decide(j.number, line.called, pace)
     }
 

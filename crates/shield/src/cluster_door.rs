@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use crate::admission::{Decision, Lane};
 use crate::cluster_line;
-pub use crate::cluster_line::PACE_FLOOR;
 
 /// How long a door keeps a block of numbers, and the window its block size is measured over.
 pub const BLOCK_LIFE: Duration = Duration::from_millis(100);
@@ -193,7 +192,8 @@ impl DoorLine {
         per_second: u64,
     ) -> Decision {
         let called = self.mark.called[lane_index(lane)].max(seen);
-        let pace = u64::try_from(self.mark.pace).map_or(per_second, |p| p.max(PACE_FLOOR));
+        // The line's floor under the pace is applied by `cluster_line::decide`.
+        let pace = u64::try_from(self.mark.pace).unwrap_or(per_second);
         let decision = cluster_line::decide(number, called, pace);
         if arriving && decision == Decision::Admit {
             self.admitted += 1;
